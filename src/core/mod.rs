@@ -1,0 +1,26 @@
+//! The pure heart of corosync-eip: election, placement and reconcile decisions.
+//!
+//! Nothing here performs I/O or reads a clock. The corosync adapter feeds membership changes and
+//! delivered messages in CPG's agreed order; because every member sees the same sequence, every
+//! member computes the same holders.
+
+pub mod placement;
+pub mod reconcile;
+pub mod view;
+pub mod wire;
+
+pub type NodeId = u32;
+
+/// One daemon process in the CPG group. A node may host a new process (restart) or, after a
+/// re-exec, the same pid again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+pub struct MemberId {
+    pub node: NodeId,
+    pub pid: u32,
+}
+
+impl std::fmt::Display for MemberId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.node, self.pid)
+    }
+}

@@ -1,0 +1,123 @@
+//! What the elected holder does about one Elastic IP, given what EC2 says right now.
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+/// Where this node wants its addresses to point.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub instance_id: String,
+    /// Associating by ENI is exact even on multi-ENI instances; without it we use the instance.
+    pub network_interface_id: Option<String>,
+}
+
+/// One address as DescribeAddresses reported it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct ObservedEip {
+    pub allocation_id: String,
+    pub public_ip: Option<String>,
+    pub association_id: Option<String>,
+    pub instance_id: Option<String>,
+    pub network_interface_id: Option<String>,
+    pub private_ip: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EipAction {
+    /// EC2 already points the address at us: nothing to call.
+    AlreadyOurs,
+    /// Reassociate atomically (AllowReassociation=true). `drift` is set when the address was
+    /// attached to someone else, as opposed to attached to nothing.
+    Associate { drift: bool },
+}
+
+pub fn points_at(observed: &ObservedEip, me: &Identity, private_ip: Option<Ipv4Addr>) -> bool {
+    let target_ok = match &me.network_interface_id {
+        Some(eni) => observed.network_interface_id.as_deref() == Some(eni.as_str()),
+        None => observed.instance_id.as_deref() == Some(me.instance_id.as_str()),
+    };
+    let ip_ok = match private_ip {
+        None => true,
+        Some(want) => observed.private_ip.as_deref().and_then(|p| p.parse::<Ipv4Addr>().ok()) == Some(want),
+    };
+    target_ok && ip_ok
+}
+
+pub fn decide_eip(observed: &ObservedEip, me: &Identity, private_ip: Option<Ipv4Addr>) -> EipAction {
+    if points_at(observed, me, private_ip) {
+        EipAction::AlreadyOurs
+    } else {
+        EipAction::Associate {
+            drift: observed.association_id.is_some()
+                || observed.instance_id.is_some()
+                || observed.network_interface_id.is_some(),
+        }
+    }
+}
+
+/// Exponential backoff: `attempt` 0 is the first retry. `jitter` in [0, 1) spreads retries of
+/// several nodes apart ("full jitter" over the upper half of the window).
+pub fn backoff(attempt: u32, base: Duration, cap: Duration, jitter: f64) -> Duration {
+    let exp = base.saturating_mul(1u32 << attempt.min(16));
+    let window = exp.min(cap);
+    let jitter = jitter.clamp(0.0, 1.0);
+    window.mul_f64(0.5 + jitter / 2.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn me(eni: Option<&str>) -> Identity {
+        Identity {
+            instance_id: "i-me".into(),
+            network_interface_id: eni.map(String::from),
+        }
+    }
+
+    fn eip(instance: Option<&str>, eni: Option<&str>, ip: Option<&str>) -> ObservedEip {
+        ObservedEip {
+            allocation_id: "eipalloc-1".into(),
+            association_id: instance.or(eni).map(|_| "eipassoc-1".to_string()),
+            instance_id: instance.map(String::from),
+            network_interface_id: eni.map(String::from),
+            private_ip: ip.map(String::from),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn unassociated_address_is_associated_without_drift() {
+        assert_eq!(decide_eip(&eip(None, None, None), &me(None), None), EipAction::Associate { drift: false });
+    }
+
+    #[test]
+    fn ours_by_eni_or_instance() {
+        assert_eq!(decide_eip(&eip(Some("i-me"), Some("eni-me"), None), &me(Some("eni-me")), None), EipAction::AlreadyOurs);
+        // Associated by ENI, instance not filled in: the ENI decides.
+        assert_eq!(decide_eip(&eip(None, Some("eni-me"), None), &me(Some("eni-me")), None), EipAction::AlreadyOurs);
+        assert_eq!(decide_eip(&eip(Some("i-me"), None, None), &me(None), None), EipAction::AlreadyOurs);
+    }
+
+    #[test]
+    fn someone_else_or_wrong_private_ip_is_drift() {
+        assert_eq!(
+            decide_eip(&eip(Some("i-other"), Some("eni-other"), None), &me(Some("eni-me")), None),
+            EipAction::Associate { drift: true }
+        );
+        assert_eq!(
+            decide_eip(&eip(Some("i-me"), Some("eni-me"), Some("10.0.0.5")), &me(Some("eni-me")), Some("10.0.0.6".parse().unwrap())),
+            EipAction::Associate { drift: true }
+        );
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let base = Duration::from_millis(10);
+        let cap = Duration::from_secs(1);
+        assert_eq!(backoff(0, base, cap, 1.0), Duration::from_millis(10));
+        assert_eq!(backoff(0, base, cap, 0.0), Duration::from_millis(5));
+        assert_eq!(backoff(3, base, cap, 1.0), Duration::from_millis(80));
+        assert_eq!(backoff(30, base, cap, 1.0), cap);
+    }
+}

@@ -1,0 +1,567 @@
+//! The replicated cluster view: members, who holds what, and when a member may act.
+//!
+//! Every member feeds the same CPG events in the same agreed order into a [`View`] and so
+//! computes the same assignments. Membership changes that bring in new members start a *sync
+//! round*: every member multicasts a State (its info and its table); when the State of every
+//! member of the round has been delivered, all members merge the same States the same way.
+//! Departures alone need no round: members that were in sync apply them directly.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::placement;
+use super::wire::{Body, Departure, HeldMsg, MemberInfo, StateMsg, WireAssignment, WireDeparture};
+use super::{MemberId, NodeId};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Assignment {
+    /// None while the previous holder is gone and no eligible member was found yet.
+    pub holder: Option<MemberId>,
+    /// Who held it before the current holder (for the failover timeline).
+    pub previous: Option<MemberId>,
+    pub generation: u64,
+    /// Set when the holder announced that EC2 shows the address on it (this generation).
+    pub verified: Option<HeldMsg>,
+}
+
+/// Why a member left the CPG group, as corosync reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaveReason {
+    /// `cpg_leave` or the process went away while its node stayed in the membership.
+    ProcessGone,
+    /// The node itself left the corosync membership.
+    NodeDown,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// A CPG configuration change: the full new member list and who left.
+    Confchg {
+        members: Vec<MemberId>,
+        left: Vec<(MemberId, LeaveReason)>,
+        joined: Vec<MemberId>,
+    },
+    /// A message delivered by CPG (already decoded).
+    Message { from: MemberId, body: Body },
+    /// The totem (node-level) membership changed.
+    Totem { nodes: Vec<NodeId> },
+}
+
+/// What the adapter must do after feeding an event.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    Send(Body),
+    /// A member vanished holding addresses: start its reattach grace timer.
+    StartGrace(MemberId),
+    /// A resource got a (new) holder.
+    Elected {
+        resource: String,
+        holder: MemberId,
+        generation: u64,
+        previous: Option<MemberId>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Phase {
+    /// We know nothing about the cluster yet.
+    Joining,
+    /// Waiting for States of `round` (the member list when the round started).
+    Syncing {
+        round: Vec<MemberId>,
+        pending: BTreeSet<MemberId>,
+        states: BTreeMap<MemberId, StateMsg>,
+    },
+    Synced,
+}
+
+#[derive(Debug, Clone)]
+pub struct ResourceSpec {
+    pub name: String,
+    pub prefer: Vec<NodeId>,
+}
+
+#[derive(Debug, Clone)]
+pub struct View {
+    local: MemberId,
+    local_info: MemberInfo,
+    resources: Vec<ResourceSpec>,
+    members: BTreeSet<MemberId>,
+    infos: BTreeMap<MemberId, MemberInfo>,
+    phase: Phase,
+    assignments: BTreeMap<String, Assignment>,
+    /// Absent members whose addresses are kept during the reattach grace.
+    vanished: BTreeSet<MemberId>,
+    /// Members that announced Release; they are never candidates again.
+    released: BTreeSet<MemberId>,
+    /// Departures seen while not in sync, applied to the merged table when the round completes.
+    departed: BTreeMap<MemberId, Departure>,
+    totem: Option<BTreeSet<NodeId>>,
+    /// The table came from a previous incarnation of this daemon (re-exec) and may be offered
+    /// in the first State as a real view.
+    seeded: bool,
+}
+
+impl View {
+    pub fn new(local: MemberId, local_info: MemberInfo, resources: Vec<ResourceSpec>) -> View {
+        View {
+            local,
+            local_info,
+            resources,
+            members: BTreeSet::new(),
+            infos: BTreeMap::new(),
+            phase: Phase::Joining,
+            assignments: BTreeMap::new(),
+            vanished: BTreeSet::new(),
+            released: BTreeSet::new(),
+            departed: BTreeMap::new(),
+            totem: None,
+            seeded: false,
+        }
+    }
+
+    /// Seeds the table with what a previous incarnation of this daemon knew (re-exec on
+    /// reload), so that even a cluster where every daemon reloads at once keeps its holders.
+    pub fn seed(&mut self, assignments: Vec<WireAssignment>) {
+        for a in assignments {
+            self.assignments.insert(
+                a.resource,
+                Assignment {
+                    holder: a.holder,
+                    previous: None,
+                    generation: a.generation,
+                    verified: None,
+                },
+            );
+        }
+        self.seeded = true;
+    }
+
+    pub fn local(&self) -> MemberId {
+        self.local
+    }
+
+    pub fn is_synced(&self) -> bool {
+        self.phase == Phase::Synced
+    }
+
+    pub fn members(&self) -> &BTreeSet<MemberId> {
+        &self.members
+    }
+
+    pub fn info(&self, member: &MemberId) -> Option<&MemberInfo> {
+        self.infos.get(member)
+    }
+
+    pub fn assignments(&self) -> &BTreeMap<String, Assignment> {
+        &self.assignments
+    }
+
+    pub fn vanished(&self) -> &BTreeSet<MemberId> {
+        &self.vanished
+    }
+
+    /// The partition is quorate when every member says corosync told it so.
+    pub fn partition_quorate(&self) -> bool {
+        !self.members.is_empty()
+            && self
+                .members
+                .iter()
+                .all(|m| self.infos.get(m).is_some_and(|i| i.quorate))
+    }
+
+    /// Whether this member may call mutating EC2 APIs for what it holds right now.
+    pub fn may_act(&self) -> bool {
+        self.is_synced() && self.partition_quorate() && !self.released.contains(&self.local)
+    }
+
+    /// Resources this member is elected to hold (whether or not it may act right now).
+    pub fn held_by_local(&self) -> Vec<(String, u64)> {
+        self.assignments
+            .iter()
+            .filter(|(_, a)| a.holder == Some(self.local))
+            .map(|(r, a)| (r.clone(), a.generation))
+            .collect()
+    }
+
+    pub fn set_local_quorate(&mut self, quorate: bool) -> Vec<Output> {
+        if self.local_info.quorate == quorate {
+            return Vec::new();
+        }
+        self.local_info.quorate = quorate;
+        vec![Output::Send(Body::Quorum { quorate })]
+    }
+
+    /// The State this member sends for the current round.
+    pub fn state_message(&self) -> StateMsg {
+        StateMsg {
+            info: self.local_info.clone(),
+            round: self.members.iter().copied().collect(),
+            synced: self.is_synced() || self.seeded,
+            assignments: self
+                .assignments
+                .iter()
+                .map(|(r, a)| WireAssignment {
+                    resource: r.clone(),
+                    holder: a.holder,
+                    generation: a.generation,
+                })
+                .collect(),
+            vanished: self.vanished.iter().copied().collect(),
+            departed: self
+                .departed
+                .iter()
+                .map(|(m, k)| WireDeparture { member: *m, kind: *k })
+                .collect(),
+        }
+    }
+
+    pub fn handle(&mut self, event: Event) -> Vec<Output> {
+        match event {
+            Event::Confchg {
+                members,
+                left,
+                joined,
+            } => self.on_confchg(members, left, joined),
+            Event::Message { from, body } => self.on_message(from, body),
+            Event::Totem { nodes } => self.on_totem(nodes),
+        }
+    }
+
+    fn on_confchg(
+        &mut self,
+        members: Vec<MemberId>,
+        left: Vec<(MemberId, LeaveReason)>,
+        joined: Vec<MemberId>,
+    ) -> Vec<Output> {
+        self.members = members.into_iter().collect();
+        let mut out = Vec::new();
+        for (member, reason) in &left {
+            self.infos.remove(member);
+            let kind = if self.released.contains(member) {
+                Departure::Released
+            } else {
+                match reason {
+                    LeaveReason::NodeDown => Departure::NodeDown,
+                    LeaveReason::ProcessGone if self.node_gone(member.node) => Departure::NodeDown,
+                    LeaveReason::ProcessGone => Departure::Vanished,
+                }
+            };
+            match &mut self.phase {
+                Phase::Synced => self.apply_departure(*member, kind, &mut out),
+                Phase::Joining => {
+                    self.departed.insert(*member, kind);
+                }
+                Phase::Syncing { pending, .. } => {
+                    pending.remove(member);
+                    self.departed.insert(*member, kind);
+                }
+            }
+        }
+        let members = &self.members;
+        self.released.retain(|m| members.contains(m));
+        if !joined.is_empty() || self.phase == Phase::Joining {
+            let round: Vec<MemberId> = self.members.iter().copied().collect();
+            self.phase = Phase::Syncing {
+                pending: round.iter().copied().collect(),
+                round,
+                states: BTreeMap::new(),
+            };
+            out.push(Output::Send(Body::State(self.state_message())));
+        } else {
+            self.try_complete_round(&mut out);
+        }
+        if self.is_synced() {
+            self.elect(&mut out);
+        }
+        out
+    }
+
+    fn on_message(&mut self, from: MemberId, body: Body) -> Vec<Output> {
+        let mut out = Vec::new();
+        if !self.members.contains(&from) {
+            // Delivered after its sender left (can happen around a leave): stale.
+            return out;
+        }
+        match body {
+            Body::State(state) => {
+                if let Phase::Syncing {
+                    round,
+                    pending,
+                    states,
+                } = &mut self.phase
+                {
+                    if state.round == *round && pending.remove(&from) {
+                        self.infos.insert(from, state.info.clone());
+                        states.insert(from, state);
+                    }
+                }
+                self.try_complete_round(&mut out);
+            }
+            Body::Quorum { quorate } => {
+                if let Some(info) = self.infos.get_mut(&from) {
+                    info.quorate = quorate;
+                }
+            }
+            Body::Release => {
+                self.released.insert(from);
+                if self.is_synced() {
+                    self.apply_departure(from, Departure::Released, &mut out);
+                } else {
+                    self.departed.insert(from, Departure::Released);
+                }
+            }
+            Body::Held(held) => {
+                if let Some(a) = self.assignments.get_mut(&held.resource) {
+                    if a.holder == Some(from) && a.generation == held.generation {
+                        a.verified = Some(held);
+                    }
+                }
+            }
+            Body::GraceExpired { member } => {
+                if self.is_synced() && !self.members.contains(&member) && self.vanished.remove(&member) {
+                    self.unassign_holder(member);
+                } else if !self.is_synced() {
+                    self.departed.insert(member, Departure::NodeDown);
+                }
+            }
+        }
+        if self.is_synced() {
+            self.elect(&mut out);
+        }
+        out
+    }
+
+    fn on_totem(&mut self, nodes: Vec<NodeId>) -> Vec<Output> {
+        self.totem = Some(nodes.into_iter().collect());
+        let mut out = Vec::new();
+        if self.is_synced() {
+            let gone: Vec<MemberId> = self
+                .vanished
+                .iter()
+                .copied()
+                .filter(|m| self.node_gone(m.node))
+                .collect();
+            for member in gone {
+                self.vanished.remove(&member);
+                self.unassign_holder(member);
+            }
+            self.elect(&mut out);
+        }
+        out
+    }
+
+    fn node_gone(&self, node: NodeId) -> bool {
+        self.totem.as_ref().is_some_and(|t| !t.contains(&node))
+    }
+
+    fn apply_departure(&mut self, member: MemberId, kind: Departure, out: &mut Vec<Output>) {
+        if self.members.contains(&member) && kind != Departure::Released {
+            // Same (node, pid) is back already (re-exec): nothing was lost.
+            return;
+        }
+        let holds_something = self.holds_anything(member);
+        match kind {
+            Departure::Vanished if holds_something => {
+                if self.vanished.insert(member) {
+                    out.push(Output::StartGrace(member));
+                }
+            }
+            Departure::Vanished => {}
+            Departure::Released | Departure::NodeDown => {
+                self.vanished.remove(&member);
+                self.unassign_holder(member);
+            }
+        }
+    }
+
+    fn holds_anything(&self, member: MemberId) -> bool {
+        self.assignments.values().any(|a| a.holder == Some(member))
+    }
+
+    fn unassign_holder(&mut self, member: MemberId) {
+        // Keep the generation so the next holder's generation is higher.
+        for a in self.assignments.values_mut() {
+            if a.holder == Some(member) {
+                a.verified = None;
+                a.holder = None;
+                a.previous = Some(member);
+            }
+        }
+    }
+
+    fn try_complete_round(&mut self, out: &mut Vec<Output>) {
+        let states = match &mut self.phase {
+            Phase::Syncing { pending, states, .. } if pending.is_empty() => std::mem::take(states),
+            _ => return,
+        };
+        self.merge(states, out);
+        self.phase = Phase::Synced;
+        self.seeded = false;
+    }
+
+    /// Builds the table every member of the round agrees on, from the round's States only.
+    fn merge(&mut self, states: BTreeMap<MemberId, StateMsg>, out: &mut Vec<Output>) {
+        let mut table: BTreeMap<String, Assignment> = BTreeMap::new();
+        let mut vanished = BTreeSet::new();
+        let mut departed: BTreeMap<MemberId, Departure> = std::mem::take(&mut self.departed);
+        for state in states.values() {
+            for d in &state.departed {
+                merge_departure(&mut departed, d.member, d.kind);
+            }
+            if !state.synced {
+                continue;
+            }
+            vanished.extend(state.vanished.iter().copied());
+            for a in &state.assignments {
+                let candidate = Assignment {
+                    holder: a.holder,
+                    previous: None,
+                    generation: a.generation,
+                    verified: None,
+                };
+                match table.get(&a.resource) {
+                    Some(existing) if !newer(&candidate, existing) => {}
+                    _ => {
+                        table.insert(a.resource.clone(), candidate);
+                    }
+                }
+            }
+        }
+        // Keep verification marks we already had for the same holder and generation.
+        for (resource, a) in table.iter_mut() {
+            if let Some(old) = self.assignments.get(resource) {
+                if old.holder == a.holder && old.generation == a.generation {
+                    a.verified = old.verified.clone();
+                }
+            }
+        }
+        self.assignments = table;
+        self.vanished = vanished
+            .into_iter()
+            .filter(|m| !self.members.contains(m) && self.holds_anything(*m))
+            .collect();
+        for (member, kind) in departed {
+            if kind == Departure::Released {
+                self.released.insert(member);
+            }
+            self.apply_departure(member, kind, out);
+        }
+        // A node whose daemon came back takes its addresses again: same node, no move.
+        for gone in self.vanished.clone() {
+            if let Some(back) = self.members.iter().find(|m| m.node == gone.node).copied() {
+                self.vanished.remove(&gone);
+                for a in self.assignments.values_mut() {
+                    if a.holder == Some(gone) {
+                        a.holder = Some(back);
+                        a.verified = None;
+                    }
+                }
+            }
+        }
+        for gone in self.vanished.clone() {
+            if self.node_gone(gone.node) {
+                self.vanished.remove(&gone);
+                self.unassign_holder(gone);
+            }
+        }
+        // Anyone else absent is unknown to us: free its resources.
+        let absent: Vec<MemberId> = self
+            .assignments
+            .values()
+            .filter_map(|a| a.holder)
+            .filter(|h| !self.members.contains(h) && !self.vanished.contains(h))
+            .collect();
+        for h in absent {
+            self.unassign_holder(h);
+        }
+        for v in &self.vanished {
+            out.push(Output::StartGrace(*v));
+        }
+    }
+
+    fn candidates(&self, resource: &str) -> Vec<NodeId> {
+        // One process per node takes part; with several (a restart racing the old process) the
+        // lowest pid stands for the node.
+        let mut by_node: BTreeMap<NodeId, MemberId> = BTreeMap::new();
+        for m in &self.members {
+            let eligible = !self.released.contains(m)
+                && self
+                    .infos
+                    .get(m)
+                    .is_some_and(|i| i.resources.iter().any(|r| r == resource));
+            if eligible {
+                by_node.entry(m.node).or_insert(*m);
+            }
+        }
+        by_node.keys().copied().collect()
+    }
+
+    fn member_on(&self, node: NodeId) -> Option<MemberId> {
+        self.members
+            .iter()
+            .find(|m| m.node == node && !self.released.contains(m) && self.infos.contains_key(m))
+            .copied()
+    }
+
+    /// Gives every resource without a live (or reattaching) holder a new one. Only a quorate
+    /// partition elects: a minority keeps its stale table, so it can never outvote the majority
+    /// with a newer generation after the partition heals.
+    fn elect(&mut self, out: &mut Vec<Output>) {
+        if !self.partition_quorate() {
+            return;
+        }
+        for spec in &self.resources {
+            let current = self.assignments.get(&spec.name);
+            let live = current.and_then(|a| a.holder).is_some_and(|h| {
+                (self.members.contains(&h) && !self.released.contains(&h)) || self.vanished.contains(&h)
+            });
+            if live {
+                continue;
+            }
+            let candidates = self.candidates(&spec.name);
+            let Some(node) = placement::choose(&spec.name, &spec.prefer, &candidates) else {
+                continue;
+            };
+            let Some(holder) = self.member_on(node) else {
+                continue;
+            };
+            let previous = current.and_then(|a| a.holder.or(a.previous));
+            let generation = current.map_or(0, |a| a.generation) + 1;
+            self.assignments.insert(
+                spec.name.clone(),
+                Assignment {
+                    holder: Some(holder),
+                    previous,
+                    generation,
+                    verified: None,
+                },
+            );
+            out.push(Output::Elected {
+                resource: spec.name.clone(),
+                holder,
+                generation,
+                previous,
+            });
+        }
+    }
+}
+
+/// Which of two claims on one resource the merged table keeps: the higher generation (the most
+/// recent takeover), ties to the lower member id.
+fn newer(candidate: &Assignment, existing: &Assignment) -> bool {
+    (candidate.generation, std::cmp::Reverse(candidate.holder))
+        > (existing.generation, std::cmp::Reverse(existing.holder))
+}
+
+/// The strongest departure wins: NodeDown and Released both free at once.
+fn merge_departure(departed: &mut BTreeMap<MemberId, Departure>, member: MemberId, kind: Departure) {
+    let rank = |k: Departure| match k {
+        Departure::Vanished => 0,
+        Departure::NodeDown => 1,
+        Departure::Released => 2,
+    };
+    let entry = departed.entry(member).or_insert(kind);
+    if rank(kind) > rank(*entry) {
+        *entry = kind;
+    }
+}

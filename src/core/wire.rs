@@ -1,0 +1,173 @@
+//! Messages members exchange over CPG: versioned JSON.
+//!
+//! Version 1. A receiver drops (and logs) anything it cannot decode or whose major version it
+//! does not speak; it never trusts a peer's bytes enough to panic on them.
+
+use serde::{Deserialize, Serialize};
+
+use super::MemberId;
+
+pub const WIRE_VERSION: u32 = 1;
+/// Larger messages are refused before parsing: a State for hundreds of resources is a few KiB.
+pub const MAX_MESSAGE_BYTES: usize = 1 << 20;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Envelope {
+    pub v: u32,
+    #[serde(flatten)]
+    pub body: Body,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Body {
+    /// Sent by every member after each membership change that brings in new members.
+    State(StateMsg),
+    /// The sender's view of corosync quorum changed.
+    Quorum { quorate: bool },
+    /// Planned stop: the sender gives up everything it holds and leaves.
+    Release,
+    /// The holder verified in EC2 that the address points at it.
+    Held(HeldMsg),
+    /// The reattach grace of a vanished member ran out on the sender's clock.
+    GraceExpired { member: MemberId },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MemberInfo {
+    pub instance_id: String,
+    #[serde(default)]
+    pub network_interface_id: Option<String>,
+    pub version: String,
+    /// Names of the resources this member is configured for.
+    pub resources: Vec<String>,
+    pub quorate: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StateMsg {
+    pub info: MemberInfo,
+    /// The membership the sender saw when it sent this; a State from an older round is ignored.
+    pub round: Vec<MemberId>,
+    /// Whether `assignments` is a real cluster view (false for a member that is still joining).
+    pub synced: bool,
+    pub assignments: Vec<WireAssignment>,
+    pub vanished: Vec<MemberId>,
+    pub departed: Vec<WireDeparture>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WireAssignment {
+    pub resource: String,
+    pub holder: Option<MemberId>,
+    pub generation: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Departure {
+    /// Announced Release: take over at once.
+    Released,
+    /// The process went away but its node is still in the corosync membership: keep its
+    /// addresses for the reattach grace period.
+    Vanished,
+    /// The node left the corosync membership: take over at once.
+    NodeDown,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WireDeparture {
+    pub member: MemberId,
+    pub kind: Departure,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HeldMsg {
+    pub resource: String,
+    pub generation: u64,
+    pub instance_id: Option<String>,
+    pub network_interface_id: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("message of {0} bytes exceeds the {MAX_MESSAGE_BYTES}-byte limit")]
+    TooLarge(usize),
+    #[error("not a corosync-eip message: {0}")]
+    Malformed(String),
+    #[error("wire version {0} is not supported (this build speaks {WIRE_VERSION})")]
+    Version(u32),
+}
+
+pub fn encode(body: &Body) -> Vec<u8> {
+    let envelope = Envelope {
+        v: WIRE_VERSION,
+        body: body.clone(),
+    };
+    // Serialising our own plain structs cannot fail: no maps with non-string keys, no floats.
+    serde_json::to_vec(&envelope).unwrap_or_default()
+}
+
+pub fn decode(bytes: &[u8]) -> Result<Body, DecodeError> {
+    if bytes.len() > MAX_MESSAGE_BYTES {
+        return Err(DecodeError::TooLarge(bytes.len()));
+    }
+    #[derive(Deserialize)]
+    struct VersionOnly {
+        v: u32,
+    }
+    let version: VersionOnly =
+        serde_json::from_slice(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))?;
+    if version.v != WIRE_VERSION {
+        return Err(DecodeError::Version(version.v));
+    }
+    let envelope: Envelope =
+        serde_json::from_slice(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))?;
+    Ok(envelope.body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn round_trip() {
+        let body = Body::Held(HeldMsg {
+            resource: "web".into(),
+            generation: 3,
+            instance_id: Some("i-1".into()),
+            network_interface_id: None,
+        });
+        assert_eq!(decode(&encode(&body)).unwrap(), body);
+        assert_eq!(decode(&encode(&Body::Release)).unwrap(), Body::Release);
+    }
+
+    #[test]
+    fn wire_format_is_stable() {
+        assert_eq!(
+            String::from_utf8(encode(&Body::Quorum { quorate: true })).unwrap(),
+            r#"{"v":1,"type":"quorum","quorate":true}"#
+        );
+    }
+
+    #[test]
+    fn garbage_and_future_versions_are_refused() {
+        assert!(matches!(decode(b"hello"), Err(DecodeError::Malformed(_))));
+        assert!(matches!(decode(br#"{"v":2,"type":"release"}"#), Err(DecodeError::Version(2))));
+        assert!(matches!(decode(br#"{"v":1,"type":"launch"}"#), Err(DecodeError::Malformed(_))));
+        assert!(matches!(decode(&vec![b' '; MAX_MESSAGE_BYTES + 1]), Err(DecodeError::TooLarge(_))));
+    }
+
+    proptest! {
+        #[test]
+        fn decoder_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = decode(&bytes);
+        }
+
+        #[test]
+        fn decoder_never_panics_on_json_like_input(s in r#"\{"v":1,"type":"(state|held|quorum|release|grace_expired)"[,:"a-z0-9\[\]\{\} ]{0,80}\}"#) {
+            let _ = decode(s.as_bytes());
+        }
+    }
+}

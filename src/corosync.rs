@@ -1,0 +1,229 @@
+//! Adapter for corosync's CPG and quorum services (through rust-corosync).
+//!
+//! rust-corosync takes plain `fn` callbacks, so they push into a process-wide buffer that
+//! [`Corosync::next_events`] drains right after dispatching; dispatch runs on the caller's task,
+//! so events come out in exactly the order corosync delivered them.
+
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rust_corosync::{cpg, quorum, CsError, DispatchFlags, NodeId, TrackFlags};
+use tokio::io::unix::AsyncFd;
+
+use crate::core::view::LeaveReason;
+use crate::core::MemberId;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CorosyncError {
+    #[error("corosync {call} failed: {error}")]
+    Call { call: &'static str, error: CsError },
+    #[error("cannot watch the corosync connection: {0}")]
+    Poll(std::io::Error),
+}
+
+fn call_err(call: &'static str) -> impl Fn(CsError) -> CorosyncError {
+    move |error| CorosyncError::Call { call, error }
+}
+
+#[derive(Debug, Clone)]
+pub enum CorosyncEvent {
+    Confchg {
+        members: Vec<MemberId>,
+        left: Vec<(MemberId, LeaveReason)>,
+        joined: Vec<MemberId>,
+    },
+    Deliver {
+        from: MemberId,
+        bytes: Vec<u8>,
+    },
+    Totem {
+        nodes: Vec<u32>,
+    },
+    Quorum {
+        quorate: bool,
+    },
+}
+
+static PENDING: Mutex<Vec<CorosyncEvent>> = Mutex::new(Vec::new());
+
+fn push(event: CorosyncEvent) {
+    // A poisoned lock only means a previous callback panicked; the Vec is still usable.
+    PENDING.lock().unwrap_or_else(|p| p.into_inner()).push(event);
+}
+
+fn member(a: &cpg::Address) -> MemberId {
+    MemberId {
+        node: u32::from(a.nodeid),
+        pid: a.pid,
+    }
+}
+
+fn on_deliver(_h: &cpg::Handle, _group: String, nodeid: NodeId, pid: u32, msg: &[u8], _len: usize) {
+    push(CorosyncEvent::Deliver {
+        from: MemberId {
+            node: u32::from(nodeid),
+            pid,
+        },
+        bytes: msg.to_vec(),
+    });
+}
+
+fn on_confchg(
+    _h: &cpg::Handle,
+    _group: &str,
+    members: Vec<cpg::Address>,
+    left: Vec<cpg::Address>,
+    joined: Vec<cpg::Address>,
+) {
+    push(CorosyncEvent::Confchg {
+        members: members.iter().map(member).collect(),
+        left: left
+            .iter()
+            .map(|a| {
+                let reason = match a.reason {
+                    cpg::Reason::NodeDown => LeaveReason::NodeDown,
+                    _ => LeaveReason::ProcessGone,
+                };
+                (member(a), reason)
+            })
+            .collect(),
+        joined: joined.iter().map(member).collect(),
+    });
+}
+
+fn on_totem(_h: &cpg::Handle, _ring: cpg::RingId, nodes: Vec<NodeId>) {
+    push(CorosyncEvent::Totem {
+        nodes: nodes.into_iter().map(u32::from).collect(),
+    });
+}
+
+fn on_quorum(_h: &quorum::Handle, quorate: bool, _ring: quorum::RingId, _members: Vec<NodeId>) {
+    push(CorosyncEvent::Quorum { quorate });
+}
+
+struct Fd(RawFd);
+impl AsRawFd for Fd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0
+    }
+}
+
+/// A live connection: joined to the group and tracking quorum.
+pub struct Corosync {
+    // Declared first so the fds are deregistered before the handles (which own them) finalize.
+    cpg_fd: AsyncFd<Fd>,
+    quorum_fd: AsyncFd<Fd>,
+    cpg: cpg::Handle,
+    quorum: quorum::Handle,
+    group: String,
+    local: MemberId,
+    initially_quorate: bool,
+}
+
+impl Corosync {
+    pub fn connect(group: &str) -> Result<Corosync, CorosyncError> {
+        PENDING.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        let model = cpg::ModelData::ModelV1(cpg::Model1Data {
+            flags: cpg::Model1Flags::None,
+            deliver_fn: Some(on_deliver),
+            confchg_fn: Some(on_confchg),
+            totem_confchg_fn: Some(on_totem),
+        });
+        let cpg = cpg::initialize(&model, 0).map_err(call_err("cpg_initialize"))?;
+        let node = cpg::local_get(&cpg).map_err(call_err("cpg_local_get"))?;
+        let qmodel = quorum::ModelData::ModelV1(quorum::Model1Data {
+            flags: quorum::Model1Flags::None,
+            quorum_notification_fn: Some(on_quorum),
+            nodelist_notification_fn: None,
+        });
+        let (quorum, _) = quorum::initialize(&qmodel, 0).map_err(call_err("quorum_initialize"))?;
+        quorum::trackstart(&quorum, TrackFlags::Changes).map_err(call_err("quorum_trackstart"))?;
+        // Read quorum before joining: our State must already carry it.
+        let initially_quorate = quorum::getquorate(&quorum).map_err(call_err("quorum_getquorate"))?;
+        let cpg_fd = cpg::fd_get(&cpg).map_err(call_err("cpg_fd_get"))?;
+        let quorum_fd = quorum::fd_get(&quorum).map_err(call_err("quorum_fd_get"))?;
+        cpg::join(&cpg, group).map_err(call_err("cpg_join"))?;
+        let readable = tokio::io::Interest::READABLE;
+        // SAFETY: both fds belong to the handles stored beside them, which outlive the AsyncFds
+        // (field order drops the AsyncFds first) and never swap their descriptor.
+        let (cpg_fd, quorum_fd) = unsafe {
+            (
+                AsyncFd::register_with_interest(Fd(cpg_fd), readable).map_err(|e| CorosyncError::Poll(e.into()))?,
+                AsyncFd::register_with_interest(Fd(quorum_fd), readable).map_err(|e| CorosyncError::Poll(e.into()))?,
+            )
+        };
+        Ok(Corosync {
+            cpg_fd,
+            quorum_fd,
+            cpg,
+            quorum,
+            group: group.to_owned(),
+            local: MemberId {
+                node: u32::from(node),
+                pid: std::process::id(),
+            },
+            initially_quorate,
+        })
+    }
+
+    pub fn local(&self) -> MemberId {
+        self.local
+    }
+
+    pub fn initially_quorate(&self) -> bool {
+        self.initially_quorate
+    }
+
+    /// Quorum as corosync sees it at this instant: the last gate before a mutating EC2 call.
+    pub fn quorate_now(&self) -> Result<bool, CorosyncError> {
+        quorum::getquorate(&self.quorum).map_err(call_err("quorum_getquorate"))
+    }
+
+    /// Waits for corosync to have something for us and returns it in delivery order. An error
+    /// means the connection is dead (corosync stopped or we were evicted).
+    pub async fn next_events(&mut self) -> Result<Vec<CorosyncEvent>, CorosyncError> {
+        loop {
+            tokio::select! {
+                biased;
+                // Quorum first: when both are ready, our State/decisions should see fresh quorum.
+                guard = self.quorum_fd.readable() => {
+                    let mut guard = guard.map_err(CorosyncError::Poll)?;
+                    quorum::dispatch(&self.quorum, DispatchFlags::All).map_err(call_err("quorum_dispatch"))?;
+                    guard.clear_ready();
+                }
+                guard = self.cpg_fd.readable() => {
+                    let mut guard = guard.map_err(CorosyncError::Poll)?;
+                    cpg::dispatch(&self.cpg, DispatchFlags::All).map_err(call_err("cpg_dispatch"))?;
+                    guard.clear_ready();
+                }
+            }
+            let events = std::mem::take(&mut *PENDING.lock().unwrap_or_else(|p| p.into_inner()));
+            if !events.is_empty() {
+                return Ok(events);
+            }
+        }
+    }
+
+    /// Multicasts in agreed order. Flow control (TryAgain) is waited out briefly.
+    pub async fn send(&self, bytes: &[u8]) -> Result<(), CorosyncError> {
+        let mut attempt = 0u32;
+        loop {
+            match cpg::mcast_joined(&self.cpg, cpg::Guarantee::TypeAgreed, bytes) {
+                Ok(()) => return Ok(()),
+                Err(CsError::CsErrTryAgain) if attempt < 50 => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                Err(error) => return Err(CorosyncError::Call { call: "cpg_mcast_joined", error }),
+            }
+        }
+    }
+
+    /// Planned leave: peers see a Leave, not a crash.
+    pub fn leave(self) {
+        if let Err(error) = cpg::leave(&self.cpg, &self.group) {
+            tracing::debug!(%error, "cpg_leave failed; finalizing anyway");
+        }
+    }
+}

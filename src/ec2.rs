@@ -1,0 +1,234 @@
+//! Adapter for the EC2 API: the few calls corosync-eip makes, with error classes and retries.
+//!
+//! The SDK's own retries are off: failover latency matters, so retries here start fast
+//! (tens of milliseconds) and are jittered so members never retry in lockstep.
+
+use std::time::{Duration, Instant};
+
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::BehaviorVersion;
+use aws_sdk_ec2::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+
+use crate::config::AwsConfig;
+use crate::core::reconcile::{backoff, Identity, ObservedEip};
+
+/// How an EC2 failure should be handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorClass {
+    /// Throttling, 5xx, timeouts, connection failures: retry with backoff.
+    Transient,
+    /// Credentials missing or the role lacks a permission: an admin must fix IAM.
+    Permission,
+    /// The allocation, instance or interface does not exist in this region/account.
+    NotFound,
+    /// Anything else EC2 refused (bad parameter, wrong state).
+    Refused,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("EC2 {api} failed ({class:?}{code}): {message}", code = code.as_deref().map(|c| format!(", {c}")).unwrap_or_default())]
+pub struct Ec2Error {
+    pub api: &'static str,
+    pub class: ErrorClass,
+    pub code: Option<String>,
+    pub message: String,
+}
+
+fn classify<E>(api: &'static str, err: SdkError<E, HttpResponse>) -> Ec2Error
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let message = DisplayErrorContext(&err).to_string();
+    let (class, code) = match &err {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            (ErrorClass::Transient, None)
+        }
+        SdkError::ServiceError(service) => {
+            let code = service.err().code().map(str::to_owned);
+            let status = service.raw().status().as_u16();
+            (class_of(code.as_deref(), status), code)
+        }
+        _ => (ErrorClass::Refused, None),
+    };
+    Ec2Error {
+        api,
+        class,
+        code,
+        message,
+    }
+}
+
+pub fn class_of(code: Option<&str>, http_status: u16) -> ErrorClass {
+    match code {
+        Some(c) if c.ends_with(".NotFound") || c.ends_with(".Malformed") && c.starts_with("InvalidAllocationID") => {
+            ErrorClass::NotFound
+        }
+        Some(
+            "RequestLimitExceeded" | "Throttling" | "ThrottlingException" | "InternalError" | "InternalFailure"
+            | "ServiceUnavailable" | "Unavailable" | "RequestTimeout",
+        ) => ErrorClass::Transient,
+        Some(
+            "UnauthorizedOperation" | "AuthFailure" | "AccessDenied" | "AccessDeniedException" | "Blocked"
+            | "OptInRequired" | "InvalidClientTokenId" | "SignatureDoesNotMatch" | "ExpiredToken",
+        ) => ErrorClass::Permission,
+        _ if http_status >= 500 || http_status == 429 => ErrorClass::Transient,
+        _ if http_status == 401 || http_status == 403 => ErrorClass::Permission,
+        _ => ErrorClass::Refused,
+    }
+}
+
+#[derive(Clone)]
+pub struct Ec2 {
+    client: aws_sdk_ec2::Client,
+}
+
+/// Builds the SDK configuration: the standard chain (env, profile, IMDS) with the config
+/// file's overrides on top.
+pub async fn sdk_config(aws: &AwsConfig) -> aws_config::SdkConfig {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .retry_config(RetryConfig::disabled())
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(2).min(aws.call_timeout))
+                .operation_attempt_timeout(aws.call_timeout)
+                .build(),
+        );
+    if let Some(region) = &aws.region {
+        loader = loader.region(aws_config::Region::new(region.clone()));
+    }
+    if let Some(url) = &aws.endpoint_url {
+        loader = loader.endpoint_url(url.clone());
+    }
+    if let Some(profile) = &aws.profile {
+        loader = loader.profile_name(profile.clone());
+    }
+    loader.load().await
+}
+
+const RETRY_BASE: Duration = Duration::from_millis(40);
+const RETRY_CAP: Duration = Duration::from_secs(2);
+
+impl Ec2 {
+    pub fn new(sdk: &aws_config::SdkConfig) -> Ec2 {
+        Ec2 {
+            client: aws_sdk_ec2::Client::new(sdk),
+        }
+    }
+
+    /// Runs `call` until it succeeds, fails for a non-transient reason, or `budget` is spent.
+    async fn with_retry<T, F, Fut>(&self, budget: Duration, mut call: F) -> Result<T, Ec2Error>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, Ec2Error>>,
+    {
+        let started = Instant::now();
+        let mut attempt = 0;
+        loop {
+            match call().await {
+                Ok(v) => return Ok(v),
+                Err(e) if e.class == ErrorClass::Transient && started.elapsed() < budget => {
+                    let wait = backoff(attempt, RETRY_BASE, RETRY_CAP, rand::random::<f64>());
+                    tracing::warn!(api = e.api, error = %e.message, retry_in_ms = wait.as_millis() as u64, "transient EC2 error, retrying");
+                    tokio::time::sleep(wait).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// One DescribeAddresses for all of `allocation_ids`.
+    pub async fn describe_addresses(&self, allocation_ids: &[String], budget: Duration) -> Result<Vec<ObservedEip>, Ec2Error> {
+        self.with_retry(budget, || async {
+            let out = self
+                .client
+                .describe_addresses()
+                .set_allocation_ids(Some(allocation_ids.to_vec()))
+                .send()
+                .await
+                .map_err(|e| classify("DescribeAddresses", e))?;
+            Ok(out
+                .addresses()
+                .iter()
+                .map(|a| ObservedEip {
+                    allocation_id: a.allocation_id().unwrap_or_default().to_owned(),
+                    public_ip: a.public_ip().map(str::to_owned),
+                    association_id: a.association_id().map(str::to_owned),
+                    instance_id: a.instance_id().filter(|s| !s.is_empty()).map(str::to_owned),
+                    network_interface_id: a.network_interface_id().filter(|s| !s.is_empty()).map(str::to_owned),
+                    private_ip: a.private_ip_address().map(str::to_owned),
+                })
+                .collect())
+        })
+        .await
+    }
+
+    /// Points the address at `me` in one atomic call: never disassociate first.
+    pub async fn associate_address(
+        &self,
+        allocation_id: &str,
+        me: &Identity,
+        private_ip: Option<std::net::Ipv4Addr>,
+        budget: Duration,
+    ) -> Result<Option<String>, Ec2Error> {
+        self.with_retry(budget, || async {
+            let mut req = self
+                .client
+                .associate_address()
+                .allocation_id(allocation_id)
+                .allow_reassociation(true);
+            req = match &me.network_interface_id {
+                Some(eni) => req.network_interface_id(eni),
+                None => req.instance_id(&me.instance_id),
+            };
+            if let Some(ip) = private_ip {
+                req = req.private_ip_address(ip.to_string());
+            }
+            let out = req.send().await.map_err(|e| classify("AssociateAddress", e))?;
+            Ok(out.association_id().map(str::to_owned))
+        })
+        .await
+    }
+
+    /// The primary (device index 0) network interface of an instance.
+    pub async fn primary_interface(&self, instance_id: &str, budget: Duration) -> Result<Option<String>, Ec2Error> {
+        self.with_retry(budget, || async {
+            let out = self
+                .client
+                .describe_instances()
+                .instance_ids(instance_id)
+                .send()
+                .await
+                .map_err(|e| classify("DescribeInstances", e))?;
+            let eni = out
+                .reservations()
+                .iter()
+                .flat_map(|r| r.instances())
+                .flat_map(|i| i.network_interfaces())
+                .find(|n| n.attachment().and_then(|a| a.device_index()) == Some(0))
+                .and_then(|n| n.network_interface_id())
+                .map(str::to_owned);
+            Ok(eni)
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_classes() {
+        assert_eq!(class_of(Some("RequestLimitExceeded"), 503), ErrorClass::Transient);
+        assert_eq!(class_of(None, 500), ErrorClass::Transient);
+        assert_eq!(class_of(Some("UnauthorizedOperation"), 403), ErrorClass::Permission);
+        assert_eq!(class_of(None, 403), ErrorClass::Permission);
+        assert_eq!(class_of(Some("InvalidAllocationID.NotFound"), 400), ErrorClass::NotFound);
+        assert_eq!(class_of(Some("InvalidInstanceID.NotFound"), 400), ErrorClass::NotFound);
+        assert_eq!(class_of(Some("InvalidParameterValue"), 400), ErrorClass::Refused);
+    }
+}

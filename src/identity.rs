@@ -1,0 +1,58 @@
+//! Who this node is in EC2: its instance id (config, else IMDSv2) and primary ENI (config,
+//! else DescribeInstances).
+
+use std::time::Duration;
+
+use crate::config::NodeConfig;
+use crate::core::reconcile::Identity;
+use crate::ec2::{Ec2, Ec2Error};
+
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    #[error("instance metadata (IMDSv2) did not give an instance id: {0} (set [node] instance_id, or check that IMDS is enabled and the hop limit allows it)")]
+    Imds(String),
+    #[error("cannot find the network interface of {instance}: {source}")]
+    Interface { instance: String, source: Ec2Error },
+    #[error("instance {0} has no network interface at device index 0; set [node] network_interface_id")]
+    NoInterface(String),
+}
+
+pub async fn instance_id_from_imds() -> Result<String, IdentityError> {
+    // The SDK's IMDS client honours AWS_EC2_METADATA_SERVICE_ENDPOINT and friends.
+    let client = aws_config::imds::Client::builder()
+        .connect_timeout(Duration::from_secs(1))
+        .read_timeout(Duration::from_secs(2))
+        .build();
+    let id = client
+        .get("/latest/meta-data/instance-id")
+        .await
+        .map_err(|e| IdentityError::Imds(aws_sdk_ec2::error::DisplayErrorContext(&e).to_string()))?;
+    let id = id.as_ref().trim().to_owned();
+    if id.starts_with("i-") {
+        Ok(id)
+    } else {
+        Err(IdentityError::Imds(format!("unexpected instance id `{id}`")))
+    }
+}
+
+pub async fn resolve(node: &NodeConfig, ec2: &Ec2) -> Result<Identity, IdentityError> {
+    let instance_id = match &node.instance_id {
+        Some(id) => id.clone(),
+        None => instance_id_from_imds().await?,
+    };
+    let network_interface_id = match &node.network_interface_id {
+        Some(eni) => eni.clone(),
+        None => ec2
+            .primary_interface(&instance_id, Duration::from_secs(10))
+            .await
+            .map_err(|source| IdentityError::Interface {
+                instance: instance_id.clone(),
+                source,
+            })?
+            .ok_or_else(|| IdentityError::NoInterface(instance_id.clone()))?,
+    };
+    Ok(Identity {
+        instance_id,
+        network_interface_id: Some(network_interface_id),
+    })
+}
