@@ -96,9 +96,9 @@ pub struct View {
     /// Departures seen while not in sync, applied to the merged table when the round completes.
     departed: BTreeMap<MemberId, Departure>,
     totem: Option<BTreeSet<NodeId>>,
-    /// The table came from a previous incarnation of this daemon (re-exec) and may be offered
-    /// in the first State as a real view.
-    seeded: bool,
+    /// Our table is a real cluster view: we completed a round, or inherited the table from a
+    /// previous incarnation of this daemon (re-exec). Offered as such in our States.
+    knows_cluster: bool,
 }
 
 impl View {
@@ -115,7 +115,7 @@ impl View {
             released: BTreeSet::new(),
             departed: BTreeMap::new(),
             totem: None,
-            seeded: false,
+            knows_cluster: false,
         }
     }
 
@@ -133,7 +133,7 @@ impl View {
                 },
             );
         }
-        self.seeded = true;
+        self.knows_cluster = true;
     }
 
     pub fn local(&self) -> MemberId {
@@ -196,7 +196,7 @@ impl View {
         StateMsg {
             info: self.local_info.clone(),
             round: self.members.iter().copied().collect(),
-            synced: self.is_synced() || self.seeded,
+            synced: self.knows_cluster,
             assignments: self
                 .assignments
                 .iter()
@@ -207,10 +207,13 @@ impl View {
                 })
                 .collect(),
             vanished: self.vanished.iter().copied().collect(),
+            // Released members may still be in the group: a joiner must learn they are out.
             departed: self
                 .departed
                 .iter()
-                .map(|(m, k)| WireDeparture { member: *m, kind: *k })
+                .map(|(m, k)| (*m, *k))
+                .chain(self.released.iter().map(|m| (*m, Departure::Released)))
+                .map(|(member, kind)| WireDeparture { member, kind })
                 .collect(),
         }
     }
@@ -396,7 +399,7 @@ impl View {
         };
         self.merge(states, out);
         self.phase = Phase::Synced;
-        self.seeded = false;
+        self.knows_cluster = true;
     }
 
     /// Builds the table every member of the round agrees on, from the round's States only.

@@ -1,0 +1,421 @@
+//! The election core driven by a simulated CPG: one agreed-order stream delivered to every
+//! member. Checks that members agree, that holders are sticky, that quorum gates elections
+//! and that reattach/release/node-down behave as documented.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use corosync_eip::core::view::{Event, LeaveReason, Output, ResourceSpec, View};
+use corosync_eip::core::wire::{Body, MemberInfo};
+use corosync_eip::core::MemberId;
+use proptest::prelude::*;
+
+fn m(node: u32, pid: u32) -> MemberId {
+    MemberId { node, pid }
+}
+
+/// One partition's CPG: a member list and one agreed-order queue.
+struct Partition {
+    views: BTreeMap<MemberId, View>,
+    queue: VecDeque<(MemberId, Body)>,
+    resources: Vec<String>,
+    prefer: Vec<u32>,
+    grace_started: Vec<MemberId>,
+}
+
+impl Partition {
+    fn new(resources: &[&str]) -> Partition {
+        Partition {
+            views: BTreeMap::new(),
+            queue: VecDeque::new(),
+            resources: resources.iter().map(|s| s.to_string()).collect(),
+            prefer: Vec::new(),
+            grace_started: Vec::new(),
+        }
+    }
+
+    fn members(&self) -> Vec<MemberId> {
+        self.views.keys().copied().collect()
+    }
+
+    fn absorb(&mut self, from: MemberId, outputs: Vec<Output>) {
+        for o in outputs {
+            match o {
+                Output::Send(body) => self.queue.push_back((from, body)),
+                Output::StartGrace(v) => self.grace_started.push(v),
+                Output::Elected { .. } => {}
+            }
+        }
+    }
+
+    fn broadcast(&mut self, event: Event) {
+        let ids = self.members();
+        for id in ids {
+            let out = self.views.get_mut(&id).unwrap().handle(event.clone());
+            self.absorb(id, out);
+        }
+    }
+
+    fn join(&mut self, id: MemberId, quorate: bool) {
+        let info = MemberInfo {
+            instance_id: format!("i-{}", id.node),
+            network_interface_id: Some(format!("eni-{}", id.node)),
+            version: "test".into(),
+            resources: self.resources.clone(),
+            quorate,
+        };
+        let specs = self
+            .resources
+            .iter()
+            .map(|r| ResourceSpec { name: r.clone(), prefer: self.prefer.clone() })
+            .collect();
+        self.views.insert(id, View::new(id, info, specs));
+        let members = self.members();
+        self.broadcast(Event::Confchg { members, left: vec![], joined: vec![id] });
+    }
+
+    fn leave(&mut self, id: MemberId, reason: LeaveReason) {
+        self.views.remove(&id);
+        let members = self.members();
+        self.broadcast(Event::Confchg { members, left: vec![(id, reason)], joined: vec![] });
+    }
+
+    fn send(&mut self, from: MemberId, body: Body) {
+        self.queue.push_back((from, body));
+    }
+
+    fn set_quorate(&mut self, quorate: bool) {
+        for id in self.members() {
+            let out = self.views.get_mut(&id).unwrap().set_local_quorate(quorate);
+            self.absorb(id, out);
+        }
+    }
+
+    /// Delivers everything queued (and what that causes) in agreed order.
+    fn settle(&mut self) {
+        while let Some((from, body)) = self.queue.pop_front() {
+            self.broadcast(Event::Message { from, body });
+        }
+    }
+
+    fn holder(&self, resource: &str) -> Option<MemberId> {
+        let mut answers = self
+            .views
+            .values()
+            .filter(|v| v.is_synced())
+            .map(|v| v.assignments().get(resource).and_then(|a| a.holder));
+        let first = answers.next().flatten();
+        for a in answers {
+            assert_eq!(a, first, "members disagree on the holder of {resource}");
+        }
+        first
+    }
+
+    fn all_synced(&self) -> bool {
+        self.views.values().all(|v| v.is_synced())
+    }
+
+    fn assert_agree(&self) {
+        let tables: Vec<_> = self
+            .views
+            .values()
+            .filter(|v| v.is_synced())
+            .map(|v| {
+                v.assignments()
+                    .iter()
+                    .map(|(r, a)| (r.clone(), a.holder, a.generation))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        for t in &tables {
+            assert_eq!(t, &tables[0], "synced members hold different tables");
+        }
+    }
+}
+
+#[test]
+fn three_nodes_elect_exactly_one_holder_and_agree() {
+    let mut p = Partition::new(&["web"]);
+    for n in 1..=3 {
+        p.join(m(n, 100 + n), true);
+        p.settle();
+    }
+    assert!(p.all_synced());
+    let holder = p.holder("web").expect("a holder");
+    assert!(p.members().contains(&holder));
+    // Every member's view says the same, and only the holder considers itself holder.
+    let claiming: Vec<_> = p
+        .views
+        .values()
+        .filter(|v| !v.held_by_local().is_empty())
+        .map(|v| v.local())
+        .collect();
+    assert_eq!(claiming, vec![holder]);
+}
+
+#[test]
+fn holder_is_sticky_when_members_join() {
+    let mut p = Partition::new(&["web", "api", "db"]);
+    p.join(m(3, 1), true);
+    p.settle();
+    let first: Vec<_> = ["web", "api", "db"].iter().map(|r| p.holder(r)).collect();
+    assert!(first.iter().all(|h| *h == Some(m(3, 1))));
+    p.join(m(1, 1), true);
+    p.join(m(2, 1), true);
+    p.settle();
+    let after: Vec<_> = ["web", "api", "db"].iter().map(|r| p.holder(r)).collect();
+    assert_eq!(first, after, "no failback to newly joined nodes");
+}
+
+#[test]
+fn node_down_moves_at_once_to_a_survivor() {
+    let mut p = Partition::new(&["web"]);
+    for n in 1..=3 {
+        p.join(m(n, n), true);
+    }
+    p.settle();
+    let old = p.holder("web").unwrap();
+    p.leave(old, LeaveReason::NodeDown);
+    // No message round needed for a departure.
+    let new = p.holder("web").expect("survivor elected in the same step");
+    assert_ne!(new.node, old.node);
+    p.settle();
+    assert_eq!(p.holder("web"), Some(new));
+}
+
+#[test]
+fn release_hands_over_before_the_leave() {
+    let mut p = Partition::new(&["web"]);
+    for n in 1..=2 {
+        p.join(m(n, n), true);
+    }
+    p.settle();
+    let old = p.holder("web").unwrap();
+    p.send(old, Body::Release);
+    p.settle();
+    let new = p.holder("web").unwrap();
+    assert_ne!(new, old);
+    p.leave(old, LeaveReason::ProcessGone);
+    assert_eq!(p.holder("web"), Some(new), "the leave after a release changes nothing");
+}
+
+#[test]
+fn vanished_daemon_keeps_its_address_and_reclaims_it_on_return() {
+    let mut p = Partition::new(&["web"]);
+    for n in 1..=3 {
+        p.join(m(n, 10), true);
+    }
+    p.settle();
+    let old = p.holder("web").unwrap();
+    p.leave(old, LeaveReason::ProcessGone);
+    assert!(p.grace_started.contains(&old));
+    assert_eq!(p.holder("web"), Some(old), "kept during the grace");
+    // The daemon comes back on the same node with a new pid.
+    let back = m(old.node, 99);
+    p.join(back, true);
+    p.settle();
+    assert_eq!(p.holder("web"), Some(back), "same node takes it back: no move");
+}
+
+#[test]
+fn vanished_daemon_loses_its_address_when_grace_expires() {
+    let mut p = Partition::new(&["web"]);
+    for n in 1..=3 {
+        p.join(m(n, 10), true);
+    }
+    p.settle();
+    let old = p.holder("web").unwrap();
+    p.leave(old, LeaveReason::ProcessGone);
+    let someone = p.members()[0];
+    p.send(someone, Body::GraceExpired { member: old });
+    p.send(someone, Body::GraceExpired { member: old });
+    p.settle();
+    let new = p.holder("web").unwrap();
+    assert_ne!(new.node, old.node);
+}
+
+#[test]
+fn vanished_daemon_on_a_node_that_then_leaves_the_ring_is_taken_over() {
+    let mut p = Partition::new(&["web"]);
+    for n in 1..=3 {
+        p.join(m(n, 10), true);
+    }
+    p.settle();
+    let old = p.holder("web").unwrap();
+    p.leave(old, LeaveReason::ProcessGone);
+    let nodes: Vec<u32> = p.members().iter().map(|x| x.node).collect();
+    p.broadcast(Event::Totem { nodes });
+    assert_ne!(p.holder("web").map(|h| h.node), Some(old.node));
+}
+
+#[test]
+fn non_quorate_partition_never_elects() {
+    let mut p = Partition::new(&["web"]);
+    p.join(m(1, 1), false);
+    p.join(m(2, 1), false);
+    p.settle();
+    assert!(p.all_synced());
+    assert_eq!(p.holder("web"), None);
+    for v in p.views.values() {
+        assert!(!v.may_act());
+    }
+    p.set_quorate(true);
+    p.settle();
+    assert!(p.holder("web").is_some());
+}
+
+#[test]
+fn minority_keeps_stale_table_and_majority_wins_after_heal() {
+    // Start with 3 members, all quorate.
+    let mut p = Partition::new(&["web"]);
+    p.prefer = vec![1];
+    for n in 1..=3 {
+        p.join(m(n, 1), true);
+    }
+    p.settle();
+    assert_eq!(p.holder("web"), Some(m(1, 1)));
+    // Split: node 1 alone (minority), nodes 2+3 (majority).
+    let mut minority = Partition { views: BTreeMap::new(), queue: VecDeque::new(), resources: p.resources.clone(), prefer: p.prefer.clone(), grace_started: vec![] };
+    minority.views.insert(m(1, 1), p.views.remove(&m(1, 1)).unwrap());
+    let mut majority = p;
+    // Quorum notifications arrive first (corosync syncs votequorum before CPG).
+    minority.set_quorate(false);
+    majority.broadcast(Event::Confchg { members: majority.members(), left: vec![(m(1, 1), LeaveReason::NodeDown)], joined: vec![] });
+    minority.broadcast(Event::Confchg {
+        members: vec![m(1, 1)],
+        left: vec![(m(2, 1), LeaveReason::NodeDown), (m(3, 1), LeaveReason::NodeDown)],
+        joined: vec![],
+    });
+    majority.settle();
+    minority.settle();
+    let new = majority.holder("web").unwrap();
+    assert_ne!(new, m(1, 1));
+    assert!(!minority.views[&m(1, 1)].may_act(), "minority may not act");
+    // Heal: everyone sees the others join.
+    let mut healed = majority;
+    healed.views.insert(m(1, 1), minority.views.remove(&m(1, 1)).unwrap());
+    healed.views.get_mut(&m(1, 1)).unwrap().set_local_quorate(true);
+    let all = healed.members();
+    for id in all.clone() {
+        let joined: Vec<_> = if id == m(1, 1) { vec![m(2, 1), m(3, 1)] } else { vec![m(1, 1)] };
+        let out = healed.views.get_mut(&id).unwrap().handle(Event::Confchg { members: all.clone(), left: vec![], joined });
+        healed.absorb(id, out);
+    }
+    healed.settle();
+    assert!(healed.all_synced());
+    assert_eq!(healed.holder("web"), Some(new), "no failback after heal, even to a preferred node");
+}
+
+#[test]
+fn preference_picks_the_first_live_preferred_node() {
+    let mut p = Partition::new(&["web"]);
+    p.prefer = vec![2, 3];
+    for n in 1..=3 {
+        p.join(m(n, 1), true);
+    }
+    // All join before any State is delivered: one round.
+    p.settle();
+    assert_eq!(p.holder("web"), Some(m(2, 1)));
+    p.leave(m(2, 1), LeaveReason::NodeDown);
+    assert_eq!(p.holder("web"), Some(m(3, 1)));
+}
+
+#[derive(Debug, Clone)]
+enum Step {
+    Join(u32),
+    Crash(usize),
+    NodeDown(usize),
+    Release(usize),
+    GraceExpire(usize),
+    Deliver(usize),
+    Quorum(bool),
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        (1u32..6).prop_map(Step::Join),
+        (0usize..8).prop_map(Step::Crash),
+        (0usize..8).prop_map(Step::NodeDown),
+        (0usize..8).prop_map(Step::Release),
+        (0usize..8).prop_map(Step::GraceExpire),
+        (0usize..4).prop_map(Step::Deliver),
+        (0usize..4).prop_map(Step::Deliver),
+        any::<bool>().prop_map(Step::Quorum),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 400, .. ProptestConfig::default() })]
+
+    /// Whatever happens, members that are in sync agree on every holder, and a holder is a
+    /// member (or a vanished member inside its grace).
+    #[test]
+    fn members_always_agree(steps in proptest::collection::vec(step(), 1..60)) {
+        let mut p = Partition::new(&["a", "b", "c"]);
+        let mut pid = 1000;
+        let mut vanished_seen: Vec<MemberId> = Vec::new();
+        let mut released: Vec<MemberId> = Vec::new();
+        for s in steps {
+            match s {
+                Step::Join(node) => {
+                    pid += 1;
+                    if !p.members().iter().any(|x| x.node == node) {
+                        p.join(m(node, pid), true);
+                    }
+                }
+                Step::Crash(i) => if let Some(id) = p.members().get(i).copied() {
+                    vanished_seen.push(id);
+                    p.leave(id, LeaveReason::ProcessGone);
+                },
+                Step::NodeDown(i) => if let Some(id) = p.members().get(i).copied() {
+                    p.leave(id, LeaveReason::NodeDown);
+                },
+                Step::Release(i) => if let Some(id) = p.members().get(i).copied() {
+                    if !released.contains(&id) {
+                        released.push(id);
+                        p.send(id, Body::Release);
+                    }
+                },
+                Step::GraceExpire(i) => {
+                    if let (Some(v), Some(from)) = (vanished_seen.get(i).copied(), p.members().first().copied()) {
+                        p.send(from, Body::GraceExpired { member: v });
+                    }
+                }
+                Step::Deliver(n) => for _ in 0..=n {
+                    if let Some((from, body)) = p.queue.pop_front() {
+                        p.broadcast(Event::Message { from, body });
+                    }
+                },
+                Step::Quorum(q) => p.set_quorate(q),
+            }
+            p.assert_agree();
+            for v in p.views.values().filter(|v| v.is_synced()) {
+                for a in v.assignments().values() {
+                    if let Some(h) = a.holder {
+                        prop_assert!(v.members().contains(&h) || v.vanished().contains(&h), "holder {h} is neither member nor reattaching");
+                    }
+                }
+            }
+        }
+        // Once everything is delivered, released daemons have exited and quorum is there,
+        // every resource has a live holder.
+        p.set_quorate(true);
+        p.settle();
+        for id in released {
+            if p.views.contains_key(&id) {
+                p.leave(id, LeaveReason::ProcessGone);
+            }
+        }
+        p.settle();
+        if !p.members().is_empty() {
+            prop_assert!(p.all_synced());
+            p.assert_agree();
+            for r in ["a", "b", "c"] {
+                let h = p.holder(r);
+                let v = p.views.values().next().unwrap();
+                prop_assert!(h.is_some(), "{r} has no holder with {:?} members", p.members());
+                let h = h.unwrap();
+                prop_assert!(v.members().contains(&h) || v.vanished().contains(&h));
+            }
+        }
+    }
+}
