@@ -1,0 +1,52 @@
+//! The command line without a cluster: configuration checking and its exit codes.
+
+use std::process::Command;
+
+fn corosync_eip(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_corosync-eip")).args(args).output().expect("binary runs")
+}
+
+fn write(name: &str, text: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("corosync-eip-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn check_config_accepts_a_good_file() {
+    let path = write("good.toml", "[cluster]\nmonitor_interval = \"5s\"\n[[eip]]\nname = \"web\"\nallocation_id = \"eipalloc-0abc\"\n");
+    let out = corosync_eip(&["run", "--check-config", "--config", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn bad_config_exits_64_naming_the_key() {
+    let cases = [
+        ("badint.toml", "[cluster]\nmonitor_interval = \"soon\"\n[[eip]]\nname = \"web\"\nallocation_id = \"eipalloc-1\"\n", "monitor_interval"),
+        ("badalloc.toml", "[[eip]]\nname = \"web\"\nallocation_id = \"10.0.0.1\"\n", "eip[0].allocation_id"),
+        ("typo.toml", "[clster]\n[[eip]]\nname = \"web\"\nallocation_id = \"eipalloc-1\"\n", "clster"),
+    ];
+    for (name, text, key) in cases {
+        let path = write(name, text);
+        for args in [vec!["run", "--check-config", "--config"], vec!["run", "--config"]] {
+            let mut argv = args.clone();
+            argv.push(path.to_str().unwrap());
+            let out = corosync_eip(&argv);
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(64), "{argv:?}: {err}");
+            assert!(err.contains(key), "{argv:?}: message should name `{key}`: {err}");
+        }
+    }
+    let out = corosync_eip(&["run", "--check-config", "--config", "/nonexistent/corosync-eip.toml"]);
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/corosync-eip.toml"));
+}
+
+#[test]
+fn status_without_a_daemon_says_so() {
+    let out = corosync_eip(&["status", "--socket", "/nonexistent/control.sock"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is corosync-eip running"));
+}
