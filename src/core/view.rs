@@ -129,7 +129,7 @@ impl View {
                     holder: a.holder,
                     previous: None,
                     generation: a.generation,
-                    verified: None,
+                    verified: a.verified,
                 },
             );
         }
@@ -204,6 +204,7 @@ impl View {
                     resource: r.clone(),
                     holder: a.holder,
                     generation: a.generation,
+                    verified: a.verified.clone(),
                 })
                 .collect(),
             vanished: self.vanished.iter().copied().collect(),
@@ -420,21 +421,21 @@ impl View {
                     holder: a.holder,
                     previous: None,
                     generation: a.generation,
-                    verified: None,
+                    verified: a.verified.clone(),
                 };
-                match table.get(&a.resource) {
-                    Some(existing) if !newer(&candidate, existing) => {}
+                match table.get_mut(&a.resource) {
+                    Some(existing) if !newer(&candidate, existing) => {
+                        // Same claim seen by another member, maybe with the holder's Held.
+                        if existing.holder == candidate.holder
+                            && existing.generation == candidate.generation
+                            && existing.verified.is_none()
+                        {
+                            existing.verified = candidate.verified;
+                        }
+                    }
                     _ => {
                         table.insert(a.resource.clone(), candidate);
                     }
-                }
-            }
-        }
-        // Keep verification marks we already had for the same holder and generation.
-        for (resource, a) in table.iter_mut() {
-            if let Some(old) = self.assignments.get(resource) {
-                if old.holder == a.holder && old.generation == a.generation {
-                    a.verified = old.verified.clone();
                 }
             }
         }

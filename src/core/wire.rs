@@ -61,6 +61,9 @@ pub struct WireAssignment {
     pub resource: String,
     pub holder: Option<MemberId>,
     pub generation: u64,
+    /// The holder's last Held for this generation, so joiners see it verified too.
+    #[serde(default)]
+    pub verified: Option<HeldMsg>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

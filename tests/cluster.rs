@@ -1,0 +1,232 @@
+//! End-to-end scenarios on a real multi-node Corosync cluster (network + mount namespaces),
+//! real daemons, and moto as EC2. Each test asserts what EC2 says (DescribeAddresses on the
+//! emulator, its request log) and what every node's `status --json` says.
+//!
+//! Needs root and `scripts/setup.sh`. Each test owns its lab name and subnet.
+
+mod lab;
+
+use std::time::Duration;
+
+use anyhow::{anyhow, Result};
+use lab::{Lab, LabSpec, Signal};
+use serde_json::Value;
+
+const SETTLE: Duration = Duration::from_secs(40);
+
+fn start_lab(name: &str, subnet: u8, nodes: usize) -> Lab {
+    let mut lab = Lab::start(LabSpec::new(name, subnet, nodes)).expect("lab starts");
+    for i in 0..nodes {
+        lab.start_daemon(i).expect("daemon starts");
+    }
+    lab
+}
+
+fn resource(status: &Value) -> Result<&Value> {
+    status["resources"].get(0).ok_or_else(|| anyhow!("no resource in status: {status}"))
+}
+
+fn holder_node_id(status: &Value) -> Option<u64> {
+    resource(status).ok()?["holder"]["node_id"].as_u64()
+}
+
+/// Waits until each of `nodes` says: synced, quorate, `members` members, the same holder, and
+/// state "held"; and EC2 shows the address on that holder's instance. Returns its node index.
+fn settled_holder(lab: &Lab, nodes: &[usize], members: usize) -> usize {
+    let alloc = lab.allocation_ids()[0].clone();
+    lab.wait_for("one agreed, verified holder", SETTLE, || {
+        let mut holder = None;
+        for &i in nodes {
+            let s = lab.daemon_status(i)?;
+            let r = resource(&s)?;
+            let ok = s["synced"] == true
+                && s["quorate"] == true
+                && s["members"].as_array().map(|m| m.len()) == Some(members)
+                && r["state"] == "held";
+            if !ok {
+                return Ok(None);
+            }
+            let h = holder_node_id(&s);
+            if holder.is_some() && holder != h {
+                return Err(anyhow!("nodes disagree: {holder:?} vs {h:?}"));
+            }
+            holder = h;
+        }
+        let Some(node_id) = holder else { return Ok(None) };
+        let index = node_id as usize - 1;
+        let ec2 = lab.eip(&alloc)?;
+        if ec2.instance_id.as_deref() == Some(lab.instance_id(index))
+            && ec2.network_interface_id.as_deref() == Some(lab.eni(index))
+        {
+            Ok(Some(index))
+        } else {
+            Ok(None)
+        }
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", logs(lab)))
+}
+
+fn logs(lab: &Lab) -> String {
+    (0..lab.node_count())
+        .map(|i| format!("---- node {i} daemon log ----\n{}", tail(&lab.daemon_log(i), 60)))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let v: Vec<&str> = text.lines().collect();
+    v[v.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Mutating EC2 calls the emulator received after `since` (unix time), with the caller's node.
+fn mutating_calls_since(lab: &Lab, since: f64) -> Vec<(Option<usize>, String)> {
+    lab.ec2_requests()
+        .expect("request log")
+        .into_iter()
+        .filter(|r| r.t >= since && !r.action.starts_with("Describe"))
+        .map(|r| (lab.node_by_ip(&r.source), r.action))
+        .collect()
+}
+
+fn assert_no_panics(lab: &Lab) {
+    for i in 0..lab.node_count() {
+        let log = lab.daemon_log(i);
+        assert!(!log.contains("panicked"), "daemon on node {i} panicked:\n{}", tail(&log, 80));
+    }
+}
+
+#[test]
+fn elects_one_holder_then_hands_over_on_stop_and_fails_over_on_node_loss() {
+    let mut lab = start_lab("elect", 11, 3);
+    let t0 = lab::unix_now();
+    let first = settled_holder(&lab, &[0, 1, 2], 3);
+    // Exactly one AssociateAddress, from the holder, with AllowReassociation.
+    let calls: Vec<_> = lab.ec2_requests().unwrap().into_iter().filter(|r| r.action == "AssociateAddress").collect();
+    assert_eq!(calls.len(), 1, "one association at start-up: {calls:?}");
+    assert_eq!(lab.node_by_ip(&calls[0].source), Some(first));
+    assert_eq!(calls[0].param("AllowReassociation"), Some("true"));
+    assert!(mutating_calls_since(&lab, t0).iter().all(|(n, _)| *n == Some(first)));
+
+    // Planned stop of the holder's daemon: exit 0, a peer takes over without waiting for
+    // corosync's token (the old node stays a cluster member).
+    lab.signal_daemon(first, Signal::SIGTERM).unwrap();
+    assert_eq!(lab.wait_daemon_exit(first, Duration::from_secs(10)).unwrap(), Some(0));
+    let rest: Vec<usize> = (0..3).filter(|i| *i != first).collect();
+    let second = settled_holder(&lab, &rest, 2);
+    assert_ne!(second, first);
+    let s = lab.daemon_status(second).unwrap();
+    let failover = &resource(&s).unwrap()["last_failover"];
+    assert_eq!(failover["previous"]["node_id"].as_u64(), Some(lab.node_id(first) as u64), "{s}");
+    assert!(failover["verified_ms"].is_u64(), "timeline recorded: {s}");
+    assert!(lab.daemon_log(second).contains("failover timeline"), "timeline logged");
+
+    // Hard failure: kill -9 corosync under the new holder. The last daemon takes over.
+    lab.kill_corosync(second, Signal::SIGKILL);
+    let third = rest.iter().copied().find(|i| *i != second).unwrap();
+    let t1 = lab::unix_now();
+    let holder = settled_holder(&lab, &[third], 1);
+    assert_eq!(holder, third);
+    let moved: Vec<_> = mutating_calls_since(&lab, t1);
+    assert!(moved.iter().all(|(n, a)| *n == Some(third) && a == "AssociateAddress"), "{moved:?}");
+    assert_no_panics(&lab);
+}
+
+#[test]
+fn daemon_crash_restart_and_reload_never_move_the_address() {
+    let mut lab = start_lab("reatt", 12, 3);
+    let holder = settled_holder(&lab, &[0, 1, 2], 3);
+    let t0 = lab::unix_now();
+
+    // SIGKILL the holder's daemon and start it again within the reattach grace.
+    lab.kill_daemon(holder);
+    let s = lab
+        .wait_for("peers see the vanished holder as reattaching", SETTLE, || {
+            let peer = (holder + 1) % 3;
+            let s = lab.daemon_status(peer)?;
+            Ok((resource(&s)?["state"] == "reattaching").then_some(s))
+        })
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", logs(&lab)));
+    assert_eq!(holder_node_id(&s), Some(lab.node_id(holder) as u64));
+    lab.start_daemon(holder).unwrap();
+    assert_eq!(settled_holder(&lab, &[0, 1, 2], 3), holder);
+
+    // SIGHUP: re-exec in place, same pid, nothing released.
+    let pid = lab.daemon_pid(holder).unwrap();
+    lab.signal_daemon(holder, Signal::SIGHUP).unwrap();
+    lab.wait_for("re-exec logged", SETTLE, || Ok(lab.daemon_log(holder).contains("reloading").then_some(())))
+        .unwrap();
+    assert_eq!(settled_holder(&lab, &[0, 1, 2], 3), holder);
+    assert_eq!(lab.daemon_pid(holder), Some(pid), "reload keeps the process");
+    let s = lab.daemon_status(holder).unwrap();
+    assert_eq!(s["pid"].as_u64(), Some(pid as u64));
+
+    // A bad configuration on reload is refused; the daemon keeps running with the old one.
+    lab.write_daemon_config(holder, "[cluster]\nmonitor_interval = \"often\"\n").unwrap();
+    lab.signal_daemon(holder, Signal::SIGHUP).unwrap();
+    lab.wait_for("reload refusal logged", SETTLE, || {
+        Ok(lab.daemon_log(holder).contains("reload refused").then_some(()))
+    })
+    .unwrap();
+    assert!(lab.daemon_log(holder).contains("monitor_interval"), "the refusal names the key");
+    assert_eq!(settled_holder(&lab, &[0, 1, 2], 3), holder);
+    assert_eq!(lab.daemon_pid(holder), Some(pid));
+
+    let moved = mutating_calls_since(&lab, t0);
+    assert!(moved.is_empty(), "no mutating EC2 call during crash/restart/reload: {moved:?}");
+    assert_no_panics(&lab);
+}
+
+#[test]
+fn isolated_node_never_acts_and_nothing_fails_back_after_heal() {
+    let mut lab = start_lab("isol", 13, 3);
+    let holder = settled_holder(&lab, &[0, 1, 2], 3);
+    let others: Vec<usize> = (0..3).filter(|i| *i != holder).collect();
+    let t0 = lab::unix_now();
+    lab.isolate(holder).unwrap();
+    let new = settled_holder(&lab, &others, 2);
+    assert_ne!(new, holder);
+    // The isolated node says it is not quorate and does not act.
+    let s = lab
+        .wait_for("isolated node reports no quorum", SETTLE, || {
+            let s = lab.daemon_status(holder)?;
+            Ok((s["quorate"] == false).then_some(s))
+        })
+        .unwrap();
+    assert_eq!(s["local_quorate"], false);
+    std::thread::sleep(Duration::from_secs(3)); // several monitor intervals
+    let calls = mutating_calls_since(&lab, t0);
+    assert!(calls.iter().all(|(n, _)| *n == Some(new)), "only the majority's holder mutates: {calls:?}");
+    assert_eq!(calls.len(), 1, "{calls:?}");
+
+    let t1 = lab::unix_now();
+    lab.heal(holder).unwrap();
+    lab.wait_quorate(&[0, 1, 2], 3, SETTLE).unwrap();
+    assert_eq!(settled_holder(&lab, &[0, 1, 2], 3), new, "no failback after heal");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(settled_holder(&lab, &[0, 1, 2], 3), new);
+    let calls = mutating_calls_since(&lab, t1);
+    assert!(calls.is_empty(), "healing moves nothing: {calls:?}");
+    let _ = &mut lab;
+    assert_no_panics(&lab);
+}
+
+#[test]
+fn corosync_restart_under_a_standby_daemon_changes_nothing() {
+    let mut lab = start_lab("crst", 14, 3);
+    let holder = settled_holder(&lab, &[0, 1, 2], 3);
+    let standby = (holder + 1) % 3;
+    let t0 = lab::unix_now();
+    lab.kill_corosync(standby, Signal::SIGTERM);
+    lab.wait_for("standby daemon notices corosync is gone", SETTLE, || {
+        let s = lab.daemon_status(standby)?;
+        Ok((s["corosync"] == "disconnected").then_some(()))
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", logs(&lab)));
+    assert!(lab.daemon_running(standby), "the daemon survives corosync going away");
+    lab.start_corosync(standby).unwrap();
+    lab.wait_quorate(&[0, 1, 2], 3, SETTLE).unwrap();
+    assert_eq!(settled_holder(&lab, &[0, 1, 2], 3), holder);
+    let calls = mutating_calls_since(&lab, t0);
+    assert!(calls.is_empty(), "the address never moved: {calls:?}");
+    assert_no_panics(&lab);
+}
