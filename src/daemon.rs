@@ -369,22 +369,31 @@ impl Daemon {
         };
         self.permit.send_replace(permitted);
         let names: Vec<String> = self.resources.keys().cloned().collect();
+        let quorate = view.partition_quorate() && local_quorate;
         for name in names {
             let want = ours.get(&name).copied();
             let Some(local) = self.resources.get_mut(&name) else { continue };
-            if want.is_none() || !may_act {
+            let Some(generation) = want else {
                 if let Some((_, task)) = local.acquiring.take() {
                     task.abort();
                 }
-                if want.is_none() {
-                    local.held = None;
-                    local.pending_timeline = None;
-                    local.failures = 0;
-                    local.retry_at = None;
+                local.held = None;
+                local.pending_timeline = None;
+                local.failures = 0;
+                local.retry_at = None;
+                continue;
+            };
+            if !quorate {
+                if let Some((_, task)) = local.acquiring.take() {
+                    task.abort();
                 }
                 continue;
             }
-            let Some(generation) = want else { continue };
+            if !may_act {
+                // A sync round: let reads in flight finish; the permit blocks any write until
+                // the round is over, and nothing new starts.
+                continue;
+            }
             if local.held == Some(generation) || local.acquiring.as_ref().is_some_and(|(g, _)| *g == generation) {
                 continue;
             }

@@ -211,8 +211,17 @@ fn isolated_node_never_acts_and_nothing_fails_back_after_heal() {
 }
 
 #[test]
-fn corosync_restart_under_a_standby_daemon_changes_nothing() {
-    let mut lab = start_lab("crst", 14, 3);
+fn corosync_restart_under_a_standby_changes_nothing_and_drift_is_repaired_once() {
+    let mut lab = Lab::start(LabSpec::new("crst", 14, 3)).expect("lab starts");
+    // A second resource whose allocation does not exist: reported, never fatal.
+    let config = format!(
+        "{}\n[[eip]]\nname = \"ghost\"\nallocation_id = \"eipalloc-0000000000000dead\"\n",
+        lab.default_daemon_config()
+    );
+    for i in 0..3 {
+        lab.write_daemon_config(i, &config).unwrap();
+        lab.start_daemon(i).unwrap();
+    }
     let holder = settled_holder(&lab, &[0, 1, 2], 3);
     let standby = (holder + 1) % 3;
     let t0 = lab::unix_now();
@@ -228,5 +237,40 @@ fn corosync_restart_under_a_standby_daemon_changes_nothing() {
     assert_eq!(settled_holder(&lab, &[0, 1, 2], 3), holder);
     let calls = mutating_calls_since(&lab, t0);
     assert!(calls.is_empty(), "the address never moved: {calls:?}");
+
+    // The missing allocation is reported by whoever was elected for it.
+    let ghost_holder = lab
+        .wait_for("the missing allocation reported in status", SETTLE, || {
+            for i in 0..3 {
+                let s = lab.daemon_status(i)?;
+                let ghost = &s["resources"][1];
+                if ghost["local_role"] == "holder" && ghost["last_error"].as_str().is_some_and(|e| e.contains("NotFound")) {
+                    return Ok(Some(i));
+                }
+            }
+            Ok(None)
+        })
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", logs(&lab)));
+    assert!(lab.daemon_running(ghost_holder));
+
+    // Drift: someone moves the address out of band; the holder puts it back, exactly once.
+    let alloc = lab.allocation_ids()[0].clone();
+    let stray_eni = lab.eni(standby).to_string();
+    let t1 = lab::unix_now();
+    lab.with_ec2(move |rt, c| {
+        rt.block_on(c.associate_address().allocation_id(alloc).network_interface_id(stray_eni).allow_reassociation(true).send())
+            .map_err(|e| anyhow!("{}", aws_sdk_ec2::error::DisplayErrorContext(e)))?;
+        Ok(())
+    })
+    .unwrap();
+    lab.wait_for("drift repaired", SETTLE, || {
+        let s = lab.daemon_status(holder)?;
+        Ok((resource(&s)?["drift_repairs"] == 1).then_some(()))
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", logs(&lab)));
+    assert_eq!(settled_holder(&lab, &[0, 1, 2], 3), holder);
+    std::thread::sleep(Duration::from_secs(3));
+    let repairs: Vec<_> = mutating_calls_since(&lab, t1).into_iter().filter(|(n, _)| n.is_some()).collect();
+    assert_eq!(repairs, vec![(Some(holder), "AssociateAddress".to_string())], "one repair, by the holder");
     assert_no_panics(&lab);
 }
