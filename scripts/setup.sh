@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Prepares a machine for corosync-eip development and the multi-node test lab.
+# Idempotent: safe to run again.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="$ROOT/.venv"
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update
+$SUDO apt-get install -y \
+    corosync libcorosync-common-dev libcpg-dev libquorum-dev libvotequorum-dev \
+    libcfg-dev libcmap-dev iproute2 iptables procps python3-venv util-linux
+
+# The lab runs its own corosync processes inside network namespaces: the host's
+# service must not be running (it would also bind knet ports on the host).
+if command -v systemctl >/dev/null 2>&1; then
+    $SUDO systemctl disable --now corosync >/dev/null 2>&1 || true
+fi
+if [ -x /usr/sbin/service ] && [ ! -d /run/systemd/system ]; then
+    $SUDO /usr/sbin/service corosync stop >/dev/null 2>&1 || true
+fi
+
+# Python venv for the EC2 emulator (moto) and lab helpers.
+PY=/usr/bin/python3
+[ -x "$PY" ] || PY="$(command -v python3)"
+if [ -x "$VENV/bin/moto_server" ] && "$VENV/bin/python" -c 'import moto.server, boto3' >/dev/null 2>&1; then
+    echo "setup: $VENV already has moto[server] and boto3"
+else
+    if [ ! -x "$VENV/bin/python" ]; then
+        "$PY" -m venv "$VENV"
+    fi
+    "$VENV/bin/pip" install --upgrade pip >/dev/null 2>&1 || true
+    "$VENV/bin/pip" install "moto[server]" boto3
+    "$VENV/bin/python" -c 'import moto.server, boto3'
+fi
+echo "setup: done"

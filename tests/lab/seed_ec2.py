@@ -1,0 +1,61 @@
+#!/usr/bin/env python3
+"""Seeds the lab's EC2 emulator: one VPC, one subnet, N instances (one per node,
+each with its primary ENI) and M VPC Elastic IPs. Prints JSON:
+
+{"vpc_id":..., "subnet_id":..., "instances":[{"instance_id","eni","private_ip","az","mac"}],
+ "allocations":[{"allocation_id","public_ip"}]}
+"""
+import argparse
+import json
+import sys
+
+import boto3
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--endpoint", required=True)
+    ap.add_argument("--nodes", type=int, required=True)
+    ap.add_argument("--eips", type=int, default=1)
+    ap.add_argument("--region", default="us-east-1")
+    args = ap.parse_args()
+
+    ec2 = boto3.client("ec2", endpoint_url=args.endpoint, region_name=args.region,
+                       aws_access_key_id="testing", aws_secret_access_key="testing")
+    az = args.region + "a"
+    vpc_id = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+    subnet_id = ec2.create_subnet(VpcId=vpc_id, CidrBlock="10.0.1.0/24",
+                                  AvailabilityZone=az)["Subnet"]["SubnetId"]
+    images = ec2.describe_images(Owners=["amazon"])["Images"]
+    if not images:
+        raise SystemExit("seed_ec2: DescribeImages(owners=amazon) returned nothing")
+    ami = sorted(images, key=lambda i: i["ImageId"])[0]["ImageId"]
+
+    instances = []
+    for n in range(args.nodes):
+        inst = ec2.run_instances(ImageId=ami, MinCount=1, MaxCount=1, InstanceType="t3.micro",
+                                 SubnetId=subnet_id,
+                                 TagSpecifications=[{"ResourceType": "instance",
+                                                     "Tags": [{"Key": "Name", "Value": f"node{n}"}]}]
+                                 )["Instances"][0]
+        eni = sorted(inst["NetworkInterfaces"], key=lambda e: e["Attachment"]["DeviceIndex"])[0]
+        instances.append({
+            "instance_id": inst["InstanceId"],
+            "eni": eni["NetworkInterfaceId"],
+            "private_ip": eni.get("PrivateIpAddress") or inst.get("PrivateIpAddress"),
+            "mac": eni.get("MacAddress") or "",
+            "az": inst.get("Placement", {}).get("AvailabilityZone", az),
+        })
+
+    allocations = []
+    for _ in range(args.eips):
+        a = ec2.allocate_address(Domain="vpc")
+        allocations.append({"allocation_id": a["AllocationId"], "public_ip": a["PublicIp"]})
+
+    json.dump({"vpc_id": vpc_id, "subnet_id": subnet_id, "ami": ami,
+               "instances": instances, "allocations": allocations}, sys.stdout)
+    sys.stdout.write("\n")
+
+
+if __name__ == "__main__":
+    main()
