@@ -3,7 +3,7 @@
 //! Parsing is strict: unknown keys, malformed values and inconsistent resources are refused
 //! with an error that names the key, so a typo never silently disables a resource.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -12,6 +12,7 @@ use serde::{Deserialize, Deserializer};
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/corosync-eip/corosync-eip.toml";
 pub const DEFAULT_CONTROL_SOCKET: &str = "/run/corosync-eip/control.sock";
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/corosync-eip";
 /// CPG group names are limited to 128 bytes including the terminating NUL.
 const CPG_GROUP_MAX: usize = 127;
 
@@ -39,6 +40,8 @@ pub struct Config {
     pub node: NodeConfig,
     pub daemon: DaemonConfig,
     pub eips: Vec<EipConfig>,
+    pub vips: Vec<VipConfig>,
+    pub health: Vec<HealthConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -46,6 +49,9 @@ pub struct ClusterConfig {
     pub group: String,
     pub monitor_interval: Duration,
     pub reattach_grace: Duration,
+    /// How long a starting cluster waits for every corosync node's daemon before placing
+    /// addresses that never had a holder (so they spread instead of piling on the first node).
+    pub startup_wait: Duration,
     /// Node ids in order of preference for every resource that has no `prefer` of its own.
     pub prefer: Vec<u32>,
 }
@@ -67,6 +73,8 @@ pub struct NodeConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub struct DaemonConfig {
     pub control_socket: PathBuf,
+    /// Where node-local state survives restarts (the standby flag).
+    pub state_dir: PathBuf,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -75,6 +83,55 @@ pub struct EipConfig {
     pub allocation_id: String,
     pub private_ip: Option<Ipv4Addr>,
     pub prefer: Vec<u32>,
+    pub group: Option<String>,
+}
+
+/// A private address routed to the holder's ENI through VPC route tables.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VipConfig {
+    pub name: String,
+    pub address: Ipv4Addr,
+    pub route_tables: Vec<String>,
+    pub create_route: bool,
+    pub interface: String,
+    pub label: Option<String>,
+    pub prefer: Vec<u32>,
+    pub group: Option<String>,
+}
+
+impl VipConfig {
+    pub fn destination(&self) -> String {
+        format!("{}/32", self.address)
+    }
+}
+
+/// A local check that decides whether this node may hold addresses.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthConfig {
+    pub name: String,
+    pub check: HealthCheck,
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Consecutive successes needed to become healthy again.
+    pub rise: u32,
+    /// Consecutive failures needed to become unhealthy.
+    pub fall: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum HealthCheck {
+    /// Run through `/bin/sh -c`; exit 0 is healthy.
+    Command(String),
+    /// `systemctl is-active --quiet UNIT`.
+    SystemdUnit(String),
+}
+
+/// What the cluster places as one: a group of resources, or a single ungrouped resource.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unit {
+    pub name: String,
+    pub prefer: Vec<u32>,
+    pub resources: Vec<String>,
 }
 
 // Raw shapes as written in the file; `deny_unknown_fields` turns typos into errors.
@@ -91,6 +148,10 @@ struct RawConfig {
     daemon: RawDaemon,
     #[serde(default)]
     eip: Vec<RawEip>,
+    #[serde(default)]
+    vip: Vec<RawVip>,
+    #[serde(default)]
+    health: Vec<RawHealth>,
 }
 
 #[derive(Deserialize, Default)]
@@ -101,6 +162,8 @@ struct RawCluster {
     monitor_interval: Option<Duration>,
     #[serde(default, deserialize_with = "opt_duration")]
     reattach_grace: Option<Duration>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    startup_wait: Option<Duration>,
     #[serde(default)]
     prefer: Vec<u32>,
 }
@@ -126,6 +189,7 @@ struct RawNode {
 #[serde(deny_unknown_fields)]
 struct RawDaemon {
     control_socket: Option<PathBuf>,
+    state_dir: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -136,6 +200,37 @@ struct RawEip {
     private_ip: Option<String>,
     #[serde(default)]
     prefer: Vec<u32>,
+    group: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVip {
+    name: String,
+    address: String,
+    #[serde(default)]
+    route_tables: Vec<String>,
+    #[serde(default)]
+    create_route: bool,
+    interface: Option<String>,
+    label: Option<String>,
+    #[serde(default)]
+    prefer: Vec<u32>,
+    group: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHealth {
+    name: String,
+    command: Option<String>,
+    systemd_unit: Option<String>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    interval: Option<Duration>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    timeout: Option<Duration>,
+    rise: Option<u32>,
+    fall: Option<u32>,
 }
 
 fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
@@ -226,23 +321,30 @@ impl Config {
             return Err(invalid("daemon.control_socket", "must be an absolute path".into()));
         }
 
-        if raw.eip.is_empty() {
-            return Err(invalid("eip", "no [[eip]] resource is configured: nothing to manage".into()));
+        let state_dir = raw
+            .daemon
+            .state_dir
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+        if !state_dir.is_absolute() {
+            return Err(invalid("daemon.state_dir", "must be an absolute path".into()));
+        }
+        let startup_wait = raw.cluster.startup_wait.unwrap_or(Duration::from_secs(10));
+        if startup_wait > Duration::from_secs(600) {
+            return Err(invalid("cluster.startup_wait", "must be at most 600s".into()));
+        }
+
+        if raw.eip.is_empty() && raw.vip.is_empty() {
+            return Err(invalid(
+                "eip",
+                "no [[eip]] or [[vip]] resource is configured: nothing to manage".into(),
+            ));
         }
         let mut names = BTreeSet::new();
         let mut allocations = BTreeSet::new();
         let mut eips = Vec::with_capacity(raw.eip.len());
         for (index, e) in raw.eip.into_iter().enumerate() {
             let key = |field: &str| format!("eip[{index}].{field}");
-            if e.name.is_empty()
-                || e.name.len() > 64
-                || !e.name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-            {
-                return Err(invalid(
-                    &key("name"),
-                    format!("`{}` must be 1-64 characters of letters, digits, '-', '_' or '.'", e.name),
-                ));
-            }
+            check_name(&e.name).map_err(|m| invalid(&key("name"), m))?;
             if !names.insert(e.name.clone()) {
                 return Err(invalid(&key("name"), format!("resource name `{}` is used twice", e.name)));
             }
@@ -265,19 +367,133 @@ impl Config {
                 })?),
             };
             check_prefer(&key("prefer"), &e.prefer).map_err(|m| invalid(&key("prefer"), m))?;
+            if let Some(g) = &e.group {
+                check_name(g).map_err(|m| invalid(&key("group"), m))?;
+            }
             eips.push(EipConfig {
                 name: e.name,
                 allocation_id: e.allocation_id,
                 private_ip,
                 prefer: e.prefer,
+                group: e.group,
             });
         }
 
-        Ok(Config {
+        let mut addresses = BTreeSet::new();
+        let mut vips = Vec::with_capacity(raw.vip.len());
+        for (index, v) in raw.vip.into_iter().enumerate() {
+            let key = |field: &str| format!("vip[{index}].{field}");
+            check_name(&v.name).map_err(|m| invalid(&key("name"), m))?;
+            if !names.insert(v.name.clone()) {
+                return Err(invalid(&key("name"), format!("resource name `{}` is used twice", v.name)));
+            }
+            let address: Ipv4Addr = v
+                .address
+                .parse()
+                .map_err(|_| invalid(&key("address"), format!("`{}` is not an IPv4 address", v.address)))?;
+            if address.is_unspecified() || address.is_loopback() || address.is_multicast() || address.is_broadcast() {
+                return Err(invalid(&key("address"), format!("{address} cannot be a floating address")));
+            }
+            if !addresses.insert(address) {
+                return Err(invalid(&key("address"), format!("{address} is already managed by another [[vip]]")));
+            }
+            if v.route_tables.is_empty() {
+                return Err(invalid(&key("route_tables"), "list at least one route table id".into()));
+            }
+            let mut tables = BTreeSet::new();
+            for t in &v.route_tables {
+                if !looks_like_aws_id(t, "rtb-") {
+                    return Err(invalid(
+                        &key("route_tables"),
+                        format!("`{t}` is not a route table id like \"rtb-0123456789abcdef0\""),
+                    ));
+                }
+                if !tables.insert(t.clone()) {
+                    return Err(invalid(&key("route_tables"), format!("`{t}` is listed twice")));
+                }
+            }
+            let interface = v.interface.unwrap_or_else(|| "eth0".to_owned());
+            // Linux interface names: at most 15 bytes, no '/' or whitespace.
+            if interface.is_empty() || interface.len() > 15 || interface.contains(['/', ' ', ':']) {
+                return Err(invalid(&key("interface"), format!("`{interface}` is not a network interface name")));
+            }
+            if let Some(label) = &v.label {
+                if !label.starts_with(&interface) || label.len() > 15 {
+                    return Err(invalid(
+                        &key("label"),
+                        format!("`{label}` must start with the interface name `{interface}` and be at most 15 characters"),
+                    ));
+                }
+            }
+            check_prefer(&key("prefer"), &v.prefer).map_err(|m| invalid(&key("prefer"), m))?;
+            if let Some(g) = &v.group {
+                check_name(g).map_err(|m| invalid(&key("group"), m))?;
+            }
+            vips.push(VipConfig {
+                name: v.name,
+                address,
+                route_tables: v.route_tables,
+                create_route: v.create_route,
+                interface,
+                label: v.label,
+                prefer: v.prefer,
+                group: v.group,
+            });
+        }
+
+        let mut checks = Vec::with_capacity(raw.health.len());
+        let mut check_names = BTreeSet::new();
+        for (index, h) in raw.health.into_iter().enumerate() {
+            let key = |field: &str| format!("health[{index}].{field}");
+            check_name(&h.name).map_err(|m| invalid(&key("name"), m))?;
+            if !check_names.insert(h.name.clone()) {
+                return Err(invalid(&key("name"), format!("health check `{}` is defined twice", h.name)));
+            }
+            let check = match (h.command, h.systemd_unit) {
+                (Some(c), None) if !c.trim().is_empty() => HealthCheck::Command(c),
+                (None, Some(u)) if !u.trim().is_empty() && !u.contains(char::is_whitespace) => HealthCheck::SystemdUnit(u),
+                (Some(_), Some(_)) => {
+                    return Err(invalid(&key("command"), "set either `command` or `systemd_unit`, not both".into()))
+                }
+                _ => {
+                    return Err(invalid(
+                        &key("command"),
+                        "set `command` (run by /bin/sh, exit 0 = healthy) or `systemd_unit` (must be active)".into(),
+                    ))
+                }
+            };
+            let interval = h.interval.unwrap_or(Duration::from_secs(5));
+            let timeout = h.timeout.unwrap_or(Duration::from_secs(3));
+            if interval < Duration::from_millis(100) {
+                return Err(invalid(&key("interval"), "must be at least 100ms".into()));
+            }
+            if timeout.is_zero() || timeout > interval.max(Duration::from_secs(1)) * 10 {
+                return Err(invalid(&key("timeout"), "must be more than 0 and at most 10 intervals".into()));
+            }
+            let rise = h.rise.unwrap_or(2);
+            let fall = h.fall.unwrap_or(2);
+            if rise == 0 || rise > 100 {
+                return Err(invalid(&key("rise"), "must be 1 to 100".into()));
+            }
+            if fall == 0 || fall > 100 {
+                return Err(invalid(&key("fall"), "must be 1 to 100".into()));
+            }
+            checks.push(HealthConfig {
+                name: h.name,
+                check,
+                interval,
+                timeout,
+                rise,
+                fall,
+            });
+        }
+
+        let config = Config {
             cluster: ClusterConfig {
                 group,
                 monitor_interval,
                 reattach_grace,
+                startup_wait,
                 prefer: raw.cluster.prefer,
             },
             aws: AwsConfig {
@@ -290,19 +506,90 @@ impl Config {
                 instance_id: raw.node.instance_id,
                 network_interface_id: raw.node.network_interface_id,
             },
-            daemon: DaemonConfig { control_socket },
+            daemon: DaemonConfig { control_socket, state_dir },
             eips,
-        })
+            vips,
+            health: checks,
+        };
+        config.units().map_err(|(k, m)| invalid(&k, m))?;
+        Ok(config)
     }
 
-    /// Preference order for one resource: its own list, else the cluster-wide one.
-    pub fn preference_for<'a>(&'a self, eip: &'a EipConfig) -> &'a [u32] {
-        if eip.prefer.is_empty() {
+    /// Resources grouped into placement units, in a stable order. A group's members must agree
+    /// on `prefer`, and a group may not share its name with a resource outside it.
+    pub fn units(&self) -> Result<Vec<Unit>, (String, String)> {
+        let mut units: BTreeMap<String, Unit> = BTreeMap::new();
+        let entries = self
+            .eips
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (format!("eip[{i}]"), &e.name, &e.group, self.preference(&e.prefer)))
+            .chain(
+                self.vips
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| (format!("vip[{i}]"), &v.name, &v.group, self.preference(&v.prefer))),
+            );
+        for (key, name, group, prefer) in entries {
+            let unit_name = group.clone().unwrap_or_else(|| name.clone());
+            let unit = units.entry(unit_name.clone()).or_insert_with(|| Unit {
+                name: unit_name.clone(),
+                prefer: prefer.to_vec(),
+                resources: Vec::new(),
+            });
+            if unit.prefer != prefer {
+                return Err((
+                    format!("{key}.prefer"),
+                    format!("resources of group `{unit_name}` must have the same preference order"),
+                ));
+            }
+            if group.is_none() && !unit.resources.is_empty() || group.is_some() && units_has_ungrouped(&self.eips, &self.vips, &unit_name) {
+                return Err((
+                    format!("{key}.group"),
+                    format!("`{unit_name}` names both a group and an ungrouped resource"),
+                ));
+            }
+            unit.resources.push(name.clone());
+        }
+        Ok(units.into_values().collect())
+    }
+
+    fn preference<'a>(&'a self, own: &'a [u32]) -> &'a [u32] {
+        if own.is_empty() {
             &self.cluster.prefer
         } else {
-            &eip.prefer
+            own
         }
     }
+
+    pub fn resource_names(&self) -> Vec<String> {
+        self.eips.iter().map(|e| e.name.clone()).chain(self.vips.iter().map(|v| v.name.clone())).collect()
+    }
+
+    /// The unit (group or the resource itself) a resource is placed with.
+    pub fn unit_of(&self, resource: &str) -> Option<String> {
+        let group = |g: &Option<String>, n: &String| g.clone().unwrap_or_else(|| n.clone());
+        self.eips
+            .iter()
+            .find(|e| e.name == resource)
+            .map(|e| group(&e.group, &e.name))
+            .or_else(|| self.vips.iter().find(|v| v.name == resource).map(|v| group(&v.group, &v.name)))
+    }
+
+}
+
+fn units_has_ungrouped(eips: &[EipConfig], vips: &[VipConfig], name: &str) -> bool {
+    eips.iter().any(|e| e.group.is_none() && e.name == name) || vips.iter().any(|v| v.group.is_none() && v.name == name)
+}
+
+fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty()
+        || name.len() > 64
+        || !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return Err(format!("`{name}` must be 1-64 characters of letters, digits, '-', '_' or '.'"));
+    }
+    Ok(())
 }
 
 fn check_prefer(_key: &str, prefer: &[u32]) -> Result<(), String> {
@@ -373,8 +660,9 @@ allocation_id = "eipalloc-2"
         assert_eq!(c.cluster.monitor_interval, Duration::from_secs(2));
         assert_eq!(c.cluster.reattach_grace, Duration::from_millis(500));
         assert_eq!(c.eips[0].private_ip, Some(Ipv4Addr::new(10, 0, 0, 20)));
-        assert_eq!(c.preference_for(&c.eips[0]), &[3]);
-        assert_eq!(c.preference_for(&c.eips[1]), &[2, 1]);
+        let units = c.units().unwrap();
+        assert_eq!(units.iter().find(|u| u.name == "web").unwrap().prefer, vec![3]);
+        assert_eq!(units.iter().find(|u| u.name == "api").unwrap().prefer, vec![2, 1]);
     }
 
     fn error_of(text: &str) -> String {

@@ -1,7 +1,9 @@
 //! The local control socket: `corosync-eip status` asks the running daemon over it.
 //!
-//! Protocol: the client writes one command line (`status`), the daemon answers one JSON line
-//! and closes. The socket's directory is root-only (0700) and the socket itself 0600.
+//! Protocol: the client writes one command line, the daemon answers one JSON line and closes.
+//! Commands: `status`; `standby [NODE]`, `unstandby [NODE]`; `move UNIT NODE`. Replies to
+//! the others are `{"ok": "..."}` or `{"error": "..."}`. The socket's directory is root-only
+//! (0700) and the socket itself 0600.
 
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -24,6 +26,35 @@ pub enum ControlError {
 
 pub type SharedStatus = Arc<Mutex<StatusReport>>;
 
+/// An admin command the daemon's main loop must carry out (through CPG).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    Standby { node: Option<String>, standby: bool },
+    Move { unit: String, to: String },
+}
+
+pub struct Request {
+    pub command: Command,
+    pub reply: tokio::sync::oneshot::Sender<Result<String, String>>,
+}
+
+pub type Requests = tokio::sync::mpsc::Sender<Request>;
+
+/// How long a client waits for a command to complete in the cluster.
+const COMMAND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+pub fn parse_command(line: &str) -> Result<Command, String> {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    match words.as_slice() {
+        ["standby"] => Ok(Command::Standby { node: None, standby: true }),
+        ["standby", node] => Ok(Command::Standby { node: Some(node.to_string()), standby: true }),
+        ["unstandby"] => Ok(Command::Standby { node: None, standby: false }),
+        ["unstandby", node] => Ok(Command::Standby { node: Some(node.to_string()), standby: false }),
+        ["move", unit, to] => Ok(Command::Move { unit: unit.to_string(), to: to.to_string() }),
+        _ => Err(format!("unknown command `{line}`")),
+    }
+}
+
 pub fn bind(path: &Path) -> Result<UnixListener, ControlError> {
     let err = |source| ControlError::Bind {
         path: path.to_owned(),
@@ -43,21 +74,35 @@ pub fn bind(path: &Path) -> Result<UnixListener, ControlError> {
     Ok(listener)
 }
 
-pub async fn serve(listener: UnixListener, status: SharedStatus) {
+pub async fn serve(listener: UnixListener, status: SharedStatus, requests: Requests) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
         let status = status.clone();
+        let requests = requests.clone();
         tokio::spawn(async move {
-            if let Err(e) = answer(stream, status).await {
+            if let Err(e) = answer(stream, status, requests).await {
                 tracing::debug!(error = %e, "control client went away");
             }
         });
     }
 }
 
-async fn answer(stream: UnixStream, status: SharedStatus) -> std::io::Result<()> {
+async fn run_command(command: Command, requests: &Requests) -> Result<String, String> {
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    requests
+        .send(Request { command, reply })
+        .await
+        .map_err(|_| "the daemon is shutting down".to_string())?;
+    match tokio::time::timeout(COMMAND_TIMEOUT, answer).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(_)) => Err("the daemon dropped the request (corosync connection lost?)".into()),
+        Err(_) => Err(format!("no result within {}s", COMMAND_TIMEOUT.as_secs())),
+    }
+}
+
+async fn answer(stream: UnixStream, status: SharedStatus, requests: Requests) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     let mut reader = BufReader::new(read).take(4096);
@@ -67,7 +112,16 @@ async fn answer(stream: UnixStream, status: SharedStatus) -> std::io::Result<()>
             let report = status.lock().unwrap_or_else(|p| p.into_inner()).clone();
             serde_json::to_string(&report).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
         }
-        other => serde_json::json!({ "error": format!("unknown command `{other}`") }).to_string(),
+        other => {
+            let result = match parse_command(other) {
+                Ok(command) => run_command(command, &requests).await,
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(message) => serde_json::json!({ "ok": message }).to_string(),
+                Err(message) => serde_json::json!({ "error": message }).to_string(),
+            }
+        }
     };
     write.write_all(reply.as_bytes()).await?;
     write.write_all(b"\n").await?;
@@ -76,17 +130,37 @@ async fn answer(stream: UnixStream, status: SharedStatus) -> std::io::Result<()>
 
 use tokio::io::AsyncReadExt;
 
-pub async fn request_status(path: &Path) -> Result<StatusReport, ControlError> {
+async fn exchange(path: &Path, line: &str) -> Result<String, ControlError> {
     let connect_err = |source| ControlError::Connect {
         path: path.to_owned(),
         source,
     };
     let mut stream = UnixStream::connect(path).await.map_err(connect_err)?;
-    stream.write_all(b"status\n").await.map_err(connect_err)?;
+    stream.write_all(format!("{line}\n").as_bytes()).await.map_err(connect_err)?;
     let mut reply = String::new();
     stream.read_to_string(&mut reply).await.map_err(connect_err)?;
+    Ok(reply)
+}
+
+pub async fn request_status(path: &Path) -> Result<StatusReport, ControlError> {
+    let reply = exchange(path, "status").await?;
     serde_json::from_str(reply.trim()).map_err(|e| ControlError::Protocol {
         path: path.to_owned(),
         message: format!("unexpected reply ({e}): {}", reply.trim()),
     })
+}
+
+/// Sends an admin command; Ok(message) when the cluster carried it out, Err(message) when
+/// the daemon refused it or it did not complete.
+pub async fn request_command(path: &Path, line: &str) -> Result<Result<String, String>, ControlError> {
+    let reply = exchange(path, line).await?;
+    let value: serde_json::Value = serde_json::from_str(reply.trim()).map_err(|e| ControlError::Protocol {
+        path: path.to_owned(),
+        message: format!("unexpected reply ({e}): {}", reply.trim()),
+    })?;
+    if let Some(ok) = value["ok"].as_str() {
+        Ok(Ok(ok.to_owned()))
+    } else {
+        Ok(Err(value["error"].as_str().unwrap_or("unexpected reply").to_owned()))
+    }
 }

@@ -42,6 +42,7 @@ pub enum CorosyncEvent {
     },
     Quorum {
         quorate: bool,
+        nodes: Vec<u32>,
     },
 }
 
@@ -98,8 +99,11 @@ fn on_totem(_h: &cpg::Handle, _ring: cpg::RingId, nodes: Vec<NodeId>) {
     });
 }
 
-fn on_quorum(_h: &quorum::Handle, quorate: bool, _ring: quorum::RingId, _members: Vec<NodeId>) {
-    push(CorosyncEvent::Quorum { quorate });
+fn on_quorum(_h: &quorum::Handle, quorate: bool, _ring: quorum::RingId, members: Vec<NodeId>) {
+    push(CorosyncEvent::Quorum {
+        quorate,
+        nodes: members.into_iter().map(u32::from).collect(),
+    });
 }
 
 struct Fd(RawFd);
@@ -119,6 +123,7 @@ pub struct Corosync {
     group: String,
     local: MemberId,
     initially_quorate: bool,
+    initial_nodes: Vec<u32>,
 }
 
 impl Corosync {
@@ -138,8 +143,16 @@ impl Corosync {
             nodelist_notification_fn: None,
         });
         let (quorum, _) = quorum::initialize(&qmodel, 0).map_err(call_err("quorum_initialize"))?;
+        // Read quorum and the corosync node list before joining: our first State carries them.
+        quorum::trackstart(&quorum, TrackFlags::Current).map_err(call_err("quorum_trackstart"))?;
+        quorum::dispatch(&quorum, DispatchFlags::One).map_err(call_err("quorum_dispatch"))?;
+        let mut initial_nodes = Vec::new();
+        for event in std::mem::take(&mut *PENDING.lock().unwrap_or_else(|p| p.into_inner())) {
+            if let CorosyncEvent::Quorum { nodes, .. } = event {
+                initial_nodes = nodes;
+            }
+        }
         quorum::trackstart(&quorum, TrackFlags::Changes).map_err(call_err("quorum_trackstart"))?;
-        // Read quorum before joining: our State must already carry it.
         let initially_quorate = quorum::getquorate(&quorum).map_err(call_err("quorum_getquorate"))?;
         let cpg_fd = cpg::fd_get(&cpg).map_err(call_err("cpg_fd_get"))?;
         let quorum_fd = quorum::fd_get(&quorum).map_err(call_err("quorum_fd_get"))?;
@@ -164,6 +177,7 @@ impl Corosync {
                 pid: std::process::id(),
             },
             initially_quorate,
+            initial_nodes,
         })
     }
 
@@ -173,6 +187,11 @@ impl Corosync {
 
     pub fn initially_quorate(&self) -> bool {
         self.initially_quorate
+    }
+
+    /// Corosync nodes in the quorum membership when we connected.
+    pub fn initial_nodes(&self) -> &[u32] {
+        &self.initial_nodes
     }
 
     /// Quorum as corosync sees it at this instant: the last gate before a mutating EC2 call.

@@ -1,5 +1,5 @@
-//! The daemon: observe (corosync events, EC2 reads) → decide (core::view) → act (EC2 writes)
-//! → verify (EC2 reads) → announce (CPG).
+//! The daemon: observe (corosync events, EC2 reads, health checks) → decide (core::view) →
+//! act (EC2 writes, local addresses) → verify (EC2 reads) → announce (CPG).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
@@ -8,20 +8,28 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::signal::unix::{signal, Signal, SignalKind};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn};
 
-use crate::config::{Config, EipConfig};
-use crate::control::{self, SharedStatus};
-use crate::core::reconcile::{backoff, decide_eip, points_at, EipAction, Identity, ObservedEip};
+use crate::config::{Config, EipConfig, VipConfig};
+use crate::control::{self, Command, Request, SharedStatus};
+use crate::core::health::HealthTracker;
+use crate::core::reconcile::{
+    backoff, decide_eip, decide_route, points_at, route_points_at, EipAction, Identity, ObservedEip,
+    ObservedRouteTable, RouteAction,
+};
 use crate::core::view::{Event, Output, ResourceSpec, View};
 use crate::core::wire::{self, Body, HeldMsg, MemberInfo, WireAssignment};
 use crate::core::MemberId;
 use crate::corosync::{Corosync, CorosyncError, CorosyncEvent};
-use crate::ec2::{self, Ec2, Ec2Error};
-use crate::identity;
-use crate::status::{self, FailoverTimeline, HolderStatus, MemberRef, MemberStatus, ResourceStatus, StatusReport};
+use crate::ec2::{self, Ec2, Ec2Error, ErrorClass};
+use crate::localaddr::LocalAddresses;
+use crate::status::{
+    self, FailoverTimeline, HealthStatus, HolderStatus, MemberRef, MemberStatus, ResourceStatus, RouteStatus,
+    StatusReport,
+};
+use crate::{health, identity};
 
 /// Environment variable carrying the cluster view across a reload re-exec.
 const REEXEC_STATE_ENV: &str = "COROSYNC_EIP_REEXEC_STATE";
@@ -30,10 +38,20 @@ const VERSION: &str = env!("CARGO_PKG_VERSION");
 const ACQUIRE_BUDGET: Duration = Duration::from_secs(10);
 /// How long a stopping holder waits for its Release to come back through CPG.
 const RELEASE_WAIT: Duration = Duration::from_secs(2);
+/// How long an admin command may take to show its result in the cluster.
+const COMMAND_WAIT: Duration = Duration::from_secs(20);
+const STANDBY_FILE: &str = "standby";
 
 /// What the process does when `run` returns.
 pub enum Exit {
     Stopped,
+}
+
+/// What EC2 (and the local interface) said about one resource.
+#[derive(Debug, Clone)]
+enum Observed {
+    Eip(ObservedEip),
+    Vip(Vec<ObservedRouteTable>),
 }
 
 /// What the main loop hears from its background tasks.
@@ -41,38 +59,82 @@ enum TaskResult {
     Acquired {
         resource: String,
         generation: u64,
-        observed: ObservedEip,
+        observed: Observed,
         associate_sent: Option<Instant>,
         verified: Instant,
     },
     AcquireFailed {
         resource: String,
         generation: u64,
-        error: Ec2Error,
+        error: String,
     },
     /// Acquisition stopped because we lost the right to act before the mutating call.
     AcquireCancelled { resource: String, generation: u64 },
-    Monitored(Result<Vec<ObservedEip>, Ec2Error>),
+    Monitored {
+        eips: Option<Result<Vec<ObservedEip>, Ec2Error>>,
+        routes: Option<Result<Vec<ObservedRouteTable>, Ec2Error>>,
+        local: Vec<(String, bool)>,
+    },
+    LocalAddressRemoved { resource: String, result: Result<bool, String> },
     Retry,
     GraceExpired(MemberId),
+    StartupWaitOver,
+    Health { index: usize, result: Result<(), String> },
 }
 
-#[derive(Default)]
+#[derive(Clone)]
+enum Kind {
+    Eip(EipConfig),
+    Vip(VipConfig),
+}
+
 struct LocalResource {
+    kind: Kind,
+    unit: String,
     /// Generation whose acquisition is running.
     acquiring: Option<(u64, JoinHandle<()>)>,
     /// Generation EC2 was verified to point at us for.
     held: Option<u64>,
-    observed: Option<ObservedEip>,
+    observed: Option<Observed>,
     verified_at: Option<SystemTime>,
     last_error: Option<String>,
     /// Failed acquisitions of the wanted generation so far, and when the next try is due.
     failures: u32,
     retry_at: Option<Instant>,
     drift_repairs: u64,
+    /// VIP only: whether the address is on our interface (None: not known yet).
+    local_address: Option<bool>,
+    removing: bool,
     /// Set when the view elected us; consumed when the acquisition is verified.
     pending_timeline: Option<PendingTimeline>,
     last_failover: Option<FailoverTimeline>,
+}
+
+impl LocalResource {
+    fn new(kind: Kind, unit: String) -> LocalResource {
+        LocalResource {
+            kind,
+            unit,
+            acquiring: None,
+            held: None,
+            observed: None,
+            verified_at: None,
+            last_error: None,
+            failures: 0,
+            retry_at: None,
+            drift_repairs: 0,
+            local_address: None,
+            removing: false,
+            pending_timeline: None,
+            last_failover: None,
+        }
+    }
+
+    fn abort(&mut self) {
+        if let Some((_, task)) = self.acquiring.take() {
+            task.abort();
+        }
+    }
 }
 
 struct PendingTimeline {
@@ -82,10 +144,23 @@ struct PendingTimeline {
     elected: Instant,
 }
 
+struct HealthState {
+    tracker: HealthTracker,
+    last_error: Option<String>,
+}
+
+/// An admin command waiting for the cluster to show its effect.
+struct PendingCommand {
+    command: Command,
+    node: u32,
+    started: Instant,
+    reply: oneshot::Sender<Result<String, String>>,
+}
+
 enum SessionEnd {
     Lost(CorosyncError),
     Shutdown,
-    Reload(Box<Config>, Vec<WireAssignment>),
+    Reload(Vec<WireAssignment>),
 }
 
 struct Signals {
@@ -99,12 +174,20 @@ pub struct Daemon {
     config_path: PathBuf,
     identity: Identity,
     ec2: Ec2,
+    addresses: Option<Arc<LocalAddresses>>,
     status: SharedStatus,
     resources: BTreeMap<String, LocalResource>,
     results_tx: mpsc::UnboundedSender<TaskResult>,
     results_rx: mpsc::UnboundedReceiver<TaskResult>,
+    requests: mpsc::Receiver<Request>,
+    pending_commands: Vec<PendingCommand>,
+    /// Units (with generation) we may call mutating EC2 APIs for right now.
     permit: watch::Sender<BTreeSet<(String, u64)>>,
     monitor_running: bool,
+    health: Vec<HealthState>,
+    standby_persisted: bool,
+    startup_timer_armed: bool,
+    warnings: Vec<String>,
     exe: PathBuf,
     args: Vec<OsString>,
 }
@@ -124,8 +207,9 @@ pub async fn run(config: Config, config_path: PathBuf) -> anyhow::Result<Exit> {
         corosync: "disconnected".into(),
         ..Default::default()
     }));
+    let (requests_tx, requests) = mpsc::channel(16);
     let listener = control::bind(&config.daemon.control_socket)?;
-    tokio::spawn(control::serve(listener, status.clone()));
+    tokio::spawn(control::serve(listener, status.clone(), requests_tx));
 
     let sdk = ec2::sdk_config(&config.aws).await;
     let ec2 = Ec2::new(&sdk);
@@ -146,29 +230,76 @@ pub async fn run(config: Config, config_path: PathBuf) -> anyhow::Result<Exit> {
         }
     };
     info!(instance = %identity.instance_id, eni = ?identity.network_interface_id, "node identity");
-    {
-        let mut s = status.lock().unwrap_or_else(|p| p.into_inner());
-        s.instance_id = Some(identity.instance_id.clone());
-        s.network_interface_id = identity.network_interface_id.clone();
+
+    let mut warnings = Vec::new();
+    let addresses = if config.vips.is_empty() {
+        None
+    } else {
+        if let Some(eni) = &identity.network_interface_id {
+            match ec2.source_dest_check(eni, Duration::from_secs(5)).await {
+                Ok(Some(true)) => {
+                    let w = format!(
+                        "source/destination check is ON for {eni}: traffic to route-table VIPs will be dropped; \
+                         turn it off (aws ec2 modify-instance-attribute --instance-id {} --no-source-dest-check)",
+                        identity.instance_id
+                    );
+                    warn!("{w}");
+                    warnings.push(w);
+                }
+                Ok(_) => {}
+                Err(e) => warn!(error = %e, "cannot read the source/destination check of our interface"),
+            }
+        }
+        Some(Arc::new(LocalAddresses::new()?))
+    };
+
+    // Health checks run once before we join, so our first announcement is already right.
+    let mut health = Vec::new();
+    for check in &config.health {
+        let result = health::run_check(&check.check, check.timeout).await;
+        if let Err(e) = &result {
+            warn!(check = %check.name, error = %e, "health check failing at start");
+        }
+        health.push(HealthState {
+            tracker: HealthTracker::new(check.rise, check.fall, result.is_ok()),
+            last_error: result.err(),
+        });
     }
+    let standby_persisted = config.daemon.state_dir.join(STANDBY_FILE).exists();
 
     let (results_tx, results_rx) = mpsc::unbounded_channel();
     let (permit, _) = watch::channel(BTreeSet::new());
-    let resources = config.eips.iter().map(|e| (e.name.clone(), LocalResource::default())).collect();
+    let mut resources = BTreeMap::new();
+    for e in &config.eips {
+        let unit = config.unit_of(&e.name).unwrap_or_else(|| e.name.clone());
+        resources.insert(e.name.clone(), LocalResource::new(Kind::Eip(e.clone()), unit));
+    }
+    for v in &config.vips {
+        let unit = config.unit_of(&v.name).unwrap_or_else(|| v.name.clone());
+        resources.insert(v.name.clone(), LocalResource::new(Kind::Vip(v.clone()), unit));
+    }
     let mut daemon = Daemon {
         config,
         config_path,
         identity,
         ec2,
+        addresses,
         status,
         resources,
         results_tx,
         results_rx,
+        requests,
+        pending_commands: Vec::new(),
         permit,
         monitor_running: false,
+        health,
+        standby_persisted,
+        startup_timer_armed: false,
+        warnings,
         exe,
         args,
     };
+    daemon.spawn_health_checks();
     let mut seed = inherited_state();
     let mut attempt = 0;
     loop {
@@ -182,9 +313,9 @@ pub async fn run(config: Config, config_path: PathBuf) -> anyhow::Result<Exit> {
                         info!("released everything and left the group; exiting");
                         return Ok(Exit::Stopped);
                     }
-                    SessionEnd::Reload(config, table) => {
+                    SessionEnd::Reload(table) => {
                         drop(cs);
-                        daemon.reexec(*config, table);
+                        daemon.reexec(table);
                     }
                     SessionEnd::Lost(e) => {
                         warn!(error = %e, "lost the corosync connection; not acting until it is back");
@@ -199,13 +330,20 @@ pub async fn run(config: Config, config_path: PathBuf) -> anyhow::Result<Exit> {
                 }
             }
         }
-        daemon.stand_down();
+        daemon.stand_down(true);
         let wait = backoff(attempt, Duration::from_millis(200), Duration::from_secs(5), rand::random());
         attempt += 1;
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = signals.term.recv() => return Ok(Exit::Stopped),
-            _ = signals.int.recv() => return Ok(Exit::Stopped),
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => break,
+                _ = signals.term.recv() => return Ok(Exit::Stopped),
+                _ = signals.int.recv() => return Ok(Exit::Stopped),
+                Some(request) = daemon.requests.recv() => {
+                    let _ = request.reply.send(Err("not connected to corosync".into()));
+                }
+                Some(result) = daemon.results_rx.recv() => daemon.on_offline_result(result),
+            }
         }
     }
 }
@@ -223,19 +361,36 @@ fn inherited_state() -> Option<Vec<WireAssignment>> {
 }
 
 impl Daemon {
-    fn resource_specs(&self) -> Vec<ResourceSpec> {
+    fn unit_specs(&self) -> Vec<ResourceSpec> {
         self.config
-            .eips
-            .iter()
-            .map(|e| ResourceSpec {
-                name: e.name.clone(),
-                prefer: self.config.preference_for(e).to_vec(),
+            .units()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|u| ResourceSpec {
+                name: u.name,
+                prefer: u.prefer,
             })
             .collect()
     }
 
-    fn eip(&self, name: &str) -> Option<&EipConfig> {
-        self.config.eips.iter().find(|e| e.name == name)
+    fn eligible_locally(&self) -> bool {
+        self.health.iter().all(|h| h.tracker.healthy())
+    }
+
+    fn spawn_health_checks(&self) {
+        for (index, check) in self.config.health.iter().enumerate() {
+            let check = check.clone();
+            let tx = self.results_tx.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(check.interval).await;
+                    let result = health::run_check(&check.check, check.timeout).await;
+                    if tx.send(TaskResult::Health { index, result }).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
     }
 
     async fn session(&mut self, cs: &mut Corosync, seed: Option<Vec<WireAssignment>>, signals: &mut Signals) -> SessionEnd {
@@ -243,76 +398,88 @@ impl Daemon {
             instance_id: self.identity.instance_id.clone(),
             network_interface_id: self.identity.network_interface_id.clone(),
             version: VERSION.into(),
-            resources: self.config.eips.iter().map(|e| e.name.clone()).collect(),
+            resources: self.unit_specs().into_iter().map(|u| u.name).collect(),
             quorate: cs.initially_quorate(),
+            eligible: self.eligible_locally(),
+            standby: self.standby_persisted,
+            nodes: cs.initial_nodes().to_vec(),
         };
-        let mut view = View::new(cs.local(), info, self.resource_specs());
+        let mut view = View::new(cs.local(), info, self.unit_specs());
         if let Some(table) = seed {
             view.seed(table);
         }
+        self.startup_timer_armed = false;
         let mut monitor = tokio::time::interval(self.config.cluster.monitor_interval);
         monitor.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        self.publish(&view, true, cs.initially_quorate());
         let mut local_quorate = cs.initially_quorate();
+        self.publish(&view, local_quorate);
         loop {
-            tokio::select! {
-                events = cs.next_events() => {
-                    let events = match events {
-                        Ok(e) => e,
-                        Err(e) => return SessionEnd::Lost(e),
-                    };
-                    let detected = (Instant::now(), SystemTime::now());
-                    for event in events {
-                        let outputs = match event {
-                            CorosyncEvent::Quorum { quorate } => {
-                                info!(quorate, "corosync quorum changed");
-                                local_quorate = quorate;
-                                view.set_local_quorate(quorate)
-                            }
-                            CorosyncEvent::Confchg { members, left, joined } => {
-                                info!(members = ?members, left = ?left, joined = ?joined, "CPG membership changed");
-                                view.handle(Event::Confchg { members, left, joined })
-                            }
-                            CorosyncEvent::Totem { nodes } => view.handle(Event::Totem { nodes }),
-                            CorosyncEvent::Deliver { from, bytes } => match wire::decode(&bytes) {
-                                Ok(body) => view.handle(Event::Message { from, body }),
-                                Err(e) => {
-                                    warn!(from = %from, error = %e, "dropping undecodable CPG message");
-                                    Vec::new()
-                                }
-                            },
-                        };
-                        if let Err(e) = self.apply_outputs(cs, &view, outputs, detected).await {
-                            return SessionEnd::Lost(e);
-                        }
-                    }
-                    self.reconcile(&view, local_quorate);
-                    self.publish(&view, true, local_quorate);
-                }
-                Some(result) = self.results_rx.recv() => {
-                    if let Err(e) = self.on_result(cs, &view, result).await {
-                        return SessionEnd::Lost(e);
-                    }
-                    self.reconcile(&view, local_quorate);
-                    self.publish(&view, true, local_quorate);
-                }
+            let step: Result<(), CorosyncError> = tokio::select! {
+                events = cs.next_events() => match events {
+                    Ok(events) => self.on_events(cs, &mut view, events, &mut local_quorate).await,
+                    Err(e) => Err(e),
+                },
+                Some(result) = self.results_rx.recv() => self.on_result(cs, &mut view, result).await,
+                Some(request) = self.requests.recv() => self.on_request(cs, &view, request).await,
                 _ = monitor.tick() => {
                     self.start_monitor(&view);
-                    self.publish(&view, true, local_quorate);
+                    Ok(())
                 }
-                _ = signals.term.recv() => return self.release(cs, &mut view).await,
-                _ = signals.int.recv() => return self.release(cs, &mut view).await,
+                _ = signals.term.recv() => return self.release(cs, &view).await,
+                _ = signals.int.recv() => return self.release(cs, &view).await,
                 _ = signals.hup.recv() => {
                     match Config::load(&self.config_path) {
-                        Ok(config) => {
+                        Ok(_) => {
                             info!(config = %self.config_path.display(), "reloading: re-executing with the new configuration, keeping every address");
-                            return SessionEnd::Reload(Box::new(config), table_of(&view));
+                            return SessionEnd::Reload(view.state_message().assignments);
                         }
                         Err(e) => error!(error = %e, "reload refused: the new configuration is invalid; keeping the running one"),
                     }
+                    Ok(())
                 }
+            };
+            if let Err(e) = step {
+                return SessionEnd::Lost(e);
             }
+            self.persist_standby(&view);
+            self.reconcile(&view, local_quorate);
+            self.arm_startup_timer(&view);
+            self.finish_commands(&view);
+            self.publish(&view, local_quorate);
         }
+    }
+
+    async fn on_events(
+        &mut self,
+        cs: &Corosync,
+        view: &mut View,
+        events: Vec<CorosyncEvent>,
+        local_quorate: &mut bool,
+    ) -> Result<(), CorosyncError> {
+        let detected = (Instant::now(), SystemTime::now());
+        for event in events {
+            let outputs = match event {
+                CorosyncEvent::Quorum { quorate, nodes } => {
+                    info!(quorate, nodes = ?nodes, "corosync quorum changed");
+                    *local_quorate = quorate;
+                    view.set_local_quorate(quorate, nodes)
+                }
+                CorosyncEvent::Confchg { members, left, joined } => {
+                    info!(members = ?members, left = ?left, joined = ?joined, "CPG membership changed");
+                    view.handle(Event::Confchg { members, left, joined })
+                }
+                CorosyncEvent::Totem { nodes } => view.handle(Event::Totem { nodes }),
+                CorosyncEvent::Deliver { from, bytes } => match wire::decode(&bytes) {
+                    Ok(body) => view.handle(Event::Message { from, body }),
+                    Err(e) => {
+                        warn!(from = %from, error = %e, "dropping undecodable CPG message");
+                        Vec::new()
+                    }
+                },
+            };
+            self.apply_outputs(cs, view, outputs, detected).await?;
+        }
+        Ok(())
     }
 
     async fn apply_outputs(
@@ -328,22 +495,18 @@ impl Daemon {
                 Output::StartGrace(member) => {
                     let grace = self.config.cluster.reattach_grace;
                     info!(member = %member, grace_ms = grace.as_millis() as u64, "daemon vanished while holding addresses; keeping them for the reattach grace");
-                    let tx = self.results_tx.clone();
-                    tokio::spawn(async move {
-                        tokio::time::sleep(grace).await;
-                        let _ = tx.send(TaskResult::GraceExpired(member));
-                    });
+                    self.after(grace, TaskResult::GraceExpired(member));
                 }
                 Output::Elected {
-                    resource,
+                    resource: unit,
                     holder,
                     generation,
                     previous,
                 } => {
                     let instance = view.info(&holder).map(|i| i.instance_id.clone()).unwrap_or_default();
-                    info!(resource = %resource, node = holder.node, instance = %instance, generation, previous = ?previous.map(|p| p.to_string()), "holder elected");
+                    info!(resource = %unit, node = holder.node, instance = %instance, generation, previous = ?previous.map(|p| p.to_string()), "holder elected");
                     if holder == view.local() {
-                        if let Some(local) = self.resources.get_mut(&resource) {
+                        for local in self.resources.values_mut().filter(|r| r.unit == unit) {
                             local.pending_timeline = Some(PendingTimeline {
                                 previous,
                                 detected: detected.0,
@@ -358,64 +521,83 @@ impl Daemon {
         Ok(())
     }
 
+    fn after(&self, wait: Duration, result: TaskResult) {
+        let tx = self.results_tx.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            let _ = tx.send(result);
+        });
+    }
+
     /// Starts or stops work so that we act exactly on what the view says is ours.
     fn reconcile(&mut self, view: &View, local_quorate: bool) {
         let may_act = view.may_act() && local_quorate;
         let ours: BTreeMap<String, u64> = view.held_by_local().into_iter().collect();
         let permitted: BTreeSet<(String, u64)> = if may_act {
-            ours.iter().map(|(r, g)| (r.clone(), *g)).collect()
+            ours.iter().map(|(u, g)| (u.clone(), *g)).collect()
         } else {
             BTreeSet::new()
         };
         self.permit.send_replace(permitted);
-        let names: Vec<String> = self.resources.keys().cloned().collect();
         let quorate = view.partition_quorate() && local_quorate;
-        for name in names {
-            let want = ours.get(&name).copied();
-            let Some(local) = self.resources.get_mut(&name) else { continue };
-            let Some(generation) = want else {
-                if let Some((_, task)) = local.acquiring.take() {
-                    task.abort();
+        let mut to_start = Vec::new();
+        let mut to_remove = Vec::new();
+        for (name, local) in self.resources.iter_mut() {
+            let want = ours.get(&local.unit).copied();
+            let Some(generation) = want.filter(|_| quorate) else {
+                // Not ours, or no quorum: stop, and take a VIP off our interface so no two nodes
+                // of a quorate partition ever have it.
+                local.abort();
+                if want.is_none() {
+                    local.held = None;
+                    local.pending_timeline = None;
+                    local.failures = 0;
+                    local.retry_at = None;
+                } else {
+                    local.held = None;
                 }
-                local.held = None;
-                local.pending_timeline = None;
-                local.failures = 0;
-                local.retry_at = None;
+                let known_stale = view.is_synced() || !quorate;
+                if matches!(local.kind, Kind::Vip(_)) && local.local_address != Some(false) && !local.removing && known_stale {
+                    to_remove.push(name.clone());
+                }
                 continue;
             };
-            if !quorate {
-                if let Some((_, task)) = local.acquiring.take() {
-                    task.abort();
-                }
-                continue;
-            }
             if !may_act {
-                // A sync round: let reads in flight finish; the permit blocks any write until
-                // the round is over, and nothing new starts.
+                // A sync round: reads in flight may finish; the permit blocks writes.
                 continue;
             }
             if local.held == Some(generation) || local.acquiring.as_ref().is_some_and(|(g, _)| *g == generation) {
                 continue;
             }
             if local.retry_at.is_some_and(|at| at > Instant::now()) {
-                continue; // a retry is scheduled
+                continue;
             }
-            if let Some((_, task)) = local.acquiring.take() {
-                task.abort();
-            }
+            local.abort();
+            to_start.push((name.clone(), generation));
+        }
+        for (name, generation) in to_start {
             self.spawn_acquire(&name, generation);
+        }
+        for name in to_remove {
+            self.spawn_remove_address(&name);
         }
     }
 
     fn spawn_acquire(&mut self, name: &str, generation: u64) {
-        let Some(eip) = self.eip(name).cloned() else { return };
+        let Some(local) = self.resources.get(name) else { return };
+        let kind = local.kind.clone();
+        let unit = local.unit.clone();
         let ec2 = self.ec2.clone();
         let me = self.identity.clone();
         let permit = self.permit.subscribe();
         let tx = self.results_tx.clone();
+        let addresses = self.addresses.clone();
         let resource = name.to_owned();
         let task = tokio::spawn(async move {
-            let result = acquire(&ec2, &eip, generation, &me, permit).await;
+            let result = match kind {
+                Kind::Eip(eip) => acquire_eip(&ec2, &eip, &unit, generation, &me, permit).await,
+                Kind::Vip(vip) => acquire_vip(&ec2, addresses.as_deref(), &vip, &unit, generation, &me, permit).await,
+            };
             let _ = tx.send(result);
         });
         if let Some(local) = self.resources.get_mut(name) {
@@ -424,7 +606,69 @@ impl Daemon {
         debug!(resource = %resource, generation, "acquisition started");
     }
 
-    async fn on_result(&mut self, cs: &Corosync, view: &View, result: TaskResult) -> Result<(), CorosyncError> {
+    fn spawn_remove_address(&mut self, name: &str) {
+        let Some(local) = self.resources.get_mut(name) else { return };
+        let Kind::Vip(vip) = local.kind.clone() else { return };
+        let Some(addresses) = self.addresses.clone() else { return };
+        local.removing = true;
+        let tx = self.results_tx.clone();
+        let resource = name.to_owned();
+        tokio::spawn(async move {
+            let result = addresses
+                .ensure_absent(&vip.interface, vip.address)
+                .await
+                .map_err(|e| e.to_string());
+            let _ = tx.send(TaskResult::LocalAddressRemoved { resource, result });
+        });
+    }
+
+    /// Results that arrive while we are disconnected from corosync.
+    fn on_offline_result(&mut self, result: TaskResult) {
+        match result {
+            TaskResult::LocalAddressRemoved { resource, result } => self.address_removed(&resource, result),
+            TaskResult::Health { index, result } => {
+                self.record_health(index, result);
+            }
+            _ => {}
+        }
+    }
+
+    fn address_removed(&mut self, resource: &str, result: Result<bool, String>) {
+        let Some(local) = self.resources.get_mut(resource) else { return };
+        local.removing = false;
+        match result {
+            Ok(removed) => {
+                if removed {
+                    info!(resource = %resource, "address removed from the local interface");
+                }
+                local.local_address = Some(false);
+            }
+            Err(e) => {
+                error!(resource = %resource, error = %e, "cannot remove the address from the local interface");
+                local.last_error = Some(e);
+            }
+        }
+    }
+
+    /// Returns the node's new eligibility when it changed.
+    fn record_health(&mut self, index: usize, result: Result<(), String>) -> Option<bool> {
+        let before = self.eligible_locally();
+        let name = self.config.health.get(index).map(|h| h.name.clone()).unwrap_or_default();
+        let state = self.health.get_mut(index)?;
+        let flipped = state.tracker.record(result.is_ok());
+        state.last_error = result.err();
+        if let Some(healthy) = flipped {
+            if healthy {
+                info!(check = %name, "health check passing again");
+            } else {
+                warn!(check = %name, error = ?state.last_error, "health check failing: this node gives up its addresses");
+            }
+        }
+        let after = self.eligible_locally();
+        (before != after).then_some(after)
+    }
+
+    async fn on_result(&mut self, cs: &Corosync, view: &mut View, result: TaskResult) -> Result<(), CorosyncError> {
         let ours: BTreeMap<String, u64> = view.held_by_local().into_iter().collect();
         match result {
             TaskResult::Acquired {
@@ -434,10 +678,10 @@ impl Daemon {
                 associate_sent,
                 verified,
             } => {
-                if ours.get(&resource) != Some(&generation) {
+                let Some(local) = self.resources.get_mut(&resource) else { return Ok(()) };
+                if ours.get(&local.unit) != Some(&generation) {
                     return Ok(());
                 }
-                let Some(local) = self.resources.get_mut(&resource) else { return Ok(()) };
                 local.acquiring = None;
                 local.held = Some(generation);
                 local.observed = Some(observed.clone());
@@ -445,6 +689,10 @@ impl Daemon {
                 local.last_error = None;
                 local.failures = 0;
                 local.retry_at = None;
+                if matches!(local.kind, Kind::Vip(_)) {
+                    local.local_address = Some(true);
+                }
+                let unit = local.unit.clone();
                 if let Some(t) = local.pending_timeline.take() {
                     let ms = |i: Instant| i.saturating_duration_since(t.detected).as_millis() as u64;
                     let timeline = FailoverTimeline {
@@ -472,11 +720,16 @@ impl Daemon {
                 } else {
                     info!(resource = %resource, instance = %self.identity.instance_id, generation, "address verified on this node");
                 }
+                let (instance_id, network_interface_id) = match &observed {
+                    Observed::Eip(o) => (o.instance_id.clone(), o.network_interface_id.clone()),
+                    Observed::Vip(_) => (Some(self.identity.instance_id.clone()), self.identity.network_interface_id.clone()),
+                };
                 cs.send(&wire::encode(&Body::Held(HeldMsg {
+                    unit,
                     resource,
                     generation,
-                    instance_id: observed.instance_id.clone(),
-                    network_interface_id: observed.network_interface_id.clone(),
+                    instance_id,
+                    network_interface_id,
                 })))
                 .await?;
             }
@@ -485,18 +738,15 @@ impl Daemon {
                 generation,
                 error,
             } => {
+                let monitor_interval = self.config.cluster.monitor_interval;
                 let Some(local) = self.resources.get_mut(&resource) else { return Ok(()) };
                 local.acquiring = None;
-                let wait = backoff(local.failures, Duration::from_millis(500), self.config.cluster.monitor_interval, rand::random());
+                let wait = backoff(local.failures, Duration::from_millis(500), monitor_interval, rand::random());
                 local.failures += 1;
                 local.retry_at = Some(Instant::now() + wait);
-                local.last_error = Some(error.to_string());
+                local.last_error = Some(error.clone());
                 error!(resource = %resource, generation, error = %error, retry_in_ms = wait.as_millis() as u64, "could not take the address");
-                let tx = self.results_tx.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(wait).await;
-                    let _ = tx.send(TaskResult::Retry);
-                });
+                self.after(wait, TaskResult::Retry);
             }
             TaskResult::AcquireCancelled { resource, generation } => {
                 if let Some(local) = self.resources.get_mut(&resource) {
@@ -507,90 +757,318 @@ impl Daemon {
             }
             // Reconcile runs after every result and starts what is due.
             TaskResult::Retry => {}
+            TaskResult::LocalAddressRemoved { resource, result } => self.address_removed(&resource, result),
             TaskResult::GraceExpired(member) => {
                 if view.vanished().contains(&member) {
                     info!(member = %member, "reattach grace expired; peers take over");
                     cs.send(&wire::encode(&Body::GraceExpired { member })).await?;
                 }
             }
-            TaskResult::Monitored(result) => {
-                self.monitor_running = false;
-                match result {
-                    Ok(observed) => self.check_drift(view, observed),
-                    Err(e) => {
-                        warn!(error = %e, "monitor could not read EC2");
-                        for (name, _) in ours {
-                            if let Some(local) = self.resources.get_mut(&name) {
-                                local.last_error = Some(e.to_string());
-                            }
+            TaskResult::StartupWaitOver => {
+                if view.awaiting_startup() {
+                    info!("startup wait over: placing addresses although some nodes have no daemon yet");
+                    cs.send(&wire::encode(&Body::PlaceNow)).await?;
+                }
+            }
+            TaskResult::Health { index, result } => {
+                if let Some(eligible) = self.record_health(index, result) {
+                    for body in view.set_local_eligible(eligible) {
+                        if let Output::Send(body) = body {
+                            cs.send(&wire::encode(&body)).await?;
                         }
                     }
                 }
+            }
+            TaskResult::Monitored { eips, routes, local } => {
+                self.monitor_running = false;
+                self.check_drift(view, eips, routes, local);
             }
         }
         Ok(())
     }
 
-    fn check_drift(&mut self, view: &View, observed: Vec<ObservedEip>) {
+    fn check_drift(
+        &mut self,
+        view: &View,
+        eips: Option<Result<Vec<ObservedEip>, Ec2Error>>,
+        routes: Option<Result<Vec<ObservedRouteTable>, Ec2Error>>,
+        local_addresses: Vec<(String, bool)>,
+    ) {
         let ours: BTreeMap<String, u64> = view.held_by_local().into_iter().collect();
         let now = SystemTime::now();
-        for eip in self.config.eips.clone() {
-            let Some(generation) = ours.get(&eip.name) else { continue };
-            let Some(local) = self.resources.get_mut(&eip.name) else { continue };
+        let me = self.identity.clone();
+        for (name, local) in self.resources.iter_mut() {
+            let Some(generation) = ours.get(&local.unit) else { continue };
             if local.held != Some(*generation) {
                 continue;
             }
-            match observed.iter().find(|o| o.allocation_id == eip.allocation_id) {
-                Some(o) if points_at(o, &self.identity, eip.private_ip) => {
-                    local.observed = Some(o.clone());
+            let verdict: Result<bool, String> = match &local.kind {
+                Kind::Eip(eip) => match &eips {
+                    None => continue,
+                    Some(Err(e)) => Err(e.to_string()),
+                    Some(Ok(list)) => match list.iter().find(|o| o.allocation_id == eip.allocation_id) {
+                        Some(o) => {
+                            local.observed = Some(Observed::Eip(o.clone()));
+                            Ok(points_at(o, &me, eip.private_ip))
+                        }
+                        None => Err(format!("allocation {} is missing from DescribeAddresses", eip.allocation_id)),
+                    },
+                },
+                Kind::Vip(vip) => match &routes {
+                    None => continue,
+                    Some(Err(e)) => Err(e.to_string()),
+                    Some(Ok(tables)) => {
+                        let mine: Vec<ObservedRouteTable> = tables
+                            .iter()
+                            .filter(|t| vip.route_tables.contains(&t.route_table_id))
+                            .cloned()
+                            .collect();
+                        let eni = me.network_interface_id.clone().unwrap_or_default();
+                        let routes_ok = vip.route_tables.iter().all(|id| {
+                            mine.iter().any(|t| &t.route_table_id == id && route_points_at(t, &vip.destination(), &eni))
+                        });
+                        local.observed = Some(Observed::Vip(mine));
+                        let address_ok = local_addresses.iter().find(|(r, _)| r == name).map_or(true, |(_, p)| *p);
+                        if !address_ok {
+                            local.local_address = Some(false);
+                        }
+                        Ok(routes_ok && address_ok)
+                    }
+                },
+            };
+            match verdict {
+                Ok(true) => {
                     local.verified_at = Some(now);
                     local.last_error = None;
                 }
-                Some(o) => {
+                Ok(false) => {
                     local.drift_repairs += 1;
-                    warn!(resource = %eip.name, instance = ?o.instance_id, eni = ?o.network_interface_id, drift_repairs = local.drift_repairs, "drift: EC2 points the address elsewhere; repairing");
-                    local.observed = Some(o.clone());
+                    warn!(resource = %name, drift_repairs = local.drift_repairs, "drift: EC2 or the local interface no longer matches this holder; repairing");
                     local.held = None;
                 }
-                None => {
-                    local.last_error = Some(format!("allocation {} is missing from DescribeAddresses", eip.allocation_id));
-                    warn!(resource = %eip.name, allocation = %eip.allocation_id, "address not found in EC2 during monitor");
+                Err(e) => {
+                    warn!(resource = %name, error = %e, "monitor could not verify");
+                    local.last_error = Some(e);
                 }
             }
         }
     }
 
+    /// One DescribeAddresses for all our EIPs and one DescribeRouteTables for all tables of our
+    /// VIPs, whatever the number of resources.
     fn start_monitor(&mut self, view: &View) {
         if self.monitor_running || !view.may_act() {
             return;
         }
-        let ours: BTreeSet<String> = view.held_by_local().into_iter().map(|(r, _)| r).collect();
-        let allocations: Vec<String> = self
-            .config
-            .eips
-            .iter()
-            .filter(|e| ours.contains(&e.name) && self.resources.get(&e.name).is_some_and(|l| l.held.is_some()))
-            .map(|e| e.allocation_id.clone())
-            .collect();
-        if allocations.is_empty() {
+        let ours: BTreeSet<String> = view.held_by_local().into_iter().map(|(u, _)| u).collect();
+        let mut allocations = Vec::new();
+        let mut tables = BTreeSet::new();
+        let mut vips = Vec::new();
+        for (name, local) in &self.resources {
+            if !ours.contains(&local.unit) || local.held.is_none() {
+                continue;
+            }
+            match &local.kind {
+                Kind::Eip(e) => allocations.push(e.allocation_id.clone()),
+                Kind::Vip(v) => {
+                    tables.extend(v.route_tables.iter().cloned());
+                    vips.push((name.clone(), v.interface.clone(), v.address));
+                }
+            }
+        }
+        if allocations.is_empty() && tables.is_empty() {
             return;
         }
         self.monitor_running = true;
         let ec2 = self.ec2.clone();
         let tx = self.results_tx.clone();
         let budget = self.config.cluster.monitor_interval;
+        let addresses = self.addresses.clone();
         tokio::spawn(async move {
-            let result = ec2.describe_addresses(&allocations, budget).await;
-            let _ = tx.send(TaskResult::Monitored(result));
+            let tables: Vec<String> = tables.into_iter().collect();
+            let eips = async {
+                if allocations.is_empty() {
+                    None
+                } else {
+                    Some(ec2.describe_addresses(&allocations, budget).await)
+                }
+            };
+            let routes = async {
+                if tables.is_empty() {
+                    None
+                } else {
+                    Some(ec2.describe_route_tables(&tables, budget).await)
+                }
+            };
+            let (eips, routes) = tokio::join!(eips, routes);
+            let mut local = Vec::new();
+            if let Some(addresses) = addresses {
+                for (name, interface, address) in vips {
+                    if let Ok(present) = addresses.is_present(&interface, address).await {
+                        local.push((name, present));
+                    }
+                }
+            }
+            let _ = tx.send(TaskResult::Monitored { eips, routes, local });
         });
     }
 
-    /// Planned stop: tell every member we release, wait until CPG delivered it back to us (so
-    /// every member has it in agreed order), then leave.
-    async fn release(&mut self, cs: &mut Corosync, view: &mut View) -> SessionEnd {
+    fn arm_startup_timer(&mut self, view: &View) {
+        if !self.startup_timer_armed && view.awaiting_startup() {
+            self.startup_timer_armed = true;
+            info!(wait_ms = self.config.cluster.startup_wait.as_millis() as u64, "waiting for the daemons of all corosync nodes before the first placement");
+            self.after(self.config.cluster.startup_wait, TaskResult::StartupWaitOver);
+        }
+    }
+
+    fn persist_standby(&mut self, view: &View) {
+        let want = view.local_info().standby;
+        if want == self.standby_persisted {
+            return;
+        }
+        let dir = &self.config.daemon.state_dir;
+        let path = dir.join(STANDBY_FILE);
+        let result = if want {
+            std::fs::create_dir_all(dir).and_then(|_| std::fs::write(&path, b"standby\n"))
+        } else {
+            match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
+            }
+        };
+        match result {
+            Ok(()) => {
+                info!(standby = want, "standby state changed");
+                self.standby_persisted = want;
+            }
+            Err(e) => error!(path = %path.display(), error = %e, "cannot persist the standby state"),
+        }
+    }
+
+    fn resolve_node(&self, view: &View, text: &str) -> Result<u32, String> {
+        if let Ok(id) = text.parse::<u32>() {
+            if view.members().iter().any(|m| m.node == id) {
+                return Ok(id);
+            }
+            return Err(format!("node {id} has no corosync-eip daemon in the group"));
+        }
+        view.members()
+            .iter()
+            .find(|m| view.info(m).is_some_and(|i| i.instance_id == text))
+            .map(|m| m.node)
+            .ok_or_else(|| format!("`{text}` is neither a node id nor the instance id of a member"))
+    }
+
+    async fn on_request(&mut self, cs: &Corosync, view: &View, request: Request) -> Result<(), CorosyncError> {
+        if !view.is_synced() {
+            let _ = request.reply.send(Err("this node has not synced with the cluster yet".into()));
+            return Ok(());
+        }
+        let checked: Result<(Body, u32), String> = match &request.command {
+            Command::Standby { node, standby } => match node {
+                None => Ok(view.local().node),
+                Some(text) => self.resolve_node(view, text),
+            }
+            .map(|node| (Body::Standby { node, standby: *standby }, node)),
+            Command::Move { unit, to } => self.check_move(view, unit, to),
+        };
+        match checked {
+            Err(e) => {
+                let _ = request.reply.send(Err(e));
+            }
+            Ok((body, node)) => {
+                let command = match (&request.command, &body) {
+                    (Command::Move { .. }, Body::Move { unit, to }) => Command::Move { unit: unit.clone(), to: to.to_string() },
+                    (c, _) => c.clone(),
+                };
+                info!(command = ?command, "admin command");
+                cs.send(&wire::encode(&body)).await?;
+                self.pending_commands.push(PendingCommand {
+                    command,
+                    node,
+                    started: Instant::now(),
+                    reply: request.reply,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn check_move(&self, view: &View, target: &str, to: &str) -> Result<(Body, u32), String> {
+        let unit = self
+            .config
+            .unit_of(target)
+            .filter(|u| u == target || self.config.units().is_ok_and(|us| us.iter().any(|x| &x.name == u)))
+            .or_else(|| self.config.units().ok()?.into_iter().find(|u| u.name == target).map(|u| u.name))
+            .ok_or_else(|| format!("`{target}` is neither a resource nor a group"))?;
+        if !view.partition_quorate() {
+            return Err("the partition is not quorate: nothing can move".into());
+        }
+        let node = self.resolve_node(view, to)?;
+        let member = view
+            .members()
+            .iter()
+            .find(|m| m.node == node)
+            .and_then(|m| view.info(m).map(|i| (m, i)))
+            .ok_or_else(|| format!("node {node} has not announced itself yet"))?;
+        if member.1.standby {
+            return Err(format!("node {node} is in standby"));
+        }
+        if !member.1.eligible {
+            return Err(format!("node {node} fails its health checks"));
+        }
+        if !member.1.resources.contains(&unit) {
+            return Err(format!("node {node} does not have `{unit}` in its configuration"));
+        }
+        if view.assignments().get(&unit).and_then(|a| a.holder).is_some_and(|h| h.node == node) {
+            return Err(format!("`{unit}` is already on node {node}"));
+        }
+        Ok((Body::Move { unit, to: node }, node))
+    }
+
+    /// Answers admin commands once the cluster shows their effect (or they time out).
+    fn finish_commands(&mut self, view: &View) {
+        let pending = std::mem::take(&mut self.pending_commands);
+        for p in pending {
+            let done = match &p.command {
+                Command::Standby { standby, .. } => {
+                    let flag = view.members().iter().filter(|m| m.node == p.node).all(|m| view.info(m).is_some_and(|i| i.standby == *standby));
+                    let drained = !*standby
+                        || view.assignments().values().all(|a| a.holder.is_none_or(|h| h.node != p.node))
+                        || view.members().iter().all(|m| m.node == p.node);
+                    (flag && drained).then(|| {
+                        format!("node {} is {}", p.node, if *standby { "in standby" } else { "active again" })
+                    })
+                }
+                Command::Move { unit, .. } => {
+                    let resources = self.config.units().ok().and_then(|us| us.into_iter().find(|u| &u.name == unit)).map(|u| u.resources).unwrap_or_default();
+                    view.assignments().get(unit).filter(|a| a.holder.is_some_and(|h| h.node == p.node)).and_then(|a| {
+                        resources
+                            .iter()
+                            .all(|r| a.verified.iter().any(|h| &h.resource == r))
+                            .then(|| format!("`{unit}` moved to node {} and verified in EC2 in {} ms", p.node, p.started.elapsed().as_millis()))
+                    })
+                }
+            };
+            match done {
+                Some(message) => {
+                    info!(command = ?p.command, elapsed_ms = p.started.elapsed().as_millis() as u64, "admin command completed");
+                    let _ = p.reply.send(Ok(message));
+                }
+                None if p.started.elapsed() > COMMAND_WAIT => {
+                    let _ = p.reply.send(Err(format!("not completed within {}s; see `corosync-eip status`", COMMAND_WAIT.as_secs())));
+                }
+                None => self.pending_commands.push(p),
+            }
+        }
+    }
+
+    /// Planned stop: take VIPs off our interface, tell every member we release, wait until CPG
+    /// delivered it back to us (so every member has it in agreed order), then leave.
+    async fn release(&mut self, cs: &mut Corosync, view: &View) -> SessionEnd {
         info!("stopping: releasing all addresses to peers");
-        self.permit.send_replace(BTreeSet::new());
-        self.stand_down();
+        self.stand_down(true);
+        self.remove_local_addresses(view).await;
         if let Err(e) = cs.send(&wire::encode(&Body::Release)).await {
             warn!(error = %e, "could not announce the release; peers will see us leave");
             return SessionEnd::Shutdown;
@@ -613,12 +1091,36 @@ impl Daemon {
         }
     }
 
-    /// Stop every background action: we may no longer act.
-    fn stand_down(&mut self) {
+    async fn remove_local_addresses(&mut self, _view: &View) {
+        let Some(addresses) = self.addresses.clone() else { return };
+        for (name, local) in self.resources.iter_mut() {
+            if let Kind::Vip(vip) = &local.kind {
+                match addresses.ensure_absent(&vip.interface, vip.address).await {
+                    Ok(true) => info!(resource = %name, "address removed from the local interface"),
+                    Ok(false) => {}
+                    Err(e) => error!(resource = %name, error = %e, "cannot remove the address from the local interface"),
+                }
+                local.local_address = Some(false);
+            }
+        }
+    }
+
+    /// Stop every background action: we may no longer act. Without corosync we cannot be the
+    /// holder of anything, so VIPs leave our interface too (unless we are re-executing).
+    fn stand_down(&mut self, drop_addresses: bool) {
         self.permit.send_replace(BTreeSet::new());
-        for local in self.resources.values_mut() {
-            if let Some((_, task)) = local.acquiring.take() {
-                task.abort();
+        for p in std::mem::take(&mut self.pending_commands) {
+            let _ = p.reply.send(Err("lost the corosync connection".into()));
+        }
+        let names: Vec<String> = self.resources.keys().cloned().collect();
+        for name in names {
+            if let Some(local) = self.resources.get_mut(&name) {
+                local.abort();
+                local.held = None;
+                let remove = drop_addresses && matches!(local.kind, Kind::Vip(_)) && local.local_address != Some(false) && !local.removing;
+                if remove {
+                    self.spawn_remove_address(&name);
+                }
             }
         }
         let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
@@ -627,9 +1129,8 @@ impl Daemon {
         s.quorate = false;
     }
 
-    fn reexec(&self, config: Config, table: Vec<WireAssignment>) -> ! {
+    fn reexec(&self, table: Vec<WireAssignment>) -> ! {
         use std::os::unix::process::CommandExt;
-        let _ = config; // validated; the new process reads the file itself
         let state = serde_json::to_string(&table).unwrap_or_default();
         let mut cmd = std::process::Command::new(&self.exe);
         cmd.args(self.args.iter().skip(1)).env(REEXEC_STATE_ENV, state);
@@ -638,7 +1139,7 @@ impl Daemon {
         std::process::exit(1);
     }
 
-    fn publish(&self, view: &View, connected: bool, local_quorate: bool) {
+    fn publish(&self, view: &View, local_quorate: bool) {
         let now = SystemTime::now();
         let members = view
             .members()
@@ -652,47 +1153,77 @@ impl Daemon {
                     network_interface_id: info.and_then(|i| i.network_interface_id.clone()),
                     version: info.map(|i| i.version.clone()),
                     quorate: info.map(|i| i.quorate),
+                    eligible: info.map(|i| i.eligible),
+                    standby: info.map(|i| i.standby),
                 }
             })
             .collect();
         let may_act = view.may_act() && local_quorate;
         let resources = self
-            .config
-            .eips
+            .resources
             .iter()
-            .map(|eip| {
-                let assignment = view.assignments().get(&eip.name);
+            .map(|(name, local)| {
+                let assignment = view.assignments().get(&local.unit);
                 let holder = assignment.and_then(|a| a.holder);
-                let local = self.resources.get(&eip.name);
                 let is_local = holder == Some(view.local());
+                let announced = assignment.and_then(|a| a.verified.iter().find(|h| &h.resource == name));
                 let state = match holder {
                     None => "unassigned",
                     Some(h) if view.vanished().contains(&h) => "reattaching",
                     Some(_) if !view.is_synced() => "syncing",
                     Some(_) if is_local && !may_act => "waiting_quorum",
-                    Some(_) if is_local && local.is_some_and(|l| l.held.is_some()) => "held",
+                    Some(_) if is_local && local.held.is_some() => "held",
                     Some(_) if is_local => "acquiring",
-                    Some(_) if assignment.is_some_and(|a| a.verified.is_some()) => "held",
+                    Some(_) if announced.is_some() => "held",
                     Some(_) => "acquiring",
                 };
-                let (ec2, verified_at) = if is_local {
-                    (local.and_then(|l| l.observed.clone()), local.and_then(|l| l.verified_at))
-                } else {
-                    let held = assignment.and_then(|a| a.verified.as_ref());
-                    (
-                        held.map(|h| ObservedEip {
-                            allocation_id: eip.allocation_id.clone(),
-                            instance_id: h.instance_id.clone(),
-                            network_interface_id: h.network_interface_id.clone(),
-                            ..Default::default()
-                        }),
-                        None,
-                    )
+                let (allocation_id, address, destination) = match &local.kind {
+                    Kind::Eip(e) => (Some(e.allocation_id.clone()), None, None),
+                    Kind::Vip(v) => (None, Some(v.address.to_string()), Some(v.destination())),
                 };
+                let (ec2, routes) = match (&local.observed, is_local) {
+                    (Some(Observed::Eip(o)), true) => (Some(o.clone()), None),
+                    (Some(Observed::Vip(tables)), true) => (
+                        None,
+                        Some(tables.iter().map(|t| RouteStatus::of(t, destination.as_deref().unwrap_or_default())).collect()),
+                    ),
+                    _ => match (&local.kind, announced) {
+                        (Kind::Eip(e), Some(h)) => (
+                            Some(ObservedEip {
+                                allocation_id: e.allocation_id.clone(),
+                                instance_id: h.instance_id.clone(),
+                                network_interface_id: h.network_interface_id.clone(),
+                                ..Default::default()
+                            }),
+                            None,
+                        ),
+                        (Kind::Vip(v), Some(h)) => (
+                            None,
+                            Some(
+                                v.route_tables
+                                    .iter()
+                                    .map(|t| RouteStatus {
+                                        route_table_id: t.clone(),
+                                        network_interface_id: h.network_interface_id.clone(),
+                                        instance_id: h.instance_id.clone(),
+                                    })
+                                    .collect(),
+                            ),
+                        ),
+                        _ => (None, None),
+                    },
+                };
+                let verified_at = if is_local { local.verified_at } else { None };
                 ResourceStatus {
-                    name: eip.name.clone(),
-                    kind: "eip".into(),
-                    allocation_id: eip.allocation_id.clone(),
+                    name: name.clone(),
+                    kind: match local.kind {
+                        Kind::Eip(_) => "eip",
+                        Kind::Vip(_) => "vip",
+                    }
+                    .into(),
+                    group: local.unit.clone(),
+                    allocation_id,
+                    address,
                     holder: holder.map(|h| HolderStatus {
                         node_id: h.node,
                         pid: h.pid,
@@ -702,36 +1233,64 @@ impl Daemon {
                     local_role: if is_local { "holder" } else { "standby" }.into(),
                     state: state.into(),
                     ec2,
+                    routes,
+                    local_address: match local.kind {
+                        Kind::Vip(_) => local.local_address,
+                        Kind::Eip(_) => None,
+                    },
                     verified_at: verified_at.map(|t| humantime::format_rfc3339_millis(t).to_string()),
                     verified_age_ms: verified_at
                         .and_then(|t| now.duration_since(t).ok())
                         .map(|d| d.as_millis() as u64),
-                    last_error: local.and_then(|l| l.last_error.clone()),
-                    drift_repairs: local.map_or(0, |l| l.drift_repairs),
-                    last_failover: local.and_then(|l| l.last_failover.clone()),
+                    last_error: local.last_error.clone(),
+                    drift_repairs: local.drift_repairs,
+                    last_failover: local.last_failover.clone(),
                 }
+            })
+            .collect();
+        let health = self
+            .config
+            .health
+            .iter()
+            .zip(&self.health)
+            .map(|(c, h)| HealthStatus {
+                name: c.name.clone(),
+                healthy: h.tracker.healthy(),
+                last_error: h.last_error.clone(),
             })
             .collect();
         let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
         s.node_id = Some(view.local().node);
-        s.corosync = if connected { "connected" } else { "disconnected" }.into();
+        s.instance_id = Some(self.identity.instance_id.clone());
+        s.network_interface_id = self.identity.network_interface_id.clone();
+        s.corosync = "connected".into();
         s.synced = view.is_synced();
         s.quorate = view.partition_quorate();
         s.local_quorate = local_quorate;
         s.members = members;
         s.reattaching = view.vanished().iter().map(|m| MemberRef { node_id: m.node, pid: m.pid }).collect();
         s.resources = resources;
+        s.eligible = view.local_info().eligible && !view.local_info().standby;
+        s.standby = view.local_info().standby;
+        s.health = health;
+        s.warnings = self.warnings.clone();
     }
 }
 
-fn table_of(view: &View) -> Vec<WireAssignment> {
-    view.state_message().assignments
+fn not_found(api: &'static str, message: String) -> Ec2Error {
+    Ec2Error {
+        api,
+        class: ErrorClass::NotFound,
+        code: None,
+        message,
+    }
 }
 
 /// Describe → (associate → verify)*: makes EC2 point the address at us, and proves it.
-async fn acquire(
+async fn acquire_eip(
     ec2: &Ec2,
     eip: &EipConfig,
+    unit: &str,
     generation: u64,
     me: &Identity,
     permit: watch::Receiver<BTreeSet<(String, u64)>>,
@@ -740,16 +1299,13 @@ async fn acquire(
     let failed = |error: Ec2Error| TaskResult::AcquireFailed {
         resource: resource.clone(),
         generation,
-        error,
+        error: error.to_string(),
     };
     let describe = |budget| ec2.describe_addresses(std::slice::from_ref(&eip.allocation_id), budget);
     let find = |list: Vec<ObservedEip>| {
-        list.into_iter().find(|o| o.allocation_id == eip.allocation_id).ok_or_else(|| Ec2Error {
-            api: "DescribeAddresses",
-            class: ec2::ErrorClass::NotFound,
-            code: None,
-            message: format!("allocation {} not found in this region/account", eip.allocation_id),
-        })
+        list.into_iter()
+            .find(|o| o.allocation_id == eip.allocation_id)
+            .ok_or_else(|| not_found("DescribeAddresses", format!("allocation {} not found in this region/account", eip.allocation_id)))
     };
     let observed = match describe(ACQUIRE_BUDGET).await.and_then(find) {
         Ok(o) => o,
@@ -760,7 +1316,7 @@ async fn acquire(
             return TaskResult::Acquired {
                 resource,
                 generation,
-                observed,
+                observed: Observed::Eip(observed),
                 associate_sent: None,
                 verified: Instant::now(),
             }
@@ -768,7 +1324,7 @@ async fn acquire(
         EipAction::Associate { drift } => drift,
     };
     // Last gate before mutating EC2: still elected and still quorate?
-    if !permit.borrow().contains(&(resource.clone(), generation)) {
+    if !permit.borrow().contains(&(unit.to_owned(), generation)) {
         return TaskResult::AcquireCancelled { resource, generation };
     }
     info!(resource = %resource, allocation = %eip.allocation_id, from_instance = ?observed.instance_id, drift, "associating address (AllowReassociation)");
@@ -785,7 +1341,7 @@ async fn acquire(
                 return TaskResult::Acquired {
                     resource,
                     generation,
-                    observed: o,
+                    observed: Observed::Eip(o),
                     associate_sent: Some(sent),
                     verified: Instant::now(),
                 }
@@ -793,7 +1349,7 @@ async fn acquire(
             Ok(o) if Instant::now() >= deadline => {
                 return failed(Ec2Error {
                     api: "DescribeAddresses",
-                    class: ec2::ErrorClass::Refused,
+                    class: ErrorClass::Refused,
                     code: None,
                     message: format!(
                         "after AssociateAddress EC2 still shows instance {:?} / interface {:?}",
@@ -806,5 +1362,96 @@ async fn acquire(
         }
         tokio::time::sleep(backoff(attempt, Duration::from_millis(10), Duration::from_millis(500), rand::random())).await;
         attempt += 1;
+    }
+}
+
+/// DescribeRouteTables → ReplaceRoute/CreateRoute in every table at once → verify → put the
+/// address on our interface.
+async fn acquire_vip(
+    ec2: &Ec2,
+    addresses: Option<&LocalAddresses>,
+    vip: &VipConfig,
+    unit: &str,
+    generation: u64,
+    me: &Identity,
+    permit: watch::Receiver<BTreeSet<(String, u64)>>,
+) -> TaskResult {
+    let resource = vip.name.clone();
+    let failed = |error: String| TaskResult::AcquireFailed {
+        resource: resource.clone(),
+        generation,
+        error,
+    };
+    let Some(eni) = me.network_interface_id.clone() else {
+        return failed("no network interface id for this node; set [node] network_interface_id".into());
+    };
+    let Some(addresses) = addresses else {
+        return failed("local address management is not available".into());
+    };
+    let destination = vip.destination();
+    let tables = match ec2.describe_route_tables(&vip.route_tables, ACQUIRE_BUDGET).await {
+        Ok(t) => t,
+        Err(e) => return failed(e.to_string()),
+    };
+    let mut changes = Vec::new();
+    for id in &vip.route_tables {
+        let table = tables.iter().find(|t| &t.route_table_id == id);
+        match decide_route(table, &destination, &eni, vip.create_route) {
+            RouteAction::AlreadyOurs => {}
+            RouteAction::Replace { drift } => changes.push((id.clone(), false, drift)),
+            RouteAction::Create => changes.push((id.clone(), true, false)),
+            RouteAction::Missing => {
+                return failed(format!(
+                    "route table {id} has no route for {destination}; create it or set create_route = true"
+                ))
+            }
+            RouteAction::NoTable => return failed(format!("route table {id} not found in this region/account")),
+        }
+    }
+    let mut sent = None;
+    if !changes.is_empty() {
+        if !permit.borrow().contains(&(unit.to_owned(), generation)) {
+            return TaskResult::AcquireCancelled { resource, generation };
+        }
+        info!(resource = %resource, destination = %destination, tables = ?changes.iter().map(|c| &c.0).collect::<Vec<_>>(), "pointing routes at this node");
+        sent = Some(Instant::now());
+        let calls = changes
+            .iter()
+            .map(|(id, create, _)| ec2.set_route(id, &destination, &eni, *create, ACQUIRE_BUDGET));
+        for result in futures_util::future::join_all(calls).await {
+            if let Err(e) = result {
+                return failed(e.to_string());
+            }
+        }
+    }
+    let mut attempt = 0;
+    let deadline = Instant::now() + ACQUIRE_BUDGET;
+    let verified_tables = loop {
+        let tables = match ec2.describe_route_tables(&vip.route_tables, ACQUIRE_BUDGET).await {
+            Ok(t) => t,
+            Err(e) => return failed(e.to_string()),
+        };
+        let all = vip
+            .route_tables
+            .iter()
+            .all(|id| tables.iter().any(|t| &t.route_table_id == id && route_points_at(t, &destination, &eni)));
+        if all {
+            break tables;
+        }
+        if Instant::now() >= deadline {
+            return failed(format!("after ReplaceRoute EC2 still does not route {destination} to {eni} in every table"));
+        }
+        tokio::time::sleep(backoff(attempt, Duration::from_millis(10), Duration::from_millis(500), rand::random())).await;
+        attempt += 1;
+    };
+    if let Err(e) = addresses.ensure_present(&vip.interface, vip.address, 32, vip.label.as_deref()).await {
+        return failed(e.to_string());
+    }
+    TaskResult::Acquired {
+        resource,
+        generation,
+        observed: Observed::Vip(verified_tables),
+        associate_sent: sent,
+        verified: Instant::now(),
     }
 }

@@ -12,7 +12,7 @@ use aws_sdk_ec2::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 
 use crate::config::AwsConfig;
-use crate::core::reconcile::{backoff, Identity, ObservedEip};
+use crate::core::reconcile::{backoff, Identity, ObservedEip, ObservedRoute, ObservedRouteTable};
 
 /// How an EC2 failure should be handled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -189,6 +189,94 @@ impl Ec2 {
             }
             let out = req.send().await.map_err(|e| classify("AssociateAddress", e))?;
             Ok(out.association_id().map(str::to_owned))
+        })
+        .await
+    }
+
+    /// One DescribeRouteTables for all of `route_table_ids`.
+    pub async fn describe_route_tables(
+        &self,
+        route_table_ids: &[String],
+        budget: Duration,
+    ) -> Result<Vec<ObservedRouteTable>, Ec2Error> {
+        self.with_retry(budget, || async {
+            let out = self
+                .client
+                .describe_route_tables()
+                .set_route_table_ids(Some(route_table_ids.to_vec()))
+                .send()
+                .await
+                .map_err(|e| classify("DescribeRouteTables", e))?;
+            Ok(out
+                .route_tables()
+                .iter()
+                .map(|t| ObservedRouteTable {
+                    route_table_id: t.route_table_id().unwrap_or_default().to_owned(),
+                    routes: t
+                        .routes()
+                        .iter()
+                        .filter_map(|r| {
+                            Some(ObservedRoute {
+                                destination: r.destination_cidr_block()?.to_owned(),
+                                network_interface_id: r.network_interface_id().filter(|s| !s.is_empty()).map(str::to_owned),
+                                instance_id: r.instance_id().filter(|s| !s.is_empty()).map(str::to_owned),
+                                blackhole: r.state().is_some_and(|s| s.as_str() == "blackhole"),
+                            })
+                        })
+                        .collect(),
+                })
+                .collect())
+        })
+        .await
+    }
+
+    /// Points `destination` in one route table at our ENI: ReplaceRoute is atomic, the route
+    /// never disappears; CreateRoute only when the route does not exist yet.
+    pub async fn set_route(
+        &self,
+        route_table_id: &str,
+        destination: &str,
+        network_interface_id: &str,
+        create: bool,
+        budget: Duration,
+    ) -> Result<(), Ec2Error> {
+        self.with_retry(budget, || async {
+            if create {
+                self.client
+                    .create_route()
+                    .route_table_id(route_table_id)
+                    .destination_cidr_block(destination)
+                    .network_interface_id(network_interface_id)
+                    .send()
+                    .await
+                    .map_err(|e| classify("CreateRoute", e))?;
+            } else {
+                self.client
+                    .replace_route()
+                    .route_table_id(route_table_id)
+                    .destination_cidr_block(destination)
+                    .network_interface_id(network_interface_id)
+                    .send()
+                    .await
+                    .map_err(|e| classify("ReplaceRoute", e))?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Whether EC2 still checks source/destination addresses on this ENI: when it does, packets
+    /// for a route-table VIP (not the ENI's own address) are dropped.
+    pub async fn source_dest_check(&self, network_interface_id: &str, budget: Duration) -> Result<Option<bool>, Ec2Error> {
+        self.with_retry(budget, || async {
+            let out = self
+                .client
+                .describe_network_interfaces()
+                .network_interface_ids(network_interface_id)
+                .send()
+                .await
+                .map_err(|e| classify("DescribeNetworkInterfaces", e))?;
+            Ok(out.network_interfaces().first().and_then(|n| n.source_dest_check()))
         })
         .await
     }

@@ -3,10 +3,12 @@
 //! `core` is pure decision logic; the other modules are thin adapters around it.
 
 pub mod config;
+pub mod control;
 pub mod core;
 pub mod corosync;
-pub mod ec2;
-pub mod identity;
-pub mod control;
-pub mod status;
 pub mod daemon;
+pub mod ec2;
+pub mod health;
+pub mod identity;
+pub mod localaddr;
+pub mod status;

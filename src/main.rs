@@ -1,4 +1,4 @@
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -38,6 +38,40 @@ enum Command {
         #[arg(long)]
         socket: Option<PathBuf>,
     },
+    /// Drain a node (default: this one): its addresses move to other eligible members and it
+    /// takes none until `unstandby`. Persists across restarts of the node's daemon.
+    Standby {
+        /// Corosync node id or EC2 instance id.
+        node: Option<String>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// End standby of a node (default: this one).
+    Unstandby {
+        node: Option<String>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Planned switchover of a resource or group to a node: one atomic EC2 call, never
+    /// unassociated.
+    Move {
+        /// Resource name or group name.
+        resource: String,
+        /// Corosync node id or EC2 instance id.
+        #[arg(long)]
+        to: String,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+#[derive(clap::Args)]
+struct Target {
+    #[arg(long, default_value = DEFAULT_CONFIG_PATH)]
+    config: PathBuf,
+    /// Control socket of the daemon; default from the configuration file.
+    #[arg(long)]
+    socket: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -45,6 +79,37 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run { config, check_config } => run(config, check_config),
         Command::Status { json, config, socket } => status(json, config, socket),
+        Command::Standby { node, target } => command(&target, &format!("standby {}", node.unwrap_or_default())),
+        Command::Unstandby { node, target } => command(&target, &format!("unstandby {}", node.unwrap_or_default())),
+        Command::Move { resource, to, target } => command(&target, &format!("move {resource} {to}")),
+    }
+}
+
+fn socket_of(config: &Path, socket: Option<PathBuf>) -> PathBuf {
+    socket.unwrap_or_else(|| match Config::load(config) {
+        Ok(c) => c.daemon.control_socket,
+        Err(_) => PathBuf::from(corosync_eip::config::DEFAULT_CONTROL_SOCKET),
+    })
+}
+
+fn command(target: &Target, line: &str) -> ExitCode {
+    let socket = socket_of(&target.config, target.socket.clone());
+    let result = runtime()
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| rt.block_on(control::request_command(&socket, line.trim())).map_err(anyhow::Error::from));
+    match result {
+        Ok(Ok(message)) => {
+            println!("{message}");
+            ExitCode::SUCCESS
+        }
+        Ok(Err(message)) => {
+            eprintln!("corosync-eip: {message}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("corosync-eip: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -83,13 +148,7 @@ fn run(path: PathBuf, check_only: bool) -> ExitCode {
 }
 
 fn status(json: bool, config: PathBuf, socket: Option<PathBuf>) -> ExitCode {
-    let socket = match socket {
-        Some(s) => s,
-        None => match Config::load(&config) {
-            Ok(c) => c.daemon.control_socket,
-            Err(_) => PathBuf::from(corosync_eip::config::DEFAULT_CONTROL_SOCKET),
-        },
-    };
+    let socket = socket_of(&config, socket);
     let report = match runtime().map_err(anyhow::Error::from).and_then(|rt| {
         rt.block_on(control::request_status(&socket)).map_err(anyhow::Error::from)
     }) {
@@ -119,23 +178,36 @@ fn render(r: &StatusReport) -> String {
     let yes_no = |b: bool| if b { "yes" } else { "NO" };
     let _ = writeln!(
         out,
-        "node {} (pid {}), instance {}, corosync {}, synced {}, quorate {}",
+        "node {} (pid {}), instance {}, corosync {}, synced {}, quorate {}{}",
         r.node_id.map_or("?".into(), |n| n.to_string()),
         r.pid,
         r.instance_id.as_deref().unwrap_or("?"),
         r.corosync,
         yes_no(r.synced),
         yes_no(r.quorate),
+        if r.standby { ", STANDBY" } else if !r.eligible { ", NOT ELIGIBLE (health)" } else { "" },
     );
+    for w in &r.warnings {
+        let _ = writeln!(out, "warning: {w}");
+    }
+    for h in r.health.iter().filter(|h| !h.healthy) {
+        let _ = writeln!(out, "health check {} failing: {}", h.name, h.last_error.as_deref().unwrap_or(""));
+    }
     let _ = writeln!(out, "members:");
     for m in &r.members {
+        let flags = match (m.standby, m.eligible) {
+            (Some(true), _) => " standby",
+            (_, Some(false)) => " ineligible",
+            _ => "",
+        };
         let _ = writeln!(
             out,
-            "  node {:<4} pid {:<8} {:<22} {}",
+            "  node {:<4} pid {:<8} {:<22} {}{}",
             m.node_id,
             m.pid,
             m.instance_id.as_deref().unwrap_or("(joining)"),
-            m.network_interface_id.as_deref().unwrap_or("")
+            m.network_interface_id.as_deref().unwrap_or(""),
+            flags
         );
     }
     for m in &r.reattaching {
@@ -146,18 +218,25 @@ fn render(r: &StatusReport) -> String {
         let holder = res.holder.as_ref().map_or("-".to_string(), |h| {
             format!("node {} {}", h.node_id, h.instance_id.as_deref().unwrap_or(""))
         });
-        let ec2 = res.ec2.as_ref().map_or("-".to_string(), |e| {
-            format!(
+        let ec2 = match (&res.ec2, &res.routes) {
+            (Some(e), _) => format!(
                 "{} {}",
                 e.instance_id.as_deref().unwrap_or("-"),
                 e.network_interface_id.as_deref().unwrap_or("")
-            )
-        });
+            ),
+            (None, Some(routes)) => routes
+                .iter()
+                .map(|r| format!("{}→{}", r.route_table_id, r.network_interface_id.as_deref().unwrap_or("-")))
+                .collect::<Vec<_>>()
+                .join(" "),
+            (None, None) => "-".to_string(),
+        };
+        let what = res.allocation_id.clone().or_else(|| res.address.clone()).unwrap_or_default();
         let _ = writeln!(
             out,
             "  {:<16} {:<26} {:<12} holder {:<28} EC2 {}{}",
             res.name,
-            res.allocation_id,
+            what,
             res.state,
             holder,
             ec2,

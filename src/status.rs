@@ -6,15 +6,11 @@
 //! - `quorate`: the partition is quorate (every member says so); `local_quorate`: corosync says so here
 //! - `members[]`: `node_id`, `pid`, `instance_id`, `network_interface_id`, `version`, `quorate`
 //! - `reattaching[]`: `node_id`, `pid` of vanished daemons whose addresses are kept during the grace
-//! - `resources[]`: `name`, `kind` ("eip"), `allocation_id`, `holder` {`node_id`, `pid`,
-//!   `instance_id`} or null, `generation`, `local_role` ("holder" | "standby"), `state`
-//!   ("held" | "acquiring" | "reattaching" | "unassigned" | "waiting_quorum" | "standby"),
-//!   `ec2` (what EC2 last said, from the holder's verification) or null, `verified_at` (RFC 3339)
-//!   or null, `verified_age_ms`, `last_error` or null, `drift_repairs`, `last_failover` or null.
+//! - `resources[]`: see the README (the schema's reference).
 
 use serde::{Deserialize, Serialize};
 
-use crate::core::reconcile::ObservedEip;
+use crate::core::reconcile::{ObservedEip, ObservedRouteTable};
 
 pub const SCHEMA: &str = "corosync-eip/status/v1";
 
@@ -33,6 +29,19 @@ pub struct StatusReport {
     pub members: Vec<MemberStatus>,
     pub reattaching: Vec<MemberRef>,
     pub resources: Vec<ResourceStatus>,
+    /// This node may hold addresses: health checks pass and it is not in standby.
+    pub eligible: bool,
+    pub standby: bool,
+    pub health: Vec<HealthStatus>,
+    /// Problems an admin should fix that do not stop the daemon.
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HealthStatus {
+    pub name: String,
+    pub healthy: bool,
+    pub last_error: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -49,6 +58,8 @@ pub struct MemberStatus {
     pub network_interface_id: Option<String>,
     pub version: Option<String>,
     pub quorate: Option<bool>,
+    pub eligible: Option<bool>,
+    pub standby: Option<bool>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -62,12 +73,20 @@ pub struct HolderStatus {
 pub struct ResourceStatus {
     pub name: String,
     pub kind: String,
-    pub allocation_id: String,
+    /// The placement unit: the group name, or the resource's own name.
+    pub group: String,
+    /// EIP: the allocation id; VIP: the address.
+    pub allocation_id: Option<String>,
+    pub address: Option<String>,
     pub holder: Option<HolderStatus>,
     pub generation: u64,
     pub local_role: String,
     pub state: String,
     pub ec2: Option<ObservedEip>,
+    /// VIP: the route of each configured table as last verified.
+    pub routes: Option<Vec<RouteStatus>>,
+    /// VIP: whether this node has the address on its interface.
+    pub local_address: Option<bool>,
     pub verified_at: Option<String>,
     pub verified_age_ms: Option<u64>,
     pub last_error: Option<String>,
@@ -83,4 +102,22 @@ pub struct FailoverTimeline {
     pub elected_ms: u64,
     pub associate_sent_ms: Option<u64>,
     pub verified_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RouteStatus {
+    pub route_table_id: String,
+    pub network_interface_id: Option<String>,
+    pub instance_id: Option<String>,
+}
+
+impl RouteStatus {
+    pub fn of(table: &ObservedRouteTable, destination: &str) -> RouteStatus {
+        let route = table.routes.iter().find(|r| r.destination == destination);
+        RouteStatus {
+            route_table_id: table.route_table_id.clone(),
+            network_interface_id: route.and_then(|r| r.network_interface_id.clone()),
+            instance_id: route.and_then(|r| r.instance_id.clone()),
+        }
+    }
 }

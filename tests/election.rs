@@ -20,6 +20,8 @@ struct Partition {
     resources: Vec<String>,
     prefer: Vec<u32>,
     grace_started: Vec<MemberId>,
+    /// Corosync nodes every member reports (empty: nobody waits at startup).
+    nodes: Vec<u32>,
 }
 
 impl Partition {
@@ -30,6 +32,7 @@ impl Partition {
             resources: resources.iter().map(|s| s.to_string()).collect(),
             prefer: Vec::new(),
             grace_started: Vec::new(),
+            nodes: Vec::new(),
         }
     }
 
@@ -62,6 +65,9 @@ impl Partition {
             version: "test".into(),
             resources: self.resources.clone(),
             quorate,
+            eligible: true,
+            standby: false,
+            nodes: self.nodes.clone(),
         };
         let specs = self
             .resources
@@ -85,7 +91,7 @@ impl Partition {
 
     fn set_quorate(&mut self, quorate: bool) {
         for id in self.members() {
-            let out = self.views.get_mut(&id).unwrap().set_local_quorate(quorate);
+            let out = self.views.get_mut(&id).unwrap().set_local_quorate(quorate, self.nodes.clone());
             self.absorb(id, out);
         }
     }
@@ -274,7 +280,7 @@ fn minority_keeps_stale_table_and_majority_wins_after_heal() {
     p.settle();
     assert_eq!(p.holder("web"), Some(m(1, 1)));
     // Split: node 1 alone (minority), nodes 2+3 (majority).
-    let mut minority = Partition { views: BTreeMap::new(), queue: VecDeque::new(), resources: p.resources.clone(), prefer: p.prefer.clone(), grace_started: vec![] };
+    let mut minority = Partition { views: BTreeMap::new(), queue: VecDeque::new(), resources: p.resources.clone(), prefer: p.prefer.clone(), grace_started: vec![], nodes: vec![] };
     minority.views.insert(m(1, 1), p.views.remove(&m(1, 1)).unwrap());
     let mut majority = p;
     // Quorum notifications arrive first (corosync syncs votequorum before CPG).
@@ -293,7 +299,7 @@ fn minority_keeps_stale_table_and_majority_wins_after_heal() {
     // Heal: everyone sees the others join.
     let mut healed = majority;
     healed.views.insert(m(1, 1), minority.views.remove(&m(1, 1)).unwrap());
-    healed.views.get_mut(&m(1, 1)).unwrap().set_local_quorate(true);
+    healed.views.get_mut(&m(1, 1)).unwrap().set_local_quorate(true, vec![]);
     let all = healed.members();
     for id in all.clone() {
         let joined: Vec<_> = if id == m(1, 1) { vec![m(2, 1), m(3, 1)] } else { vec![m(1, 1)] };
@@ -319,6 +325,120 @@ fn preference_picks_the_first_live_preferred_node() {
     assert_eq!(p.holder("web"), Some(m(3, 1)));
 }
 
+fn holders_per_node(p: &Partition, units: &[String]) -> BTreeMap<u32, usize> {
+    let mut count = BTreeMap::new();
+    for u in units {
+        if let Some(h) = p.holder(u) {
+            *count.entry(h.node).or_insert(0) += 1;
+        }
+    }
+    count
+}
+
+#[test]
+fn twelve_units_spread_evenly_and_only_the_lost_nodes_units_move() {
+    let units: Vec<String> = (0..12).map(|i| format!("r{i:02}")).collect();
+    let names: Vec<&str> = units.iter().map(String::as_str).collect();
+    let mut p = Partition::new(&names);
+    p.nodes = vec![1, 2, 3];
+    // Daemons start one after another: nothing is placed until all three are in.
+    p.join(m(1, 1), true);
+    p.settle();
+    assert!(units.iter().all(|u| p.holder(u).is_none()), "waits for the other nodes' daemons");
+    p.join(m(2, 1), true);
+    p.join(m(3, 1), true);
+    p.settle();
+    let before: BTreeMap<u32, usize> = holders_per_node(&p, &units);
+    assert_eq!(before.values().copied().collect::<Vec<_>>(), vec![4, 4, 4]);
+    let placement: Vec<_> = units.iter().map(|u| p.holder(u)).collect();
+    p.leave(m(2, 1), LeaveReason::NodeDown);
+    let after = holders_per_node(&p, &units);
+    assert_eq!(after.values().copied().collect::<Vec<_>>(), vec![6, 6]);
+    for (u, old) in units.iter().zip(&placement) {
+        if old.unwrap().node != 2 {
+            assert_eq!(p.holder(u), *old, "{u} moved although its node stayed");
+        }
+    }
+    // Node 2 comes back: nothing moves back.
+    p.join(m(2, 2), true);
+    p.settle();
+    assert_eq!(holders_per_node(&p, &units), after);
+}
+
+#[test]
+fn startup_wait_ends_with_place_now() {
+    let mut p = Partition::new(&["web"]);
+    p.nodes = vec![1, 2];
+    p.join(m(1, 1), true);
+    p.settle();
+    assert_eq!(p.holder("web"), None);
+    assert!(p.views[&m(1, 1)].awaiting_startup());
+    p.send(m(1, 1), Body::PlaceNow);
+    p.settle();
+    assert_eq!(p.holder("web"), Some(m(1, 1)));
+    assert!(!p.views[&m(1, 1)].awaiting_startup());
+}
+
+#[test]
+fn standby_drains_a_node_and_unstandby_moves_nothing_back() {
+    let mut p = Partition::new(&["a", "b", "c", "d"]);
+    for n in 1..=3 {
+        p.join(m(n, 1), true);
+    }
+    p.settle();
+    let units = ["a", "b", "c", "d"].map(String::from);
+    assert!(units.iter().any(|u| p.holder(u).unwrap().node == 1));
+    p.send(m(3, 1), Body::Standby { node: 1, standby: true });
+    p.settle();
+    assert!(units.iter().all(|u| p.holder(u).unwrap().node != 1), "standby node drained");
+    assert!(p.views[&m(1, 1)].local_info().standby, "the node itself knows (and persists) it");
+    let drained: Vec<_> = units.iter().map(|u| p.holder(u)).collect();
+    // A daemon joining while node 1 is in standby learns it from the others' States? It learns
+    // it from node 1's own State: the flag lives with the node.
+    p.send(m(2, 1), Body::Standby { node: 1, standby: false });
+    p.settle();
+    assert_eq!(units.iter().map(|u| p.holder(u)).collect::<Vec<_>>(), drained, "sticky after unstandby");
+}
+
+#[test]
+fn unhealthy_holder_hands_over_unless_nobody_else_can_take_it() {
+    let mut p = Partition::new(&["web"]);
+    p.prefer = vec![1];
+    p.join(m(1, 1), true);
+    p.join(m(2, 1), true);
+    p.settle();
+    assert_eq!(p.holder("web"), Some(m(1, 1)));
+    let out = p.views.get_mut(&m(1, 1)).unwrap().set_local_eligible(false);
+    p.absorb(m(1, 1), out);
+    p.settle();
+    assert_eq!(p.holder("web"), Some(m(2, 1)));
+    // Node 2 fails too: it keeps the address (better a degraded holder than none).
+    let out = p.views.get_mut(&m(2, 1)).unwrap().set_local_eligible(false);
+    p.absorb(m(2, 1), out);
+    p.settle();
+    assert_eq!(p.holder("web"), Some(m(2, 1)));
+}
+
+#[test]
+fn planned_move_goes_to_the_named_node_only_if_it_can_serve() {
+    let mut p = Partition::new(&["web"]);
+    p.prefer = vec![1];
+    for n in 1..=3 {
+        p.join(m(n, 1), true);
+    }
+    p.settle();
+    let before = p.views[&m(1, 1)].assignments()["web"].generation;
+    p.send(m(2, 1), Body::Move { unit: "web".into(), to: 3 });
+    p.settle();
+    assert_eq!(p.holder("web"), Some(m(3, 1)));
+    assert_eq!(p.views[&m(1, 1)].assignments()["web"].generation, before + 1);
+    p.send(m(2, 1), Body::Standby { node: 2, standby: true });
+    p.send(m(2, 1), Body::Move { unit: "web".into(), to: 2 });
+    p.send(m(2, 1), Body::Move { unit: "nosuch".into(), to: 1 });
+    p.settle();
+    assert_eq!(p.holder("web"), Some(m(3, 1)), "no move to a standby node or of an unknown unit");
+}
+
 #[derive(Debug, Clone)]
 enum Step {
     Join(u32),
@@ -328,6 +448,9 @@ enum Step {
     GraceExpire(usize),
     Deliver(usize),
     Quorum(bool),
+    Standby(u32, bool),
+    Eligible(usize, bool),
+    Move(usize, u32),
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -340,11 +463,17 @@ fn step() -> impl Strategy<Value = Step> {
         (0usize..4).prop_map(Step::Deliver),
         (0usize..4).prop_map(Step::Deliver),
         any::<bool>().prop_map(Step::Quorum),
+        (1u32..6, any::<bool>()).prop_map(|(n, s)| Step::Standby(n, s)),
+        (0usize..8, any::<bool>()).prop_map(|(i, e)| Step::Eligible(i, e)),
+        (0usize..3, 1u32..6).prop_map(|(u, n)| Step::Move(u, n)),
     ]
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 400, .. ProptestConfig::default() })]
+    // PROPTEST_CASES=20000 for a long randomized run.
+    #![proptest_config(ProptestConfig::with_cases(
+        std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(400)
+    ))]
 
     /// Whatever happens, members that are in sync agree on every holder, and a holder is a
     /// member (or a vanished member inside its grace).
@@ -386,6 +515,16 @@ proptest! {
                     }
                 },
                 Step::Quorum(q) => p.set_quorate(q),
+                Step::Standby(node, on) => if let Some(from) = p.members().first().copied() {
+                    p.send(from, Body::Standby { node, standby: on });
+                },
+                Step::Eligible(i, e) => if let Some(id) = p.members().get(i).copied() {
+                    let out = p.views.get_mut(&id).unwrap().set_local_eligible(e);
+                    p.absorb(id, out);
+                },
+                Step::Move(u, to) => if let Some(from) = p.members().first().copied() {
+                    p.send(from, Body::Move { unit: ["a", "b", "c"][u].into(), to });
+                },
             }
             p.assert_agree();
             for v in p.views.values().filter(|v| v.is_synced()) {
@@ -396,9 +535,14 @@ proptest! {
                 }
             }
         }
-        // Once everything is delivered, released daemons have exited and quorum is there,
-        // every resource has a live holder.
+        // Once everything is delivered, released daemons have exited, quorum is there and
+        // some node may serve, every resource has a live holder.
         p.set_quorate(true);
+        for id in p.members() {
+            let out = p.views.get_mut(&id).unwrap().set_local_eligible(true);
+            p.absorb(id, out);
+            p.send(id, Body::Standby { node: id.node, standby: false });
+        }
         p.settle();
         for id in released {
             if p.views.contains_key(&id) {

@@ -1,8 +1,11 @@
 //! Who should take a resource that has no live holder.
 //!
 //! Every member runs this with the same inputs and gets the same answer. Preference lists win;
-//! among the rest, rendezvous (highest-random-weight) hashing spreads resources over members and
-//! moves only the resources of a node that went away.
+//! otherwise the least loaded node, so units spread evenly; among equally loaded nodes,
+//! rendezvous (highest-random-weight) hashing. Only units without a live holder are placed, so
+//! a membership change moves only the units of the node that went away.
+
+use std::collections::BTreeMap;
 
 use super::NodeId;
 
@@ -21,16 +24,20 @@ fn weight(resource: &str, node: NodeId) -> u64 {
     h ^ (h >> 31)
 }
 
-/// Picks one node out of `candidates` for `resource`. Nodes earlier in `prefer` win; otherwise
-/// the highest rendezvous weight, ties (practically impossible) to the lower node id.
-pub fn choose(resource: &str, prefer: &[NodeId], candidates: &[NodeId]) -> Option<NodeId> {
+/// Picks one node out of `candidates` for `unit`. Nodes earlier in `prefer` win; otherwise the
+/// node holding the fewest units (`load`), then the highest rendezvous weight, then (practically
+/// never needed) the lower node id.
+pub fn choose(unit: &str, prefer: &[NodeId], candidates: &[NodeId], load: &BTreeMap<NodeId, usize>) -> Option<NodeId> {
     if let Some(preferred) = prefer.iter().find(|p| candidates.contains(p)) {
         return Some(*preferred);
     }
-    candidates
-        .iter()
-        .copied()
-        .max_by(|a, b| weight(resource, *a).cmp(&weight(resource, *b)).then(b.cmp(a)))
+    let load_of = |n: &NodeId| load.get(n).copied().unwrap_or(0);
+    candidates.iter().copied().max_by(|a, b| {
+        load_of(b)
+            .cmp(&load_of(a))
+            .then(weight(unit, *a).cmp(&weight(unit, *b)))
+            .then(b.cmp(a))
+    })
 }
 
 #[cfg(test)]
@@ -38,11 +45,34 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    fn none() -> BTreeMap<NodeId, usize> {
+        BTreeMap::new()
+    }
+
     #[test]
     fn preference_order_wins() {
-        assert_eq!(choose("web", &[3, 1], &[1, 2, 3]), Some(3));
-        assert_eq!(choose("web", &[4, 1], &[1, 2, 3]), Some(1));
-        assert_eq!(choose("web", &[], &[]), None);
+        let busy: BTreeMap<NodeId, usize> = [(3, 10)].into();
+        assert_eq!(choose("web", &[3, 1], &[1, 2, 3], &busy), Some(3));
+        assert_eq!(choose("web", &[4, 1], &[1, 2, 3], &none()), Some(1));
+        assert_eq!(choose("web", &[], &[], &none()), None);
+    }
+
+    #[test]
+    fn least_loaded_node_wins() {
+        let load: BTreeMap<NodeId, usize> = [(1, 2), (2, 1), (3, 2)].into();
+        for unit in ["a", "b", "c", "d"] {
+            assert_eq!(choose(unit, &[], &[1, 2, 3], &load), Some(2));
+        }
+    }
+
+    #[test]
+    fn placing_units_one_by_one_spreads_them_evenly() {
+        let mut load = BTreeMap::new();
+        for i in 0..12 {
+            let n = choose(&format!("res{i}"), &[], &[1, 2, 3], &load).unwrap();
+            *load.entry(n).or_insert(0) += 1;
+        }
+        assert_eq!(load.values().copied().collect::<Vec<_>>(), vec![4, 4, 4]);
     }
 
     #[test]
@@ -57,7 +87,7 @@ mod tests {
         let nodes = [1, 2, 3];
         let mut count = [0usize; 3];
         for i in 0..300 {
-            let n = choose(&format!("res{i}"), &[], &nodes).unwrap();
+            let n = choose(&format!("res{i}"), &[], &nodes, &none()).unwrap();
             count[(n - 1) as usize] += 1;
         }
         for c in count {
@@ -71,7 +101,7 @@ mod tests {
             let forward: Vec<_> = nodes.iter().copied().collect();
             let mut backward = forward.clone();
             backward.reverse();
-            prop_assert_eq!(choose(&res, &[], &forward), choose(&res, &[], &backward));
+            prop_assert_eq!(choose(&res, &[], &forward, &none()), choose(&res, &[], &backward, &none()));
             nodes.clear();
         }
 
@@ -81,8 +111,8 @@ mod tests {
             let rest: Vec<u32> = all.iter().copied().filter(|n| *n != gone).collect();
             for i in 0..50 {
                 let r = format!("r{i}");
-                let before = choose(&r, &[], &all).unwrap();
-                let after = choose(&r, &[], &rest).unwrap();
+                let before = choose(&r, &[], &all, &none()).unwrap();
+                let after = choose(&r, &[], &rest, &none()).unwrap();
                 if before != gone {
                     prop_assert_eq!(before, after);
                 }

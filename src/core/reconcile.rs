@@ -31,6 +31,54 @@ pub enum EipAction {
     Associate { drift: bool },
 }
 
+/// One route table as DescribeRouteTables reported it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct ObservedRouteTable {
+    pub route_table_id: String,
+    pub routes: Vec<ObservedRoute>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct ObservedRoute {
+    pub destination: String,
+    pub network_interface_id: Option<String>,
+    pub instance_id: Option<String>,
+    /// The target is gone (e.g. the ENI was deleted): traffic is dropped.
+    pub blackhole: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteAction {
+    AlreadyOurs,
+    /// ReplaceRoute; `drift` when it pointed at another live target.
+    Replace { drift: bool },
+    /// The route does not exist: CreateRoute (only when allowed).
+    Create,
+    /// The route does not exist and creating it is not allowed.
+    Missing,
+    /// The route table itself was not returned.
+    NoTable,
+}
+
+pub fn route_points_at(table: &ObservedRouteTable, destination: &str, eni: &str) -> bool {
+    table
+        .routes
+        .iter()
+        .any(|r| r.destination == destination && !r.blackhole && r.network_interface_id.as_deref() == Some(eni))
+}
+
+pub fn decide_route(table: Option<&ObservedRouteTable>, destination: &str, eni: &str, create_route: bool) -> RouteAction {
+    let Some(table) = table else { return RouteAction::NoTable };
+    match table.routes.iter().find(|r| r.destination == destination) {
+        Some(_) if route_points_at(table, destination, eni) => RouteAction::AlreadyOurs,
+        Some(r) => RouteAction::Replace {
+            drift: !r.blackhole && (r.network_interface_id.is_some() || r.instance_id.is_some()),
+        },
+        None if create_route => RouteAction::Create,
+        None => RouteAction::Missing,
+    }
+}
+
 pub fn points_at(observed: &ObservedEip, me: &Identity, private_ip: Option<Ipv4Addr>) -> bool {
     let target_ok = match &me.network_interface_id {
         Some(eni) => observed.network_interface_id.as_deref() == Some(eni.as_str()),
@@ -109,6 +157,35 @@ mod tests {
             decide_eip(&eip(Some("i-me"), Some("eni-me"), Some("10.0.0.5")), &me(Some("eni-me")), Some("10.0.0.6".parse().unwrap())),
             EipAction::Associate { drift: true }
         );
+    }
+
+    fn table(routes: &[(&str, Option<&str>, bool)]) -> ObservedRouteTable {
+        ObservedRouteTable {
+            route_table_id: "rtb-1".into(),
+            routes: routes
+                .iter()
+                .map(|(d, eni, blackhole)| ObservedRoute {
+                    destination: d.to_string(),
+                    network_interface_id: eni.map(String::from),
+                    instance_id: None,
+                    blackhole: *blackhole,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn route_decisions() {
+        let dest = "172.31.255.10/32";
+        let t = table(&[("10.0.0.0/16", None, false), (dest, Some("eni-me"), false)]);
+        assert_eq!(decide_route(Some(&t), dest, "eni-me", false), RouteAction::AlreadyOurs);
+        assert_eq!(decide_route(Some(&t), dest, "eni-other", false), RouteAction::Replace { drift: true });
+        let dead = table(&[(dest, Some("eni-me"), true)]);
+        assert_eq!(decide_route(Some(&dead), dest, "eni-me", false), RouteAction::Replace { drift: false });
+        let empty = table(&[("10.0.0.0/16", None, false)]);
+        assert_eq!(decide_route(Some(&empty), dest, "eni-me", true), RouteAction::Create);
+        assert_eq!(decide_route(Some(&empty), dest, "eni-me", false), RouteAction::Missing);
+        assert_eq!(decide_route(None, dest, "eni-me", true), RouteAction::NoTable);
     }
 
     #[test]

@@ -19,8 +19,9 @@ pub struct Assignment {
     /// Who held it before the current holder (for the failover timeline).
     pub previous: Option<MemberId>,
     pub generation: u64,
-    /// Set when the holder announced that EC2 shows the address on it (this generation).
-    pub verified: Option<HeldMsg>,
+    /// The holder's announcements that EC2 points a resource of the unit at it (this
+    /// generation), one per resource.
+    pub verified: Vec<HeldMsg>,
 }
 
 /// Why a member left the CPG group, as corosync reports it.
@@ -74,6 +75,7 @@ enum Phase {
     Synced,
 }
 
+/// A placement unit: an ungrouped resource or a group, placed as one.
 #[derive(Debug, Clone)]
 pub struct ResourceSpec {
     pub name: String,
@@ -99,6 +101,9 @@ pub struct View {
     /// Our table is a real cluster view: we completed a round, or inherited the table from a
     /// previous incarnation of this daemon (re-exec). Offered as such in our States.
     knows_cluster: bool,
+    /// The startup wait is over: units that never had a holder may be placed even though
+    /// some corosync nodes have no daemon in the group.
+    placed: bool,
 }
 
 impl View {
@@ -116,6 +121,7 @@ impl View {
             departed: BTreeMap::new(),
             totem: None,
             knows_cluster: false,
+            placed: false,
         }
     }
 
@@ -134,6 +140,7 @@ impl View {
             );
         }
         self.knows_cluster = true;
+        self.placed = true;
     }
 
     pub fn local(&self) -> MemberId {
@@ -183,12 +190,46 @@ impl View {
             .collect()
     }
 
-    pub fn set_local_quorate(&mut self, quorate: bool) -> Vec<Output> {
-        if self.local_info.quorate == quorate {
+    pub fn set_local_quorate(&mut self, quorate: bool, nodes: Vec<NodeId>) -> Vec<Output> {
+        if self.local_info.quorate == quorate && self.local_info.nodes == nodes {
             return Vec::new();
         }
         self.local_info.quorate = quorate;
-        vec![Output::Send(Body::Quorum { quorate })]
+        self.local_info.nodes = nodes.clone();
+        vec![Output::Send(Body::Quorum { quorate, nodes })]
+    }
+
+    pub fn set_local_eligible(&mut self, eligible: bool) -> Vec<Output> {
+        if self.local_info.eligible == eligible {
+            return Vec::new();
+        }
+        self.local_info.eligible = eligible;
+        vec![Output::Send(Body::Eligibility { eligible })]
+    }
+
+    pub fn local_info(&self) -> &MemberInfo {
+        &self.local_info
+    }
+
+    /// Whether units that never had a holder wait for missing daemons: the adapter then arms
+    /// the startup timer that ends in a PlaceNow.
+    pub fn awaiting_startup(&self) -> bool {
+        self.is_synced()
+            && !self.placed
+            && !self.all_nodes_present()
+            && self.resources.iter().any(|r| !self.assignments.contains_key(&r.name))
+    }
+
+    /// Every corosync node any member sees has a daemon in the group.
+    fn all_nodes_present(&self) -> bool {
+        let present: BTreeSet<NodeId> = self.members.iter().map(|m| m.node).collect();
+        self.infos.values().flat_map(|i| i.nodes.iter()).all(|n| present.contains(n))
+    }
+
+    /// May this member hold units: healthy and not in standby.
+    fn serves(&self, member: &MemberId) -> bool {
+        !self.released.contains(member)
+            && self.infos.get(member).is_some_and(|i| i.eligible && !i.standby)
     }
 
     /// The State this member sends for the current round.
@@ -197,6 +238,7 @@ impl View {
             info: self.local_info.clone(),
             round: self.members.iter().copied().collect(),
             synced: self.knows_cluster,
+            placed: self.placed,
             assignments: self
                 .assignments
                 .iter()
@@ -301,10 +343,34 @@ impl View {
                 }
                 self.try_complete_round(&mut out);
             }
-            Body::Quorum { quorate } => {
+            Body::Quorum { quorate, nodes } => {
                 if let Some(info) = self.infos.get_mut(&from) {
                     info.quorate = quorate;
+                    info.nodes = nodes;
                 }
+            }
+            Body::Eligibility { eligible } => {
+                if let Some(info) = self.infos.get_mut(&from) {
+                    info.eligible = eligible;
+                }
+            }
+            Body::Standby { node, standby } => {
+                for (m, info) in self.infos.iter_mut() {
+                    if m.node == node {
+                        info.standby = standby;
+                    }
+                }
+                if node == self.local.node {
+                    self.local_info.standby = standby;
+                }
+            }
+            Body::Move { unit, to } => {
+                if self.is_synced() && self.partition_quorate() {
+                    self.planned_move(&unit, to, &mut out);
+                }
+            }
+            Body::PlaceNow => {
+                self.placed = true;
             }
             Body::Release => {
                 self.released.insert(from);
@@ -315,9 +381,10 @@ impl View {
                 }
             }
             Body::Held(held) => {
-                if let Some(a) = self.assignments.get_mut(&held.resource) {
+                if let Some(a) = self.assignments.get_mut(&held.unit) {
                     if a.holder == Some(from) && a.generation == held.generation {
-                        a.verified = Some(held);
+                        a.verified.retain(|h| h.resource != held.resource);
+                        a.verified.push(held);
                     }
                 }
             }
@@ -386,7 +453,7 @@ impl View {
         // Keep the generation so the next holder's generation is higher.
         for a in self.assignments.values_mut() {
             if a.holder == Some(member) {
-                a.verified = None;
+                a.verified.clear();
                 a.holder = None;
                 a.previous = Some(member);
             }
@@ -412,6 +479,7 @@ impl View {
             for d in &state.departed {
                 merge_departure(&mut departed, d.member, d.kind);
             }
+            self.placed |= state.placed;
             if !state.synced {
                 continue;
             }
@@ -428,7 +496,7 @@ impl View {
                         // Same claim seen by another member, maybe with the holder's Held.
                         if existing.holder == candidate.holder
                             && existing.generation == candidate.generation
-                            && existing.verified.is_none()
+                            && existing.verified.len() < candidate.verified.len()
                         {
                             existing.verified = candidate.verified;
                         }
@@ -457,7 +525,7 @@ impl View {
                 for a in self.assignments.values_mut() {
                     if a.holder == Some(gone) {
                         a.holder = Some(back);
-                        a.verified = None;
+                        a.verified.clear();
                     }
                 }
             }
@@ -483,69 +551,98 @@ impl View {
         }
     }
 
-    fn candidates(&self, resource: &str) -> Vec<NodeId> {
-        // One process per node takes part; with several (a restart racing the old process) the
-        // lowest pid stands for the node.
-        let mut by_node: BTreeMap<NodeId, MemberId> = BTreeMap::new();
+    /// Nodes that may take `unit`: one serving member per node (with several, a restart racing
+    /// the old process, the lowest pid stands for the node).
+    fn candidates(&self, unit: &str) -> Vec<NodeId> {
+        let mut nodes: BTreeSet<NodeId> = BTreeSet::new();
         for m in &self.members {
-            let eligible = !self.released.contains(m)
-                && self
-                    .infos
-                    .get(m)
-                    .is_some_and(|i| i.resources.iter().any(|r| r == resource));
-            if eligible {
-                by_node.entry(m.node).or_insert(*m);
+            if self.serves(m) && self.infos.get(m).is_some_and(|i| i.resources.iter().any(|r| r == unit)) {
+                nodes.insert(m.node);
             }
         }
-        by_node.keys().copied().collect()
+        nodes.into_iter().collect()
     }
 
     fn member_on(&self, node: NodeId) -> Option<MemberId> {
-        self.members
-            .iter()
-            .find(|m| m.node == node && !self.released.contains(m) && self.infos.contains_key(m))
-            .copied()
+        self.members.iter().find(|m| m.node == node && self.serves(m)).copied()
     }
 
-    /// Gives every resource without a live (or reattaching) holder a new one. Only a quorate
-    /// partition elects: a minority keeps its stale table, so it can never outvote the majority
-    /// with a newer generation after the partition heals.
+    /// Units held per node, to spread new placements.
+    fn load(&self) -> BTreeMap<NodeId, usize> {
+        let mut load = BTreeMap::new();
+        for a in self.assignments.values() {
+            if let Some(h) = a.holder {
+                *load.entry(h.node).or_insert(0) += 1;
+            }
+        }
+        load
+    }
+
+    fn assign(&mut self, unit: &str, holder: MemberId, out: &mut Vec<Output>) {
+        let current = self.assignments.get(unit);
+        let previous = current.and_then(|a| a.holder.or(a.previous));
+        let generation = current.map_or(0, |a| a.generation) + 1;
+        self.assignments.insert(
+            unit.to_owned(),
+            Assignment {
+                holder: Some(holder),
+                previous,
+                generation,
+                verified: Vec::new(),
+            },
+        );
+        out.push(Output::Elected {
+            resource: unit.to_owned(),
+            holder,
+            generation,
+            previous,
+        });
+    }
+
+    fn planned_move(&mut self, unit: &str, to: NodeId, out: &mut Vec<Output>) {
+        if !self.resources.iter().any(|r| r.name == unit) || !self.candidates(unit).contains(&to) {
+            return;
+        }
+        let Some(target) = self.member_on(to) else { return };
+        if self.assignments.get(unit).and_then(|a| a.holder) == Some(target) {
+            return;
+        }
+        self.assign(unit, target, out);
+    }
+
+    /// Gives every unit without a live, serving (or reattaching) holder a new one. Only a
+    /// quorate partition elects: a minority keeps its stale table, so it can never outvote the
+    /// majority with a newer generation after the partition heals.
     fn elect(&mut self, out: &mut Vec<Output>) {
         if !self.partition_quorate() {
             return;
         }
-        for spec in &self.resources {
+        let startup_hold = !self.placed && !self.all_nodes_present();
+        let specs = self.resources.clone();
+        for spec in &specs {
             let current = self.assignments.get(&spec.name);
-            let live = current.and_then(|a| a.holder).is_some_and(|h| {
-                (self.members.contains(&h) && !self.released.contains(&h)) || self.vanished.contains(&h)
-            });
-            if live {
+            if current.is_none() && startup_hold {
                 continue;
             }
+            let holder = current.and_then(|a| a.holder);
             let candidates = self.candidates(&spec.name);
-            let Some(node) = placement::choose(&spec.name, &spec.prefer, &candidates) else {
-                continue;
-            };
-            let Some(holder) = self.member_on(node) else {
-                continue;
-            };
-            let previous = current.and_then(|a| a.holder.or(a.previous));
-            let generation = current.map_or(0, |a| a.generation) + 1;
-            self.assignments.insert(
-                spec.name.clone(),
-                Assignment {
-                    holder: Some(holder),
-                    previous,
-                    generation,
-                    verified: None,
-                },
-            );
-            out.push(Output::Elected {
-                resource: spec.name.clone(),
-                holder,
-                generation,
-                previous,
+            let keep = holder.is_some_and(|h| {
+                let present = self.members.contains(&h) && !self.released.contains(&h);
+                // An unhealthy or standby holder keeps its unit only while nobody else can take it.
+                let serving = self.serves(&h) || candidates.iter().all(|n| *n == h.node);
+                (present && serving) || self.vanished.contains(&h)
             });
+            if keep {
+                continue;
+            }
+            let load = self.load();
+            let Some(node) = placement::choose(&spec.name, &spec.prefer, &candidates, &load) else {
+                continue;
+            };
+            let Some(member) = self.member_on(node) else {
+                continue;
+            };
+            self.assign(&spec.name, member, out);
         }
     }
 }

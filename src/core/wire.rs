@@ -23,8 +23,21 @@ pub struct Envelope {
 pub enum Body {
     /// Sent by every member after each membership change that brings in new members.
     State(StateMsg),
-    /// The sender's view of corosync quorum changed.
-    Quorum { quorate: bool },
+    /// The sender's view of corosync quorum changed (and the corosync nodes it sees).
+    Quorum {
+        quorate: bool,
+        #[serde(default)]
+        nodes: Vec<u32>,
+    },
+    /// The sender's health checks changed its eligibility.
+    Eligibility { eligible: bool },
+    /// An admin put a node in standby (or back): its members hold nothing while it lasts.
+    Standby { node: u32, standby: bool },
+    /// An admin asked for a planned move of a unit (resource or group) to a node.
+    Move { unit: String, to: u32 },
+    /// The startup wait ran out on the sender's clock: place units although some corosync
+    /// nodes have no daemon in the group yet.
+    PlaceNow,
     /// Planned stop: the sender gives up everything it holds and leaves.
     Release,
     /// The holder verified in EC2 that the address points at it.
@@ -42,6 +55,18 @@ pub struct MemberInfo {
     /// Names of the resources this member is configured for.
     pub resources: Vec<String>,
     pub quorate: bool,
+    /// Health checks pass.
+    #[serde(default = "yes")]
+    pub eligible: bool,
+    #[serde(default)]
+    pub standby: bool,
+    /// Corosync nodes in the sender's quorum membership.
+    #[serde(default)]
+    pub nodes: Vec<u32>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -54,6 +79,9 @@ pub struct StateMsg {
     pub assignments: Vec<WireAssignment>,
     pub vanished: Vec<MemberId>,
     pub departed: Vec<WireDeparture>,
+    /// The sender saw a PlaceNow (startup wait over).
+    #[serde(default)]
+    pub placed: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -61,9 +89,10 @@ pub struct WireAssignment {
     pub resource: String,
     pub holder: Option<MemberId>,
     pub generation: u64,
-    /// The holder's last Held for this generation, so joiners see it verified too.
+    /// The holder's Held messages for this generation (one per verified resource), so
+    /// joiners see them verified too.
     #[serde(default)]
-    pub verified: Option<HeldMsg>,
+    pub verified: Vec<HeldMsg>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -86,6 +115,8 @@ pub struct WireDeparture {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HeldMsg {
+    /// The unit (group or ungrouped resource) whose holder verified.
+    pub unit: String,
     pub resource: String,
     pub generation: u64,
     pub instance_id: Option<String>,
@@ -137,6 +168,7 @@ mod tests {
     #[test]
     fn round_trip() {
         let body = Body::Held(HeldMsg {
+            unit: "web".into(),
             resource: "web".into(),
             generation: 3,
             instance_id: Some("i-1".into()),
@@ -149,8 +181,8 @@ mod tests {
     #[test]
     fn wire_format_is_stable() {
         assert_eq!(
-            String::from_utf8(encode(&Body::Quorum { quorate: true })).unwrap(),
-            r#"{"v":1,"type":"quorum","quorate":true}"#
+            String::from_utf8(encode(&Body::Quorum { quorate: true, nodes: vec![1, 2] })).unwrap(),
+            r#"{"v":1,"type":"quorum","quorate":true,"nodes":[1,2]}"#
         );
     }
 
