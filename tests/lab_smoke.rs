@@ -54,13 +54,13 @@ fn lab_smoke() {
     let py = py.to_str().unwrap();
     {
         let t = Instant::now();
-        let mut lab = Lab::start(spec("smk", 201, 3)).expect("lab start");
+        let mut lab = Lab::start(spec("lsm", 42, 3)).expect("lab start");
         eprintln!("3-node lab up in {:.2?}", t.elapsed());
         for i in 0..3 {
             assert_eq!(lab.quorum_state(i).unwrap(), (true, 3), "node {i}");
         }
         assert_eq!(lab.node_id(2), 3);
-        assert_eq!(lab.node_ip(1).to_string(), "10.213.201.2");
+        assert_eq!(lab.node_ip(1).to_string(), "10.213.42.2");
 
         // EIP seeded, unassociated
         let ids = lab.allocation_ids();
@@ -77,6 +77,21 @@ fn lab_smoke() {
             lab.describe_addresses().unwrap();
         }
         eprintln!("describe_addresses x20: {:.2?}", t.elapsed());
+
+        // defaults: no route table, source/dest check off, per-node state dir mounted
+        assert!(lab.route_table_ids().is_empty());
+        assert!(!lab.source_dest_check(1).unwrap());
+        assert_eq!(
+            lab.node_addresses(1, "eth0").unwrap(),
+            vec!["10.213.42.2/24".to_string()]
+        );
+        ok(
+            lab.node_exec(0, &["/usr/bin/touch", "/var/lib/corosync-eip/probe"])
+                .unwrap(),
+            "touch in state dir",
+        );
+        assert!(lab.state_dir(0).join("probe").exists());
+        assert!(!lab.state_dir(1).join("probe").exists());
 
         // default daemon config names the EIP
         let conf = lab.default_daemon_config();
@@ -210,20 +225,20 @@ print(json.dumps({"noauth": noauth, "id": g("/latest/meta-data/instance-id"),
         );
     }
     assert!(
-        netns_left("cesmk-").is_empty(),
+        netns_left("celsm-").is_empty(),
         "{:?}",
-        netns_left("cesmk-")
+        netns_left("celsm-")
     );
     assert!(
-        links_left("cesmk-").is_empty(),
+        links_left("celsm-").is_empty(),
         "{:?}",
-        links_left("cesmk-")
+        links_left("celsm-")
     );
 
     // isolation on a fresh lab
     {
         let t = Instant::now();
-        let lab = Lab::start(spec("smk", 201, 3)).expect("second lab start");
+        let lab = Lab::start(spec("lsm", 42, 3)).expect("second lab start");
         eprintln!("fresh 3-node lab up in {:.2?}", t.elapsed());
         let t = Instant::now();
         lab.isolate(1).unwrap();
@@ -248,14 +263,14 @@ print(json.dumps({"noauth": noauth, "id": g("/latest/meta-data/instance-id"),
         eprintln!("heal(1) -> 3 members in {:.2?}", t.elapsed());
     }
     assert!(
-        netns_left("cesmk-").is_empty(),
+        netns_left("celsm-").is_empty(),
         "{:?}",
-        netns_left("cesmk-")
+        netns_left("celsm-")
     );
     assert!(
-        links_left("cesmk-").is_empty(),
+        links_left("celsm-").is_empty(),
         "{:?}",
-        links_left("cesmk-")
+        links_left("celsm-")
     );
     eprintln!("lab_smoke total {:.2?}", t0.elapsed());
 }
@@ -264,7 +279,7 @@ print(json.dumps({"noauth": noauth, "id": g("/latest/meta-data/instance-id"),
 fn lab_two_nodes() {
     let t = Instant::now();
     {
-        let mut lab = Lab::start(spec("smk2", 202, 2)).expect("2-node lab start");
+        let mut lab = Lab::start(spec("lsm2", 43, 2)).expect("2-node lab start");
         assert_eq!(lab.quorum_state(0).unwrap(), (true, 2));
         assert_eq!(lab.quorum_state(1).unwrap(), (true, 2));
         // two_node: the survivor keeps quorum
@@ -272,9 +287,9 @@ fn lab_two_nodes() {
         lab.wait_quorate(&[0], 1, Duration::from_secs(15)).unwrap();
     }
     assert!(
-        netns_left("cesmk2-").is_empty(),
+        netns_left("celsm2-").is_empty(),
         "{:?}",
-        netns_left("cesmk2-")
+        netns_left("celsm2-")
     );
     eprintln!("lab_two_nodes total {:.2?}", t.elapsed());
 }

@@ -11,6 +11,24 @@ Patches applied to moto's EC2 model before serving (see patch_moto()):
   (b) Associating an EIP by NetworkInterfaceId fills InstanceId (the ENI's
       attached instance) in DescribeAddresses, as AWS does.
   Also: after a move, the previous ENI no longer reports the public IP.
+  (c) CreateRoute on a destination the table already has fails with RouteAlreadyExists
+      whatever the target (moto skipped that check for NetworkInterfaceId targets and
+      silently overwrote the route).
+  (d) Routes to an ENI attached to an instance show InstanceId + InstanceOwnerId as well as
+      NetworkInterfaceId; routes created with InstanceId show the instance's primary ENI
+      as NetworkInterfaceId (moto showed only the id it was given).
+  (e) Destination CIDRs are canonicalised (AWS: 100.68.0.18/18 -> 100.68.0.0/18) for
+      CreateRoute/ReplaceRoute/DeleteRoute; an invalid CIDR fails with InvalidParameterValue.
+  (f) Source/destination check is one flag per ENI: an instance's SourceDestCheck is its
+      primary ENI's (moto kept two independent flags, so ModifyInstanceAttribute did not
+      show in DescribeNetworkInterfaces and vice versa).
+  Not patched, because moto already matches AWS: ReplaceRoute on a destination the table
+  does not have fails with InvalidParameterValue ("There is no route defined for '<cidr>'
+  in the route table. Use CreateRoute instead."), not InvalidRoute.NotFound (AWS's real
+  answer, see getmoto/moto#6425); DeleteRoute on a missing route fails with
+  InvalidRoute.NotFound; an unknown route table gives InvalidRouteTableID.NotFound, an
+  unknown ENI InvalidNetworkInterfaceID.NotFound; instances and ENIs start with
+  SourceDestCheck true.
 
 Request log: one JSON line per EC2 API request
   {"t": arrival unix time, "source": client ip, "action": "AssociateAddress",
@@ -68,6 +86,122 @@ def patch_moto():
 
     ElasticIPAddresses.associate_address = associate_address_response
     ElasticAddressBackend.associate_address = associate_address_model
+
+    patch_routes()
+    patch_source_dest_check()
+
+
+def _canonical_cidr(cidr):
+    """AWS stores a destination in canonical form (host bits cleared). None/'' pass through;
+    an unparsable IPv4 CIDR fails like AWS (InvalidParameterValue)."""
+    import ipaddress
+    from moto.ec2.exceptions import InvalidDestinationCIDRBlockParameterError
+
+    if not cidr:
+        return cidr
+    try:
+        return str(ipaddress.IPv4Network(str(cidr), strict=False))
+    except ValueError:
+        raise InvalidDestinationCIDRBlockParameterError(cidr) from None
+
+
+def patch_routes():
+    from moto.ec2.exceptions import RouteAlreadyExistsError
+    from moto.ec2.models.route_tables import Route, RouteBackend
+    from moto.ec2.utils import generate_route_id
+
+    orig_create = RouteBackend.create_route
+    orig_replace = RouteBackend.replace_route
+    orig_delete = RouteBackend.delete_route
+
+    # (c) + (e). AWS: CreateRoute for a destination that already has a route in the table
+    # fails with RouteAlreadyExists ("The route identified by <cidr> already exists"), also
+    # when the target is the same. moto 5.2 checks this only in the branch for targets other
+    # than NetworkInterfaceId: with an ENI target it replaced the existing route silently, so
+    # a "create, and if it exists replace" client would never see its replace path run.
+    def create_route(self, route_table_id, destination_cidr_block, *args, **kwargs):
+        destination_cidr_block = _canonical_cidr(destination_cidr_block)
+        local = kwargs.get("local", args[2] if len(args) > 2 else False)
+        if not local:
+            table = self.get_route_table(route_table_id)
+            ipv6 = kwargs.get("destination_ipv6_cidr_block", args[0] if args else None)
+            plist = kwargs.get("destination_prefix_list_id", args[1] if len(args) > 1 else None)
+            rid = generate_route_id(table.id, destination_cidr_block, ipv6, plist)
+            if rid in table._routes:
+                raise RouteAlreadyExistsError(destination_cidr_block or ipv6 or plist)
+        return orig_create(self, route_table_id, destination_cidr_block, *args, **kwargs)
+
+    def replace_route(self, route_table_id, destination_cidr_block, *args, **kwargs):
+        return orig_replace(self, route_table_id, _canonical_cidr(destination_cidr_block),
+                            *args, **kwargs)
+
+    def delete_route(self, route_table_id, destination_cidr_block, *args, **kwargs):
+        return orig_delete(self, route_table_id, _canonical_cidr(destination_cidr_block),
+                           *args, **kwargs)
+
+    RouteBackend.create_route = create_route
+    RouteBackend.replace_route = replace_route
+    RouteBackend.delete_route = delete_route
+
+    # (d) AWS: DescribeRouteTables shows a route whose target is an ENI attached to an
+    # instance with NetworkInterfaceId, InstanceId and InstanceOwnerId; a route created with
+    # InstanceId targets the instance's primary ENI and shows the same three fields. moto
+    # showed only the field it was created with.
+    def route_instance(route):
+        if route.instance is not None:
+            return route.instance
+        if route.interface is not None:
+            return getattr(route.interface, "instance", None)
+        return None
+
+    def instance_id(self):
+        inst = route_instance(self)
+        return inst.id if inst is not None else None
+
+    def instance_owner_id(self):
+        inst = route_instance(self)
+        return getattr(inst, "owner_id", None) if inst is not None else None
+
+    def network_interface_id(self):
+        if self.interface is not None:
+            return self.interface.id
+        if self.instance is not None:
+            primary = getattr(self.instance, "nics", {}).get(0)
+            return primary.id if primary is not None else None
+        return None
+
+    Route.instance_id = property(instance_id)
+    Route.instance_owner_id = property(instance_owner_id)
+    Route.network_interface_id = property(network_interface_id)
+
+
+def patch_source_dest_check():
+    from moto.ec2.models.instances import Instance
+
+    # (f) AWS: source/destination checking is an attribute of a network interface; an
+    # instance's SourceDestCheck (DescribeInstances, DescribeInstanceAttribute,
+    # ModifyInstanceAttribute) is that of its primary ENI (device index 0). moto 5.2 kept a
+    # separate flag on the instance, so the two views drifted apart after either Modify call.
+    # Instance.__init__ assigns the attribute before its ENIs exist: keep it aside until then.
+    def _as_bool(value):
+        if isinstance(value, str):
+            return value.strip().lower() == "true"
+        return bool(value)
+
+    def get_sdc(self):
+        nics = self.__dict__.get("nics") or {}
+        if 0 in nics:
+            return nics[0].source_dest_check
+        return self.__dict__.get("_lab_source_dest_check", True)
+
+    def set_sdc(self, value):
+        value = _as_bool(value)
+        self.__dict__["_lab_source_dest_check"] = value
+        nics = self.__dict__.get("nics") or {}
+        if 0 in nics:
+            nics[0].source_dest_check = value
+
+    Instance.source_dest_check = property(get_sdc, set_sdc)
 
 
 def _flatten(qs):

@@ -2,14 +2,22 @@
 //!
 //! One lab = one Linux bridge (no IP address, no default route anywhere) + N node namespaces
 //! (network namespace + persistent mount namespace with their own /etc/corosync,
-//! /var/lib/corosync, /var/log/corosync, /etc/corosync-eip, tmpfs /run and /dev/shm) + one
-//! emulator network namespace running moto (patched, see `ec2_emulator.py`) on
-//! `10.213.<subnet>.250:5000`. Every node runs its own corosync (knet) and an IMDSv2 responder
-//! on 127.0.0.1:1338. See /work/shared/design/lab.md for the measured facts behind this.
+//! /var/lib/corosync, /var/log/corosync, /etc/corosync-eip, /var/lib/corosync-eip, tmpfs /run
+//! and /dev/shm; the node's only interface is `eth0`) + one emulator network namespace running
+//! moto (patched, see `ec2_emulator.py`) on `10.213.<subnet>.250:5000`. Every node runs its own
+//! corosync (knet) and an IMDSv2 responder on 127.0.0.1:1338. See /work/shared/design/lab.md for
+//! the measured facts behind this.
+//!
+//! EC2 seed: one VPC (10.0.0.0/16), one instance per node (primary ENI), `eips` EIPs and
+//! `route_tables` route tables (no routes but the local one). Source/destination check is turned
+//! off on every node's ENI after seeding (as admins do for route-table VIPs) except on the
+//! nodes listed in `LabSpec::source_dest_check_on`.
 //!
 //! Every kernel object is named `ce<name>-...` so labs with different names and subnets can run
-//! in parallel. `Lab::start` removes leftovers of a crashed lab with the same name; `Drop` kills
-//! every process the lab started and tears everything down.
+//! in parallel. A lab holds an exclusive lock on `/run/corosync-eip-lab/<name>.lock` while it
+//! lives: a second lab with the same name (another test, another checkout) waits for it instead
+//! of tearing it down. `Lab::start` then removes leftovers of a crashed lab with the same name;
+//! `Drop` kills every process the lab started and tears everything down.
 //!
 //! Needs root, the packages of `scripts/setup.sh` and the venv at `<repo>/.venv`.
 //! Only std + crates of Cargo.toml: used from tests/*.rs (`mod lab;`) and from examples via
@@ -38,6 +46,14 @@ pub const IMDS_PORT: u16 = 1338;
 pub const EMULATOR_PORT: u16 = 5000;
 /// Path of the daemon's config file inside a node.
 pub const DAEMON_CONFIG: &str = "/etc/corosync-eip/corosync-eip.toml";
+/// The daemon's state directory inside a node (a per-node dir, see `Lab::state_dir`).
+pub const STATE_DIR: &str = "/var/lib/corosync-eip";
+/// The network interface of every node (inside its namespace).
+pub const NODE_INTERFACE: &str = "eth0";
+/// Where labs take their per-name lock (host side).
+pub const LOCK_DIR: &str = "/run/corosync-eip-lab";
+/// How long `Lab::start` waits for another lab of the same name to finish.
+pub const LOCK_WAIT: Duration = Duration::from_secs(30 * 60);
 
 /// Root of the repository (the crate's manifest dir).
 pub fn repo_root() -> PathBuf {
@@ -65,6 +81,11 @@ pub struct LabSpec {
     pub subnet: u8,
     pub nodes: usize,
     pub eips: usize,
+    /// Route tables created in the lab VPC (tag `Name=lab-rtb-<k>`, k from 0). Default 0.
+    pub route_tables: usize,
+    /// Nodes whose ENI keeps source/destination check ON (AWS's default); it is turned off on
+    /// every other node's ENI after seeding. Default empty.
+    pub source_dest_check_on: Vec<usize>,
     /// corosync totem token (ms); token_coefficient is 0 so this is the runtime token.
     pub token_ms: u32,
     pub daemon_bin: PathBuf,
@@ -73,14 +94,16 @@ pub struct LabSpec {
 }
 
 impl LabSpec {
-    /// Defaults: 1 EIP, token 1000 ms, daemon = cargo's corosync-eip binary,
-    /// work_dir = `<repo>/.lab/<name>`.
+    /// Defaults: 1 EIP, no route table, source/dest check off everywhere, token 1000 ms,
+    /// daemon = cargo's corosync-eip binary, work_dir = `<repo>/.lab/<name>`.
     pub fn new(name: &str, subnet: u8, nodes: usize) -> LabSpec {
         LabSpec {
             name: name.to_string(),
             subnet,
             nodes,
             eips: 1,
+            route_tables: 0,
+            source_dest_check_on: Vec::new(),
             token_ms: 1000,
             daemon_bin: default_daemon_bin(),
             work_dir: repo_root().join(".lab").join(name),
@@ -143,6 +166,41 @@ pub struct Seed {
     pub subnet_id: String,
     pub instances: Vec<SeededInstance>,
     pub allocations: Vec<SeededAllocation>,
+    #[serde(default)]
+    pub route_tables: Vec<String>,
+}
+
+/// One route of a lab route table as DescribeRouteTables reports it (empty strings → None).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouteState {
+    pub route_table_id: String,
+    /// DestinationCidrBlock (or the IPv6 block / prefix list id when that is what it has).
+    pub destination: String,
+    pub network_interface_id: Option<String>,
+    pub instance_id: Option<String>,
+    /// GatewayId ("local" for the VPC's own route), NAT gateway, transit gateway, ...
+    pub other_target: Option<String>,
+    /// "active" or "blackhole".
+    pub state: Option<String>,
+}
+
+impl RouteState {
+    /// The ENI, else the instance, else whatever other target the route has.
+    pub fn target(&self) -> Option<&str> {
+        self.network_interface_id
+            .as_deref()
+            .or(self.instance_id.as_deref())
+            .or(self.other_target.as_deref())
+    }
+}
+
+/// "172.31.255.10" → "172.31.255.10/32"; a CIDR is returned unchanged.
+fn as_cidr(dest: &str) -> String {
+    if dest.contains('/') {
+        dest.to_string()
+    } else {
+        format!("{dest}/32")
+    }
 }
 
 struct Node {
@@ -177,6 +235,8 @@ pub struct Lab {
     seed: Option<Seed>,
     ec2: Option<Ec2Worker>,
     forward_rule: bool,
+    /// Held for the lab's lifetime; dropped last (after teardown).
+    _lock: nix::fcntl::Flock<File>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -371,6 +431,56 @@ fn teardown(prefix: &str, bridge: &str, ns_dir: &Path) {
     }
 }
 
+/// Takes the exclusive per-name lab lock, waiting up to `LOCK_WAIT` while another process (a
+/// test in another checkout, a CI run) holds it.
+fn lock_lab(name: &str) -> Result<nix::fcntl::Flock<File>> {
+    use nix::fcntl::{Flock, FlockArg};
+    fs::create_dir_all(LOCK_DIR).with_context(|| format!("creating {LOCK_DIR}"))?;
+    let path = Path::new(LOCK_DIR).join(format!("{name}.lock"));
+    let start = Instant::now();
+    let mut announced = false;
+    loop {
+        let f = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
+            Ok(mut lock) => {
+                // informative only: who holds it
+                let _ = lock.set_len(0);
+                let _ = writeln!(
+                    *lock,
+                    "pid {} {}",
+                    std::process::id(),
+                    std::env::current_exe().unwrap_or_default().display()
+                );
+                return Ok(lock);
+            }
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+                if start.elapsed() >= LOCK_WAIT {
+                    bail!(
+                        "lab {name} is still in use by another process after {LOCK_WAIT:?} ({}: {})",
+                        path.display(),
+                        fs::read_to_string(&path).unwrap_or_default().trim()
+                    );
+                }
+                if !announced {
+                    eprintln!(
+                        "lab {name}: in use by another process ({}), waiting",
+                        fs::read_to_string(&path).unwrap_or_default().trim()
+                    );
+                    announced = true;
+                }
+                thread::sleep(Duration::from_millis(200));
+            }
+            Err((_, e)) => return Err(anyhow!("flock {}: {e}", path.display())),
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 
 impl Lab {
@@ -387,6 +497,12 @@ impl Lab {
         if spec.nodes == 0 || spec.nodes > 200 {
             bail!("lab needs 1..=200 nodes, got {}", spec.nodes);
         }
+        if let Some(&i) = spec.source_dest_check_on.iter().find(|&&i| i >= spec.nodes) {
+            bail!(
+                "source_dest_check_on lists node {i} but the lab has {} nodes",
+                spec.nodes
+            );
+        }
         if !nix::unistd::Uid::effective().is_root() {
             bail!("the lab needs root (network and mount namespaces)");
         }
@@ -394,6 +510,7 @@ impl Lab {
         if !py.exists() {
             bail!("{} is missing: run scripts/setup.sh first", py.display());
         }
+        let lock = lock_lab(&spec.name)?;
         let prefix = format!("ce{}-", spec.name);
         let bridge = format!("{prefix}br");
         let ns_dir = spec.work_dir.join("ns");
@@ -426,6 +543,7 @@ impl Lab {
             seed: None,
             ec2: None,
             forward_rule: false,
+            _lock: lock,
             spec,
         };
         let t0 = Instant::now();
@@ -465,6 +583,12 @@ impl Lab {
         // warm-up: moto's first call is slow, and our own client's first connection too
         self.describe_addresses()
             .context("warming up the emulator")?;
+        for i in 0..self.nodes.len() {
+            if !self.spec.source_dest_check_on.contains(&i) {
+                self.set_source_dest_check(i, false)
+                    .with_context(|| format!("turning source/dest check off on node {i}"))?;
+            }
+        }
         for i in 0..self.nodes.len() {
             self.start_imds(i)?;
         }
@@ -531,6 +655,7 @@ impl Lab {
             "/var/lib/corosync",
             "/var/log/corosync",
             "/etc/corosync-eip",
+            STATE_DIR,
         ] {
             fs::create_dir_all(p).with_context(|| format!("creating mount point {p}"))?;
         }
@@ -542,6 +667,7 @@ impl Lab {
                 "var-lib-corosync",
                 "var-log-corosync",
                 "etc-corosync-eip",
+                "var-lib-corosync-eip",
             ] {
                 fs::create_dir_all(sub(s))?;
             }
@@ -551,11 +677,13 @@ impl Lab {
                 "set -e; mount -t sysfs sysfs /sys; \
                  mount --bind {ec} /etc/corosync; mount --bind {vl} /var/lib/corosync; \
                  mount --bind {lg} /var/log/corosync; mount --bind {ee} /etc/corosync-eip; \
+                 mount --bind {st} {STATE_DIR}; \
                  mount -t tmpfs -o mode=0755 tmpfs /run; mount -t tmpfs -o mode=1777 tmpfs /dev/shm",
                 ec = sub("etc-corosync").display(),
                 vl = sub("var-lib-corosync").display(),
                 lg = sub("var-log-corosync").display(),
                 ee = sub("etc-corosync-eip").display(),
+                st = sub("var-lib-corosync-eip").display(),
             );
             run(Command::new("nsenter")
                 .arg(format!("--net=/run/netns/{}", n.netns))
@@ -647,16 +775,21 @@ impl Lab {
             .arg(repo_root().join("tests/lab/seed_ec2.py"))
             .args(["--endpoint", &self.emulator_url()])
             .args(["--nodes", &self.nodes.len().to_string()])
-            .args(["--eips", &self.spec.eips.to_string()]))
+            .args(["--eips", &self.spec.eips.to_string()])
+            .args(["--route-tables", &self.spec.route_tables.to_string()]))
         .context("seeding the EC2 emulator")?;
         fs::write(self.spec.work_dir.join("seed.json"), &out.stdout)?;
         let seed: Seed =
             serde_json::from_slice(&out.stdout).context("parsing seed_ec2.py output")?;
-        if seed.instances.len() != self.nodes.len() || seed.allocations.len() != self.spec.eips {
+        if seed.instances.len() != self.nodes.len()
+            || seed.allocations.len() != self.spec.eips
+            || seed.route_tables.len() != self.spec.route_tables
+        {
             bail!(
-                "seed_ec2.py returned {} instances / {} EIPs",
+                "seed_ec2.py returned {} instances / {} EIPs / {} route tables",
                 seed.instances.len(),
-                seed.allocations.len()
+                seed.allocations.len(),
+                seed.route_tables.len()
             );
         }
         self.seed = Some(seed);
@@ -870,6 +1003,14 @@ impl Lab {
             .map(|a| a.allocation_id.clone())
             .collect()
     }
+    /// The lab's route tables, in seed order (`lab-rtb-0`, `lab-rtb-1`, ...).
+    pub fn route_table_ids(&self) -> Vec<String> {
+        self.seed.as_ref().unwrap().route_tables.clone()
+    }
+    /// Host-side directory bind-mounted on `/var/lib/corosync-eip` inside node i.
+    pub fn state_dir(&self, i: usize) -> PathBuf {
+        self.nodes[i].dir.join("var-lib-corosync-eip")
+    }
     pub fn emulator_ip(&self) -> Ipv4Addr {
         Ipv4Addr::new(10, 213, self.spec.subnet, 250)
     }
@@ -930,6 +1071,61 @@ impl Lab {
             .with_context(|| format!("running {argv:?} in node {i}"))
     }
 
+    /// IPv4 addresses with prefix length (`10.213.41.1/24`) on `dev` inside node i, from
+    /// `ip -o -4 addr show dev DEV`. Fails if the device does not exist.
+    pub fn node_addresses(&self, i: usize, dev: &str) -> Result<Vec<String>> {
+        let out = self.node_exec(i, &["/usr/sbin/ip", "-o", "-4", "addr", "show", "dev", dev])?;
+        if !out.status.success() {
+            bail!(
+                "`ip -o -4 addr show dev {dev}` in node {i} failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| {
+                let mut w = l.split_whitespace();
+                w.find(|&t| t == "inet")?;
+                w.next().map(str::to_string)
+            })
+            .collect())
+    }
+
+    /// Whether node i has `address` (bare, or with a prefix length that must then match) on
+    /// `dev`.
+    pub fn node_has_address(&self, i: usize, dev: &str, address: &str) -> Result<bool> {
+        Ok(self.node_addresses(i, dev)?.iter().any(|a| {
+            if address.contains('/') {
+                a == address
+            } else {
+                a.split('/').next() == Some(address)
+            }
+        }))
+    }
+
+    /// `ip addr add CIDR dev DEV` inside node i (e.g. a stale VIP left by a crashed daemon).
+    pub fn add_node_address(&self, i: usize, dev: &str, cidr: &str) -> Result<()> {
+        self.node_ip_addr(i, "add", dev, cidr)
+    }
+
+    /// `ip addr del CIDR dev DEV` inside node i.
+    pub fn del_node_address(&self, i: usize, dev: &str, cidr: &str) -> Result<()> {
+        self.node_ip_addr(i, "del", dev, cidr)
+    }
+
+    fn node_ip_addr(&self, i: usize, verb: &str, dev: &str, cidr: &str) -> Result<()> {
+        let out = self.node_exec(i, &["/usr/sbin/ip", "addr", verb, cidr, "dev", dev])?;
+        if !out.status.success() {
+            bail!(
+                "`ip addr {verb} {cidr} dev {dev}` in node {i} failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(())
+    }
+
     // -----------------------------------------------------------------------------------------
     // daemon
 
@@ -944,6 +1140,20 @@ impl Lab {
             );
         }
         s
+    }
+
+    /// A `[[vip]]` block (leading blank line, so it can be appended to `default_daemon_config`)
+    /// routing `address` through every lab route table, on `eth0`.
+    pub fn vip_config(&self, name: &str, address: &str) -> String {
+        let tables: Vec<String> = self
+            .route_table_ids()
+            .iter()
+            .map(|t| format!("\"{t}\""))
+            .collect();
+        format!(
+            "\n[[vip]]\nname = \"{name}\"\naddress = \"{address}\"\nroute_tables = [{}]\ninterface = \"{NODE_INTERFACE}\"\n",
+            tables.join(", ")
+        )
     }
 
     /// Writes node i's /etc/corosync-eip/corosync-eip.toml.
@@ -1301,6 +1511,215 @@ impl Lab {
             .as_deref()
             .or(s.network_interface_id.as_deref())
             .and_then(|id| self.node_of(id)))
+    }
+
+    /// Every route of the given tables (one DescribeRouteTables call), tables in the given
+    /// order, routes as the emulator lists them, including the VPC's local route.
+    pub fn describe_routes(&self, route_table_ids: &[String]) -> Result<Vec<RouteState>> {
+        if route_table_ids.is_empty() {
+            // DescribeRouteTables without ids would list every table (the VPC's main one too)
+            return Ok(vec![]);
+        }
+        let ids = route_table_ids.to_vec();
+        let mut routes = self.with_ec2(move |rt, c| {
+            let out = rt
+                .block_on(
+                    c.describe_route_tables()
+                        .set_route_table_ids(Some(ids))
+                        .send(),
+                )
+                .map_err(|e| {
+                    anyhow!(
+                        "DescribeRouteTables: {}",
+                        aws_sdk_ec2::error::DisplayErrorContext(e)
+                    )
+                })?;
+            let s = |o: Option<&str>| o.filter(|v| !v.is_empty()).map(str::to_string);
+            let mut v = Vec::new();
+            for t in out.route_tables() {
+                let table = t.route_table_id().unwrap_or_default().to_string();
+                for r in t.routes() {
+                    v.push(RouteState {
+                        route_table_id: table.clone(),
+                        destination: s(r.destination_cidr_block())
+                            .or(s(r.destination_ipv6_cidr_block()))
+                            .or(s(r.destination_prefix_list_id()))
+                            .unwrap_or_default(),
+                        network_interface_id: s(r.network_interface_id()),
+                        instance_id: s(r.instance_id()),
+                        other_target: s(r.gateway_id())
+                            .or(s(r.nat_gateway_id()))
+                            .or(s(r.transit_gateway_id()))
+                            .or(s(r.vpc_peering_connection_id()))
+                            .or(s(r.egress_only_internet_gateway_id()))
+                            .or(s(r.local_gateway_id()))
+                            .or(s(r.carrier_gateway_id())),
+                        state: r.state().map(|st| st.as_str().to_string()),
+                    });
+                }
+            }
+            Ok(v)
+        })?;
+        routes.sort_by_key(|r| route_table_ids.iter().position(|t| *t == r.route_table_id));
+        Ok(routes)
+    }
+
+    /// (route table, destination, target) of every route in the lab's route tables except the
+    /// VPC's local route, in one DescribeRouteTables call. The target is the route's
+    /// NetworkInterfaceId, else its InstanceId, else its other target (gateway ...).
+    pub fn routes(&self) -> Result<Vec<(String, String, Option<String>)>> {
+        Ok(self
+            .describe_routes(&self.route_table_ids())?
+            .into_iter()
+            .filter(|r| r.other_target.as_deref() != Some("local"))
+            .map(|r| {
+                let target = r.target().map(str::to_string);
+                (r.route_table_id, r.destination, target)
+            })
+            .collect())
+    }
+
+    /// Target (NetworkInterfaceId, else InstanceId, else other target) of the route for
+    /// `destination_cidr` (a bare address means /32) in `route_table_id`; None if the table has
+    /// no such route.
+    pub fn route_target(
+        &self,
+        route_table_id: &str,
+        destination_cidr: &str,
+    ) -> Result<Option<String>> {
+        let dest = as_cidr(destination_cidr);
+        Ok(self
+            .describe_routes(&[route_table_id.to_string()])?
+            .into_iter()
+            .find(|r| r.destination == dest)
+            .and_then(|r| r.target().map(str::to_string)))
+    }
+
+    /// The node whose ENI (or instance) the route for `destination_cidr` points at, if any.
+    pub fn route_holder(
+        &self,
+        route_table_id: &str,
+        destination_cidr: &str,
+    ) -> Result<Option<usize>> {
+        Ok(self
+            .route_target(route_table_id, destination_cidr)?
+            .and_then(|t| self.node_of(&t)))
+    }
+
+    /// Points `destination_cidr` in `route_table_id` at ENI `eni` from the test harness:
+    /// ReplaceRoute, or CreateRoute when the table has no such route. The request log records
+    /// these calls with the emulator's own address as source, not a node's.
+    pub fn set_route(&self, route_table_id: &str, destination_cidr: &str, eni: &str) -> Result<()> {
+        let exists = self
+            .route_target(route_table_id, destination_cidr)?
+            .is_some();
+        let (t, d, e) = (
+            route_table_id.to_string(),
+            as_cidr(destination_cidr),
+            eni.to_string(),
+        );
+        self.with_ec2(move |rt, c| {
+            if exists {
+                rt.block_on(
+                    c.replace_route()
+                        .route_table_id(&t)
+                        .destination_cidr_block(&d)
+                        .network_interface_id(&e)
+                        .send(),
+                )
+                .map(|_| ())
+                .map_err(|err| {
+                    anyhow!(
+                        "ReplaceRoute {t} {d} -> {e}: {}",
+                        aws_sdk_ec2::error::DisplayErrorContext(err)
+                    )
+                })
+            } else {
+                rt.block_on(
+                    c.create_route()
+                        .route_table_id(&t)
+                        .destination_cidr_block(&d)
+                        .network_interface_id(&e)
+                        .send(),
+                )
+                .map(|_| ())
+                .map_err(|err| {
+                    anyhow!(
+                        "CreateRoute {t} {d} -> {e}: {}",
+                        aws_sdk_ec2::error::DisplayErrorContext(err)
+                    )
+                })
+            }
+        })
+    }
+
+    /// DeleteRoute from the test harness (fails if there is no such route).
+    pub fn delete_route(&self, route_table_id: &str, destination_cidr: &str) -> Result<()> {
+        let (t, d) = (route_table_id.to_string(), as_cidr(destination_cidr));
+        self.with_ec2(move |rt, c| {
+            rt.block_on(
+                c.delete_route()
+                    .route_table_id(&t)
+                    .destination_cidr_block(&d)
+                    .send(),
+            )
+            .map(|_| ())
+            .map_err(|err| {
+                anyhow!(
+                    "DeleteRoute {t} {d}: {}",
+                    aws_sdk_ec2::error::DisplayErrorContext(err)
+                )
+            })
+        })
+    }
+
+    /// Turns source/destination check of node i's ENI on or off
+    /// (ModifyNetworkInterfaceAttribute; the instance's SourceDestCheck follows, see
+    /// ec2_emulator.py patch (f)).
+    pub fn set_source_dest_check(&self, i: usize, on: bool) -> Result<()> {
+        let eni = self.eni(i).to_string();
+        self.with_ec2(move |rt, c| {
+            rt.block_on(
+                c.modify_network_interface_attribute()
+                    .network_interface_id(&eni)
+                    .source_dest_check(
+                        aws_sdk_ec2::types::AttributeBooleanValue::builder()
+                            .value(on)
+                            .build(),
+                    )
+                    .send(),
+            )
+            .map(|_| ())
+            .map_err(|e| {
+                anyhow!(
+                    "ModifyNetworkInterfaceAttribute {eni} SourceDestCheck={on}: {}",
+                    aws_sdk_ec2::error::DisplayErrorContext(e)
+                )
+            })
+        })
+    }
+
+    /// SourceDestCheck of node i's ENI (DescribeNetworkInterfaces).
+    pub fn source_dest_check(&self, i: usize) -> Result<bool> {
+        let eni = self.eni(i).to_string();
+        self.with_ec2(move |rt, c| {
+            let out = rt
+                .block_on(
+                    c.describe_network_interfaces()
+                        .network_interface_ids(&eni)
+                        .send(),
+                )
+                .map_err(|e| {
+                    anyhow!(
+                        "DescribeNetworkInterfaces {eni}: {}",
+                        aws_sdk_ec2::error::DisplayErrorContext(e)
+                    )
+                })?;
+            out.network_interfaces()
+                .first()
+                .and_then(|n| n.source_dest_check())
+                .ok_or_else(|| anyhow!("DescribeNetworkInterfaces {eni}: no SourceDestCheck"))
+        })
     }
 
     /// Every EC2 API request the emulator received so far.

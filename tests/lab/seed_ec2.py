@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 """Seeds the lab's EC2 emulator: one VPC, one subnet, N instances (one per node,
-each with its primary ENI) and M VPC Elastic IPs. Prints JSON:
+each with its primary ENI), M VPC Elastic IPs and K route tables in the VPC (tagged
+Name=lab-rtb-<k>, k = 0..K-1, no routes but the VPC's local one). Instances keep AWS's
+default SourceDestCheck=true (the lab turns it off afterwards). Prints JSON:
 
 {"vpc_id":..., "subnet_id":..., "instances":[{"instance_id","eni","private_ip","az","mac"}],
- "allocations":[{"allocation_id","public_ip"}]}
+ "allocations":[{"allocation_id","public_ip"}], "route_tables":["rtb-.."]}
 """
 import argparse
 import json
@@ -17,6 +19,7 @@ def main():
     ap.add_argument("--endpoint", required=True)
     ap.add_argument("--nodes", type=int, required=True)
     ap.add_argument("--eips", type=int, default=1)
+    ap.add_argument("--route-tables", type=int, default=0)
     ap.add_argument("--region", default="us-east-1")
     args = ap.parse_args()
 
@@ -52,8 +55,17 @@ def main():
         a = ec2.allocate_address(Domain="vpc")
         allocations.append({"allocation_id": a["AllocationId"], "public_ip": a["PublicIp"]})
 
+    route_tables = []
+    for k in range(args.route_tables):
+        rt = ec2.create_route_table(
+            VpcId=vpc_id,
+            TagSpecifications=[{"ResourceType": "route-table",
+                                "Tags": [{"Key": "Name", "Value": f"lab-rtb-{k}"}]}])
+        route_tables.append(rt["RouteTable"]["RouteTableId"])
+
     json.dump({"vpc_id": vpc_id, "subnet_id": subnet_id, "ami": ami,
-               "instances": instances, "allocations": allocations}, sys.stdout)
+               "instances": instances, "allocations": allocations,
+               "route_tables": route_tables}, sys.stdout)
     sys.stdout.write("\n")
 
 
