@@ -63,6 +63,24 @@ enum Command {
         #[command(flatten)]
         target: Target,
     },
+    /// Write the man page or shell completions to stdout (used by packaging).
+    #[command(hide = true)]
+    Generate {
+        #[command(subcommand)]
+        what: Generated,
+    },
+}
+
+/// What `generate` writes.
+#[derive(Subcommand)]
+enum Generated {
+    /// The man page, corosync-eip(8), in roff.
+    Man,
+    /// Shell completions.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(clap::Args)]
@@ -82,6 +100,27 @@ fn main() -> ExitCode {
         Command::Standby { node, target } => command(&target, &format!("standby {}", node.unwrap_or_default())),
         Command::Unstandby { node, target } => command(&target, &format!("unstandby {}", node.unwrap_or_default())),
         Command::Move { resource, to, target } => command(&target, &format!("move {resource} {to}")),
+        Command::Generate { what } => generate(what),
+    }
+}
+
+fn generate(what: Generated) -> ExitCode {
+    use clap::CommandFactory;
+    let mut cli = Cli::command();
+    let mut out = std::io::stdout();
+    let result = match what {
+        Generated::Man => clap_mangen::Man::new(cli).section("8").render(&mut out),
+        Generated::Completions { shell } => {
+            clap_complete::generate(shell, &mut cli, "corosync-eip", &mut out);
+            Ok(())
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("corosync-eip: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 
