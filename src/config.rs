@@ -42,6 +42,19 @@ pub struct Config {
     pub eips: Vec<EipConfig>,
     pub vips: Vec<VipConfig>,
     pub health: Vec<HealthConfig>,
+    pub notify: Vec<NotifyConfig>,
+    /// Where the Prometheus endpoint listens; None: no endpoint.
+    pub metrics_listen: Option<std::net::SocketAddr>,
+}
+
+/// A command run on acquire/release/fault of a resource on this node.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NotifyConfig {
+    pub name: String,
+    pub command: String,
+    pub timeout: Duration,
+    /// Subset of "acquire", "release", "fault".
+    pub events: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -152,6 +165,26 @@ struct RawConfig {
     vip: Vec<RawVip>,
     #[serde(default)]
     health: Vec<RawHealth>,
+    #[serde(default)]
+    notify: Vec<RawNotify>,
+    #[serde(default)]
+    metrics: RawMetrics,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    listen: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNotify {
+    name: String,
+    command: String,
+    #[serde(default, deserialize_with = "opt_duration")]
+    timeout: Option<Duration>,
+    events: Option<Vec<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -488,6 +521,35 @@ impl Config {
             });
         }
 
+        let mut notify = Vec::with_capacity(raw.notify.len());
+        for (index, n) in raw.notify.into_iter().enumerate() {
+            let key = |field: &str| format!("notify[{index}].{field}");
+            check_name(&n.name).map_err(|m| invalid(&key("name"), m))?;
+            if n.command.trim().is_empty() {
+                return Err(invalid(&key("command"), "must not be empty".into()));
+            }
+            let timeout = n.timeout.unwrap_or(Duration::from_secs(10));
+            if timeout.is_zero() || timeout > Duration::from_secs(600) {
+                return Err(invalid(&key("timeout"), "must be more than 0 and at most 600s".into()));
+            }
+            let events = n.events.unwrap_or_else(|| vec!["acquire".into(), "release".into(), "fault".into()]);
+            if let Some(bad) = events.iter().find(|e| !matches!(e.as_str(), "acquire" | "release" | "fault")) {
+                return Err(invalid(&key("events"), format!("`{bad}` is not one of acquire, release, fault")));
+            }
+            notify.push(NotifyConfig {
+                name: n.name,
+                command: n.command,
+                timeout,
+                events,
+            });
+        }
+        let metrics_listen = match raw.metrics.listen {
+            None => None,
+            Some(text) => Some(text.parse::<std::net::SocketAddr>().map_err(|_| {
+                invalid("metrics.listen", format!("`{text}` is not an address:port like \"127.0.0.1:9464\""))
+            })?),
+        };
+
         let config = Config {
             cluster: ClusterConfig {
                 group,
@@ -510,6 +572,8 @@ impl Config {
             eips,
             vips,
             health: checks,
+            notify,
+            metrics_listen,
         };
         config.units().map_err(|(k, m)| invalid(&k, m))?;
         Ok(config)

@@ -25,11 +25,13 @@ use crate::core::MemberId;
 use crate::corosync::{Corosync, CorosyncError, CorosyncEvent};
 use crate::ec2::{self, Ec2, Ec2Error, ErrorClass};
 use crate::localaddr::LocalAddresses;
+use crate::metrics::Metrics;
+use crate::notify::{self, HookContext, HookEvent};
 use crate::status::{
     self, FailoverTimeline, HealthStatus, HolderStatus, MemberRef, MemberStatus, ResourceStatus, RouteStatus,
     StatusReport,
 };
-use crate::{health, identity};
+use crate::{health, identity, systemd};
 
 /// Environment variable carrying the cluster view across a reload re-exec.
 const REEXEC_STATE_ENV: &str = "COROSYNC_EIP_REEXEC_STATE";
@@ -188,6 +190,10 @@ pub struct Daemon {
     standby_persisted: bool,
     startup_timer_armed: bool,
     warnings: Vec<String>,
+    metrics: Arc<Metrics>,
+    /// Last STATUS= line sent to systemd, and whether READY=1 went out in this process.
+    systemd_status: String,
+    ready_sent: bool,
     exe: PathBuf,
     args: Vec<OsString>,
 }
@@ -211,8 +217,16 @@ pub async fn run(config: Config, config_path: PathBuf) -> anyhow::Result<Exit> {
     let listener = control::bind(&config.daemon.control_socket)?;
     tokio::spawn(control::serve(listener, status.clone(), requests_tx));
 
+    let metrics = Metrics::new();
+    if let Some(addr) = config.metrics_listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen for metrics on {addr}: {e}"))?;
+        info!(listen = %addr, "serving Prometheus metrics");
+        tokio::spawn(crate::metrics::serve(listener, metrics.clone()));
+    }
     let sdk = ec2::sdk_config(&config.aws).await;
-    let ec2 = Ec2::new(&sdk);
+    let ec2 = Ec2::new(&sdk, metrics.clone());
     let mut attempt = 0;
     let identity = loop {
         match identity::resolve(&config.node, &ec2).await {
@@ -296,6 +310,9 @@ pub async fn run(config: Config, config_path: PathBuf) -> anyhow::Result<Exit> {
         standby_persisted,
         startup_timer_armed: false,
         warnings,
+        metrics,
+        systemd_status: String::new(),
+        ready_sent: false,
         exe,
         args,
     };
@@ -334,6 +351,7 @@ pub async fn run(config: Config, config_path: PathBuf) -> anyhow::Result<Exit> {
         let wait = backoff(attempt, Duration::from_millis(200), Duration::from_secs(5), rand::random());
         attempt += 1;
         let deadline = tokio::time::Instant::now() + wait;
+        systemd::watchdog();
         loop {
             tokio::select! {
                 _ = tokio::time::sleep_until(deadline) => break,
@@ -412,9 +430,15 @@ impl Daemon {
         let mut monitor = tokio::time::interval(self.config.cluster.monitor_interval);
         monitor.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut local_quorate = cs.initially_quorate();
+        let mut watchdog = tokio::time::interval(systemd::watchdog_interval().unwrap_or(Duration::from_secs(3600)));
         self.publish(&view, local_quorate);
         loop {
             let step: Result<(), CorosyncError> = tokio::select! {
+                _ = watchdog.tick() => {
+                    // Pinged from the main loop: a wedged loop stops the pings.
+                    systemd::watchdog();
+                    Ok(())
+                }
                 events = cs.next_events() => match events {
                     Ok(events) => self.on_events(cs, &mut view, events, &mut local_quorate).await,
                     Err(e) => Err(e),
@@ -431,6 +455,7 @@ impl Daemon {
                     match Config::load(&self.config_path) {
                         Ok(_) => {
                             info!(config = %self.config_path.display(), "reloading: re-executing with the new configuration, keeping every address");
+                            systemd::reloading();
                             return SessionEnd::Reload(view.state_message().assignments);
                         }
                         Err(e) => error!(error = %e, "reload refused: the new configuration is invalid; keeping the running one"),
@@ -446,6 +471,7 @@ impl Daemon {
             self.arm_startup_timer(&view);
             self.finish_commands(&view);
             self.publish(&view, local_quorate);
+            self.notify_systemd(&view);
         }
     }
 
@@ -542,11 +568,15 @@ impl Daemon {
         let quorate = view.partition_quorate() && local_quorate;
         let mut to_start = Vec::new();
         let mut to_remove = Vec::new();
+        let mut released = Vec::new();
         for (name, local) in self.resources.iter_mut() {
             let want = ours.get(&local.unit).copied();
             let Some(generation) = want.filter(|_| quorate) else {
                 // Not ours, or no quorum: stop, and take a VIP off our interface so no two nodes
                 // of a quorate partition ever have it.
+                if local.held.is_some() {
+                    released.push(name.clone());
+                }
                 local.abort();
                 if want.is_none() {
                     local.held = None;
@@ -581,6 +611,40 @@ impl Daemon {
         for name in to_remove {
             self.spawn_remove_address(&name);
         }
+        for name in released {
+            self.hook(view.local().node, &name, HookEvent::Release, "standby", String::new());
+        }
+    }
+
+    fn hook(&self, node_id: u32, resource: &str, event: HookEvent, role: &'static str, detail: String) {
+        if self.config.notify.is_empty() {
+            return;
+        }
+        let Some(local) = self.resources.get(resource) else { return };
+        let (kind, address) = match &local.kind {
+            Kind::Eip(e) => {
+                let public = match &local.observed {
+                    Some(Observed::Eip(o)) => o.public_ip.clone(),
+                    _ => None,
+                };
+                ("eip", public.unwrap_or_else(|| e.allocation_id.clone()))
+            }
+            Kind::Vip(v) => ("vip", v.address.to_string()),
+        };
+        notify::fire(
+            &self.config.notify,
+            HookContext {
+                event,
+                resource: resource.to_owned(),
+                group: local.unit.clone(),
+                kind,
+                role,
+                address,
+                node_id,
+                instance_id: self.identity.instance_id.clone(),
+                detail,
+            },
+        );
     }
 
     fn spawn_acquire(&mut self, name: &str, generation: u64) {
@@ -717,9 +781,13 @@ impl Daemon {
                         timeline.verified_ms,
                     );
                     local.last_failover = Some(timeline);
+                    if associate_sent.is_some() {
+                        self.metrics.failovers.get_or_create(&Metrics::resource(&resource)).inc();
+                    }
                 } else {
                     info!(resource = %resource, instance = %self.identity.instance_id, generation, "address verified on this node");
                 }
+                self.hook(view.local().node, &resource, HookEvent::Acquire, "holder", String::new());
                 let (instance_id, network_interface_id) = match &observed {
                     Observed::Eip(o) => (o.instance_id.clone(), o.network_interface_id.clone()),
                     Observed::Vip(_) => (Some(self.identity.instance_id.clone()), self.identity.network_interface_id.clone()),
@@ -747,6 +815,7 @@ impl Daemon {
                 local.last_error = Some(error.clone());
                 error!(resource = %resource, generation, error = %error, retry_in_ms = wait.as_millis() as u64, "could not take the address");
                 self.after(wait, TaskResult::Retry);
+                self.hook(view.local().node, &resource, HookEvent::Fault, "holder", error);
             }
             TaskResult::AcquireCancelled { resource, generation } => {
                 if let Some(local) = self.resources.get_mut(&resource) {
@@ -843,6 +912,7 @@ impl Daemon {
                 }
                 Ok(false) => {
                     local.drift_repairs += 1;
+                    self.metrics.drift_repairs.get_or_create(&Metrics::resource(name)).inc();
                     warn!(resource = %name, drift_repairs = local.drift_repairs, "drift: EC2 or the local interface no longer matches this holder; repairing");
                     local.held = None;
                 }
@@ -1067,6 +1137,7 @@ impl Daemon {
     /// delivered it back to us (so every member has it in agreed order), then leave.
     async fn release(&mut self, cs: &mut Corosync, view: &View) -> SessionEnd {
         info!("stopping: releasing all addresses to peers");
+        systemd::stopping();
         self.stand_down(true);
         self.remove_local_addresses(view).await;
         if let Err(e) = cs.send(&wire::encode(&Body::Release)).await {
@@ -1139,6 +1210,46 @@ impl Daemon {
         std::process::exit(1);
     }
 
+    /// Metrics and the systemd STATUS= line from the same snapshot as `status`.
+    fn export(&self, view: &View, resources: &[ResourceStatus]) {
+        self.metrics.quorate.set(i64::from(view.partition_quorate()));
+        self.metrics.members.set(view.members().len() as i64);
+        for r in resources {
+            let label = Metrics::resource(&r.name);
+            self.metrics.holder_node.get_or_create(&label).set(r.holder.as_ref().map_or(0, |h| i64::from(h.node_id)));
+            if let Some(age) = r.verified_age_ms {
+                self.metrics.verification_age.get_or_create(&label).set(age as f64 / 1000.0);
+            }
+        }
+    }
+
+    /// READY=1 once this process first knows the cluster's holders; STATUS= when it changes.
+    fn notify_systemd(&mut self, view: &View) {
+        let ours: Vec<String> = self
+            .resources
+            .iter()
+            .filter(|(_, l)| l.held.is_some())
+            .map(|(n, _)| n.clone())
+            .collect();
+        let status = format!(
+            "{}; {} member(s); holding {} of {}{}{}",
+            if view.partition_quorate() { "quorate" } else { "NOT quorate" },
+            view.members().len(),
+            ours.len(),
+            self.resources.len(),
+            if ours.is_empty() { "" } else { ": " },
+            ours.join(", ")
+        );
+        if view.is_synced() && !self.ready_sent {
+            systemd::ready(&status);
+            self.ready_sent = true;
+            self.systemd_status = status;
+        } else if status != self.systemd_status {
+            systemd::status(&status);
+            self.systemd_status = status;
+        }
+    }
+
     fn publish(&self, view: &View, local_quorate: bool) {
         let now = SystemTime::now();
         let members = view
@@ -1159,7 +1270,7 @@ impl Daemon {
             })
             .collect();
         let may_act = view.may_act() && local_quorate;
-        let resources = self
+        let resources: Vec<ResourceStatus> = self
             .resources
             .iter()
             .map(|(name, local)| {
@@ -1259,6 +1370,7 @@ impl Daemon {
                 last_error: h.last_error.clone(),
             })
             .collect();
+        self.export(view, &resources);
         let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
         s.node_id = Some(view.local().node);
         s.instance_id = Some(self.identity.instance_id.clone());

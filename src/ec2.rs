@@ -3,6 +3,7 @@
 //! The SDK's own retries are off: failover latency matters, so retries here start fast
 //! (tens of milliseconds) and are jittered so members never retry in lockstep.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_config::retry::RetryConfig;
@@ -12,6 +13,7 @@ use aws_sdk_ec2::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 
 use crate::config::AwsConfig;
+use crate::metrics::Metrics;
 use crate::core::reconcile::{backoff, Identity, ObservedEip, ObservedRoute, ObservedRouteTable};
 
 /// How an EC2 failure should be handled.
@@ -80,9 +82,21 @@ pub fn class_of(code: Option<&str>, http_status: u16) -> ErrorClass {
     }
 }
 
+impl ErrorClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorClass::Transient => "transient",
+            ErrorClass::Permission => "permission",
+            ErrorClass::NotFound => "not_found",
+            ErrorClass::Refused => "refused",
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct Ec2 {
     client: aws_sdk_ec2::Client,
+    metrics: Arc<Metrics>,
 }
 
 /// Builds the SDK configuration: the standard chain (env, profile, IMDS) with the config
@@ -112,14 +126,16 @@ const RETRY_BASE: Duration = Duration::from_millis(40);
 const RETRY_CAP: Duration = Duration::from_secs(2);
 
 impl Ec2 {
-    pub fn new(sdk: &aws_config::SdkConfig) -> Ec2 {
+    pub fn new(sdk: &aws_config::SdkConfig, metrics: Arc<Metrics>) -> Ec2 {
         Ec2 {
             client: aws_sdk_ec2::Client::new(sdk),
+            metrics,
         }
     }
 
     /// Runs `call` until it succeeds, fails for a non-transient reason, or `budget` is spent.
-    async fn with_retry<T, F, Fut>(&self, budget: Duration, mut call: F) -> Result<T, Ec2Error>
+    /// Every attempt is counted in the metrics by API and outcome.
+    async fn with_retry<T, F, Fut>(&self, api: &'static str, budget: Duration, mut call: F) -> Result<T, Ec2Error>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, Ec2Error>>,
@@ -127,7 +143,14 @@ impl Ec2 {
         let started = Instant::now();
         let mut attempt = 0;
         loop {
-            match call().await {
+            let sent = Instant::now();
+            let result = call().await;
+            let outcome = match &result {
+                Ok(_) => "ok",
+                Err(e) => e.class.as_str(),
+            };
+            self.metrics.ec2_call(api, outcome, sent.elapsed());
+            match result {
                 Ok(v) => return Ok(v),
                 Err(e) if e.class == ErrorClass::Transient && started.elapsed() < budget => {
                     let wait = backoff(attempt, RETRY_BASE, RETRY_CAP, rand::random::<f64>());
@@ -142,7 +165,7 @@ impl Ec2 {
 
     /// One DescribeAddresses for all of `allocation_ids`.
     pub async fn describe_addresses(&self, allocation_ids: &[String], budget: Duration) -> Result<Vec<ObservedEip>, Ec2Error> {
-        self.with_retry(budget, || async {
+        self.with_retry("DescribeAddresses", budget, || async {
             let out = self
                 .client
                 .describe_addresses()
@@ -174,7 +197,7 @@ impl Ec2 {
         private_ip: Option<std::net::Ipv4Addr>,
         budget: Duration,
     ) -> Result<Option<String>, Ec2Error> {
-        self.with_retry(budget, || async {
+        self.with_retry("AssociateAddress", budget, || async {
             let mut req = self
                 .client
                 .associate_address()
@@ -199,7 +222,7 @@ impl Ec2 {
         route_table_ids: &[String],
         budget: Duration,
     ) -> Result<Vec<ObservedRouteTable>, Ec2Error> {
-        self.with_retry(budget, || async {
+        self.with_retry("DescribeRouteTables", budget, || async {
             let out = self
                 .client
                 .describe_route_tables()
@@ -240,7 +263,7 @@ impl Ec2 {
         create: bool,
         budget: Duration,
     ) -> Result<(), Ec2Error> {
-        self.with_retry(budget, || async {
+        self.with_retry(if create { "CreateRoute" } else { "ReplaceRoute" }, budget, || async {
             if create {
                 self.client
                     .create_route()
@@ -268,7 +291,7 @@ impl Ec2 {
     /// Whether EC2 still checks source/destination addresses on this ENI: when it does, packets
     /// for a route-table VIP (not the ENI's own address) are dropped.
     pub async fn source_dest_check(&self, network_interface_id: &str, budget: Duration) -> Result<Option<bool>, Ec2Error> {
-        self.with_retry(budget, || async {
+        self.with_retry("DescribeNetworkInterfaces", budget, || async {
             let out = self
                 .client
                 .describe_network_interfaces()
@@ -283,7 +306,7 @@ impl Ec2 {
 
     /// The primary (device index 0) network interface of an instance.
     pub async fn primary_interface(&self, instance_id: &str, budget: Duration) -> Result<Option<String>, Ec2Error> {
-        self.with_retry(budget, || async {
+        self.with_retry("DescribeInstances", budget, || async {
             let out = self
                 .client
                 .describe_instances()

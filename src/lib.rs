@@ -11,4 +11,7 @@ pub mod ec2;
 pub mod health;
 pub mod identity;
 pub mod localaddr;
+pub mod metrics;
+pub mod notify;
 pub mod status;
+pub mod systemd;

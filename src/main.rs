@@ -32,6 +32,9 @@ enum Command {
         /// Machine-readable output (schema corosync-eip/status/v1).
         #[arg(long)]
         json: bool,
+        /// Redraw every N seconds (default 2) until interrupted, like crm_mon.
+        #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "2")]
+        watch: Option<u64>,
         #[arg(long, default_value = DEFAULT_CONFIG_PATH)]
         config: PathBuf,
         /// Control socket of the daemon; default from the configuration file.
@@ -96,7 +99,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Run { config, check_config } => run(config, check_config),
-        Command::Status { json, config, socket } => status(json, config, socket),
+        Command::Status { json, watch, config, socket } => status(json, watch, config, socket),
         Command::Standby { node, target } => command(&target, &format!("standby {}", node.unwrap_or_default())),
         Command::Unstandby { node, target } => command(&target, &format!("unstandby {}", node.unwrap_or_default())),
         Command::Move { resource, to, target } => command(&target, &format!("move {resource} {to}")),
@@ -168,12 +171,7 @@ fn run(path: PathBuf, check_only: bool) -> ExitCode {
         println!("{}: OK ({} address resource(s))", path.display(), config.eips.len());
         return ExitCode::SUCCESS;
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_ansi(false)
-        .init();
+    init_logging();
     let result = runtime()
         .map_err(anyhow::Error::from)
         .and_then(|rt| rt.block_on(daemon::run(config, path)));
@@ -186,8 +184,42 @@ fn run(path: PathBuf, check_only: bool) -> ExitCode {
     }
 }
 
-fn status(json: bool, config: PathBuf, socket: Option<PathBuf>) -> ExitCode {
-    let socket = socket_of(&config, socket);
+/// Structured journald fields (RESOURCE=, NODE=, INSTANCE=, ELAPSED_MS=) under systemd, plain
+/// lines elsewhere.
+fn init_logging() {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let filter = || tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    if corosync_eip::systemd::logging_to_journal() {
+        match tracing_journald::layer() {
+            Ok(layer) => {
+                let layer = layer.with_field_prefix(None).with_syslog_identifier("corosync-eip".into());
+                tracing_subscriber::registry().with(filter()).with(layer).init();
+                return;
+            }
+            Err(e) => eprintln!("corosync-eip: journald unavailable ({e}); logging to stderr"),
+        }
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(filter())
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+fn status(json: bool, watch: Option<u64>, config: PathBuf, socket: Option<PathBuf>) -> ExitCode {
+    let Some(seconds) = watch else { return status_once(json, &config, socket) };
+    // Like crm_mon: redraw until interrupted.
+    loop {
+        if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+            print!("\x1b[H\x1b[2J");
+        }
+        let _ = status_once(json, &config, socket.clone());
+        std::thread::sleep(std::time::Duration::from_secs(seconds.max(1)));
+    }
+}
+
+fn status_once(json: bool, config: &Path, socket: Option<PathBuf>) -> ExitCode {
+    let socket = socket_of(config, socket);
     let report = match runtime().map_err(anyhow::Error::from).and_then(|rt| {
         rt.block_on(control::request_status(&socket)).map_err(anyhow::Error::from)
     }) {
@@ -206,15 +238,22 @@ fn status(json: bool, config: PathBuf, socket: Option<PathBuf>) -> ExitCode {
             }
         }
     } else {
-        print!("{}", render(&report));
+        print!("{}", render(&report, std::io::IsTerminal::is_terminal(&std::io::stdout())));
     }
     ExitCode::SUCCESS
 }
 
-fn render(r: &StatusReport) -> String {
+fn render(r: &StatusReport, color: bool) -> String {
     use std::fmt::Write;
     let mut out = String::new();
-    let yes_no = |b: bool| if b { "yes" } else { "NO" };
+    let paint = |text: &str, code: &str| {
+        if color {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_owned()
+        }
+    };
+    let yes_no = |b: bool| if b { paint("yes", "32") } else { paint("NO", "1;31") };
     let _ = writeln!(
         out,
         "node {} (pid {}), instance {}, corosync {}, synced {}, quorate {}{}",
@@ -271,12 +310,17 @@ fn render(r: &StatusReport) -> String {
             (None, None) => "-".to_string(),
         };
         let what = res.allocation_id.clone().or_else(|| res.address.clone()).unwrap_or_default();
+        let state = match res.state.as_str() {
+            "held" => paint(&format!("{:<12}", res.state), "32"),
+            "acquiring" | "syncing" | "reattaching" => paint(&format!("{:<12}", res.state), "33"),
+            _ => paint(&format!("{:<12}", res.state), "1;31"),
+        };
         let _ = writeln!(
             out,
-            "  {:<16} {:<26} {:<12} holder {:<28} EC2 {}{}",
+            "  {:<16} {:<26} {} holder {:<28} EC2 {}{}",
             res.name,
             what,
-            res.state,
+            state,
             holder,
             ec2,
             res.verified_age_ms.map_or(String::new(), |a| format!(" (verified {}s ago)", a / 1000)),

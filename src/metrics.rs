@@ -1,0 +1,151 @@
+//! Prometheus metrics (opt-in endpoint on localhost): failovers, EC2 calls by API and outcome,
+//! EC2 latency, verification age, holder per resource, quorum and membership size.
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResourceLabel {
+    pub resource: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CallLabels {
+    pub api: String,
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ApiLabel {
+    pub api: String,
+}
+
+fn latency_histogram() -> Histogram {
+    // 1 ms .. ~4 s: in-process SDK calls take milliseconds; the tail shows throttling.
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(0.001, 2.0, 13))
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub failovers: Family<ResourceLabel, Counter>,
+    pub drift_repairs: Family<ResourceLabel, Counter>,
+    pub ec2_calls: Family<CallLabels, Counter>,
+    pub ec2_latency: Family<ApiLabel, Histogram, fn() -> Histogram>,
+    pub verification_age: Family<ResourceLabel, Gauge<f64, AtomicU64>>,
+    pub holder_node: Family<ResourceLabel, Gauge>,
+    pub quorate: Gauge,
+    pub members: Gauge,
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Metrics> {
+        let mut registry = Registry::with_prefix("corosync_eip");
+        let failovers = Family::<ResourceLabel, Counter>::default();
+        let drift_repairs = Family::<ResourceLabel, Counter>::default();
+        let ec2_calls = Family::<CallLabels, Counter>::default();
+        let ec2_latency = Family::<ApiLabel, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram);
+        let verification_age = Family::<ResourceLabel, Gauge<f64, AtomicU64>>::default();
+        let holder_node = Family::<ResourceLabel, Gauge>::default();
+        let quorate = Gauge::default();
+        let members = Gauge::default();
+        registry.register("failovers", "Times this node took over a resource", failovers.clone());
+        registry.register("drift_repairs", "Times the holder found EC2 or its interface changed and repaired it", drift_repairs.clone());
+        registry.register("ec2_calls", "EC2 API calls by API and outcome class", ec2_calls.clone());
+        registry.register("ec2_call_duration_seconds", "EC2 API call latency", ec2_latency.clone());
+        registry.register("verification_age_seconds", "Seconds since the holder last verified the resource in EC2", verification_age.clone());
+        registry.register("holder_node", "Corosync node id of the resource's elected holder (0: none)", holder_node.clone());
+        registry.register("quorate", "1 when the partition is quorate", quorate.clone());
+        registry.register("members", "Daemons in the CPG group", members.clone());
+        Arc::new(Metrics {
+            registry,
+            failovers,
+            drift_repairs,
+            ec2_calls,
+            ec2_latency,
+            verification_age,
+            holder_node,
+            quorate,
+            members,
+        })
+    }
+
+    pub fn ec2_call(&self, api: &str, outcome: &str, elapsed: Duration) {
+        self.ec2_calls
+            .get_or_create(&CallLabels {
+                api: api.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+        self.ec2_latency
+            .get_or_create(&ApiLabel { api: api.to_owned() })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn resource(name: &str) -> ResourceLabel {
+        ResourceLabel { resource: name.to_owned() }
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// Serves `GET /metrics` in the OpenMetrics text format; anything else is a 404.
+pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else { continue };
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 2048];
+            let n = match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await {
+                Ok(Ok(n)) => n,
+                _ => return,
+            };
+            let request = String::from_utf8_lossy(&buf[..n]);
+            let path = request.split_whitespace().nth(1).unwrap_or("");
+            let response = if request.starts_with("GET ") && (path == "/metrics" || path == "/") {
+                let body = metrics.render();
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+            } else {
+                "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_owned()
+            };
+            let _ = stream.write_all(response.as_bytes()).await;
+            let _ = stream.shutdown().await;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_registered_families() {
+        let m = Metrics::new();
+        m.ec2_call("AssociateAddress", "ok", Duration::from_millis(4));
+        m.failovers.get_or_create(&Metrics::resource("web")).inc();
+        m.quorate.set(1);
+        let text = m.render();
+        assert!(text.contains(r#"corosync_eip_ec2_calls_total{api="AssociateAddress",outcome="ok"} 1"#), "{text}");
+        assert!(text.contains(r#"corosync_eip_failovers_total{resource="web"} 1"#), "{text}");
+        assert!(text.contains("corosync_eip_quorate 1"), "{text}");
+        assert!(text.contains("corosync_eip_ec2_call_duration_seconds_bucket"), "{text}");
+        assert!(text.ends_with("# EOF\n"));
+    }
+}

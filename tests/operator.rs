@@ -1,0 +1,149 @@
+//! Operator experience on the lab: the human status table, the JSON schema, the Prometheus
+//! endpoint and notify hooks.
+
+mod lab;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{anyhow, Result};
+use lab::{Lab, LabSpec};
+
+const SETTLE: Duration = Duration::from_secs(40);
+
+fn holder(lab: &Lab) -> usize {
+    lab.wait_for("a verified holder agreed by all", SETTLE, || {
+        let mut holder = None;
+        for i in 0..lab.node_count() {
+            let s = lab.daemon_status(i)?;
+            let r = &s["resources"][0];
+            if s["synced"] != true || r["state"] != "held" {
+                return Ok(None);
+            }
+            let h = r["holder"]["node_id"].as_u64().ok_or_else(|| anyhow!("no holder"))? as usize - 1;
+            if holder.is_some_and(|x| x != h) {
+                return Ok(None);
+            }
+            holder = Some(h);
+        }
+        Ok(holder)
+    })
+    .unwrap()
+}
+
+/// Prometheus text → (name with labels) → value.
+fn scrape(lab: &Lab, node: usize) -> Result<BTreeMap<String, f64>> {
+    let out = lab.node_exec(
+        node,
+        &[
+            lab::venv_python().to_str().unwrap(),
+            "-c",
+            "import urllib.request;print(urllib.request.urlopen('http://127.0.0.1:9464/metrics',timeout=5).read().decode())",
+        ],
+    )?;
+    if !out.status.success() {
+        return Err(anyhow!("scrape failed: {}", String::from_utf8_lossy(&out.stderr)));
+    }
+    let text = String::from_utf8(out.stdout)?;
+    let mut samples = BTreeMap::new();
+    for line in text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
+        let (name, value) = line.rsplit_once(' ').ok_or_else(|| anyhow!("bad line {line:?}"))?;
+        samples.insert(name.to_owned(), value.parse::<f64>().map_err(|e| anyhow!("{line:?}: {e}"))?);
+    }
+    Ok(samples)
+}
+
+fn hook_events(lab: &Lab, node: usize) -> Vec<BTreeMap<String, String>> {
+    let out = lab.node_exec(node, &["/bin/cat", "/run/hook.log"]).unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split("---\n")
+        .filter(|b| !b.trim().is_empty())
+        .map(|block| {
+            block
+                .lines()
+                .filter_map(|l| l.split_once('='))
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn status_metrics_and_notify_hooks() {
+    let mut lab = Lab::start(LabSpec::new("oper", 31, 3)).expect("lab starts");
+    let config = format!(
+        "{}\n[metrics]\nlisten = \"127.0.0.1:9464\"\n\n[[notify]]\nname = \"record\"\ncommand = \"env | grep ^COROSYNC_EIP_ | sort >> /run/hook.log; echo --- >> /run/hook.log\"\ntimeout = \"5s\"\n",
+        lab.default_daemon_config()
+    );
+    for i in 0..3 {
+        lab.write_daemon_config(i, &config).unwrap();
+        lab.start_daemon(i).unwrap();
+    }
+    let h = holder(&lab);
+    let alloc = lab.allocation_ids()[0].clone();
+    let public_ip = lab.seed_info().allocations[0].public_ip.clone();
+
+    // Human status: readable, with every member, the holder, EC2's answer and the timeline.
+    let bin = lab.spec().daemon_bin.to_string_lossy().into_owned();
+    let out = lab.node_exec((h + 1) % 3, &[&bin, "status"]).unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(text.contains("quorate yes"), "{text}");
+    for i in 0..3 {
+        assert!(text.contains(lab.instance_id(i)), "member {i} missing:\n{text}");
+    }
+    assert!(text.contains(&alloc) && text.contains("held"), "{text}");
+    assert!(text.contains(&format!("holder node {}", lab.node_id(h))), "{text}");
+    assert!(!text.contains('\u{1b}'), "no colours when not a terminal");
+    let out = lab.node_exec(h, &[&bin, "status"]).unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("last failover"));
+
+    // JSON: validated against the published schema on every node.
+    let schema = lab::repo_root().join("docs/status.schema.json");
+    for i in 0..3 {
+        let status = lab.daemon_status(i).unwrap().to_string();
+        let check = format!(
+            "import json,sys,jsonschema; jsonschema.validate(json.loads(sys.argv[1]), json.load(open('{}')))",
+            schema.display()
+        );
+        let out = std::process::Command::new(lab::venv_python()).args(["-c", &check, &status]).output().unwrap();
+        assert!(out.status.success(), "node {i} status violates the schema: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    // Metrics on the holder: quorum, membership, the holder, EC2 calls and latency.
+    let m = lab.wait_for("metrics endpoint", SETTLE, || scrape(&lab, h).map(Some)).unwrap();
+    assert_eq!(m.get("corosync_eip_quorate"), Some(&1.0), "{m:?}");
+    assert_eq!(m.get("corosync_eip_members"), Some(&3.0));
+    assert_eq!(m.get(r#"corosync_eip_holder_node{resource="eip1"}"#), Some(&(lab.node_id(h) as f64)));
+    assert!(m.get(r#"corosync_eip_ec2_calls_total{api="AssociateAddress",outcome="ok"}"#).is_some_and(|v| *v >= 1.0), "{m:?}");
+    assert!(m.keys().any(|k| k.starts_with("corosync_eip_ec2_call_duration_seconds_bucket")));
+    assert!(m.get(r#"corosync_eip_verification_age_seconds{resource="eip1"}"#).is_some());
+
+    // Notify hook on acquire, with the documented environment.
+    let events = lab
+        .wait_for("acquire hook ran", SETTLE, || {
+            let e = hook_events(&lab, h);
+            Ok((!e.is_empty()).then_some(e))
+        })
+        .unwrap();
+    let acquire = &events[0];
+    assert_eq!(acquire["COROSYNC_EIP_EVENT"], "acquire");
+    assert_eq!(acquire["COROSYNC_EIP_RESOURCE"], "eip1");
+    assert_eq!(acquire["COROSYNC_EIP_ROLE"], "holder");
+    assert_eq!(acquire["COROSYNC_EIP_KIND"], "eip");
+    assert_eq!(acquire["COROSYNC_EIP_ADDRESS"], public_ip);
+    assert_eq!(acquire["COROSYNC_EIP_INSTANCE_ID"], lab.instance_id(h));
+
+    // A planned move: release on the old holder, acquire on the new one.
+    let to = (h + 1) % 3;
+    let out = lab.node_exec(h, &[&bin, "move", "eip1", "--to", &lab.node_id(to).to_string()]).unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    lab.wait_for("release and acquire hooks", SETTLE, || {
+        let old = hook_events(&lab, h);
+        let new = hook_events(&lab, to);
+        Ok((old.iter().any(|e| e["COROSYNC_EIP_EVENT"] == "release") && new.iter().any(|e| e["COROSYNC_EIP_EVENT"] == "acquire")).then_some(()))
+    })
+    .unwrap();
+    let m = scrape(&lab, to).unwrap();
+    assert_eq!(m.get(r#"corosync_eip_failovers_total{resource="eip1"}"#), Some(&1.0), "{m:?}");
+}
