@@ -1441,8 +1441,27 @@ async fn acquire_eip(
     }
     info!(resource = %resource, allocation = %eip.allocation_id, from_instance = ?observed.instance_id, drift, "associating address (AllowReassociation)");
     let sent = Instant::now();
-    if let Err(e) = ec2.associate_address(&eip.allocation_id, me, eip.private_ip, ACQUIRE_BUDGET).await {
-        return failed(e);
+    // A transient failure may come after EC2 applied the call (a timeout): look before sending
+    // it again, so one failover never becomes two moves.
+    let mut attempt = 0;
+    let deadline = Instant::now() + ACQUIRE_BUDGET;
+    loop {
+        let error = match ec2.associate_address(&eip.allocation_id, me, eip.private_ip, Duration::ZERO).await {
+            Ok(_) => break,
+            Err(e) if e.class != ErrorClass::Transient || Instant::now() >= deadline => return failed(e),
+            Err(e) => e,
+        };
+        warn!(resource = %resource, error = %error, "AssociateAddress failed transiently; checking EC2 before retrying");
+        tokio::time::sleep(backoff(attempt, Duration::from_millis(40), Duration::from_secs(2), rand::random())).await;
+        attempt += 1;
+        match describe(ACQUIRE_BUDGET).await.and_then(find) {
+            Ok(o) if points_at(&o, me, eip.private_ip) => break,
+            Ok(_) => {}
+            Err(e) => return failed(e),
+        }
+        if !permit.borrow().contains(&(unit.to_owned(), generation)) {
+            return TaskResult::AcquireCancelled { resource, generation };
+        }
     }
     // EC2 is eventually consistent: read back until it shows us.
     let mut attempt = 0;

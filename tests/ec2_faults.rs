@@ -1,0 +1,193 @@
+//! EC2 misbehaving under a failover: throttling, 5xx, latency, dropped connections and a call
+//! that times out after EC2 applied it. A fault-injecting proxy (tests/lab/fault_proxy.py) sits
+//! between the daemons and the emulator. Every scenario must converge on the elected holder,
+//! with no duplicate move and a bounded number of calls.
+
+mod lab;
+
+use std::io::{Read, Write};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{anyhow, Context, Result};
+use lab::{Lab, LabSpec, Signal};
+use serde_json::{json, Value};
+
+const SETTLE: Duration = Duration::from_secs(40);
+const PROXY_PORT: u16 = 5001;
+
+struct Proxy {
+    child: Child,
+    netns: String,
+    ip: String,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proxy {
+    fn start(lab: &Lab) -> Proxy {
+        let netns = format!("ce{}-emu", lab.spec().name);
+        let ip = lab.emulator_ip().to_string();
+        let script = lab::repo_root().join("tests/lab/fault_proxy.py");
+        let child = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{netns}"))
+            .arg("--")
+            .arg(lab::venv_python())
+            .arg(script)
+            .args(["--host", &ip, "--port", &PROXY_PORT.to_string(), "--upstream", &format!("{ip}:5000")])
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("proxy starts");
+        let proxy = Proxy { child, netns, ip };
+        lab.wait_for("fault proxy answers", Duration::from_secs(10), || Ok(proxy.http("GET", "/_calls", "").ok()))
+            .unwrap();
+        proxy
+    }
+
+    /// One HTTP request to the proxy, from a thread inside the emulator's network namespace.
+    fn http(&self, method: &str, path: &str, body: &str) -> Result<String> {
+        let netns = self.netns.clone();
+        let addr = format!("{}:{PROXY_PORT}", self.ip);
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: lab\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        std::thread::spawn(move || -> Result<String> {
+            let ns = std::fs::File::open(format!("/run/netns/{netns}"))?;
+            nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET)?;
+            let mut stream = std::net::TcpStream::connect(&addr).with_context(|| format!("connect {addr}"))?;
+            stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+            stream.write_all(request.as_bytes())?;
+            let mut reply = String::new();
+            stream.read_to_string(&mut reply)?;
+            let (_, body) = reply.split_once("\r\n\r\n").ok_or_else(|| anyhow!("bad reply {reply:?}"))?;
+            Ok(body.to_owned())
+        })
+        .join()
+        .map_err(|_| anyhow!("proxy client thread panicked"))?
+    }
+
+    fn faults(&self, rules: Value) {
+        self.http("POST", "/_faults", &rules.to_string()).expect("set faults");
+    }
+
+    /// (node index, action, fault) of every call since `since`.
+    fn calls_since(&self, lab: &Lab, since: f64) -> Vec<(Option<usize>, String, Option<String>)> {
+        let calls: Vec<Value> = serde_json::from_str(&self.http("GET", "/_calls", "").expect("calls")).expect("json");
+        calls
+            .into_iter()
+            .filter(|c| c["t"].as_f64().unwrap_or(0.0) >= since)
+            .map(|c| {
+                (
+                    lab.node_by_ip(c["source"].as_str().unwrap_or_default()),
+                    c["action"].as_str().unwrap_or_default().to_owned(),
+                    c["fault"].as_str().map(str::to_owned),
+                )
+            })
+            .collect()
+    }
+}
+
+fn holder(lab: &Lab, nodes: &[usize]) -> usize {
+    let alloc = lab.allocation_ids()[0].clone();
+    lab.wait_for("converged on one verified holder", SETTLE, || {
+        let mut agreed = None;
+        for &i in nodes {
+            let s = lab.daemon_status(i)?;
+            let r = &s["resources"][0];
+            if s["synced"] != true || r["state"] != "held" {
+                return Ok(None);
+            }
+            let h = r["holder"]["node_id"].as_u64().ok_or_else(|| anyhow!("no holder"))? as usize - 1;
+            if agreed.is_some_and(|a| a != h) {
+                return Ok(None);
+            }
+            agreed = Some(h);
+        }
+        // The holder must be one of `nodes`: right after a failure the survivors still name
+        // the dead holder until corosync reports it gone.
+        let Some(h) = agreed.filter(|h| nodes.contains(h)) else { return Ok(None) };
+        Ok((lab.eip(&alloc)?.network_interface_id.as_deref() == Some(lab.eni(h))).then_some(h))
+    })
+    .unwrap_or_else(|e| {
+        let logs: Vec<String> = (0..lab.node_count()).map(|i| lab.daemon_log(i)).collect();
+        panic!("{e:#}\n{}", logs.join("\n-----\n"))
+    })
+}
+
+fn associates(calls: &[(Option<usize>, String, Option<String>)]) -> Vec<(Option<usize>, Option<String>)> {
+    calls.iter().filter(|c| c.1 == "AssociateAddress").map(|c| (c.0, c.2.clone())).collect()
+}
+
+#[test]
+fn failovers_converge_through_ec2_faults_without_duplicate_moves() {
+    let mut lab = Lab::start(LabSpec::new("fault", 32, 3)).expect("lab starts");
+    let proxy = Proxy::start(&lab);
+    let config = format!(
+        "{}\n[aws]\nendpoint_url = \"http://{}:{PROXY_PORT}\"\ncall_timeout = \"1s\"\n",
+        lab.default_daemon_config(),
+        lab.emulator_ip()
+    );
+    for i in 0..3 {
+        lab.write_daemon_config(i, &config).unwrap();
+        lab.start_daemon(i).unwrap();
+    }
+    let first = holder(&lab, &[0, 1, 2]);
+
+    // Throttling and a 5xx on the takeover's AssociateAddress: retried with backoff.
+    proxy.faults(json!([
+        {"action": "AssociateAddress", "mode": "throttle", "count": 2},
+        {"action": "AssociateAddress", "mode": "error500", "count": 1}
+    ]));
+    let t0 = lab::unix_now();
+    lab.kill_corosync(first, Signal::SIGKILL);
+    let rest: Vec<usize> = (0..3).filter(|i| *i != first).collect();
+    let second = holder(&lab, &rest);
+    let calls = proxy.calls_since(&lab, t0);
+    let assoc = associates(&calls);
+    assert_eq!(
+        assoc,
+        vec![
+            (Some(second), Some("throttle".into())),
+            (Some(second), Some("throttle".into())),
+            (Some(second), Some("error500".into())),
+            (Some(second), None)
+        ],
+        "three refused attempts, one success, all from the new holder"
+    );
+    assert!(calls.len() <= 20, "bounded calls: {calls:?}");
+
+    // A call that times out after EC2 applied it: the holder looks before sending it again.
+    let third = rest.iter().copied().find(|i| *i != second).unwrap();
+    proxy.faults(json!([{"action": "AssociateAddress", "mode": "apply_then_hang", "count": 1}]));
+    let t1 = lab::unix_now();
+    let bin = lab.spec().daemon_bin.to_string_lossy().into_owned();
+    let out = lab.node_exec(second, &[&bin, "move", "eip1", "--to", &lab.node_id(third).to_string()]).unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(holder(&lab, &rest), third);
+    let assoc = associates(&proxy.calls_since(&lab, t1));
+    assert_eq!(assoc, vec![(Some(third), Some("apply_then_hang".into()))], "no second AssociateAddress");
+
+    // Slow EC2 and dropped connections on reads during a planned handover.
+    proxy.faults(json!([
+        {"action": "DescribeAddresses", "mode": "drop", "count": 2},
+        {"action": "*", "mode": "latency", "latency_ms": 300}
+    ]));
+    let t2 = lab::unix_now();
+    lab.signal_daemon(third, Signal::SIGTERM).unwrap();
+    assert_eq!(lab.wait_daemon_exit(third, Duration::from_secs(10)).unwrap(), Some(0));
+    assert_eq!(holder(&lab, &[second]), second);
+    let calls = proxy.calls_since(&lab, t2);
+    assert_eq!(associates(&calls).len(), 1, "{calls:?}");
+    assert!(calls.iter().all(|c| c.0 == Some(second)), "only the new holder calls EC2: {calls:?}");
+    assert!(calls.len() <= 12, "bounded calls: {calls:?}");
+    proxy.faults(json!([]));
+    for i in 0..3 {
+        assert!(!lab.daemon_log(i).contains("panicked"));
+    }
+}
