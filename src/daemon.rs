@@ -16,8 +16,8 @@ use crate::config::{Config, EipConfig, VipConfig};
 use crate::control::{self, Command, Request, SharedStatus};
 use crate::core::health::HealthTracker;
 use crate::core::reconcile::{
-    backoff, decide_eip, decide_route, points_at, route_points_at, EipAction, Identity, ObservedEip,
-    ObservedRouteTable, RouteAction,
+    backoff, decide_eip, decide_route, judge_eip, next_epoch, points_at, route_points_at, DriftVerdict, EipAction,
+    Identity, ObservedEip, ObservedRouteTable, Ownership, RouteAction,
 };
 use crate::core::view::{Event, Output, ResourceSpec, View};
 use crate::core::wire::{self, Body, HeldMsg, MemberInfo, WireAssignment};
@@ -64,6 +64,9 @@ enum TaskResult {
         observed: Observed,
         associate_sent: Option<Instant>,
         verified: Instant,
+        /// EIP: the ownership epoch we hold the address with (None: the record could not be
+        /// written).
+        epoch: Option<u64>,
     },
     AcquireFailed {
         resource: String,
@@ -106,6 +109,11 @@ struct LocalResource {
     drift_repairs: u64,
     /// VIP only: whether the address is on our interface (None: not known yet).
     local_address: Option<bool>,
+    /// EIP: the ownership epoch we wrote when we took it.
+    epoch: Option<u64>,
+    /// Generation for which a holder elected in another partition took the address after us;
+    /// we do not take it back while it lasts.
+    yielded: Option<u64>,
     removing: bool,
     /// Set when the view elected us; consumed when the acquisition is verified.
     pending_timeline: Option<PendingTimeline>,
@@ -126,6 +134,8 @@ impl LocalResource {
             retry_at: None,
             drift_repairs: 0,
             local_address: None,
+            epoch: None,
+            yielded: None,
             removing: false,
             pending_timeline: None,
             last_failover: None,
@@ -580,6 +590,7 @@ impl Daemon {
                 local.abort();
                 if want.is_none() {
                     local.held = None;
+                    local.yielded = None;
                     local.pending_timeline = None;
                     local.failures = 0;
                     local.retry_at = None;
@@ -596,7 +607,10 @@ impl Daemon {
                 // A sync round: reads in flight may finish; the permit blocks writes.
                 continue;
             }
-            if local.held == Some(generation) || local.acquiring.as_ref().is_some_and(|(g, _)| *g == generation) {
+            if local.held == Some(generation)
+                || local.yielded == Some(generation)
+                || local.acquiring.as_ref().is_some_and(|(g, _)| *g == generation)
+            {
                 continue;
             }
             if local.retry_at.is_some_and(|at| at > Instant::now()) {
@@ -741,6 +755,7 @@ impl Daemon {
                 observed,
                 associate_sent,
                 verified,
+                epoch,
             } => {
                 let Some(local) = self.resources.get_mut(&resource) else { return Ok(()) };
                 if ours.get(&local.unit) != Some(&generation) {
@@ -748,6 +763,8 @@ impl Daemon {
                 }
                 local.acquiring = None;
                 local.held = Some(generation);
+                local.yielded = None;
+                local.epoch = epoch;
                 local.observed = Some(observed.clone());
                 local.verified_at = Some(SystemTime::now());
                 local.last_error = None;
@@ -878,7 +895,21 @@ impl Daemon {
                     Some(Ok(list)) => match list.iter().find(|o| o.allocation_id == eip.allocation_id) {
                         Some(o) => {
                             local.observed = Some(Observed::Eip(o.clone()));
-                            Ok(points_at(o, &me, eip.private_ip))
+                            match judge_eip(o, &me, eip.private_ip, local.epoch) {
+                                DriftVerdict::Ours => Ok(true),
+                                DriftVerdict::Repair => Ok(false),
+                                DriftVerdict::Yield { to, epoch } => {
+                                    let message = format!(
+                                        "{to} took the address with ownership epoch {epoch} (ours {}): a holder elected in another partition; not taking it back",
+                                        local.epoch.unwrap_or_default()
+                                    );
+                                    warn!(resource = %name, "{message}");
+                                    local.yielded = Some(*generation);
+                                    local.held = None;
+                                    local.last_error = Some(message);
+                                    continue;
+                                }
+                            }
                         }
                         None => Err(format!("allocation {} is missing from DescribeAddresses", eip.allocation_id)),
                     },
@@ -1282,6 +1313,7 @@ impl Daemon {
                     None => "unassigned",
                     Some(h) if view.vanished().contains(&h) => "reattaching",
                     Some(_) if !view.is_synced() => "syncing",
+                    Some(_) if is_local && local.yielded.is_some() => "yielded",
                     Some(_) if is_local && !may_act => "waiting_quorum",
                     Some(_) if is_local && local.held.is_some() => "held",
                     Some(_) if is_local => "acquiring",
@@ -1425,16 +1457,23 @@ async fn acquire_eip(
     };
     let drift = match decide_eip(&observed, me, eip.private_ip) {
         EipAction::AlreadyOurs => {
+            // Our own record stands (a restart or reload); anything else is rewritten.
+            let epoch = match &observed.owner {
+                Some(o) if o.instance_id == me.instance_id => Some(o.epoch),
+                _ => record_owner(ec2, &eip.allocation_id, me, next_epoch(&observed)).await,
+            };
             return TaskResult::Acquired {
                 resource,
                 generation,
                 observed: Observed::Eip(observed),
                 associate_sent: None,
                 verified: Instant::now(),
-            }
+                epoch,
+            };
         }
         EipAction::Associate { drift } => drift,
     };
+    let epoch = next_epoch(&observed);
     // Last gate before mutating EC2: still elected and still quorate?
     if !permit.borrow().contains(&(unit.to_owned(), generation)) {
         return TaskResult::AcquireCancelled { resource, generation };
@@ -1469,13 +1508,16 @@ async fn acquire_eip(
     loop {
         match describe(ACQUIRE_BUDGET).await.and_then(find) {
             Ok(o) if points_at(&o, me, eip.private_ip) => {
+                let verified = Instant::now();
+                let epoch = record_owner(ec2, &eip.allocation_id, me, epoch).await;
                 return TaskResult::Acquired {
                     resource,
                     generation,
                     observed: Observed::Eip(o),
                     associate_sent: Some(sent),
-                    verified: Instant::now(),
-                }
+                    verified,
+                    epoch,
+                };
             }
             Ok(o) if Instant::now() >= deadline => {
                 return failed(Ec2Error {
@@ -1584,5 +1626,22 @@ async fn acquire_vip(
         observed: Observed::Vip(verified_tables),
         associate_sent: sent,
         verified: Instant::now(),
+        epoch: None,
+    }
+}
+
+/// Writes our ownership record; a failure (e.g. no ec2:CreateTags permission) only costs the
+/// split-brain protection, so it is logged and the address stays held.
+async fn record_owner(ec2: &Ec2, allocation_id: &str, me: &Identity, epoch: u64) -> Option<u64> {
+    let owner = Ownership {
+        instance_id: me.instance_id.clone(),
+        epoch,
+    };
+    match ec2.tag_owner(allocation_id, &owner, Duration::from_secs(2)).await {
+        Ok(()) => Some(epoch),
+        Err(e) => {
+            warn!(allocation = %allocation_id, error = %e, "cannot write the ownership tags; split-brain protection is off for this address");
+            None
+        }
     }
 }

@@ -14,7 +14,7 @@ use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 
 use crate::config::AwsConfig;
 use crate::metrics::Metrics;
-use crate::core::reconcile::{backoff, Identity, ObservedEip, ObservedRoute, ObservedRouteTable};
+use crate::core::reconcile::{backoff, Identity, ObservedEip, ObservedRoute, ObservedRouteTable, Ownership, EPOCH_TAG, OWNER_TAG};
 
 /// How an EC2 failure should be handled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -183,6 +183,7 @@ impl Ec2 {
                     instance_id: a.instance_id().filter(|s| !s.is_empty()).map(str::to_owned),
                     network_interface_id: a.network_interface_id().filter(|s| !s.is_empty()).map(str::to_owned),
                     private_ip: a.private_ip_address().map(str::to_owned),
+                    owner: Ownership::from_tags(a.tags().iter().filter_map(|t| Some((t.key()?, t.value()?)))),
                 })
                 .collect())
         })
@@ -212,6 +213,23 @@ impl Ec2 {
             }
             let out = req.send().await.map_err(|e| classify("AssociateAddress", e))?;
             Ok(out.association_id().map(str::to_owned))
+        })
+        .await
+    }
+
+    /// Writes the ownership record (holder instance, epoch) on an address.
+    pub async fn tag_owner(&self, allocation_id: &str, owner: &Ownership, budget: Duration) -> Result<(), Ec2Error> {
+        self.with_retry("CreateTags", budget, || async {
+            let tag = |k: &str, v: String| aws_sdk_ec2::types::Tag::builder().key(k).value(v).build();
+            self.client
+                .create_tags()
+                .resources(allocation_id)
+                .tags(tag(OWNER_TAG, owner.instance_id.clone()))
+                .tags(tag(EPOCH_TAG, owner.epoch.to_string()))
+                .send()
+                .await
+                .map_err(|e| classify("CreateTags", e))?;
+            Ok(())
         })
         .await
     }

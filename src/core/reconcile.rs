@@ -20,6 +20,75 @@ pub struct ObservedEip {
     pub instance_id: Option<String>,
     pub network_interface_id: Option<String>,
     pub private_ip: Option<String>,
+    /// The ownership record the last holder wrote on the address (tags).
+    #[serde(default)]
+    pub owner: Option<Ownership>,
+}
+
+/// Who took the address last, and with which epoch. Written as tags on the address by every
+/// holder after it took it, so that a holder in another partition (a split two-node cluster,
+/// where both halves keep quorum) can see it lost the address deliberately and must not take
+/// it back: one move, no ping-pong.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Ownership {
+    pub instance_id: String,
+    pub epoch: u64,
+}
+
+pub const OWNER_TAG: &str = "corosync-eip:holder";
+pub const EPOCH_TAG: &str = "corosync-eip:epoch";
+
+impl Ownership {
+    /// From the address's tags; None when absent or malformed (then nobody yields to it).
+    pub fn from_tags<'a>(tags: impl IntoIterator<Item = (&'a str, &'a str)>) -> Option<Ownership> {
+        let mut holder = None;
+        let mut epoch = None;
+        for (k, v) in tags {
+            match k {
+                OWNER_TAG if v.starts_with("i-") => holder = Some(v.to_owned()),
+                EPOCH_TAG => epoch = v.parse::<u64>().ok(),
+                _ => {}
+            }
+        }
+        Some(Ownership {
+            instance_id: holder?,
+            epoch: epoch?,
+        })
+    }
+}
+
+/// The epoch a new holder writes: one above whatever the address carries.
+pub fn next_epoch(observed: &ObservedEip) -> u64 {
+    observed.owner.as_ref().map_or(0, |o| o.epoch).saturating_add(1)
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DriftVerdict {
+    Ours,
+    /// Someone moved it without a newer ownership record (an operator, a script): put it back.
+    Repair,
+    /// A holder elected elsewhere took it after us: leave it there.
+    Yield { to: String, epoch: u64 },
+}
+
+/// What the holder does when its monitor reads the address. `our_epoch` is the epoch we wrote.
+pub fn judge_eip(observed: &ObservedEip, me: &Identity, private_ip: Option<Ipv4Addr>, our_epoch: Option<u64>) -> DriftVerdict {
+    if points_at(observed, me, private_ip) {
+        return DriftVerdict::Ours;
+    }
+    match (&observed.owner, our_epoch) {
+        (Some(owner), Some(ours))
+            if owner.epoch > ours
+                && owner.instance_id != me.instance_id
+                && observed.instance_id.as_deref() == Some(owner.instance_id.as_str()) =>
+        {
+            DriftVerdict::Yield {
+                to: owner.instance_id.clone(),
+                epoch: owner.epoch,
+            }
+        }
+        _ => DriftVerdict::Repair,
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -186,6 +255,36 @@ mod tests {
         assert_eq!(decide_route(Some(&empty), dest, "eni-me", true), RouteAction::Create);
         assert_eq!(decide_route(Some(&empty), dest, "eni-me", false), RouteAction::Missing);
         assert_eq!(decide_route(None, dest, "eni-me", true), RouteAction::NoTable);
+    }
+
+    fn owned(instance: &str, epoch: u64) -> ObservedEip {
+        ObservedEip {
+            owner: Some(Ownership { instance_id: instance.into(), epoch }),
+            ..eip(Some(instance), Some("eni-x"), None)
+        }
+    }
+
+    #[test]
+    fn ownership_tags_parse() {
+        let o = Ownership::from_tags([(OWNER_TAG, "i-1"), (EPOCH_TAG, "7"), ("Name", "web")]).unwrap();
+        assert_eq!(o, Ownership { instance_id: "i-1".into(), epoch: 7 });
+        assert_eq!(Ownership::from_tags([(OWNER_TAG, "i-1"), (EPOCH_TAG, "seven")]), None);
+        assert_eq!(Ownership::from_tags([(EPOCH_TAG, "7")]), None);
+        assert_eq!(next_epoch(&owned("i-1", 7)), 8);
+        assert_eq!(next_epoch(&eip(None, None, None)), 1);
+    }
+
+    #[test]
+    fn a_newer_holder_elsewhere_is_yielded_to_anything_else_repaired() {
+        let me = me(Some("eni-me"));
+        assert_eq!(judge_eip(&owned("i-other", 6), &me, None, Some(5)), DriftVerdict::Yield { to: "i-other".into(), epoch: 6 });
+        assert_eq!(judge_eip(&owned("i-other", 5), &me, None, Some(5)), DriftVerdict::Repair, "not newer");
+        assert_eq!(judge_eip(&owned("i-other", 9), &me, None, None), DriftVerdict::Repair, "we never wrote one");
+        // Tag says i-other but the address sits on a third instance: an out-of-band move.
+        let mut stray = owned("i-other", 9);
+        stray.instance_id = Some("i-third".into());
+        assert_eq!(judge_eip(&stray, &me, None, Some(5)), DriftVerdict::Repair);
+        assert_eq!(judge_eip(&eip(Some("i-me"), Some("eni-me"), None), &me, None, Some(5)), DriftVerdict::Ours);
     }
 
     #[test]
