@@ -283,7 +283,7 @@ fn corosync_restart_under_a_standby_changes_nothing_and_drift_is_repaired_once()
 fn two_node_split_moves_once_and_never_ping_pongs() {
     // two_node: 1 — both halves of a split keep quorum, the classic split brain. The ownership
     // record on the address makes the old holder yield instead of fighting back.
-    let mut lab = start_lab("split", 15, 2);
+    let lab = start_lab("split", 15, 2);
     let holder = settled_holder(&lab, &[0, 1], 2);
     let other = 1 - holder;
     let t0 = lab::unix_now();

@@ -12,7 +12,7 @@ use super::placement;
 use super::wire::{Body, Departure, HeldMsg, MemberInfo, StateMsg, WireAssignment, WireDeparture};
 use super::{MemberId, NodeId};
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Assignment {
     /// None while the previous holder is gone and no eligible member was found yet.
     pub holder: Option<MemberId>,
@@ -25,7 +25,7 @@ pub struct Assignment {
 }
 
 /// Why a member left the CPG group, as corosync reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum LeaveReason {
     /// `cpg_leave` or the process went away while its node stayed in the membership.
     ProcessGone,
@@ -33,7 +33,7 @@ pub enum LeaveReason {
     NodeDown,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Event {
     /// A CPG configuration change: the full new member list and who left.
     Confchg {
@@ -48,7 +48,7 @@ pub enum Event {
 }
 
 /// What the adapter must do after feeding an event.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Output {
     Send(Body),
     /// A member vanished holding addresses: start its reattach grace timer.
@@ -62,7 +62,7 @@ pub enum Output {
     },
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Phase {
     /// We know nothing about the cluster yet.
     Joining,
@@ -76,13 +76,13 @@ enum Phase {
 }
 
 /// A placement unit: an ungrouped resource or a group, placed as one.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ResourceSpec {
     pub name: String,
     pub prefer: Vec<NodeId>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct View {
     local: MemberId,
     local_info: MemberInfo,

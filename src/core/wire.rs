@@ -18,7 +18,7 @@ pub struct Envelope {
     pub body: Body,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Body {
     /// Sent by every member after each membership change that brings in new members.
@@ -46,7 +46,7 @@ pub enum Body {
     GraceExpired { member: MemberId },
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct MemberInfo {
     pub instance_id: String,
     #[serde(default)]
@@ -69,7 +69,7 @@ fn yes() -> bool {
     true
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct StateMsg {
     pub info: MemberInfo,
     /// The membership the sender saw when it sent this; a State from an older round is ignored.
@@ -84,7 +84,7 @@ pub struct StateMsg {
     pub placed: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct WireAssignment {
     pub resource: String,
     pub holder: Option<MemberId>,
@@ -95,7 +95,7 @@ pub struct WireAssignment {
     pub verified: Vec<HeldMsg>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Departure {
     /// Announced Release: take over at once.
@@ -107,13 +107,13 @@ pub enum Departure {
     NodeDown,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct WireDeparture {
     pub member: MemberId,
     pub kind: Departure,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct HeldMsg {
     /// The unit (group or ungrouped resource) whose holder verified.
     pub unit: String,
