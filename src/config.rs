@@ -733,6 +733,43 @@ allocation_id = "eipalloc-2"
         parse(text).unwrap_err().to_string()
     }
 
+    use proptest::prelude::*;
+
+    fn line() -> impl Strategy<Value = String> {
+        let key = prop_oneof![
+            Just("group"), Just("monitor_interval"), Just("reattach_grace"), Just("startup_wait"),
+            Just("prefer"), Just("name"), Just("allocation_id"), Just("address"), Just("route_tables"),
+            Just("interface"), Just("label"), Just("command"), Just("systemd_unit"), Just("rise"),
+            Just("fall"), Just("listen"), Just("events"), Just("private_ip"), Just("group"),
+        ];
+        let value = prop_oneof![
+            Just("\"10s\"".to_string()), Just("\"0ms\"".to_string()), Just("[1, 2]".to_string()),
+            Just("[0]".to_string()), Just("\"eipalloc-1\"".to_string()), Just("\"rtb-1\"".to_string()),
+            Just("[\"rtb-1\", \"rtb-1\"]".to_string()), Just("4294967295".to_string()), Just("-1".to_string()),
+            Just("\"172.31.255.10\"".to_string()), "\"[^\"\\\\]{0,12}\"".prop_map(|s| s),
+        ];
+        let section = prop_oneof![
+            Just("[cluster]"), Just("[aws]"), Just("[node]"), Just("[daemon]"), Just("[metrics]"),
+            Just("[[eip]]"), Just("[[vip]]"), Just("[[health]]"), Just("[[notify]]"),
+        ];
+        prop_oneof![
+            section.prop_map(String::from),
+            (key, value).prop_map(|(k, v)| format!("{k} = {v}")),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn parser_never_panics_on_arbitrary_text(text in "\\PC{0,400}") {
+            let _ = parse(&text);
+        }
+
+        #[test]
+        fn parser_never_panics_on_near_valid_files(lines in proptest::collection::vec(line(), 0..30)) {
+            let _ = parse(&lines.join("\n"));
+        }
+    }
+
     #[test]
     fn errors_name_the_key() {
         assert!(error_of("[cluster]\nmonitor_interval = \"soon\"\n").contains("monitor_interval"));
@@ -747,5 +784,18 @@ allocation_id = "eipalloc-2"
         assert!(error_of(&format!("[node]\ninstance_id = \"web1\"\n{MINIMAL}")).contains("node.instance_id"));
         assert!(error_of(&format!("[aws]\nendpoint_url = \"ec2.local\"\n{MINIMAL}")).contains("aws.endpoint_url"));
         assert!(error_of("[[eip]\n").contains("test.toml"));
+        let vip = "[[vip]]\nname = \"db\"\naddress = \"172.31.255.10\"\nroute_tables = [\"rtb-1\"]\n";
+        assert!(parse(vip).is_ok());
+        assert!(error_of(&vip.replace("172.31.255.10", "172.31.255")).contains("vip[0].address"));
+        assert!(error_of(&vip.replace("[\"rtb-1\"]", "[]")).contains("vip[0].route_tables"));
+        assert!(error_of(&vip.replace("rtb-1", "subnet-1")).contains("vip[0].route_tables"));
+        assert!(error_of(&format!("{vip}label = \"eth1:db\"\n")).contains("vip[0].label"));
+        assert!(error_of(&format!("{vip}{vip}")).contains("vip[1].name"));
+        assert!(error_of(&format!("{MINIMAL}group = \"db\"\n{vip}")).contains("names both a group and an ungrouped resource"));
+        assert!(error_of(&format!("{MINIMAL}prefer = [1]\ngroup = \"g\"\n{vip}group = \"g\"\n")).contains("same preference order"));
+        assert!(error_of(&format!("{MINIMAL}[[health]]\nname = \"h\"\n")).contains("health[0].command"));
+        assert!(error_of(&format!("{MINIMAL}[[health]]\nname = \"h\"\ncommand = \"true\"\nrise = 0\n")).contains("health[0].rise"));
+        assert!(error_of(&format!("{MINIMAL}[[notify]]\nname = \"n\"\ncommand = \"true\"\nevents = [\"boot\"]\n")).contains("notify[0].events"));
+        assert!(error_of(&format!("[metrics]\nlisten = \"localhost\"\n{MINIMAL}")).contains("metrics.listen"));
     }
 }
