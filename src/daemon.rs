@@ -185,6 +185,7 @@ pub struct Daemon {
     config: Config,
     config_path: PathBuf,
     identity: Identity,
+    availability_zone: Option<String>,
     ec2: Ec2,
     addresses: Option<Arc<LocalAddresses>>,
     status: SharedStatus,
@@ -253,7 +254,14 @@ pub async fn run(config: Config, config_path: PathBuf) -> anyhow::Result<Exit> {
             }
         }
     };
-    info!(instance = %identity.instance_id, eni = ?identity.network_interface_id, "node identity");
+    let availability_zone = match ec2.availability_zone(&identity.instance_id, Duration::from_secs(5)).await {
+        Ok(az) => az,
+        Err(e) => {
+            warn!(error = %e, "cannot read this instance's availability zone");
+            None
+        }
+    };
+    info!(instance = %identity.instance_id, eni = ?identity.network_interface_id, az = ?availability_zone, "node identity");
 
     let mut warnings = Vec::new();
     let addresses = if config.vips.is_empty() {
@@ -306,6 +314,7 @@ pub async fn run(config: Config, config_path: PathBuf) -> anyhow::Result<Exit> {
         config,
         config_path,
         identity,
+        availability_zone,
         ec2,
         addresses,
         status,
@@ -431,6 +440,7 @@ impl Daemon {
             eligible: self.eligible_locally(),
             standby: self.standby_persisted,
             nodes: cs.initial_nodes().to_vec(),
+            availability_zone: self.availability_zone.clone(),
         };
         let mut view = View::new(cs.local(), info, self.unit_specs());
         if let Some(table) = seed {
@@ -1297,6 +1307,7 @@ impl Daemon {
                     quorate: info.map(|i| i.quorate),
                     eligible: info.map(|i| i.eligible),
                     standby: info.map(|i| i.standby),
+                    availability_zone: info.and_then(|i| i.availability_zone.clone()),
                 }
             })
             .collect();
@@ -1405,6 +1416,7 @@ impl Daemon {
         self.export(view, &resources);
         let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
         s.node_id = Some(view.local().node);
+        s.group = self.config.cluster.group.clone();
         s.instance_id = Some(self.identity.instance_id.clone());
         s.network_interface_id = self.identity.network_interface_id.clone();
         s.corosync = "connected".into();

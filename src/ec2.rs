@@ -322,6 +322,25 @@ impl Ec2 {
         .await
     }
 
+    /// The availability zone an instance runs in (shown in status next to each member).
+    pub async fn availability_zone(&self, instance_id: &str, budget: Duration) -> Result<Option<String>, Ec2Error> {
+        self.with_retry("DescribeInstances", budget, || async {
+            let out = self
+                .client
+                .describe_instances()
+                .instance_ids(instance_id)
+                .send()
+                .await
+                .map_err(|e| classify("DescribeInstances", e))?;
+            Ok(out
+                .reservations()
+                .iter()
+                .flat_map(|r| r.instances())
+                .find_map(|i| i.placement().and_then(|p| p.availability_zone()).map(str::to_owned)))
+        })
+        .await
+    }
+
     /// The primary (device index 0) network interface of an instance.
     pub async fn primary_interface(&self, instance_id: &str, budget: Duration) -> Result<Option<String>, Ec2Error> {
         self.with_retry("DescribeInstances", budget, || async {

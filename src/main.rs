@@ -256,7 +256,8 @@ fn render(r: &StatusReport, color: bool) -> String {
     let yes_no = |b: bool| if b { paint("yes", "32") } else { paint("NO", "1;31") };
     let _ = writeln!(
         out,
-        "node {} (pid {}), instance {}, corosync {}, synced {}, quorate {}{}",
+        "cluster group {}: node {} (pid {}), instance {}, corosync {}, synced {}, quorate {}{}",
+        r.group,
         r.node_id.map_or("?".into(), |n| n.to_string()),
         r.pid,
         r.instance_id.as_deref().unwrap_or("?"),
@@ -280,11 +281,12 @@ fn render(r: &StatusReport, color: bool) -> String {
         };
         let _ = writeln!(
             out,
-            "  node {:<4} pid {:<8} {:<22} {}{}",
+            "  node {:<4} pid {:<8} {:<22} {:<22} {:<16}{}",
             m.node_id,
             m.pid,
             m.instance_id.as_deref().unwrap_or("(joining)"),
             m.network_interface_id.as_deref().unwrap_or(""),
+            m.availability_zone.as_deref().unwrap_or(""),
             flags
         );
     }

@@ -18,6 +18,8 @@ pub const SCHEMA: &str = "corosync-eip/status/v1";
 pub struct StatusReport {
     pub schema: String,
     pub version: String,
+    /// The CPG group (cluster.group).
+    pub group: String,
     pub node_id: Option<u32>,
     pub pid: u32,
     pub instance_id: Option<String>,
@@ -60,6 +62,7 @@ pub struct MemberStatus {
     pub quorate: Option<bool>,
     pub eligible: Option<bool>,
     pub standby: Option<bool>,
+    pub availability_zone: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

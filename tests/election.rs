@@ -68,6 +68,7 @@ impl Partition {
             eligible: true,
             standby: false,
             nodes: self.nodes.clone(),
+            availability_zone: None,
         };
         let specs = self
             .resources

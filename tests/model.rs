@@ -67,6 +67,7 @@ fn info(quorate: bool, nodes: &[u32]) -> MemberInfo {
         eligible: true,
         standby: false,
         nodes: nodes.to_vec(),
+        availability_zone: None,
     }
 }
 

@@ -92,6 +92,8 @@ fn status_metrics_and_notify_hooks() {
     for i in 0..3 {
         assert!(text.contains(lab.instance_id(i)), "member {i} missing:\n{text}");
     }
+    assert!(text.contains(&lab.seed_info().instances[0].az), "availability zone shown:\n{text}");
+    assert!(text.contains("cluster group corosync-eip"), "{text}");
     assert!(text.contains(&alloc) && text.contains("held"), "{text}");
     assert!(text.contains(&format!("holder node {}", lab.node_id(h))), "{text}");
     assert!(!text.contains('\u{1b}'), "no colours when not a terminal");

@@ -63,6 +63,8 @@ pub struct MemberInfo {
     /// Corosync nodes in the sender's quorum membership.
     #[serde(default)]
     pub nodes: Vec<u32>,
+    #[serde(default)]
+    pub availability_zone: Option<String>,
 }
 
 fn yes() -> bool {
