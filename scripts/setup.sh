@@ -14,14 +14,23 @@ $SUDO apt-get update
 $SUDO apt-get install -y \
     corosync libcorosync-common-dev libcpg-dev libquorum-dev libvotequorum-dev \
     libcfg-dev libcmap-dev iproute2 iptables procps python3-venv util-linux
+# Packaging checks (tests/packaging.rs, scripts/build-rpm.sh): rpmbuild, the SELinux
+# reference-policy Makefile, systemd-analyze; qdevice/qnetd for the 2-node corosync.conf
+# sample (tests/corosync_conf.rs). Recommends would pull in setools' plotting stack.
+$SUDO apt-get install -y --no-install-recommends \
+    rpm checkpolicy selinux-policy-dev systemd corosync-qdevice corosync-qnetd
 
 # The lab runs its own corosync processes inside network namespaces: the host's
 # service must not be running (it would also bind knet ports on the host).
 if command -v systemctl >/dev/null 2>&1; then
     $SUDO systemctl disable --now corosync >/dev/null 2>&1 || true
+    # the lab runs its own qnetd; the host's would hold /run/corosync-qnetd
+    $SUDO systemctl disable --now corosync-qdevice corosync-qnetd >/dev/null 2>&1 || true
 fi
 if [ -x /usr/sbin/service ] && [ ! -d /run/systemd/system ]; then
     $SUDO /usr/sbin/service corosync stop >/dev/null 2>&1 || true
+    $SUDO /usr/sbin/service corosync-qdevice stop >/dev/null 2>&1 || true
+    $SUDO /usr/sbin/service corosync-qnetd stop >/dev/null 2>&1 || true
 fi
 
 # Python venv for the EC2 emulator (moto) and lab helpers.
