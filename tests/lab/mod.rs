@@ -1011,6 +1011,16 @@ impl Lab {
     pub fn state_dir(&self, i: usize) -> PathBuf {
         self.nodes[i].dir.join("var-lib-corosync-eip")
     }
+    /// Host path of node i's /etc/corosync: a test may put another corosync.conf, an authkey
+    /// or uidgid.d snippets there, then `kill_corosync` + `start_corosync`.
+    pub fn etc_corosync_dir(&self, i: usize) -> PathBuf {
+        self.nodes[i].dir.join("etc-corosync")
+    }
+    /// The emulator's network namespace (address `emulator_ip`): room for another lab-wide
+    /// service such as corosync-qnetd.
+    pub fn emulator_netns(&self) -> &str {
+        &self.emu_netns
+    }
     pub fn emulator_ip(&self) -> Ipv4Addr {
         Ipv4Addr::new(10, 213, self.spec.subnet, 250)
     }
