@@ -22,6 +22,18 @@ Patches applied to moto's EC2 model before serving (see patch_moto()):
   (f) Source/destination check is one flag per ENI: an instance's SourceDestCheck is its
       primary ENI's (moto kept two independent flags, so ModifyInstanceAttribute did not
       show in DescribeNetworkInterfaces and vice versa).
+  (g) DryRun on CreateRoute, ReplaceRoute, DeleteRoute and DescribeRouteTables: AWS checks
+      permissions and answers DryRunOperation (allowed) or UnauthorizedOperation, changing
+      nothing. moto ignored the flag on these four and performed the call: a "DryRun"
+      ReplaceRoute really moved the route.
+  (h) IAM enforcement (off until the lab posts to /moto-api/reset-auth, see Lab::enforce_iam):
+      - the lab's own keys (LAB_ROOT_ACCESS_KEY_ID, default "testing") act as the account's
+        root user: AWS never applies identity policies to the root user; moto only knew IAM
+        users and rejected any other key, which would lock the lab's own helpers out;
+      - a denied EC2 call fails like AWS: HTTP 403, code UnauthorizedOperation, "You are not
+        authorized to perform this operation. User: ARN is not authorized to perform:
+        ec2:ACTION ..." in EC2's <Response><Errors> envelope; moto answered the IAM/STS-style
+        AccessDenied in an <ErrorResponse> envelope.
   Not patched, because moto already matches AWS: ReplaceRoute on a destination the table
   does not have fails with InvalidParameterValue ("There is no route defined for '<cidr>'
   in the route table. Use CreateRoute instead."), not InvalidRoute.NotFound (AWS's real
@@ -89,6 +101,8 @@ def patch_moto():
 
     patch_routes()
     patch_source_dest_check()
+    patch_route_dry_run()
+    patch_iam()
 
 
 def _canonical_cidr(cidr):
@@ -202,6 +216,102 @@ def patch_source_dest_check():
             nics[0].source_dest_check = value
 
     Instance.source_dest_check = property(get_sdc, set_sdc)
+
+
+def patch_route_dry_run():
+    from moto.ec2.responses.route_tables import RouteTables
+
+    # (g) AWS: every EC2 action takes DryRun; the answer is DryRunOperation (allowed) or
+    # UnauthorizedOperation, and nothing changes. moto 5.2's RouteTables handlers for these four
+    # never looked at the flag, so a DryRun ReplaceRoute/CreateRoute/DeleteRoute was performed.
+    def with_dry_run(orig):
+        def handler(self):
+            self.error_on_dryrun()
+            return orig(self)
+        handler.__name__ = orig.__name__
+        return handler
+
+    for name in ("create_route", "replace_route", "delete_route", "describe_route_tables"):
+        setattr(RouteTables, name, with_dry_run(getattr(RouteTables, name)))
+
+
+def patch_iam():
+    import secrets
+    from xml.sax.saxutils import escape
+
+    from werkzeug.exceptions import HTTPException
+
+    import moto.iam.access_control as ac
+
+    root_key = os.environ.get("LAB_ROOT_ACCESS_KEY_ID", "testing")
+    root_secret = os.environ.get("LAB_ROOT_SECRET_ACCESS_KEY", "testing")
+
+    class RootAccessKey:
+        """(h) The account root user's access key: signature checked, no policy applies."""
+
+        is_lab_root = True
+
+        def __init__(self, account_id, partition):
+            self.arn = f"arn:{partition}:iam::{account_id}:root"
+
+        def create_credentials(self):
+            from botocore.credentials import Credentials
+            return Credentials(root_key, root_secret)
+
+        def collect_policies(self):
+            return []
+
+    orig_create_access_key = ac.create_access_key
+
+    def create_access_key(account_id, partition, access_key_id, headers):
+        if access_key_id == root_key:
+            return RootAccessKey(account_id, partition)
+        return orig_create_access_key(account_id, partition, access_key_id, headers)
+
+    ac.create_access_key = create_access_key
+
+    orig_check = ac.IAMRequestBase.check_action_permitted
+
+    def check_action_permitted(self, resource):
+        if getattr(self._access_key, "is_lab_root", False):
+            return
+        return orig_check(self, resource)
+
+    ac.IAMRequestBase.check_action_permitted = check_action_permitted
+
+    class UnauthorizedOperation(HTTPException):
+        code = 403
+
+        def __init__(self, user_arn, action):
+            super().__init__()
+            message = (
+                "You are not authorized to perform this operation. "
+                f"User: {user_arn} is not authorized to perform: {action} "
+                f"because no identity-based policy allows the {action} action. "
+                f"Encoded authorization failure message: lab-{secrets.token_hex(16)}"
+            )
+            self.description = (
+                '<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error>'
+                "<Code>UnauthorizedOperation</Code>"
+                f"<Message>{escape(message)}</Message>"
+                "</Error></Errors>"
+                f"<RequestID>{secrets.token_hex(8)}</RequestID></Response>"
+            )
+
+        def get_headers(self, *args, **kwargs):
+            return [("Content-Type", "text/xml;charset=UTF-8")]
+
+        def get_body(self, *args, **kwargs):
+            return self.description
+
+    orig_denied = ac.IAMRequest._raise_access_denied
+
+    def raise_access_denied(self):
+        if self._service == "ec2":
+            raise UnauthorizedOperation(self._access_key.arn, self._action)
+        return orig_denied(self)
+
+    ac.IAMRequest._raise_access_denied = raise_access_denied
 
 
 def _flatten(qs):

@@ -1732,6 +1732,58 @@ impl Lab {
         })
     }
 
+    // -----------------------------------------------------------------------------------------
+    // IMDS and IAM (pre-flight check tests)
+
+    /// Kills node i's IMDS responder (as if IMDS were disabled or out of hops).
+    pub fn stop_imds(&mut self, i: usize) {
+        kill_and_reap(&mut self.nodes[i].imds);
+    }
+
+    /// Starts node i's IMDS responder again after `stop_imds`.
+    pub fn restart_imds(&mut self, i: usize) -> Result<()> {
+        kill_and_reap(&mut self.nodes[i].imds);
+        fs::write(self.nodes[i].dir.join("imds.log"), "")?;
+        self.start_imds(i)?;
+        self.wait_imds(i)
+    }
+
+    fn iam_script(&self, args: &[&str]) -> Result<Output> {
+        run(Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", self.emu_netns))
+            .arg("--")
+            .arg(venv_python())
+            .arg(repo_root().join("tests/lab/iam.py"))
+            .args(["--endpoint", &self.emulator_url()])
+            .args(args))
+    }
+
+    /// Creates an IAM user in the emulator with `policy` (an IAM policy document) as its only
+    /// inline policy; returns its (access key id, secret access key). Give them to a node's
+    /// command with `.env("AWS_ACCESS_KEY_ID", ..)` after `node_command`.
+    pub fn create_iam_user(&self, name: &str, policy: &serde_json::Value) -> Result<(String, String)> {
+        let out = self
+            .iam_script(&["user", name, &policy.to_string()])
+            .with_context(|| format!("creating IAM user {name}"))?;
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        let field = |k: &str| {
+            v[k].as_str()
+                .map(str::to_string)
+                .ok_or_else(|| anyhow!("iam.py gave no {k}"))
+        };
+        Ok((field("access_key_id")?, field("secret_access_key")?))
+    }
+
+    /// Turns IAM enforcement in the emulator on or off. While on, every request must be signed
+    /// by an IAM user's key and allowed by its policies (denied EC2 calls fail with
+    /// UnauthorizedOperation); the lab's own keys ("testing") act as the account root and are
+    /// always allowed, so the lab's helpers and daemons keep working.
+    pub fn enforce_iam(&self, on: bool) -> Result<()> {
+        self.iam_script(&["enforce", if on { "on" } else { "off" }])
+            .context("switching IAM enforcement")?;
+        Ok(())
+    }
+
     /// Every EC2 API request the emulator received so far.
     pub fn ec2_requests(&self) -> Result<Vec<Ec2Request>> {
         let text = match fs::read_to_string(self.request_log_path()) {
