@@ -2,6 +2,7 @@
 //!
 //! `core` is pure decision logic; the other modules are thin adapters around it.
 
+pub mod check;
 pub mod config;
 pub mod control;
 pub mod core;

@@ -27,6 +27,12 @@ enum Command {
         #[arg(long)]
         check_config: bool,
     },
+    /// Pre-flight check on this node: IMDS, credentials, region, EC2 endpoint, permissions
+    /// (DryRun), configured resources, source/dest check and corosync. Exits 1 on any failure.
+    Check {
+        #[arg(long, default_value = DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+    },
     /// Show this node's view, read from the running daemon.
     Status {
         /// Machine-readable output (schema corosync-eip/status/v1).
@@ -104,6 +110,30 @@ fn main() -> ExitCode {
         Command::Unstandby { node, target } => command(&target, &format!("unstandby {}", node.unwrap_or_default())),
         Command::Move { resource, to, target } => command(&target, &format!("move {resource} {to}")),
         Command::Generate { what } => generate(what),
+        Command::Check { config } => check(&config),
+    }
+}
+
+fn check(path: &Path) -> ExitCode {
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("corosync-eip: invalid configuration: {e}");
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
+    };
+    let report = match runtime() {
+        Ok(rt) => rt.block_on(corosync_eip::check::run_checks(&config)),
+        Err(e) => {
+            eprintln!("corosync-eip: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    print!("{}", report.render(std::io::IsTerminal::is_terminal(&std::io::stdout())));
+    if report.failed() {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
     }
 }
 
