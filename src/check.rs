@@ -874,7 +874,20 @@ async fn ec2_checks(
         )),
     }
 
-    // 4. permissions, all DryRun calls at once
+    // 4. permissions, beside 5. resources and 6. source/dest check
+    let (perm_items, res_items) = tokio::join!(permission_items(config, client, &me), resource_checks(config, client, &me));
+    items.extend(perm_items);
+    items.extend(res_items);
+    items
+}
+
+/// Every permission the configuration needs, proven with DryRun calls (all at once). Also run
+/// periodically by the daemon on nodes that hold nothing, so IAM drift shows before a failover.
+pub async fn permissions(config: &Config, client: &aws_sdk_ec2::Client, instance_id: Option<String>, eni: Option<String>) -> Vec<CheckItem> {
+    permission_items(config, client, &Me { instance_id, eni }).await
+}
+
+async fn permission_items(config: &Config, client: &aws_sdk_ec2::Client, me: &Me) -> Vec<CheckItem> {
     let mut perms: Vec<std::pin::Pin<Box<dyn Future<Output = CheckItem> + Send + '_>>> = Vec::new();
     for eip in &config.eips {
         let name = format!(
@@ -1014,12 +1027,7 @@ async fn ec2_checks(
         )
     }));
 
-    // 5. resources and 6. source/dest check, beside the permission calls
-    let resources = resource_checks(config, client, &me);
-    let (perm_items, res_items) = tokio::join!(futures_util::future::join_all(perms), resources);
-    items.extend(perm_items);
-    items.extend(res_items);
-    items
+    futures_util::future::join_all(perms).await
 }
 
 async fn resource_checks(config: &Config, client: &aws_sdk_ec2::Client, me: &Me) -> Vec<CheckItem> {

@@ -75,6 +75,9 @@ pub struct AwsConfig {
     pub endpoint_url: Option<String>,
     pub profile: Option<String>,
     pub call_timeout: Duration,
+    /// How often a node that holds nothing proves its EC2 permissions with DryRun calls
+    /// (zero: never).
+    pub permission_check_interval: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -209,6 +212,8 @@ struct RawAws {
     profile: Option<String>,
     #[serde(default, deserialize_with = "opt_duration")]
     call_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    permission_check_interval: Option<Duration>,
 }
 
 #[derive(Deserialize, Default)]
@@ -326,6 +331,10 @@ impl Config {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
                 return Err(invalid("aws.endpoint_url", format!("`{url}` must start with https:// (or http://)")));
             }
+        }
+        let permission_check_interval = raw.aws.permission_check_interval.unwrap_or(Duration::from_secs(300));
+        if !permission_check_interval.is_zero() && permission_check_interval < Duration::from_secs(1) {
+            return Err(invalid("aws.permission_check_interval", "must be 0 (off) or at least 1s".into()));
         }
         let call_timeout = raw.aws.call_timeout.unwrap_or(Duration::from_secs(5));
         if call_timeout < Duration::from_millis(100) {
@@ -563,6 +572,7 @@ impl Config {
                 endpoint_url: raw.aws.endpoint_url,
                 profile: raw.aws.profile,
                 call_timeout,
+                permission_check_interval,
             },
             node: NodeConfig {
                 instance_id: raw.node.instance_id,

@@ -85,6 +85,8 @@ enum TaskResult {
     GraceExpired(MemberId),
     StartupWaitOver,
     Health { index: usize, result: Result<(), String> },
+    /// DryRun permission checks of an idle node: the failing ones.
+    Permissions(Vec<String>),
 }
 
 #[derive(Clone)]
@@ -201,6 +203,9 @@ pub struct Daemon {
     standby_persisted: bool,
     startup_timer_armed: bool,
     warnings: Vec<String>,
+    /// Permissions the last DryRun check on this (idle) node found missing.
+    permission_warnings: Vec<String>,
+    permission_check_running: bool,
     metrics: Arc<Metrics>,
     /// Last STATUS= line sent to systemd, and whether READY=1 went out in this process.
     systemd_status: String,
@@ -329,6 +334,8 @@ pub async fn run(config: Config, config_path: PathBuf) -> anyhow::Result<Exit> {
         standby_persisted,
         startup_timer_armed: false,
         warnings,
+        permission_warnings: Vec::new(),
+        permission_check_running: false,
         metrics,
         systemd_status: String::new(),
         ready_sent: false,
@@ -451,6 +458,11 @@ impl Daemon {
         monitor.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut local_quorate = cs.initially_quorate();
         let mut watchdog = tokio::time::interval(systemd::watchdog_interval().unwrap_or(Duration::from_secs(3600)));
+        let permission_every = self.config.aws.permission_check_interval;
+        // The first check one period after start: a starting node has nothing yet anyway.
+        let period = if permission_every.is_zero() { Duration::from_secs(86400 * 365) } else { permission_every };
+        let mut permission_check = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        permission_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         self.publish(&view, local_quorate);
         loop {
             let step: Result<(), CorosyncError> = tokio::select! {
@@ -467,6 +479,10 @@ impl Daemon {
                 Some(request) = self.requests.recv() => self.on_request(cs, &view, request).await,
                 _ = monitor.tick() => {
                     self.start_monitor(&view);
+                    Ok(())
+                }
+                _ = permission_check.tick(), if !permission_every.is_zero() => {
+                    self.start_permission_check(&view);
                     Ok(())
                 }
                 _ = signals.term.recv() => return self.release(cs, &view).await,
@@ -875,6 +891,18 @@ impl Daemon {
                     }
                 }
             }
+            TaskResult::Permissions(failing) => {
+                self.permission_check_running = false;
+                if failing != self.permission_warnings {
+                    for f in &failing {
+                        warn!(problem = %f, "EC2 permission check failed on this standby node: a failover to it would fail");
+                    }
+                    if failing.is_empty() && !self.permission_warnings.is_empty() {
+                        info!("EC2 permission checks pass again");
+                    }
+                }
+                self.permission_warnings = failing;
+            }
             TaskResult::Monitored { eips, routes, local } => {
                 self.monitor_running = false;
                 self.check_drift(view, eips, routes, local);
@@ -1021,6 +1049,29 @@ impl Daemon {
                 }
             }
             let _ = tx.send(TaskResult::Monitored { eips, routes, local });
+        });
+    }
+
+    /// On a node that holds nothing, prove with DryRun calls that it could take over: IAM drift
+    /// is found before a failover needs the permissions, not during it.
+    fn start_permission_check(&mut self, view: &View) {
+        if self.permission_check_running || !view.held_by_local().is_empty() {
+            return;
+        }
+        self.permission_check_running = true;
+        let config = self.config.clone();
+        let client = self.ec2.client().clone();
+        let instance = Some(self.identity.instance_id.clone());
+        let eni = self.identity.network_interface_id.clone();
+        let tx = self.results_tx.clone();
+        tokio::spawn(async move {
+            let items = crate::check::permissions(&config, &client, instance, eni).await;
+            let failing = items
+                .into_iter()
+                .filter(|i| i.status != crate::check::CheckStatus::Pass)
+                .map(|i| format!("{}: {}", i.name, i.detail))
+                .collect();
+            let _ = tx.send(TaskResult::Permissions(failing));
         });
     }
 
@@ -1429,7 +1480,7 @@ impl Daemon {
         s.eligible = view.local_info().eligible && !view.local_info().standby;
         s.standby = view.local_info().standby;
         s.health = health;
-        s.warnings = self.warnings.clone();
+        s.warnings = self.warnings.iter().chain(&self.permission_warnings).cloned().collect();
     }
 }
 

@@ -133,6 +133,11 @@ impl Ec2 {
         }
     }
 
+    /// The SDK client, for calls outside the daemon's own set (the pre-flight DryRun checks).
+    pub fn client(&self) -> &aws_sdk_ec2::Client {
+        &self.client
+    }
+
     /// Runs `call` until it succeeds, fails for a non-transient reason, or `budget` is spent.
     /// Every attempt is counted in the metrics by API and outcome.
     async fn with_retry<T, F, Fut>(&self, api: &'static str, budget: Duration, mut call: F) -> Result<T, Ec2Error>

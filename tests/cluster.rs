@@ -83,7 +83,7 @@ fn mutating_calls_since(lab: &Lab, since: f64) -> Vec<(Option<usize>, String)> {
     lab.ec2_requests()
         .expect("request log")
         .into_iter()
-        .filter(|r| r.t >= since && !r.action.starts_with("Describe"))
+        .filter(|r| r.t >= since && !r.action.starts_with("Describe") && r.param("DryRun") != Some("true"))
         .map(|r| (lab.node_by_ip(&r.source), r.action))
         .collect()
 }

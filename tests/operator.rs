@@ -149,3 +149,53 @@ fn status_metrics_and_notify_hooks() {
     let m = scrape(&lab, to).unwrap();
     assert_eq!(m.get(r#"corosync_eip_failovers_total{resource="eip1"}"#), Some(&1.0), "{m:?}");
 }
+
+#[test]
+fn a_standby_node_without_permission_shows_it_before_any_failover() {
+    let mut lab = Lab::start(LabSpec::new("perm", 34, 3)).expect("lab starts");
+    let everything = serde_json::json!({
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": "ec2:*", "Resource": "*"}]
+    });
+    let no_associate = serde_json::json!({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Effect": "Allow",
+            "Action": ["ec2:DescribeAddresses", "ec2:DescribeInstances", "ec2:DescribeNetworkInterfaces", "ec2:CreateTags"],
+            "Resource": "*"
+        }]
+    });
+    let (key, secret) = lab.create_iam_user("role", &everything).unwrap();
+    let (bad_key, bad_secret) = lab.create_iam_user("drifted", &no_associate).unwrap();
+    lab.enforce_iam(true).unwrap();
+    // Nodes 1 and 2 are preferred, node 3's role lost ec2:AssociateAddress.
+    let config = lab
+        .default_daemon_config()
+        .replace("[cluster]\n", "[cluster]\nprefer = [1, 2]\n")
+        + "\n[aws]\npermission_check_interval = \"1s\"\n";
+    for i in 0..3 {
+        let (k, s) = if i == 2 { (&bad_key, &bad_secret) } else { (&key, &secret) };
+        lab.set_daemon_env(i, "AWS_ACCESS_KEY_ID", k);
+        lab.set_daemon_env(i, "AWS_SECRET_ACCESS_KEY", s);
+        lab.write_daemon_config(i, &config).unwrap();
+        lab.start_daemon(i).unwrap();
+    }
+    assert_eq!(holder(&lab), 0);
+    let s = lab
+        .wait_for("the drifted node reports its missing permission", SETTLE, || {
+            let s = lab.daemon_status(2)?;
+            let warned = s["warnings"].as_array().is_some_and(|w| {
+                w.iter().any(|w| w.as_str().is_some_and(|w| w.contains("ec2:AssociateAddress") && w.contains("denied")))
+            });
+            Ok(warned.then_some(s))
+        })
+        .unwrap();
+    assert_eq!(s["resources"][0]["local_role"], "standby");
+    let bin = lab.spec().daemon_bin.to_string_lossy().into_owned();
+    let out = lab.node_exec(2, &[&bin, "status"]).unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("warning: permission ec2:AssociateAddress"));
+    // The well-configured idle node has nothing to report.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(lab.daemon_status(1).unwrap()["warnings"].as_array().map(Vec::len), Some(0));
+    lab.enforce_iam(false).unwrap();
+}

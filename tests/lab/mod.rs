@@ -235,6 +235,8 @@ pub struct Lab {
     seed: Option<Seed>,
     ec2: Option<Ec2Worker>,
     forward_rule: bool,
+    /// Extra environment for one node's daemon (e.g. other credentials), set by tests.
+    daemon_env: BTreeMap<usize, Vec<(String, String)>>,
     /// Held for the lab's lifetime; dropped last (after teardown).
     _lock: nix::fcntl::Flock<File>,
 }
@@ -543,6 +545,7 @@ impl Lab {
             seed: None,
             ec2: None,
             forward_rule: false,
+            daemon_env: BTreeMap::new(),
             _lock: lock,
             spec,
         };
@@ -1207,6 +1210,7 @@ impl Lab {
         let bin = self.spec.daemon_bin.to_string_lossy().into_owned();
         let child = self
             .node_command(i, &[&bin, "run", "--config", DAEMON_CONFIG])
+            .envs(self.daemon_env.get(&i).cloned().unwrap_or_default())
             .stdin(Stdio::null())
             .stdout(o)
             .stderr(e)
@@ -1215,6 +1219,13 @@ impl Lab {
         wait_exec(child.id());
         self.nodes[i].daemon = Some(child);
         Ok(())
+    }
+
+    /// Environment added to node i's daemon from its next start on (overrides the lab's).
+    pub fn set_daemon_env(&mut self, i: usize, key: &str, value: &str) {
+        let env = self.daemon_env.entry(i).or_default();
+        env.retain(|(k, _)| k != key);
+        env.push((key.to_owned(), value.to_owned()));
     }
 
     /// Pid of node i's daemon while it runs (None once it has exited, even before reaping).
