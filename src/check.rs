@@ -986,46 +986,23 @@ async fn permission_items(config: &Config, client: &aws_sdk_ec2::Client, me: &Me
             }));
         }
     }
+    // Read permissions: one DryRun Describe each. The request types differ, hence a macro.
+    macro_rules! read_permission {
+        ($req:expr, $action:literal) => {{
+            let req = $req;
+            perms.push(Box::pin(async move {
+                dry_run_item(concat!("permission ec2:", $action).into(), $action, false, bounded(req.send()).await)
+            }));
+        }};
+    }
     if !config.eips.is_empty() {
-        let req = client.describe_addresses().dry_run(true);
-        perms.push(Box::pin(async move {
-            dry_run_item(
-                "permission ec2:DescribeAddresses".into(),
-                "DescribeAddresses",
-                false,
-                bounded(req.send()).await,
-            )
-        }));
+        read_permission!(client.describe_addresses().dry_run(true), "DescribeAddresses");
     }
     if !config.vips.is_empty() {
-        let req = client.describe_route_tables().dry_run(true);
-        perms.push(Box::pin(async move {
-            dry_run_item(
-                "permission ec2:DescribeRouteTables".into(),
-                "DescribeRouteTables",
-                false,
-                bounded(req.send()).await,
-            )
-        }));
+        read_permission!(client.describe_route_tables().dry_run(true), "DescribeRouteTables");
     }
-    let req = client.describe_instances().dry_run(true);
-    perms.push(Box::pin(async move {
-        dry_run_item(
-            "permission ec2:DescribeInstances".into(),
-            "DescribeInstances",
-            false,
-            bounded(req.send()).await,
-        )
-    }));
-    let req = client.describe_network_interfaces().dry_run(true);
-    perms.push(Box::pin(async move {
-        dry_run_item(
-            "permission ec2:DescribeNetworkInterfaces".into(),
-            "DescribeNetworkInterfaces",
-            false,
-            bounded(req.send()).await,
-        )
-    }));
+    read_permission!(client.describe_instances().dry_run(true), "DescribeInstances");
+    read_permission!(client.describe_network_interfaces().dry_run(true), "DescribeNetworkInterfaces");
 
     futures_util::future::join_all(perms).await
 }

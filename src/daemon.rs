@@ -244,9 +244,9 @@ pub async fn run(config: Config, config_path: PathBuf) -> anyhow::Result<Exit> {
     let sdk = ec2::sdk_config(&config.aws).await;
     let ec2 = Ec2::new(&sdk, metrics.clone());
     let mut attempt = 0;
-    let identity = loop {
+    let (identity, availability_zone) = loop {
         match identity::resolve(&config.node, &ec2).await {
-            Ok(id) => break id,
+            Ok(found) => break found,
             Err(e) => {
                 let wait = backoff(attempt, Duration::from_millis(500), Duration::from_secs(30), rand::random());
                 error!(error = %e, retry_in_ms = wait.as_millis() as u64, "cannot determine this node's EC2 identity");
@@ -257,13 +257,6 @@ pub async fn run(config: Config, config_path: PathBuf) -> anyhow::Result<Exit> {
                     _ = signals.int.recv() => return Ok(Exit::Stopped),
                 }
             }
-        }
-    };
-    let availability_zone = match ec2.availability_zone(&identity.instance_id, Duration::from_secs(5)).await {
-        Ok(az) => az,
-        Err(e) => {
-            warn!(error = %e, "cannot read this instance's availability zone");
-            None
         }
     };
     info!(instance = %identity.instance_id, eni = ?identity.network_interface_id, az = ?availability_zone, "node identity");

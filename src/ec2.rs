@@ -93,6 +93,12 @@ impl ErrorClass {
     }
 }
 
+#[derive(Debug, Clone, Default)]
+pub struct InstancePlacement {
+    pub primary_interface: Option<String>,
+    pub availability_zone: Option<String>,
+}
+
 #[derive(Clone)]
 pub struct Ec2 {
     client: aws_sdk_ec2::Client,
@@ -327,8 +333,8 @@ impl Ec2 {
         .await
     }
 
-    /// The availability zone an instance runs in (shown in status next to each member).
-    pub async fn availability_zone(&self, instance_id: &str, budget: Duration) -> Result<Option<String>, Ec2Error> {
+    /// The primary (device index 0) network interface of an instance and its availability zone.
+    pub async fn instance_placement(&self, instance_id: &str, budget: Duration) -> Result<InstancePlacement, Ec2Error> {
         self.with_retry("DescribeInstances", budget, || async {
             let out = self
                 .client
@@ -337,34 +343,19 @@ impl Ec2 {
                 .send()
                 .await
                 .map_err(|e| classify("DescribeInstances", e))?;
-            Ok(out
-                .reservations()
-                .iter()
-                .flat_map(|r| r.instances())
-                .find_map(|i| i.placement().and_then(|p| p.availability_zone()).map(str::to_owned)))
-        })
-        .await
-    }
-
-    /// The primary (device index 0) network interface of an instance.
-    pub async fn primary_interface(&self, instance_id: &str, budget: Duration) -> Result<Option<String>, Ec2Error> {
-        self.with_retry("DescribeInstances", budget, || async {
-            let out = self
-                .client
-                .describe_instances()
-                .instance_ids(instance_id)
-                .send()
-                .await
-                .map_err(|e| classify("DescribeInstances", e))?;
-            let eni = out
-                .reservations()
-                .iter()
-                .flat_map(|r| r.instances())
-                .flat_map(|i| i.network_interfaces())
-                .find(|n| n.attachment().and_then(|a| a.device_index()) == Some(0))
-                .and_then(|n| n.network_interface_id())
-                .map(str::to_owned);
-            Ok(eni)
+            let instance = out.reservations().iter().flat_map(|r| r.instances()).next();
+            Ok(InstancePlacement {
+                primary_interface: instance
+                    .into_iter()
+                    .flat_map(|i| i.network_interfaces())
+                    .find(|n| n.attachment().and_then(|a| a.device_index()) == Some(0))
+                    .and_then(|n| n.network_interface_id())
+                    .map(str::to_owned),
+                availability_zone: instance
+                    .and_then(|i| i.placement())
+                    .and_then(|p| p.availability_zone())
+                    .map(str::to_owned),
+            })
         })
         .await
     }

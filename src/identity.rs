@@ -35,24 +35,32 @@ pub async fn instance_id_from_imds() -> Result<String, IdentityError> {
     }
 }
 
-pub async fn resolve(node: &NodeConfig, ec2: &Ec2) -> Result<Identity, IdentityError> {
+/// This node's identity, and its availability zone when EC2 says it (shown in status).
+pub async fn resolve(node: &NodeConfig, ec2: &Ec2) -> Result<(Identity, Option<String>), IdentityError> {
     let instance_id = match &node.instance_id {
         Some(id) => id.clone(),
         None => instance_id_from_imds().await?,
     };
-    let network_interface_id = match &node.network_interface_id {
-        Some(eni) => eni.clone(),
-        None => ec2
-            .primary_interface(&instance_id, Duration::from_secs(10))
-            .await
-            .map_err(|source| IdentityError::Interface {
+    let placement = ec2.instance_placement(&instance_id, Duration::from_secs(10)).await;
+    let (network_interface_id, availability_zone) = match (&node.network_interface_id, placement) {
+        // A configured ENI does not depend on DescribeInstances; the zone is only for display.
+        (Some(eni), placement) => (eni.clone(), placement.ok().and_then(|p| p.availability_zone)),
+        (None, Ok(p)) => (
+            p.primary_interface.ok_or_else(|| IdentityError::NoInterface(instance_id.clone()))?,
+            p.availability_zone,
+        ),
+        (None, Err(source)) => {
+            return Err(IdentityError::Interface {
                 instance: instance_id.clone(),
                 source,
-            })?
-            .ok_or_else(|| IdentityError::NoInterface(instance_id.clone()))?,
+            })
+        }
     };
-    Ok(Identity {
-        instance_id,
-        network_interface_id: Some(network_interface_id),
-    })
+    Ok((
+        Identity {
+            instance_id,
+            network_interface_id: Some(network_interface_id),
+        },
+        availability_zone,
+    ))
 }
