@@ -1,0 +1,1471 @@
+//! Failover benchmark: corosync-eip against Pacemaker + `ocf:heartbeat:awseip` + the AWS CLI,
+//! side by side on the same namespace lab (tests/lab: real corosync, moto as EC2 with a request
+//! log, per-node IMDSv2). Run it through `bench/run.sh` (see docs/benchmark.md); it needs root,
+//! `scripts/setup.sh`, `bench/setup.sh` and a release build of the daemon.
+//!
+//!   bench_failover [--trials N] [--quick] [--no-scale] [--systems ours,pacemaker] [--no-idle]
+//!                  [--scale-nodes N] [--scale-eips N] [--render-only]
+//!
+//! Every section's raw results go to `bench/results/<section>.json`; `docs/benchmark.md` is
+//! rendered from whatever sections exist there, so a partial run (e.g. `--scale` alone) keeps
+//! the others.
+//!
+//! Measurement: the event (kill, move command, SIGTERM) is time zero; from then on the harness
+//! polls DescribeAddresses from the emulator's own namespace every 10 ms (one call takes a few
+//! ms), and the first answer that shows the address on another node ends the trial. Time the
+//! address was associated with nothing is measured by the same polls.
+
+#[path = "../tests/lab/mod.rs"]
+mod lab;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use lab::{unix_now, Lab, LabSpec, Signal};
+use serde::{Deserialize, Serialize};
+
+const POLL: Duration = Duration::from_millis(10);
+const SCENARIOS: [&str; 3] = ["hard_failure", "switchover", "process_stop"];
+
+fn scenario_title(s: &str) -> &'static str {
+    match s {
+        "hard_failure" => "hard failure of the holder (kill -9 corosync + cluster daemons)",
+        "switchover" => "planned switchover (`crm_resource --move` / `corosync-eip move`)",
+        "process_stop" => "holder stops its HA service (SIGTERM corosync-eip / stop pacemaker)",
+        _ => "?",
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// arguments
+
+struct Args {
+    trials: usize,
+    quick: bool,
+    scale: bool,
+    ours: bool,
+    pacemaker: bool,
+    idle: bool,
+    idle_secs: u64,
+    scale_nodes: usize,
+    scale_eips: usize,
+    render_only: bool,
+}
+
+fn parse_args() -> Result<Args> {
+    let mut a = Args {
+        trials: 10,
+        quick: false,
+        scale: true,
+        ours: true,
+        pacemaker: true,
+        idle: true,
+        idle_secs: 60,
+        scale_nodes: 8,
+        scale_eips: 100,
+        render_only: false,
+    };
+    let mut trials = None;
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let mut val = |name: &str| it.next().ok_or_else(|| anyhow!("{name} needs a value"));
+        match arg.as_str() {
+            "--trials" => trials = Some(val("--trials")?.parse()?),
+            "--quick" => a.quick = true,
+            "--scale" => a.scale = true,
+            "--no-scale" => a.scale = false,
+            "--no-idle" => a.idle = false,
+            "--idle-secs" => a.idle_secs = val("--idle-secs")?.parse()?,
+            "--scale-nodes" => a.scale_nodes = val("--scale-nodes")?.parse()?,
+            "--scale-eips" => a.scale_eips = val("--scale-eips")?.parse()?,
+            "--render-only" => a.render_only = true,
+            "--systems" => {
+                let v = val("--systems")?;
+                a.ours = v.split(',').any(|s| s == "ours");
+                a.pacemaker = v.split(',').any(|s| s == "pacemaker");
+                if !a.ours && !a.pacemaker {
+                    bail!("--systems takes ours,pacemaker (or one of them)");
+                }
+            }
+            "--scale-only" => {
+                a.scale = true;
+                a.ours = false;
+                a.pacemaker = false;
+            }
+            "-h" | "--help" => {
+                println!("see the header of examples/bench_failover.rs and docs/benchmark.md");
+                std::process::exit(0);
+            }
+            other => bail!("unknown argument {other}"),
+        }
+    }
+    a.trials = trials.unwrap_or(if a.quick { 3 } else { 10 });
+    if a.quick && a.idle_secs == 60 {
+        a.idle_secs = 15;
+    }
+    Ok(a)
+}
+
+// ---------------------------------------------------------------------------------------------
+// results
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct Machine {
+    date: String,
+    nproc: String,
+    cpu: String,
+    kernel: String,
+    corosync: String,
+    pacemaker: String,
+    resource_agents: String,
+    awscli: String,
+    moto: String,
+    commit: String,
+    load_at_start: String,
+    token_ms: String,
+    consensus_ms: String,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct Trial {
+    system: String,
+    scenario: String,
+    trial: usize,
+    from_node: u32,
+    to_node: u32,
+    /// event → first DescribeAddresses answer showing the new holder
+    visible_ms: f64,
+    /// how long the polls saw the address associated with nothing
+    unassociated_ms: f64,
+    polls: u32,
+    max_poll_gap_ms: f64,
+    /// event → survivor's corosync log "A new membership ... Members left"
+    corosync_membership_ms: Option<f64>,
+    /// event → the survivor's daemon logged "CPG membership changed" with a departure (ours)
+    cpg_confchg_ms: Option<f64>,
+    /// ours: from the failover timeline (relative to detection)
+    elected_ms: Option<f64>,
+    associate_sent_ms: Option<f64>,
+    verified_ms: Option<f64>,
+    /// ours: event → detected_at of the timeline
+    detected_ms: Option<f64>,
+    /// event → the move command returned (switchover)
+    command_returned_ms: Option<f64>,
+    /// baseline: event → the DC logged "Initiating start operation"
+    pcmk_start_initiated_ms: Option<f64>,
+    /// event → first mutating call (Associate/Disassociate) arriving at EC2, and which
+    first_mutation_ms: Option<f64>,
+    first_mutation: Option<String>,
+    /// event → AssociateAddress from the new holder arriving at EC2
+    associate_at_ec2_ms: Option<f64>,
+    /// EC2 calls from cluster nodes in [event, visible], by action
+    calls: BTreeMap<String, u32>,
+    /// baseline: the killed/stopped/moved-from node was the DC
+    holder_was_dc: Option<bool>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct FailoverSection {
+    system: String,
+    machine: Machine,
+    setup: String,
+    trials: Vec<Trial>,
+    notes: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct IdleCost {
+    system: String,
+    window_s: f64,
+    /// per process: name, rss kB at end, cpu seconds in the window
+    processes: Vec<(String, u64, f64)>,
+    calls_in_window: BTreeMap<String, u32>,
+    calls_per_hour: f64,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct CostSection {
+    machine: Machine,
+    idle: Vec<IdleCost>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct ScaleSection {
+    machine: Machine,
+    nodes: usize,
+    eips: usize,
+    initial_placement_s: f64,
+    killed_node: u32,
+    moved: usize,
+    first_visible_ms: f64,
+    all_visible_ms: f64,
+    corosync_membership_ms: Option<f64>,
+    /// calls from nodes in [event, all visible + 3 s], by action
+    calls: BTreeMap<String, u32>,
+    spread_after: BTreeMap<u32, usize>,
+    timelines_verified_ms: Vec<f64>,
+}
+
+fn results_dir() -> PathBuf {
+    lab::repo_root().join("bench/results")
+}
+
+fn save<T: Serialize>(name: &str, v: &T) -> Result<()> {
+    fs::create_dir_all(results_dir())?;
+    let p = results_dir().join(format!("{name}.json"));
+    fs::write(&p, serde_json::to_string_pretty(v)? + "\n")?;
+    eprintln!("bench: wrote {}", p.display());
+    Ok(())
+}
+
+fn load<T: for<'a> Deserialize<'a>>(name: &str) -> Option<T> {
+    let p = results_dir().join(format!("{name}.json"));
+    let text = fs::read_to_string(p).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+// ---------------------------------------------------------------------------------------------
+// helpers
+
+fn sh(cmd: &str) -> String {
+    Command::new("sh")
+        .args(["-c", cmd])
+        .stderr(Stdio::null())
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+fn machine_facts() -> Machine {
+    let venv = lab::venv_python();
+    Machine {
+        date: sh("date -u '+%Y-%m-%d %H:%M UTC'"),
+        nproc: sh("nproc"),
+        cpu: sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2-"),
+        kernel: sh("uname -sr"),
+        corosync: sh("corosync -v | head -1"),
+        pacemaker: sh("dpkg-query -W -f='${Version}' pacemaker"),
+        resource_agents: sh("dpkg-query -W -f='${Version}' resource-agents"),
+        awscli: sh("/usr/bin/aws --version 2>&1 | cut -d' ' -f1"),
+        moto: sh(&format!("{} -c 'import moto; print(moto.__version__)'", venv.display())),
+        commit: sh(&format!("git -C {} rev-parse --short HEAD", lab::repo_root().display())),
+        load_at_start: sh("cut -d' ' -f1-3 /proc/loadavg"),
+        token_ms: String::new(),
+        consensus_ms: String::new(),
+    }
+}
+
+/// runtime.config.totem.token / consensus as corosync reports them inside node 0.
+fn read_cmap(lab: &Lab, m: &mut Machine) {
+    let get = |key: &str| -> String {
+        lab.node_exec(0, &["/usr/sbin/corosync-cmapctl", "-g", key])
+            .map(|o| {
+                let s = String::from_utf8_lossy(&o.stdout).to_string();
+                s.rsplit('=').next().unwrap_or("").trim().to_string()
+            })
+            .unwrap_or_default()
+    };
+    m.token_ms = get("runtime.config.totem.token");
+    m.consensus_ms = get("runtime.config.totem.consensus");
+}
+
+fn ms(a: f64, b: f64) -> f64 {
+    ((b - a) * 1000.0 * 10.0).round() / 10.0
+}
+
+/// "Nov 24 07:10:39.934 ..." (corosync hires / pacemaker log, UTC here) → unix seconds.
+fn parse_log_time(line: &str) -> Option<f64> {
+    let mut w = line.split_whitespace();
+    let (mon, day, hms) = (w.next()?, w.next()?, w.next()?);
+    let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    let m = months.iter().position(|x| *x == mon)? + 1;
+    let d: u32 = day.parse().ok()?;
+    let year: i32 = sh("date -u +%Y").parse().ok()?;
+    let (hh, rest) = hms.split_once(':')?;
+    let (mm, ss) = rest.split_once(':')?;
+    let s = format!("{year}-{m:02}-{d:02}T{hh}:{mm}:{ss}Z");
+    let t = humantime::parse_rfc3339_weak(&s).ok()?;
+    Some(t.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs_f64())
+}
+
+fn parse_rfc3339(s: &str) -> Option<f64> {
+    let t = humantime::parse_rfc3339_weak(s.trim_end_matches('Z')).ok()?;
+    Some(t.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs_f64())
+}
+
+/// First corosync "A new membership ... Members left" line at or after t0 in node i's log.
+fn corosync_membership_after(lab: &Lab, i: usize, t0: f64) -> Option<f64> {
+    let log = lab.corosync_log(i);
+    log.lines()
+        .filter(|l| l.contains("A new membership") && l.contains("Members left"))
+        .filter_map(parse_log_time)
+        .find(|&t| t >= t0 - 0.0005)
+}
+
+/// All /proc pids whose ancestry includes `root` (root included).
+fn process_tree(root: u32) -> Vec<u32> {
+    let mut parent: Vec<(u32, u32)> = Vec::new();
+    if let Ok(rd) = fs::read_dir("/proc") {
+        for e in rd.flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+            let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+            let Some((_, rest)) = stat.rsplit_once(')') else { continue };
+            let ppid = rest.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
+            parent.push((pid, ppid));
+        }
+    }
+    let mut out = vec![root];
+    let mut k = 0;
+    while k < out.len() {
+        let p = out[k];
+        out.extend(parent.iter().filter(|(_, pp)| *pp == p).map(|(c, _)| *c));
+        k += 1;
+    }
+    out
+}
+
+/// (comm, rss kB, utime+stime+cutime+cstime in clock ticks) of a pid.
+fn proc_usage(pid: u32) -> Option<(String, u64, u64)> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let comm = stat.split_once('(')?.1.rsplit_once(')')?.0.to_string();
+    let f: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    // after ')': state(0) ppid(1) ... utime(11) stime(12) cutime(13) cstime(14)
+    let n = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    let ticks = n(11) + n(12) + n(13) + n(14);
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let rss = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    Some((comm, rss, ticks))
+}
+
+fn kill_pid(pid: u32, sig: Signal) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig);
+}
+
+/// Observation of one trial from outside (DescribeAddresses polls).
+struct Obs {
+    t_visible: f64,
+    to: usize,
+    unassociated_ms: f64,
+    polls: u32,
+    max_gap_ms: f64,
+}
+
+fn observe(lab: &Lab, alloc: &str, old: usize, t0: f64, timeout: Duration) -> Result<Obs> {
+    let mut unassoc_since: Option<f64> = None;
+    let mut unassoc = 0.0;
+    let mut last = t0;
+    let mut polls = 0;
+    let mut max_gap: f64 = 0.0;
+    let deadline = Instant::now() + timeout;
+    loop {
+        let started = Instant::now();
+        let st = lab.eip(alloc)?;
+        let now = unix_now();
+        polls += 1;
+        max_gap = max_gap.max(now - last);
+        last = now;
+        if st.association_id.is_none() {
+            unassoc_since.get_or_insert(now);
+        } else if let Some(s) = unassoc_since.take() {
+            unassoc += now - s;
+        }
+        let holder = st
+            .instance_id
+            .as_deref()
+            .or(st.network_interface_id.as_deref())
+            .and_then(|id| lab.node_of(id));
+        if let Some(h) = holder {
+            if h != old {
+                return Ok(Obs {
+                    t_visible: now,
+                    to: h,
+                    unassociated_ms: (unassoc * 10000.0).round() / 10.0,
+                    polls,
+                    max_gap_ms: (max_gap * 10000.0).round() / 10.0,
+                });
+            }
+        }
+        if Instant::now() >= deadline {
+            bail!("the address did not move off node {old} within {timeout:?} (last: {st:?})");
+        }
+        if let Some(rest) = POLL.checked_sub(started.elapsed()) {
+            thread::sleep(rest);
+        }
+    }
+}
+
+/// Fills the EC2-side fields of a trial from the request log (calls from cluster nodes).
+fn fill_calls(lab: &Lab, t: &mut Trial, t0: f64, t_end: f64, new_holder: usize) -> Result<()> {
+    for r in lab.ec2_requests()? {
+        if r.t < t0 || r.t > t_end || lab.node_by_ip(&r.source).is_none() {
+            continue;
+        }
+        *t.calls.entry(r.action.clone()).or_default() += 1;
+        let mutating = r.action == "AssociateAddress" || r.action == "DisassociateAddress";
+        if mutating && t.first_mutation_ms.is_none() {
+            t.first_mutation_ms = Some(ms(t0, r.t));
+            t.first_mutation = Some(r.action.clone());
+        }
+        if r.action == "AssociateAddress"
+            && t.associate_at_ec2_ms.is_none()
+            && lab.node_by_ip(&r.source) == Some(new_holder)
+        {
+            t.associate_at_ec2_ms = Some(ms(t0, r.t));
+        }
+    }
+    Ok(())
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// corosync-eip
+
+fn release_bin() -> PathBuf {
+    std::env::var_os("BENCH_DAEMON_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| lab::repo_root().join("target/release/corosync-eip"))
+}
+
+fn ours_config(lab: &Lab) -> String {
+    // as the baseline: monitor every 10 s; everything else the defaults
+    let mut s = String::from("[cluster]\ngroup = \"corosync-eip\"\nmonitor_interval = \"10s\"\n");
+    for (k, a) in lab.allocation_ids().iter().enumerate() {
+        s += &format!("\n[[eip]]\nname = \"eip{}\"\nallocation_id = \"{a}\"\n", k + 1);
+    }
+    s
+}
+
+/// Waits until EC2 shows the EIP on a node whose daemon says "held" and every running daemon is
+/// synced and agrees on the holder. Returns the holder.
+fn ours_steady(lab: &Lab, alloc: &str) -> Result<usize> {
+    lab.wait_for("corosync-eip steady (held, all synced)", Duration::from_secs(60), || {
+        let Some(h) = lab.eip_holder(alloc)? else { return Ok(None) };
+        for i in 0..lab.node_count() {
+            if !lab.daemon_running(i) {
+                continue;
+            }
+            let st = lab.daemon_status(i)?;
+            if st["synced"] != serde_json::Value::Bool(true) {
+                return Ok(None);
+            }
+            let r = &st["resources"][0];
+            if r["holder"]["node_id"].as_u64() != Some(lab.node_id(h) as u64) {
+                return Ok(None);
+            }
+            if i == h && r["state"].as_str() != Some("held") {
+                return Ok(None);
+            }
+        }
+        Ok(Some(h))
+    })
+}
+
+fn log_time_prefix(line: &str) -> Option<f64> {
+    parse_rfc3339(line.split_whitespace().next()?)
+}
+
+fn ours_trial(lab: &mut Lab, scenario: &str, k: usize, alloc: &str) -> Result<Trial> {
+    let h = ours_steady(lab, alloc)?;
+    thread::sleep(Duration::from_millis(500));
+    let other = (0..lab.node_count()).find(|&j| j != h).unwrap();
+    let mut t = Trial {
+        system: "corosync-eip".into(),
+        scenario: scenario.into(),
+        trial: k,
+        from_node: lab.node_id(h),
+        ..Default::default()
+    };
+    let t0;
+    let mut mover: Option<Child> = None;
+    match scenario {
+        "hard_failure" => {
+            t0 = unix_now();
+            lab.kill_corosync(h, Signal::SIGKILL);
+            lab.kill_daemon(h);
+        }
+        "switchover" => {
+            let bin = lab.spec().daemon_bin.to_string_lossy().into_owned();
+            let to = lab.node_id(other).to_string();
+            let mut cmd = lab.node_command(h, &[&bin, "move", "eip1", "--to", &to]);
+            cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+            t0 = unix_now();
+            mover = Some(cmd.spawn()?);
+        }
+        "process_stop" => {
+            t0 = unix_now();
+            lab.signal_daemon(h, Signal::SIGTERM)?;
+        }
+        _ => unreachable!(),
+    }
+    let obs = observe(lab, alloc, h, t0, Duration::from_secs(60))?;
+    t.to_node = lab.node_id(obs.to);
+    t.visible_ms = ms(t0, obs.t_visible);
+    t.unassociated_ms = obs.unassociated_ms;
+    t.polls = obs.polls;
+    t.max_poll_gap_ms = obs.max_gap_ms;
+    if let Some(mut c) = mover {
+        let st = c.wait()?;
+        t.command_returned_ms = Some(ms(t0, unix_now()));
+        if !st.success() {
+            let mut e = String::new();
+            use std::io::Read as _;
+            let _ = c.stderr.take().map(|mut s| s.read_to_string(&mut e));
+            bail!("corosync-eip move failed ({st}): {e}");
+        }
+    }
+    // the new holder's timeline
+    let new = obs.to;
+    let st = lab.wait_for("the new holder's timeline", Duration::from_secs(10), || {
+        let st = lab.daemon_status(new)?;
+        let lf = &st["resources"][0]["last_failover"];
+        let fresh = lf["detected_at"].as_str().and_then(parse_rfc3339).is_some_and(|d| d >= t0 - 0.001);
+        Ok(fresh.then_some(st))
+    });
+    if let Ok(st) = st {
+        let lf = &st["resources"][0]["last_failover"];
+        let det = lf["detected_at"].as_str().and_then(parse_rfc3339);
+        t.detected_ms = det.map(|d| ms(t0, d));
+        t.elected_ms = lf["elected_ms"].as_f64();
+        t.associate_sent_ms = lf["associate_sent_ms"].as_f64();
+        t.verified_ms = lf["verified_ms"].as_f64();
+    }
+    let dlog = lab.daemon_log(new);
+    t.cpg_confchg_ms = dlog
+        .lines()
+        .filter(|l| l.contains("CPG membership changed") && !l.contains("left=[]"))
+        .filter_map(log_time_prefix)
+        .find(|&x| x >= t0)
+        .map(|x| ms(t0, x));
+    if scenario == "hard_failure" {
+        t.corosync_membership_ms = corosync_membership_after(lab, new, t0).map(|x| ms(t0, x));
+    }
+    fill_calls(lab, &mut t, t0, obs.t_visible, new)?;
+    // restore
+    match scenario {
+        "hard_failure" => {
+            lab.start_corosync(h)?;
+            lab.wait_quorate(&[0, 1], 2, Duration::from_secs(30))?;
+            lab.start_daemon(h)?;
+        }
+        "process_stop" => {
+            lab.wait_daemon_exit(h, Duration::from_secs(15))?;
+            lab.start_daemon(h)?;
+        }
+        _ => {}
+    }
+    Ok(t)
+}
+
+fn run_ours(args: &Args, machine: &Machine) -> Result<(FailoverSection, Option<IdleCost>)> {
+    let mut spec = LabSpec::new("bch", 230, 2);
+    spec.daemon_bin = release_bin();
+    if !spec.daemon_bin.exists() {
+        bail!("{} is missing: cargo build --release --bin corosync-eip", spec.daemon_bin.display());
+    }
+    let mut lab = Lab::start(spec)?;
+    let mut m = machine.clone();
+    read_cmap(&lab, &mut m);
+    let alloc = lab.allocation_ids()[0].clone();
+    let conf = ours_config(&lab);
+    for i in 0..2 {
+        lab.write_daemon_config(i, &conf)?;
+        lab.start_daemon(i)?;
+    }
+    ours_steady(&lab, &alloc)?;
+    let mut trials = Vec::new();
+    for sc in SCENARIOS {
+        for k in 0..args.trials {
+            let t = ours_trial(&mut lab, sc, k, &alloc).with_context(|| format!("corosync-eip {sc} trial {k}"))?;
+            eprintln!(
+                "  corosync-eip {sc:<13} #{k}: {:>8.1} ms (unassociated {:.0} ms) node {} → {}",
+                t.visible_ms, t.unassociated_ms, t.from_node, t.to_node
+            );
+            trials.push(t);
+        }
+    }
+    let idle = if args.idle {
+        ours_steady(&lab, &alloc)?;
+        let pids: Vec<(String, u32)> = (0..2)
+            .filter_map(|i| lab.daemon_pid(i).map(|p| (format!("corosync-eip node{}", i + 1), p)))
+            .collect();
+        Some(idle_window(&lab, "corosync-eip", &pids, args.idle_secs)?)
+    } else {
+        None
+    };
+    let sec = FailoverSection {
+        system: "corosync-eip".into(),
+        machine: m,
+        setup: format!(
+            "2 nodes, two_node: 1, 1 EIP, release build, monitor_interval 10s, defaults otherwise; \
+             daemon: {}",
+            lab.spec().daemon_bin.display()
+        ),
+        trials,
+        notes: vec![],
+    };
+    Ok((sec, idle))
+}
+
+/// Samples RSS and CPU of the given processes (and their children) and the EC2 calls of the
+/// cluster over an idle window.
+fn idle_window(lab: &Lab, system: &str, pids: &[(String, u32)], secs: u64) -> Result<IdleCost> {
+    eprintln!("  {system}: idle window of {secs} s");
+    let tick = sh("getconf CLK_TCK").parse::<f64>().unwrap_or(100.0);
+    let before: Vec<Option<(String, u64, u64)>> = pids.iter().map(|(_, p)| proc_usage(*p)).collect();
+    let t0 = unix_now();
+    thread::sleep(Duration::from_secs(secs));
+    let t1 = unix_now();
+    let mut processes = Vec::new();
+    for ((name, p), b) in pids.iter().zip(before) {
+        if let (Some(b), Some(a)) = (b, proc_usage(*p)) {
+            processes.push((name.clone(), a.1, (a.2.saturating_sub(b.2)) as f64 / tick));
+        }
+    }
+    let mut calls = BTreeMap::new();
+    let mut n = 0u32;
+    for r in lab.ec2_requests()? {
+        if r.t >= t0 && r.t <= t1 && lab.node_by_ip(&r.source).is_some() {
+            *calls.entry(r.action).or_default() += 1;
+            n += 1;
+        }
+    }
+    Ok(IdleCost {
+        system: system.into(),
+        window_s: ((t1 - t0) * 10.0).round() / 10.0,
+        processes,
+        calls_in_window: calls,
+        calls_per_hour: n as f64 * 3600.0 / (t1 - t0),
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pacemaker + awseip
+
+struct Pcmk {
+    pacemakerd: Vec<Option<Child>>,
+    imds80: Vec<Option<Child>>,
+    wrapper: PathBuf,
+    // dropped last: the lab's teardown after our processes are gone
+    lab: Lab,
+}
+
+impl Drop for Pcmk {
+    fn drop(&mut self) {
+        for i in 0..self.pacemakerd.len() {
+            self.kill_pacemaker(i, Signal::SIGKILL);
+            if let Some(mut c) = self.imds80[i].take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+}
+
+impl Pcmk {
+    fn kill_pacemaker(&mut self, i: usize, sig: Signal) {
+        if let Some(mut c) = self.pacemakerd[i].take() {
+            for p in process_tree(c.id()) {
+                kill_pid(p, sig);
+            }
+            let _ = c.wait();
+        }
+    }
+
+    fn exec(&self, i: usize, argv: &[&str]) -> Result<String> {
+        let out = self.lab.node_exec(i, argv)?;
+        if !out.status.success() {
+            bail!(
+                "{argv:?} on node {i} failed ({}): {}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim(),
+                String::from_utf8_lossy(&out.stdout).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    fn prepare_node(&mut self, i: usize) -> Result<()> {
+        let dir = self.lab.node_dir(i).to_path_buf();
+        let lib = dir.join("var-lib-pacemaker");
+        let logd = dir.join("var-log-pacemaker");
+        for s in ["cib", "pengine", "blackbox", "cores", "bundles"] {
+            fs::create_dir_all(lib.join(s))?;
+        }
+        fs::create_dir_all(&logd)?;
+        let chown = |p: &Path| sh(&format!("chown -R hacluster:haclient {} && chmod 0750 {}", p.display(), p.display()));
+        chown(&lib);
+        chown(&logd);
+        sh(&format!("chmod 0770 {}", lib.join("cores").display()));
+        self.exec(i, &["/bin/mount", "--bind", &lib.to_string_lossy(), "/var/lib/pacemaker"])?;
+        self.exec(i, &["/bin/mount", "--bind", &logd.to_string_lossy(), "/var/log/pacemaker"])?;
+        // the agent asks IMDS at 169.254.169.254:80: a second responder of the lab's kind there
+        self.exec(i, &["/usr/sbin/ip", "addr", "add", "169.254.169.254/32", "dev", "lo"])?;
+        let inst = self.lab.seed_info().instances[i].clone();
+        let mut cmd = self.lab.node_command(i, &[]);
+        cmd.arg(lab::venv_python())
+            .arg(lab::repo_root().join("tests/lab/imds.py"))
+            .args(["--host", "169.254.169.254", "--port", "80"])
+            .args(["--instance-id", &inst.instance_id, "--eni", &inst.eni])
+            .args(["--region", "us-east-1"])
+            .args(["--az", if inst.az.is_empty() { "us-east-1a" } else { &inst.az }])
+            .args(["--private-ip", &inst.private_ip]);
+        if !inst.mac.is_empty() {
+            cmd.args(["--mac", &inst.mac]);
+        }
+        let log = fs::File::create(dir.join("imds80.log"))?;
+        let child = cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log).spawn()?;
+        self.imds80[i] = Some(child);
+        Ok(())
+    }
+
+    fn start_pacemaker(&mut self, i: usize) -> Result<()> {
+        let dir = self.lab.node_dir(i).to_path_buf();
+        let log = fs::OpenOptions::new().create(true).append(true).open(dir.join("pacemakerd.out"))?;
+        let child = self
+            .lab
+            .node_command(i, &["/usr/sbin/pacemakerd"])
+            .env("PCMK_logfile", "/var/log/pacemaker/pacemaker.log")
+            .env("PCMK_logfacility", "none")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?;
+        lab::wait_exec(child.id());
+        self.pacemakerd[i] = Some(child);
+        Ok(())
+    }
+
+    fn pacemaker_log(&self, i: usize) -> String {
+        fs::read_to_string(self.lab.node_dir(i).join("var-log-pacemaker/pacemaker.log")).unwrap_or_default()
+    }
+
+    /// (online node names, resource's nodes, DC name) from crm_mon XML on node i.
+    fn mon(&self, i: usize) -> Result<(Vec<String>, Vec<String>, Option<String>, bool)> {
+        let xml = self.exec(i, &["/usr/sbin/crm_mon", "-1", "--output-as=xml"])?;
+        let attr = |tag: &str, name: &str| -> Option<String> {
+            let k = format!("{name}=\"");
+            let s = tag.find(&k)? + k.len();
+            Some(tag[s..].split('"').next()?.to_string())
+        };
+        let mut online = Vec::new();
+        let mut running = Vec::new();
+        let mut dc = None;
+        let mut in_nodes = false;
+        let mut in_res = false;
+        let mut failed = false;
+        for raw in xml.split('<').skip(1) {
+            let tag = raw.split('>').next().unwrap_or("");
+            if tag.starts_with("nodes") {
+                in_nodes = true;
+            } else if tag.starts_with("/nodes") {
+                in_nodes = false;
+            } else if tag.starts_with("resource ") && attr(tag, "id").as_deref() == Some("eip") {
+                in_res = true;
+                failed = attr(tag, "failed").as_deref() == Some("true");
+            } else if tag.starts_with("/resource") {
+                in_res = false;
+            } else if tag.starts_with("node ") && in_nodes {
+                if attr(tag, "online").as_deref() == Some("true") {
+                    online.push(attr(tag, "name").unwrap_or_default());
+                }
+            } else if tag.starts_with("node ") && in_res {
+                running.push(attr(tag, "name").unwrap_or_default());
+            } else if tag.starts_with("current_dc") && attr(tag, "present").as_deref() == Some("true") {
+                dc = attr(tag, "name");
+            }
+        }
+        Ok((online, running, dc, failed))
+    }
+
+    /// Both nodes online, the resource started on exactly one node, EC2 agrees, the cluster idle.
+    fn steady(&self, alloc: &str) -> Result<usize> {
+        let n = self.lab.node_count();
+        let h = self.lab.wait_for("pacemaker steady", Duration::from_secs(120), || {
+            let (online, running, dc, failed) = self.mon(0)?;
+            if online.len() != n || running.len() != 1 || dc.is_none() || failed {
+                return Ok(None);
+            }
+            let Some(h) = self.lab.eip_holder(alloc)? else { return Ok(None) };
+            Ok((running[0] == self.lab.node_name(h)).then_some(h))
+        })?;
+        // no transition in flight
+        self.exec(h, &["/usr/sbin/crm_resource", "--wait", "--timeout", "120s"])?;
+        Ok(h)
+    }
+}
+
+fn run_pacemaker(args: &Args, machine: &Machine) -> Result<(FailoverSection, Option<IdleCost>)> {
+    let mut spec = LabSpec::new("bpm", 231, 2);
+    spec.daemon_bin = release_bin();
+    let lab = Lab::start(spec)?;
+    let work = lab.spec().work_dir.clone();
+    // the AWS CLI: the agent passes --profile default; v2 ignores AWS_ENDPOINT_URL
+    let aws = work.join("aws");
+    fs::create_dir_all(&aws)?;
+    fs::write(aws.join("config"), "[default]\nregion = us-east-1\noutput = json\n")?;
+    fs::write(
+        aws.join("credentials"),
+        "[default]\naws_access_key_id = testing\naws_secret_access_key = testing\n",
+    )?;
+    let wrapper = work.join("aws-lab");
+    fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\n# the lab's AWS CLI: Debian's /usr/bin/aws (v2) pointed at the emulator\n\
+             export AWS_CONFIG_FILE={c} AWS_SHARED_CREDENTIALS_FILE={k} AWS_PAGER=''\n\
+             exec /usr/bin/aws --endpoint-url {url} \"$@\"\n",
+            c = aws.join("config").display(),
+            k = aws.join("credentials").display(),
+            url = lab.emulator_url()
+        ),
+    )?;
+    sh(&format!("chmod 0755 {}", wrapper.display()));
+    let n = lab.node_count();
+    let mut pm = Pcmk { pacemakerd: (0..n).map(|_| None).collect(), imds80: (0..n).map(|_| None).collect(), wrapper, lab };
+    let mut m = machine.clone();
+    read_cmap(&pm.lab, &mut m);
+    for i in 0..n {
+        pm.prepare_node(i)?;
+    }
+    for i in 0..n {
+        pm.start_pacemaker(i)?;
+    }
+    pm.lab.wait_for("pacemaker: both nodes online with a DC", Duration::from_secs(120), || {
+        let (online, _, dc, _) = match pm.mon(0) {
+            Ok(v) => v,
+            Err(_) => return Ok(None),
+        };
+        Ok((online.len() == n && dc.is_some()).then_some(()))
+    })?;
+    let alloc = pm.lab.allocation_ids()[0].clone();
+    let public_ip = pm.lab.seed_info().allocations[0].public_ip.clone();
+    pm.exec(0, &["/usr/sbin/crm_attribute", "--type", "crm_config", "--name", "stonith-enabled", "--update", "false"])?;
+    pm.exec(0, &["/usr/sbin/crm_attribute", "--type", "rsc_defaults", "--name", "resource-stickiness", "--update", "INFINITY"])?;
+    let prim = format!(
+        "<primitive id=\"eip\" class=\"ocf\" provider=\"heartbeat\" type=\"awseip\">\
+         <instance_attributes id=\"eip-ia\">\
+         <nvpair id=\"eip-ia-elastic_ip\" name=\"elastic_ip\" value=\"{public_ip}\"/>\
+         <nvpair id=\"eip-ia-allocation_id\" name=\"allocation_id\" value=\"{alloc}\"/>\
+         <nvpair id=\"eip-ia-awscli\" name=\"awscli\" value=\"{}\"/>\
+         </instance_attributes><operations>\
+         <op id=\"eip-monitor-10s\" name=\"monitor\" interval=\"10s\" timeout=\"30s\"/>\
+         <op id=\"eip-start-0\" name=\"start\" interval=\"0s\" timeout=\"60s\"/>\
+         <op id=\"eip-stop-0\" name=\"stop\" interval=\"0s\" timeout=\"60s\"/>\
+         </operations></primitive>",
+        pm.wrapper.display()
+    );
+    pm.exec(0, &["/usr/sbin/cibadmin", "--create", "-o", "resources", "--xml-text", &prim])?;
+    pm.steady(&alloc).context("pacemaker: initial start of the EIP")?;
+    let mut trials = Vec::new();
+    for sc in SCENARIOS {
+        for k in 0..args.trials {
+            let t = pcmk_trial(&mut pm, sc, k, &alloc).with_context(|| format!("pacemaker {sc} trial {k}"))?;
+            eprintln!(
+                "  pacemaker    {sc:<13} #{k}: {:>8.1} ms (unassociated {:.0} ms) node {} → {}{}",
+                t.visible_ms,
+                t.unassociated_ms,
+                t.from_node,
+                t.to_node,
+                if t.holder_was_dc == Some(true) { " (holder was DC)" } else { "" }
+            );
+            trials.push(t);
+        }
+    }
+    let idle = if args.idle {
+        pm.steady(&alloc)?;
+        let mut pids = Vec::new();
+        for i in 0..n {
+            if let Some(c) = &pm.pacemakerd[i] {
+                for p in process_tree(c.id()) {
+                    if let Some((comm, _, _)) = proc_usage(p) {
+                        pids.push((format!("{comm} node{}", i + 1), p));
+                    }
+                }
+            }
+        }
+        Some(idle_window(&pm.lab, "pacemaker+awseip", &pids, args.idle_secs)?)
+    } else {
+        None
+    };
+    let sec = FailoverSection {
+        system: "pacemaker+awseip".into(),
+        machine: m,
+        setup: "2 nodes, two_node: 1, 1 EIP; stonith-enabled=false, resource-stickiness=INFINITY; \
+                primitive eip ocf:heartbeat:awseip (elastic_ip, allocation_id, awscli=wrapper adding \
+                --endpoint-url to /usr/bin/aws), op monitor interval=10s, start/stop timeout 60s, \
+                api_delay default (3 s)"
+            .into(),
+        trials,
+        notes: vec![],
+    };
+    Ok((sec, idle))
+}
+
+fn pcmk_trial(pm: &mut Pcmk, scenario: &str, k: usize, alloc: &str) -> Result<Trial> {
+    let h = pm.steady(alloc)?;
+    thread::sleep(Duration::from_millis(500));
+    let other = (0..pm.lab.node_count()).find(|&j| j != h).unwrap();
+    let (_, _, dc, _) = pm.mon(h)?;
+    let mut t = Trial {
+        system: "pacemaker+awseip".into(),
+        scenario: scenario.into(),
+        trial: k,
+        from_node: pm.lab.node_id(h),
+        holder_was_dc: Some(dc.as_deref() == Some(pm.lab.node_name(h))),
+        ..Default::default()
+    };
+    let t0;
+    let mut mover: Option<Child> = None;
+    match scenario {
+        "hard_failure" => {
+            let tree = pm.pacemakerd[h].as_ref().map(|c| process_tree(c.id())).unwrap_or_default();
+            t0 = unix_now();
+            if let Some(p) = pm.lab.corosync_pid(h) {
+                kill_pid(p, Signal::SIGKILL);
+            }
+            for p in tree {
+                kill_pid(p, Signal::SIGKILL);
+            }
+            pm.lab.kill_corosync(h, Signal::SIGKILL); // reaps
+            pm.kill_pacemaker(h, Signal::SIGKILL);
+        }
+        "switchover" => {
+            let to = pm.lab.node_name(other).to_string();
+            let mut cmd = pm.lab.node_command(h, &["/usr/sbin/crm_resource", "--move", "--force", "-r", "eip", "-N", &to]);
+            cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+            t0 = unix_now();
+            mover = Some(cmd.spawn()?);
+        }
+        "process_stop" => {
+            t0 = unix_now();
+            let c = pm.pacemakerd[h].as_ref().ok_or_else(|| anyhow!("no pacemakerd on node {h}"))?;
+            kill_pid(c.id(), Signal::SIGTERM);
+        }
+        _ => unreachable!(),
+    }
+    let obs = observe(&pm.lab, alloc, h, t0, Duration::from_secs(120))?;
+    t.to_node = pm.lab.node_id(obs.to);
+    t.visible_ms = ms(t0, obs.t_visible);
+    t.unassociated_ms = obs.unassociated_ms;
+    t.polls = obs.polls;
+    t.max_poll_gap_ms = obs.max_gap_ms;
+    if let Some(mut c) = mover {
+        c.wait()?;
+    }
+    let new = obs.to;
+    if scenario == "hard_failure" {
+        t.corosync_membership_ms = corosync_membership_after(&pm.lab, new, t0).map(|x| ms(t0, x));
+    }
+    // the DC's "Initiating start operation eip_start_0" (DC = a node still running pacemaker)
+    let mut init: Option<f64> = None;
+    for i in 0..pm.lab.node_count() {
+        for l in pm.pacemaker_log(i).lines() {
+            if l.contains("Initiating start operation eip_start_0") {
+                if let Some(x) = parse_log_time(l).filter(|&x| x >= t0.floor()) {
+                    init = Some(init.map_or(x, |y: f64| y.min(x)));
+                }
+            }
+        }
+    }
+    t.pcmk_start_initiated_ms = init.map(|x| ms(t0, x));
+    fill_calls(&pm.lab, &mut t, t0, obs.t_visible, new)?;
+    // restore
+    match scenario {
+        "hard_failure" => {
+            pm.lab.start_corosync(h)?;
+            pm.lab.wait_quorate(&[0, 1], 2, Duration::from_secs(30))?;
+            pm.start_pacemaker(h)?;
+        }
+        "switchover" => {
+            pm.steady(alloc)?;
+            pm.exec(new, &["/usr/sbin/crm_resource", "--clear", "-r", "eip"])?;
+        }
+        "process_stop" => {
+            if let Some(mut c) = pm.pacemakerd[h].take() {
+                let deadline = Instant::now() + Duration::from_secs(60);
+                while Instant::now() < deadline && c.try_wait()?.is_none() {
+                    thread::sleep(Duration::from_millis(50));
+                }
+                if c.try_wait()?.is_none() {
+                    pm.pacemakerd[h] = Some(c);
+                    pm.kill_pacemaker(h, Signal::SIGKILL);
+                }
+            }
+            pm.start_pacemaker(h)?;
+        }
+        _ => {}
+    }
+    Ok(t)
+}
+
+// ---------------------------------------------------------------------------------------------
+// scale
+
+fn holder_of(lab: &Lab, s: &lab::EipState) -> Option<usize> {
+    s.instance_id.as_deref().or(s.network_interface_id.as_deref()).and_then(|x| lab.node_of(x))
+}
+
+fn run_scale(args: &Args, machine: &Machine) -> Result<ScaleSection> {
+    let mut spec = LabSpec::new("bsc", 232, args.scale_nodes);
+    spec.eips = args.scale_eips;
+    spec.daemon_bin = release_bin();
+    let mut lab = Lab::start(spec)?;
+    let mut m = machine.clone();
+    read_cmap(&lab, &mut m);
+    let conf = ours_config(&lab);
+    let t_start = Instant::now();
+    for i in 0..lab.node_count() {
+        lab.write_daemon_config(i, &conf)?;
+        lab.start_daemon(i)?;
+    }
+    let allocs = lab.allocation_ids();
+    lab.wait_for("all EIPs associated", Duration::from_secs(180), || {
+        let s = lab.describe_addresses()?;
+        Ok(s.iter().all(|a| a.association_id.is_some()).then_some(()))
+    })?;
+    let initial = t_start.elapsed().as_secs_f64();
+    // every daemon synced and every holder verified
+    lab.wait_for("all daemons synced, all held", Duration::from_secs(120), || {
+        for i in 0..lab.node_count() {
+            let st = lab.daemon_status(i)?;
+            if st["synced"] != serde_json::Value::Bool(true) {
+                return Ok(None);
+            }
+            let empty = vec![];
+            for r in st["resources"].as_array().unwrap_or(&empty) {
+                if r["local_role"] == "holder" && r["state"] != "held" {
+                    return Ok(None);
+                }
+            }
+        }
+        Ok(Some(()))
+    })?;
+    thread::sleep(Duration::from_secs(2));
+    let before = lab.describe_addresses()?;
+    let mut count = vec![0usize; lab.node_count()];
+    for s in &before {
+        if let Some(h) = holder_of(&lab, s) {
+            count[h] += 1;
+        }
+    }
+    let victim = (0..lab.node_count()).max_by_key(|&i| count[i]).unwrap();
+    let lost: Vec<String> = before
+        .iter()
+        .filter(|s| holder_of(&lab, s) == Some(victim))
+        .map(|s| s.allocation_id.clone())
+        .collect();
+    eprintln!("  scale: {} nodes, {} EIPs; killing node {} holding {}", lab.node_count(), allocs.len(), victim + 1, lost.len());
+    let t0 = unix_now();
+    lab.kill_corosync(victim, Signal::SIGKILL);
+    lab.kill_daemon(victim);
+    let mut first: Option<f64> = None;
+    let t_all;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let started = Instant::now();
+        let s = lab.describe_addresses()?;
+        let now = unix_now();
+        let moved = s
+            .iter()
+            .filter(|a| lost.contains(&a.allocation_id))
+            .filter(|a| holder_of(&lab, a).is_some_and(|h| h != victim))
+            .count();
+        if moved > 0 && first.is_none() {
+            first = Some(now);
+        }
+        if moved == lost.len() {
+            t_all = now;
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("scale: only {moved}/{} moved after 120 s", lost.len());
+        }
+        if let Some(rest) = Duration::from_millis(20).checked_sub(started.elapsed()) {
+            thread::sleep(rest);
+        }
+    }
+    thread::sleep(Duration::from_secs(3));
+    let mut calls = BTreeMap::new();
+    for r in lab.ec2_requests()? {
+        if r.t >= t0 && r.t <= t_all + 3.0 && lab.node_by_ip(&r.source).is_some() {
+            *calls.entry(r.action).or_default() += 1;
+        }
+    }
+    let after = lab.describe_addresses()?;
+    let mut spread = BTreeMap::new();
+    for s in &after {
+        if let Some(h) = holder_of(&lab, s) {
+            *spread.entry(lab.node_id(h)).or_default() += 1;
+        }
+    }
+    let mut tl = Vec::new();
+    for i in 0..lab.node_count() {
+        if i == victim {
+            continue;
+        }
+        for l in lab.daemon_log(i).lines() {
+            if l.contains("failover timeline") && log_time_prefix(l).is_some_and(|x| x >= t0) {
+                if let Some(v) = l.split("verified_ms=").nth(1).and_then(|v| v.split_whitespace().next()).and_then(|v| v.parse().ok()) {
+                    tl.push(v);
+                }
+            }
+        }
+    }
+    let corosync_ms = (0..lab.node_count())
+        .filter(|&i| i != victim)
+        .find_map(|i| corosync_membership_after(&lab, i, t0))
+        .map(|x| ms(t0, x));
+    Ok(ScaleSection {
+        machine: m,
+        nodes: lab.node_count(),
+        eips: allocs.len(),
+        initial_placement_s: (initial * 100.0).round() / 100.0,
+        killed_node: lab.node_id(victim),
+        moved: lost.len(),
+        first_visible_ms: ms(t0, first.unwrap_or(t_all)),
+        all_visible_ms: ms(t0, t_all),
+        corosync_membership_ms: corosync_ms,
+        calls,
+        spread_after: spread,
+        timelines_verified_ms: tl,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// report
+
+fn stats(v: &[f64]) -> (f64, f64, f64) {
+    let mut s = v.to_vec();
+    let med = median(&mut s);
+    (s.first().copied().unwrap_or(f64::NAN), med, s.last().copied().unwrap_or(f64::NAN))
+}
+
+fn fmt_ms(x: f64) -> String {
+    if x.is_nan() {
+        "–".into()
+    } else if x >= 1000.0 {
+        format!("{:.2} s", x / 1000.0)
+    } else {
+        format!("{x:.0} ms")
+    }
+}
+
+fn med_opt(trials: &[&Trial], f: impl Fn(&Trial) -> Option<f64>) -> String {
+    let mut v: Vec<f64> = trials.iter().filter_map(|t| f(t)).collect();
+    if v.is_empty() {
+        return "–".into();
+    }
+    fmt_ms(median(&mut v))
+}
+
+fn render() -> Result<String> {
+    let ours: Option<FailoverSection> = load("failover-ours");
+    let base: Option<FailoverSection> = load("failover-pacemaker");
+    let costs: Option<CostSection> = load("costs");
+    let scale: Option<ScaleSection> = load("scale");
+    let mut s = String::new();
+    s += "# Benchmark: corosync-eip vs Pacemaker + awseip\n\n";
+    s += "Generated by `./bench/run.sh` (driver: `examples/bench_failover.rs`; raw data in \
+          `bench/results/*.json`). Do not edit by hand: re-run the command.\n\n";
+    s += "Both systems run on the same lab (`tests/lab`): one network + mount namespace per node, \
+          real corosync (knet), moto as EC2 (patched like AWS: reassociation of an associated \
+          address) with a request log, a per-node IMDSv2 responder. The harness polls \
+          DescribeAddresses every 10 ms from the emulator's namespace; the event is time zero \
+          and a trial ends at the first answer showing the address on the other node. \
+          \"Unassociated\" is how long those polls saw the address attached to nothing.\n\n";
+    let any_machine = ours.as_ref().map(|o| &o.machine).or(base.as_ref().map(|b| &b.machine));
+    if let Some(m) = any_machine {
+        s += "## Machine\n\n";
+        s += &format!(
+            "| | |\n|---|---|\n| date | {} |\n| CPUs (`nproc`) | {} |\n| CPU | {} |\n| kernel | {} |\n\
+             | corosync | {} |\n| pacemaker | {} |\n| resource-agents | {} |\n| AWS CLI | {} |\n\
+             | moto | {} |\n| corosync-eip commit | {} |\n| load average at start | {} |\n\
+             | corosync runtime token / consensus (cmap) | {} ms / {} ms |\n\n",
+            m.date, m.nproc, m.cpu, m.kernel, m.corosync, m.pacemaker, m.resource_agents, m.awscli,
+            m.moto, m.commit, m.load_at_start, m.token_ms, m.consensus_ms
+        );
+    }
+    s += "## Failover (2 nodes, 1 Elastic IP)\n\n";
+    if let Some(o) = &ours {
+        s += &format!("- corosync-eip: {}\n", o.setup);
+    }
+    if let Some(b) = &base {
+        s += &format!("- Pacemaker: {}\n", b.setup);
+        if b.machine.date != ours.as_ref().map(|o| o.machine.date.clone()).unwrap_or_default() {
+            s += &format!("- baseline measured {} (same lab, same machine, same run of the command unless the dates differ)\n", b.machine.date);
+        }
+    } else {
+        s += "- Pacemaker: **not measured in this run**; the reference column is the earlier \
+              measurement of /work/shared/design (same lab kind and machine kind, not side by side).\n";
+    }
+    s += "\nTime from the event until EC2 (DescribeAddresses) shows the new holder, min / median / max:\n\n";
+    s += "| scenario | corosync-eip (n) | Pacemaker + awseip (n) | ratio ours / baseline (median) | unassociated: ours / baseline (median, max) |\n|---|---|---|---|---|\n";
+    let reference = |sc: &str| -> Option<f64> {
+        match sc {
+            "hard_failure" => Some(3500.0),
+            "switchover" => Some(6430.0),
+            _ => None,
+        }
+    };
+    let mut console = String::new();
+    for sc in SCENARIOS {
+        let pick = |sec: &Option<FailoverSection>| -> Vec<Trial> {
+            sec.as_ref().map(|x| x.trials.iter().filter(|t| t.scenario == sc).cloned().collect()).unwrap_or_default()
+        };
+        let (o, b) = (pick(&ours), pick(&base));
+        let cell = |v: &[Trial]| -> (String, f64) {
+            if v.is_empty() {
+                return ("–".into(), f64::NAN);
+            }
+            let (lo, med, hi) = stats(&v.iter().map(|t| t.visible_ms).collect::<Vec<_>>());
+            (format!("{} / **{}** / {} ({})", fmt_ms(lo), fmt_ms(med), fmt_ms(hi), v.len()), med)
+        };
+        let (oc, om) = cell(&o);
+        let (mut bc, mut bm) = cell(&b);
+        if b.is_empty() {
+            if let Some(r) = reference(sc) {
+                bc = format!("{} median (reference, measured earlier, not side by side)", fmt_ms(r));
+                bm = r;
+            }
+        }
+        let ratio = if om.is_nan() || bm.is_nan() { "–".into() } else { format!("{:.3} (×{:.0} faster)", om / bm, bm / om) };
+        let un = |v: &[Trial]| -> String {
+            if v.is_empty() {
+                return "–".into();
+            }
+            let (_, med, hi) = stats(&v.iter().map(|t| t.unassociated_ms).collect::<Vec<_>>());
+            format!("{}, {}", fmt_ms(med), fmt_ms(hi))
+        };
+        s += &format!("| {} | {oc} | {bc} | {ratio} | {} / {} |\n", scenario_title(sc), un(&o), un(&b));
+        console += &format!("{:<14} ours {:>10}  baseline {:>10}  ratio {}\n", sc, fmt_ms(om), fmt_ms(bm), ratio);
+    }
+    let gaps = |sec: &Option<FailoverSection>| -> String {
+        let mut v: Vec<f64> = sec.as_ref().map(|x| x.trials.iter().map(|t| t.max_poll_gap_ms).collect()).unwrap_or_default();
+        if v.is_empty() {
+            return "–".into();
+        }
+        let hi = v.iter().cloned().fold(0.0, f64::max);
+        format!("median {} / worst {}", fmt_ms(median(&mut v)), fmt_ms(hi))
+    };
+    s += &format!(
+        "\nResolution: the largest gap between two consecutive poll answers within a trial was {} \
+         (corosync-eip trials) and {} (Pacemaker trials); a trial's time is at most that much late.\n",
+        gaps(&ours),
+        gaps(&base)
+    );
+    s += "\n### Where the time goes (medians, from the event)\n\n";
+    s += "corosync-eip: corosync membership = the survivor's corosync log (\"A new membership ... \
+          Members left\"); CPG confchg = the daemon's \"CPG membership changed\" log line; \
+          detected/elected/associate sent/verified = the daemon's failover timeline \
+          (`status --json` `resources[].last_failover`, relative to detection); AssociateAddress \
+          at EC2 = arrival in the emulator's request log.\n\n";
+    s += "| scenario | corosync membership | CPG confchg | detected | + elected | + associate sent | + verified | AssociateAddress at EC2 | visible to the poller | move command returned | EC2 calls per failover (median) |\n|---|---|---|---|---|---|---|---|---|---|---|\n";
+    for sc in SCENARIOS {
+        let v: Vec<&Trial> = ours.as_ref().map(|x| x.trials.iter().filter(|t| t.scenario == sc).collect()).unwrap_or_default();
+        if v.is_empty() {
+            continue;
+        }
+        let calls = {
+            let mut c: Vec<f64> = v.iter().map(|t| t.calls.values().sum::<u32>() as f64).collect();
+            median(&mut c)
+        };
+        s += &format!(
+            "| {sc} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {calls} |\n",
+            med_opt(&v, |t| t.corosync_membership_ms),
+            med_opt(&v, |t| t.cpg_confchg_ms),
+            med_opt(&v, |t| t.detected_ms),
+            med_opt(&v, |t| t.elected_ms),
+            med_opt(&v, |t| t.associate_sent_ms),
+            med_opt(&v, |t| t.verified_ms),
+            med_opt(&v, |t| t.associate_at_ec2_ms),
+            med_opt(&v, |t| Some(t.visible_ms)),
+            med_opt(&v, |t| t.command_returned_ms),
+        );
+    }
+    if let Some(b) = &base {
+        s += "\nPacemaker + awseip: corosync membership as above; start initiated = the DC's \
+              \"Initiating start operation eip_start_0\" (pacemaker log); first mutating call and \
+              AssociateAddress = arrival in the emulator's request log (each call is one AWS CLI \
+              process).\n\n";
+        s += "| scenario | corosync membership | start initiated | first mutating call at EC2 | AssociateAddress at EC2 | visible to the poller | EC2 calls per failover (median) | trials where the holder was the DC |\n|---|---|---|---|---|---|---|---|\n";
+        for sc in SCENARIOS {
+            let v: Vec<&Trial> = b.trials.iter().filter(|t| t.scenario == sc).collect();
+            if v.is_empty() {
+                continue;
+            }
+            let calls = {
+                let mut c: Vec<f64> = v.iter().map(|t| t.calls.values().sum::<u32>() as f64).collect();
+                median(&mut c)
+            };
+            let first = v.iter().filter_map(|t| t.first_mutation.clone()).next().unwrap_or_default();
+            s += &format!(
+                "| {sc} | {} | {} | {} ({first}) | {} | {} | {calls} | {}/{} |\n",
+                med_opt(&v, |t| t.corosync_membership_ms),
+                med_opt(&v, |t| t.pcmk_start_initiated_ms),
+                med_opt(&v, |t| t.first_mutation_ms),
+                med_opt(&v, |t| t.associate_at_ec2_ms),
+                med_opt(&v, |t| Some(t.visible_ms)),
+                v.iter().filter(|t| t.holder_was_dc == Some(true)).count(),
+                v.len()
+            );
+        }
+    }
+    if let Some(c) = &costs {
+        s += "\n## Idle costs\n\n";
+        s += &format!("Measured {} on the 2-node labs above after the trials, holder steady.\n\n", c.machine.date);
+        s += "| system | process | RSS | CPU in the window | window |\n|---|---|---|---|---|\n";
+        for ic in &c.idle {
+            let mut total_rss = 0;
+            let mut total_cpu = 0.0;
+            for (name, rss, cpu) in &ic.processes {
+                s += &format!("| {} | {name} | {:.1} MiB | {:.2} s | {:.0} s |\n", ic.system, *rss as f64 / 1024.0, cpu, ic.window_s);
+                total_rss += rss;
+                total_cpu += cpu;
+            }
+            s += &format!(
+                "| {} | **total** | **{:.1} MiB** | **{:.2} s ({:.2} % of one CPU)** | {:.0} s |\n",
+                ic.system,
+                total_rss as f64 / 1024.0,
+                total_cpu,
+                total_cpu * 100.0 / ic.window_s.max(1.0),
+                ic.window_s
+            );
+        }
+        s += "\nEC2 calls while idle (whole cluster, from the request log, extrapolated):\n\n| system | calls in the window | per hour |\n|---|---|---|\n";
+        for ic in &c.idle {
+            let detail: Vec<String> = ic.calls_in_window.iter().map(|(a, n)| format!("{n} {a}")).collect();
+            s += &format!("| {} | {} | {:.0} |\n", ic.system, if detail.is_empty() { "0".into() } else { detail.join(", ") }, ic.calls_per_hour);
+        }
+        s += "\nCPU includes reaped children (cutime/cstime): for Pacemaker, the agent's shell and AWS CLI processes run by pacemaker-execd.\n";
+    }
+    if let Some(sc) = &scale {
+        s += "\n## Scale run (corosync-eip)\n\n";
+        s += &format!(
+            "{} nodes, {} EIPs (one `[[eip]]` each, spread by the daemon), runtime token {} ms, measured {}. \
+             The node holding the most addresses (node {}, {} EIPs) is killed (kill -9 corosync and \
+             daemon).\n\n",
+            sc.nodes, sc.eips, sc.machine.token_ms, sc.machine.date, sc.killed_node, sc.moved
+        );
+        let calls: Vec<String> = sc.calls.iter().map(|(a, n)| format!("{n} {a}")).collect();
+        let total: u32 = sc.calls.values().sum();
+        let mut tl = sc.timelines_verified_ms.clone();
+        s += &format!(
+            "| measure | value |\n|---|---|\n| initial placement of all {} EIPs (daemons started → all associated) | {:.2} s |\n\
+             | event → corosync membership on a survivor | {} |\n| event → first moved EIP visible | {} |\n\
+             | event → **all {} moved EIPs visible on survivors** | **{}** |\n\
+             | per-address timelines, verified after detection (median / max) | {} / {} |\n\
+             | EC2 calls from nodes, event → all visible + 3 s | {} ({}) |\n| addresses per node after | {} |\n",
+            sc.eips,
+            sc.initial_placement_s,
+            sc.corosync_membership_ms.map(fmt_ms).unwrap_or("–".into()),
+            fmt_ms(sc.first_visible_ms),
+            sc.moved,
+            fmt_ms(sc.all_visible_ms),
+            fmt_ms(median(&mut tl)),
+            fmt_ms(tl.iter().cloned().fold(f64::NAN, f64::max)),
+            total,
+            calls.join(", "),
+            sc.spread_after.iter().map(|(n, c)| format!("node {n}: {c}")).collect::<Vec<_>>().join(", ")
+        );
+    }
+    s += "\n## How each system is run\n\n";
+    s += "- **Same lab, same timing.** Both use the lab's corosync.conf (knet, `token: 1000`, \
+          `token_coefficient: 0`, `two_node: 1`); the runtime token/consensus above are read with \
+          `corosync-cmapctl -g runtime.config.totem.token|consensus` inside a node. Each system \
+          gets a fresh lab (`bch`, `bpm`; `bsc` for the scale run).\n\
+- **corosync-eip**: the release binary on both nodes, `monitor_interval = \"10s\"`, other keys \
+          default. Hard failure = SIGKILL to corosync then to the daemon on the holder; \
+          switchover = `corosync-eip move eip1 --to <other node id>` run on the holder; process \
+          stop = SIGTERM to the daemon on the holder (what `systemctl stop` sends). After each \
+          trial the node is restored (corosync + daemon restarted) and the next trial starts once \
+          every daemon is synced and the holder verified, so successive trials alternate nodes.\n\
+- **Pacemaker 2.1 + `ocf:heartbeat:awseip`** (Debian packages), started as `pacemakerd` in the \
+          same node namespaces, with per-node bind mounts on `/var/lib/pacemaker` and \
+          `/var/log/pacemaker`. CIB: `stonith-enabled=false`, \
+          `rsc_defaults resource-stickiness=INFINITY`, and the equivalent of `crm configure \
+          primitive eip ocf:heartbeat:awseip params elastic_ip=<ip> allocation_id=<eipalloc> \
+          awscli=<wrapper> op monitor interval=10s timeout=30s op start timeout=60s op stop \
+          timeout=60s` (loaded with `cibadmin`). The agent's `awscli` is a wrapper that execs \
+          Debian's `/usr/bin/aws` (v2, which ignores `AWS_ENDPOINT_URL`) with `--endpoint-url` \
+          and a config/credentials file holding the `[default]` profile the agent passes; the \
+          agent reads the instance id from `169.254.169.254`, served in each node by a second \
+          instance of the lab's IMDSv2 responder. Hard failure = SIGKILL to corosync, then to \
+          pacemakerd and all its children on the holder (a node failure; STONITH is off so \
+          nothing is fenced); switchover = `crm_resource --move --force -r eip -N <other>` (what \
+          `crm resource move eip <other> force` runs: with stickiness INFINITY a plain move only \
+          adds an INFINITY preference that ties with stickiness and nothing moves; `--force` also \
+          bans the current node), then `crm_resource --clear`; process stop = SIGTERM to \
+          pacemakerd on the holder (`systemctl stop pacemaker`: the resource is stopped there, \
+          then started on the peer). Between trials: `crm_resource --wait` and both nodes online.\n\
+- **Why Pacemaker leaves the address unassociated** on planned moves: awseip's stop runs \
+          DescribeInstances (monitor), DescribeAddresses, DisassociateAddress, then sleeps \
+          `api_delay` (3 s); only then does the peer's start run (DescribeInstances, \
+          AssociateAddress, another 3 s sleep). Each call is one AWS CLI process (≈ 0.6 s here \
+          when the machine is idle). corosync-eip issues one AssociateAddress with \
+          AllowReassociation=true from the new holder, so EC2 never shows the address free.\n";
+    s += "\n## Reproduce\n\n```sh\n./scripts/setup.sh && ./bench/setup.sh   # once\n./bench/run.sh            # 10 trials per scenario and system, idle costs, 8-node / 100-EIP scale run\n./bench/run.sh --scale-only --scale-nodes 16   # only the scale run, 16 nodes\n./bench/run.sh --quick    # 3 trials, 15 s idle window\n```\n";
+    print!("\n{console}");
+    Ok(s)
+}
+
+fn main() -> Result<()> {
+    let args = parse_args()?;
+    if !args.render_only {
+        let machine = machine_facts();
+        let mut idle = Vec::new();
+        let t = Instant::now();
+        if args.ours {
+            eprintln!("== corosync-eip: {} trials per scenario", args.trials);
+            let (sec, ic) = run_ours(&args, &machine)?;
+            save("failover-ours", &sec)?;
+            idle.extend(ic);
+            eprintln!("   ({:.0} s)", t.elapsed().as_secs_f64());
+        }
+        if args.pacemaker {
+            eprintln!("== Pacemaker + awseip: {} trials per scenario", args.trials);
+            let t = Instant::now();
+            let (sec, ic) = run_pacemaker(&args, &machine)?;
+            save("failover-pacemaker", &sec)?;
+            idle.extend(ic);
+            eprintln!("   ({:.0} s)", t.elapsed().as_secs_f64());
+        }
+        if !idle.is_empty() {
+            save("costs", &CostSection { machine: machine.clone(), idle })?;
+        }
+        if args.scale {
+            eprintln!("== scale: {} nodes, {} EIPs", args.scale_nodes, args.scale_eips);
+            let t = Instant::now();
+            let sec = run_scale(&args, &machine)?;
+            save("scale", &sec)?;
+            eprintln!("   ({:.0} s)", t.elapsed().as_secs_f64());
+        }
+        eprintln!("== total {:.0} s", t.elapsed().as_secs_f64());
+    }
+    let md = render()?;
+    let out = lab::repo_root().join("docs/benchmark.md");
+    fs::write(&out, &md)?;
+    eprintln!("bench: wrote {}", out.display());
+    Ok(())
+}
