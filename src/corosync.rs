@@ -8,7 +8,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use rust_corosync::{cpg, quorum, CsError, DispatchFlags, NodeId, TrackFlags};
+use rust_corosync::{cpg, quorum, votequorum, CsError, DispatchFlags, NodeId, TrackFlags};
 use tokio::io::unix::AsyncFd;
 
 use crate::core::view::LeaveReason;
@@ -47,6 +47,13 @@ pub enum CorosyncEvent {
 }
 
 static PENDING: Mutex<Vec<CorosyncEvent>> = Mutex::new(Vec::new());
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Votes {
+    pub expected: u32,
+    pub present: u32,
+    pub needed: u32,
+}
 
 fn push(event: CorosyncEvent) {
     // A poisoned lock only means a previous callback panicked; the Vec is still usable.
@@ -120,6 +127,8 @@ pub struct Corosync {
     quorum_fd: AsyncFd<Fd>,
     cpg: cpg::Handle,
     quorum: quorum::Handle,
+    /// For vote counts in status only; the daemon works without it.
+    votequorum: Option<votequorum::Handle>,
     group: String,
     local: MemberId,
     initially_quorate: bool,
@@ -166,11 +175,18 @@ impl Corosync {
                 AsyncFd::register_with_interest(Fd(quorum_fd), readable).map_err(|e| CorosyncError::Poll(e.into()))?,
             )
         };
+        let votequorum = votequorum::initialize(&votequorum::Callbacks {
+            quorum_notification_fn: None,
+            nodelist_notification_fn: None,
+            expectedvotes_notification_fn: None,
+        })
+        .ok();
         Ok(Corosync {
             cpg_fd,
             quorum_fd,
             cpg,
             quorum,
+            votequorum,
             group: group.to_owned(),
             local: MemberId {
                 node: u32::from(node),
@@ -192,6 +208,23 @@ impl Corosync {
     /// Corosync nodes in the quorum membership when we connected.
     pub fn initial_nodes(&self) -> &[u32] {
         &self.initial_nodes
+    }
+
+    /// Votes as votequorum counts them: expected, present (of `nodes`), needed for quorum.
+    pub fn votes(&self, nodes: &[u32]) -> Option<Votes> {
+        let handle = self.votequorum.as_ref()?;
+        let me = votequorum::get_info(handle, NodeId::from(self.local.node)).ok()?;
+        let present = nodes
+            .iter()
+            .filter_map(|n| votequorum::get_info(handle, NodeId::from(*n)).ok())
+            .map(|i| i.node_votes)
+            .sum::<u32>()
+            + me.qdevice_votes;
+        Some(Votes {
+            expected: me.highest_expected.max(me.node_expected_votes),
+            present,
+            needed: me.quorum,
+        })
     }
 
     /// Quorum as corosync sees it at this instant: the last gate before a mutating EC2 call.

@@ -207,6 +207,7 @@ pub struct Daemon {
     permission_warnings: Vec<String>,
     permission_check_running: bool,
     metrics: Arc<Metrics>,
+    votes: Option<crate::corosync::Votes>,
     /// Last STATUS= line sent to systemd, and whether READY=1 went out in this process.
     systemd_status: String,
     ready_sent: bool,
@@ -330,6 +331,7 @@ pub async fn run(config: Config, config_path: PathBuf) -> anyhow::Result<Exit> {
         permission_warnings: Vec::new(),
         permission_check_running: false,
         metrics,
+        votes: None,
         systemd_status: String::new(),
         ready_sent: false,
         exe,
@@ -450,6 +452,7 @@ impl Daemon {
         let mut monitor = tokio::time::interval(self.config.cluster.monitor_interval);
         monitor.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut local_quorate = cs.initially_quorate();
+        self.votes = cs.votes(cs.initial_nodes());
         let mut watchdog = tokio::time::interval(systemd::watchdog_interval().unwrap_or(Duration::from_secs(3600)));
         let permission_every = self.config.aws.permission_check_interval;
         // The first check one period after start: a starting node has nothing yet anyway.
@@ -517,6 +520,7 @@ impl Daemon {
                 CorosyncEvent::Quorum { quorate, nodes } => {
                     info!(quorate, nodes = ?nodes, "corosync quorum changed");
                     *local_quorate = quorate;
+                    self.votes = cs.votes(&nodes);
                     view.set_local_quorate(quorate, nodes)
                 }
                 CorosyncEvent::Confchg { members, left, joined } => {
@@ -1467,6 +1471,7 @@ impl Daemon {
         s.synced = view.is_synced();
         s.quorate = view.partition_quorate();
         s.local_quorate = local_quorate;
+        s.votes = self.votes;
         s.members = members;
         s.reattaching = view.vanished().iter().map(|m| MemberRef { node_id: m.node, pid: m.pid }).collect();
         s.resources = resources;

@@ -286,7 +286,7 @@ fn render(r: &StatusReport, color: bool) -> String {
     let yes_no = |b: bool| if b { paint("yes", "32") } else { paint("NO", "1;31") };
     let _ = writeln!(
         out,
-        "cluster group {}: node {} (pid {}), instance {}, corosync {}, synced {}, quorate {}{}",
+        "cluster group {}: node {} (pid {}), instance {}, corosync {}, synced {}, quorate {}{}{}",
         r.group,
         r.node_id.map_or("?".into(), |n| n.to_string()),
         r.pid,
@@ -294,6 +294,7 @@ fn render(r: &StatusReport, color: bool) -> String {
         r.corosync,
         yes_no(r.synced),
         yes_no(r.quorate),
+        r.votes.map_or(String::new(), |v| format!(" ({} of {} votes, {} needed)", v.present, v.expected, v.needed)),
         if r.standby { ", STANDBY" } else if !r.eligible { ", NOT ELIGIBLE (health)" } else { "" },
     );
     for w in &r.warnings {

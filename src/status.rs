@@ -28,6 +28,8 @@ pub struct StatusReport {
     pub synced: bool,
     pub quorate: bool,
     pub local_quorate: bool,
+    /// votequorum's count on this node: expected, present, needed.
+    pub votes: Option<crate::corosync::Votes>,
     pub members: Vec<MemberStatus>,
     pub reattaching: Vec<MemberRef>,
     pub resources: Vec<ResourceStatus>,

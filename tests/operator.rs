@@ -88,7 +88,7 @@ fn status_metrics_and_notify_hooks() {
     let out = lab.node_exec((h + 1) % 3, &[&bin, "status"]).unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success());
-    assert!(text.contains("quorate yes"), "{text}");
+    assert!(text.contains("quorate yes (3 of 3 votes, 2 needed)"), "{text}");
     for i in 0..3 {
         assert!(text.contains(lab.instance_id(i)), "member {i} missing:\n{text}");
     }
