@@ -108,11 +108,20 @@ pub struct VipConfig {
     pub name: String,
     pub address: Ipv4Addr,
     pub route_tables: Vec<String>,
+    /// Route tables found at start by tag (and VPC), added to `route_tables`.
+    pub discover: Option<RouteTableQuery>,
     pub create_route: bool,
     pub interface: String,
     pub label: Option<String>,
     pub prefer: Vec<u32>,
     pub group: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteTableQuery {
+    pub tag_key: String,
+    pub tag_value: String,
+    pub vpc_id: Option<String>,
 }
 
 impl VipConfig {
@@ -248,6 +257,8 @@ struct RawVip {
     address: String,
     #[serde(default)]
     route_tables: Vec<String>,
+    route_table_tag: Option<String>,
+    vpc_id: Option<String>,
     #[serde(default)]
     create_route: bool,
     interface: Option<String>,
@@ -439,8 +450,33 @@ impl Config {
             if !addresses.insert(address) {
                 return Err(invalid(&key("address"), format!("{address} is already managed by another [[vip]]")));
             }
-            if v.route_tables.is_empty() {
-                return Err(invalid(&key("route_tables"), "list at least one route table id".into()));
+            let discover = match v.route_table_tag {
+                None => None,
+                Some(tag) => {
+                    let (k, val) = tag
+                        .split_once('=')
+                        .filter(|(k, _)| !k.is_empty())
+                        .ok_or_else(|| invalid(&key("route_table_tag"), format!("`{tag}` is not Key=Value")))?;
+                    if let Some(vpc) = &v.vpc_id {
+                        if !looks_like_aws_id(vpc, "vpc-") {
+                            return Err(invalid(&key("vpc_id"), format!("`{vpc}` is not a VPC id like \"vpc-0123456789abcdef0\"")));
+                        }
+                    }
+                    Some(RouteTableQuery {
+                        tag_key: k.to_owned(),
+                        tag_value: val.to_owned(),
+                        vpc_id: v.vpc_id.clone(),
+                    })
+                }
+            };
+            if discover.is_none() && v.vpc_id.is_some() {
+                return Err(invalid(&key("vpc_id"), "only used with route_table_tag".into()));
+            }
+            if v.route_tables.is_empty() && discover.is_none() {
+                return Err(invalid(
+                    &key("route_tables"),
+                    "list at least one route table id, or set route_table_tag (Key=Value) to find them".into(),
+                ));
             }
             let mut tables = BTreeSet::new();
             for t in &v.route_tables {
@@ -475,6 +511,7 @@ impl Config {
                 name: v.name,
                 address,
                 route_tables: v.route_tables,
+                discover,
                 create_route: v.create_route,
                 interface,
                 label: v.label,

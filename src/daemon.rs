@@ -215,7 +215,7 @@ pub struct Daemon {
     args: Vec<OsString>,
 }
 
-pub async fn run(config: Config, config_path: PathBuf) -> anyhow::Result<Exit> {
+pub async fn run(mut config: Config, config_path: PathBuf) -> anyhow::Result<Exit> {
     let exe = std::env::current_exe()?;
     let args: Vec<OsString> = std::env::args_os().collect();
     let mut signals = Signals {
@@ -263,6 +263,29 @@ pub async fn run(config: Config, config_path: PathBuf) -> anyhow::Result<Exit> {
     info!(instance = %identity.instance_id, eni = ?identity.network_interface_id, az = ?availability_zone, "node identity");
 
     let mut warnings = Vec::new();
+    for vip in config.vips.iter_mut() {
+        let Some(query) = vip.discover.clone() else { continue };
+        match ec2.find_route_tables(&query, Duration::from_secs(10)).await {
+            Ok(found) if !found.is_empty() => {
+                info!(resource = %vip.name, tables = ?found, "route tables found by tag");
+                for id in found {
+                    if !vip.route_tables.contains(&id) {
+                        vip.route_tables.push(id);
+                    }
+                }
+            }
+            Ok(_) => {
+                let w = format!("{}: no route table tagged {}={}{}", vip.name, query.tag_key, query.tag_value, query.vpc_id.as_deref().map(|v| format!(" in {v}")).unwrap_or_default());
+                error!("{w}");
+                warnings.push(w);
+            }
+            Err(e) => {
+                let w = format!("{}: cannot look up route tables by tag: {e}", vip.name);
+                error!("{w}");
+                warnings.push(w);
+            }
+        }
+    }
     let addresses = if config.vips.is_empty() {
         None
     } else {
@@ -1623,6 +1646,9 @@ async fn acquire_vip(
         return failed("local address management is not available".into());
     };
     let destination = vip.destination();
+    if vip.route_tables.is_empty() {
+        return failed("no route table to point at this node (see the route_table_tag warning)".into());
+    }
     let tables = match ec2.describe_route_tables(&vip.route_tables, ACQUIRE_BUDGET).await {
         Ok(t) => t,
         Err(e) => return failed(e.to_string()),

@@ -282,6 +282,25 @@ impl Ec2 {
         .await
     }
 
+    /// Route tables carrying a tag (in a VPC, when given): the optional auto-discovery of VIPs.
+    pub async fn find_route_tables(&self, query: &crate::config::RouteTableQuery, budget: Duration) -> Result<Vec<String>, Ec2Error> {
+        self.with_retry("DescribeRouteTables", budget, || async {
+            let filter = |name: String, value: &str| aws_sdk_ec2::types::Filter::builder().name(name).values(value).build();
+            let mut req = self
+                .client
+                .describe_route_tables()
+                .filters(filter(format!("tag:{}", query.tag_key), &query.tag_value));
+            if let Some(vpc) = &query.vpc_id {
+                req = req.filters(filter("vpc-id".into(), vpc));
+            }
+            let out = req.send().await.map_err(|e| classify("DescribeRouteTables", e))?;
+            let mut ids: Vec<String> = out.route_tables().iter().filter_map(|t| t.route_table_id().map(str::to_owned)).collect();
+            ids.sort();
+            Ok(ids)
+        })
+        .await
+    }
+
     /// Points `destination` in one route table at our ENI: ReplaceRoute is atomic, the route
     /// never disappears; CreateRoute only when the route does not exist yet.
     pub async fn set_route(

@@ -290,3 +290,29 @@ fn standby_drains_a_node_persists_across_restart_and_unstandby_moves_nothing_bac
     assert_eq!(settled(&lab, &[0, 1, 2], 3), drained);
     assert!(mutating_calls_since(&lab, t0).is_empty());
 }
+
+#[test]
+fn vip_route_tables_are_found_by_tag() {
+    let mut spec = LabSpec::new("vtag", 25, 2);
+    spec.route_tables = 2;
+    let mut lab = Lab::start(spec).expect("lab starts");
+    let tables = lab.route_table_ids();
+    let tagged = tables[0].clone();
+    lab.with_ec2(move |rt, c| {
+        let tag = aws_sdk_ec2::types::Tag::builder().key("ha-vip").value("db").build();
+        rt.block_on(c.create_tags().resources(tagged).tags(tag).send())
+            .map_err(|e| anyhow!("{}", aws_sdk_ec2::error::DisplayErrorContext(e)))?;
+        Ok(())
+    })
+    .unwrap();
+    let config = format!(
+        "[cluster]\nmonitor_interval = \"2s\"\n\n[[vip]]\nname = \"db\"\naddress = \"{VIP}\"\nroute_table_tag = \"ha-vip=db\"\nvpc_id = \"{}\"\ncreate_route = true\n",
+        lab.seed_info().vpc_id
+    );
+    start(&mut lab, &config);
+    let holder = settled(&lab, &[0, 1], 2)["db"];
+    let dest = format!("{VIP}/32");
+    assert_eq!(lab.route_target(&tables[0], &dest).unwrap().as_deref(), Some(lab.eni(holder)));
+    assert_eq!(lab.route_target(&tables[1], &dest).unwrap(), None, "untagged table left alone");
+    assert!(lab.node_has_address(holder, "eth0", VIP).unwrap());
+}
