@@ -237,3 +237,92 @@ fn seeded_random_cluster_events_pass_every_audit() {
         });
     }
 }
+
+/// The deterministic CTS analogues: StopOnebyOne, StartOnebyOne, SimulStop, SimulStart,
+/// RestartOnebyOne (rolling restart), PartialStart (killed right after joining) and
+/// NearQuorumPoint (corosync stopped and started on several nodes at once), each audited.
+#[test]
+fn cts_lifecycle_scenarios_pass_every_audit() {
+    let mut spec = LabSpec::new("ctsl", 35, 3);
+    spec.eips = 2;
+    let mut lab = Lab::start(spec).expect("lab starts");
+    let started = lab::unix_now();
+    for i in 0..3 {
+        lab.start_daemon(i).unwrap();
+    }
+    let mut run = Run { lab, corosync_down: BTreeSet::new(), isolated: BTreeSet::new(), standby: BTreeSet::new() };
+    run.audit(started).unwrap_or_else(|e| panic!("initial audit: {e:#}"));
+    let eip_targets = |run: &Run| -> Vec<Option<String>> {
+        run.lab.describe_addresses().unwrap().into_iter().map(|e| e.network_interface_id).collect()
+    };
+
+    // StopOnebyOne: planned stops hand over each time; after the last one EC2 is untouched.
+    for i in 0..3 {
+        let since = lab::unix_now();
+        run.lab.signal_daemon(i, Signal::SIGTERM).unwrap();
+        assert_eq!(run.lab.wait_daemon_exit(i, Duration::from_secs(10)).unwrap(), Some(0));
+        if i < 2 {
+            let up: Vec<usize> = (i + 1..3).collect();
+            run.lab
+                .wait_for("handover after a planned stop", SETTLE, || {
+                    let targets = eip_targets(&run);
+                    Ok(targets.iter().all(|t| up.iter().any(|n| t.as_deref() == Some(run.lab.eni(*n)))).then_some(()))
+                })
+                .unwrap();
+            assert!(mutating_since(&run.lab, since).iter().all(|(n, _)| n.is_some_and(|n| up.contains(&n))));
+        }
+    }
+    let before = eip_targets(&run);
+    assert!(before.iter().all(Option::is_some), "addresses stay associated with nobody running");
+
+    // StartOnebyOne: daemons join one after another into an empty group; placement waits for
+    // all of them (startup wait), then every address is verified or moved once.
+    let since = lab::unix_now();
+    for i in 0..3 {
+        run.lab.start_daemon(i).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    run.audit(since).unwrap_or_else(|e| panic!("StartOnebyOne: {e:#}"));
+
+    // SimulStop then SimulStart.
+    for i in 0..3 {
+        run.lab.signal_daemon(i, Signal::SIGTERM).unwrap();
+    }
+    for i in 0..3 {
+        assert_eq!(run.lab.wait_daemon_exit(i, Duration::from_secs(10)).unwrap(), Some(0), "SimulStop exit of node {i}");
+    }
+    let since = lab::unix_now();
+    for i in 0..3 {
+        run.lab.start_daemon(i).unwrap();
+    }
+    run.audit(since).unwrap_or_else(|e| panic!("SimulStart: {e:#}"));
+
+    // RestartOnebyOne: a rolling restart; the addresses are associated all along.
+    for i in 0..3 {
+        let since = lab::unix_now();
+        run.apply(Step::StopDaemonAndStart(i)).unwrap();
+        run.audit(since).unwrap_or_else(|e| panic!("RestartOnebyOne node {i}: {e:#}"));
+        assert!(eip_targets(&run).iter().all(Option::is_some));
+    }
+
+    // PartialStart: a daemon killed right after it joined leaves no trace.
+    let since = lab::unix_now();
+    run.lab.kill_daemon(1);
+    run.lab.start_daemon(1).unwrap();
+    std::thread::sleep(Duration::from_millis(80));
+    run.lab.kill_daemon(1);
+    run.lab.start_daemon(1).unwrap();
+    run.audit(since).unwrap_or_else(|e| panic!("PartialStart: {e:#}"));
+
+    // NearQuorumPoint: two corosyncs stop at once (quorum lost: nobody may act), then return.
+    let since = lab::unix_now();
+    run.apply(Step::KillCorosync(0)).unwrap();
+    run.lab.kill_corosync(1, Signal::SIGKILL);
+    run.corosync_down.insert(1);
+    run.audit(since).unwrap_or_else(|e| panic!("NearQuorumPoint down: {e:#}"));
+    let since = lab::unix_now();
+    run.apply(Step::RestartCorosync(0)).unwrap();
+    run.apply(Step::RestartCorosync(1)).unwrap();
+    run.lab.wait_quorate(&[0, 1, 2], 3, SETTLE).unwrap();
+    run.audit(since).unwrap_or_else(|e| panic!("NearQuorumPoint up: {e:#}"));
+}
