@@ -242,13 +242,15 @@ fn rpm_builds_installs_and_reloads_on_upgrade() {
     assert!(dump.lines().any(|l| l.starts_with("/etc/corosync-eip/corosync-eip.toml ") && l.split(' ').nth(7) == Some("1")));
 
     let scripts = rpm_q(&main, &["--scripts"]);
+    // The scriptlets' comments name what they avoid; only commands count.
+    let commands: String = scripts.lines().filter(|l| !l.trim_start().starts_with('#')).collect::<Vec<_>>().join("\n");
     for part in ["postinstall scriptlet", "preuninstall scriptlet", "postuninstall scriptlet", "posttrans scriptlet"] {
         assert!(scripts.contains(part), "no {part}:\n{scripts}");
     }
-    assert!(scripts.contains("systemctl reload corosync-eip.service"), "no reload on upgrade:\n{scripts}");
+    assert!(commands.contains("systemctl reload corosync-eip.service"), "no reload on upgrade:\n{scripts}");
     // A restart of the holder is a planned release: it would move the addresses.
     for bad in ["try-restart", "try-reload-or-restart", "condrestart", "systemctl restart"] {
-        assert!(!scripts.contains(bad), "scriptlets restart the daemon ({bad}):\n{scripts}");
+        assert!(!commands.contains(bad), "scriptlets restart the daemon ({bad}):\n{scripts}");
     }
     let requires = rpm_q(&main, &["--requires"]);
     assert!(requires.contains("corosync >= 3.1"), "{requires}");
