@@ -1177,11 +1177,15 @@ impl Daemon {
     }
 
     fn check_move(&self, view: &View, target: &str, to: &str) -> Result<(Body, u32), String> {
+        // A group name, or a resource (which moves with its group).
         let unit = self
             .config
-            .unit_of(target)
-            .filter(|u| u == target || self.config.units().is_ok_and(|us| us.iter().any(|x| &x.name == u)))
-            .or_else(|| self.config.units().ok()?.into_iter().find(|u| u.name == target).map(|u| u.name))
+            .units()
+            .unwrap_or_default()
+            .into_iter()
+            .find(|u| u.name == target)
+            .map(|u| u.name)
+            .or_else(|| self.config.unit_of(target))
             .ok_or_else(|| format!("`{target}` is neither a resource nor a group"))?;
         if !view.partition_quorate() {
             return Err("the partition is not quorate: nothing can move".into());
@@ -1251,7 +1255,7 @@ impl Daemon {
         info!("stopping: releasing all addresses to peers");
         systemd::stopping();
         self.stand_down(true);
-        self.remove_local_addresses(view).await;
+        self.remove_local_addresses().await;
         if let Err(e) = cs.send(&wire::encode(&Body::Release)).await {
             warn!(error = %e, "could not announce the release; peers will see us leave");
             return SessionEnd::Shutdown;
@@ -1274,7 +1278,7 @@ impl Daemon {
         }
     }
 
-    async fn remove_local_addresses(&mut self, _view: &View) {
+    async fn remove_local_addresses(&mut self) {
         let Some(addresses) = self.addresses.clone() else { return };
         for (name, local) in self.resources.iter_mut() {
             if let Kind::Vip(vip) = &local.kind {
