@@ -199,3 +199,52 @@ fn a_standby_node_without_permission_shows_it_before_any_failover() {
     assert_eq!(lab.daemon_status(1).unwrap()["warnings"].as_array().map(Vec::len), Some(0));
     lab.enforce_iam(false).unwrap();
 }
+
+#[test]
+fn systemd_notify_ready_status_watchdog_reloading_stopping() {
+    let mut lab = Lab::start(LabSpec::new("sdn", 36, 3)).expect("lab starts");
+    // A stand-in for systemd's notify socket inside node 0, recording every datagram.
+    let listener = "import socket\ns=socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\ns.bind('/run/notify.sock')\nf=open('/run/notify.log','a')\nwhile True:\n    f.write(s.recv(4096).decode()+'\\n---\\n'); f.flush()\n";
+    let python = lab::venv_python().to_string_lossy().into_owned();
+    let mut recorder = lab.node_command(0, &[&python, "-c", listener]).spawn().expect("recorder starts");
+    lab.wait_for("notify socket bound", SETTLE, || {
+        Ok(lab.node_exec(0, &["/usr/bin/test", "-S", "/run/notify.sock"])?.status.success().then_some(()))
+    })
+    .unwrap();
+    lab.set_daemon_env(0, "NOTIFY_SOCKET", "/run/notify.sock");
+    lab.set_daemon_env(0, "WATCHDOG_USEC", "1000000");
+    for i in 0..3 {
+        lab.start_daemon(i).unwrap();
+    }
+    let messages = |lab: &Lab| -> Vec<String> {
+        let out = lab.node_exec(0, &["/bin/cat", "/run/notify.log"]).unwrap();
+        String::from_utf8_lossy(&out.stdout).split("\n---\n").map(str::to_owned).collect()
+    };
+    holder(&lab);
+    let sent = lab
+        .wait_for("READY=1 with a status line, then watchdog pings", SETTLE, || {
+            let m = messages(&lab);
+            let ready = m.iter().position(|x| x.contains("READY=1"));
+            let pings = m.iter().filter(|x| x.contains("WATCHDOG=1")).count();
+            Ok((ready.is_some() && pings >= 3).then_some(m))
+        })
+        .unwrap();
+    let ready = sent.iter().find(|x| x.contains("READY=1")).unwrap();
+    assert!(ready.contains("STATUS=quorate;"), "{ready}");
+    assert!(sent.iter().any(|x| x.contains("STATUS=quorate; 3 member(s)")), "status follows the cluster: {sent:?}");
+    // READY=1 only once the daemon knows the holders: the log shows the sync came first.
+    assert!(lab.daemon_log(0).contains("CPG membership changed"));
+
+    lab.signal_daemon(0, lab::Signal::SIGHUP).unwrap();
+    lab.wait_for("RELOADING=1 then READY=1 again", SETTLE, || {
+        let m = messages(&lab);
+        let reloading = m.iter().position(|x| x.contains("RELOADING=1"));
+        Ok(reloading.is_some_and(|r| m[r..].iter().any(|x| x.contains("READY=1"))).then_some(()))
+    })
+    .unwrap();
+    lab.signal_daemon(0, lab::Signal::SIGTERM).unwrap();
+    assert_eq!(lab.wait_daemon_exit(0, Duration::from_secs(10)).unwrap(), Some(0));
+    assert!(messages(&lab).iter().any(|x| x.contains("STOPPING=1")));
+    let _ = recorder.kill();
+    let _ = recorder.wait();
+}
