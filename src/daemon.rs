@@ -16,7 +16,7 @@ use crate::config::{Config, EipConfig, VipConfig};
 use crate::control::{self, Command, Request, SharedStatus};
 use crate::core::health::HealthTracker;
 use crate::core::reconcile::{
-    backoff, decide_eip, decide_route, judge_eip, next_epoch, points_at, route_points_at, DriftVerdict, EipAction,
+    all_routes_point_at, backoff, decide_eip, decide_route, judge_eip, next_epoch, points_at, DriftVerdict, EipAction,
     Identity, ObservedEip, ObservedRouteTable, Ownership, RouteAction,
 };
 use crate::core::view::{Event, Output, ResourceSpec, View};
@@ -982,9 +982,7 @@ impl Daemon {
                             .cloned()
                             .collect();
                         let eni = me.network_interface_id.clone().unwrap_or_default();
-                        let routes_ok = vip.route_tables.iter().all(|id| {
-                            mine.iter().any(|t| &t.route_table_id == id && route_points_at(t, &vip.destination(), &eni))
-                        });
+                        let routes_ok = all_routes_point_at(&mine, &vip.route_tables, &vip.destination(), &eni);
                         local.observed = Some(Observed::Vip(mine));
                         let address_ok = local_addresses.iter().find(|(r, _)| r == name).map_or(true, |(_, p)| *p);
                         if !address_ok {
@@ -1695,11 +1693,7 @@ async fn acquire_vip(
             Ok(t) => t,
             Err(e) => return failed(e.to_string()),
         };
-        let all = vip
-            .route_tables
-            .iter()
-            .all(|id| tables.iter().any(|t| &t.route_table_id == id && route_points_at(t, &destination, &eni)));
-        if all {
+        if all_routes_point_at(&tables, &vip.route_tables, &destination, &eni) {
             break tables;
         }
         if Instant::now() >= deadline {

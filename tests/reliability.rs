@@ -210,20 +210,25 @@ fn pick(run: &Run, rng: &mut rand::rngs::StdRng) -> Step {
     }
 }
 
+/// A 3-node lab with 2 EIPs and a daemon on every node; also when the daemons started, since
+/// seeding the emulator wrote too and the audit counts the daemons' writes only.
+fn start_run(name: &str, subnet: u8) -> (Run, f64) {
+    let mut spec = LabSpec::new(name, subnet, 3);
+    spec.eips = 2;
+    let mut lab = Lab::start(spec).expect("lab starts");
+    let started = lab::unix_now();
+    for i in 0..3 {
+        lab.start_daemon(i).unwrap();
+    }
+    (Run { lab, corosync_down: BTreeSet::new(), isolated: BTreeSet::new(), standby: BTreeSet::new() }, started)
+}
+
 #[test]
 fn seeded_random_cluster_events_pass_every_audit() {
     let steps: usize = std::env::var("RELIABILITY_STEPS").ok().and_then(|s| s.parse().ok()).unwrap_or(8);
     let seed: u64 = std::env::var("RELIABILITY_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
     eprintln!("reliability run: seed {seed}, {steps} steps (replay with RELIABILITY_SEED={seed})");
-    let mut spec = LabSpec::new("cts", 33, 3);
-    spec.eips = 2;
-    let mut lab = Lab::start(spec).expect("lab starts");
-    // Seeding the emulator wrote too; the audit counts the daemons' writes only.
-    let started = lab::unix_now();
-    for i in 0..3 {
-        lab.start_daemon(i).unwrap();
-    }
-    let mut run = Run { lab, corosync_down: BTreeSet::new(), isolated: BTreeSet::new(), standby: BTreeSet::new() };
+    let (mut run, started) = start_run("cts", 33);
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     run.audit(started).unwrap_or_else(|e| panic!("seed {seed}: initial audit: {e:#}"));
     for n in 0..steps {
@@ -243,14 +248,7 @@ fn seeded_random_cluster_events_pass_every_audit() {
 /// NearQuorumPoint (corosync stopped and started on several nodes at once), each audited.
 #[test]
 fn cts_lifecycle_scenarios_pass_every_audit() {
-    let mut spec = LabSpec::new("ctsl", 35, 3);
-    spec.eips = 2;
-    let mut lab = Lab::start(spec).expect("lab starts");
-    let started = lab::unix_now();
-    for i in 0..3 {
-        lab.start_daemon(i).unwrap();
-    }
-    let mut run = Run { lab, corosync_down: BTreeSet::new(), isolated: BTreeSet::new(), standby: BTreeSet::new() };
+    let (mut run, started) = start_run("ctsl", 35);
     run.audit(started).unwrap_or_else(|e| panic!("initial audit: {e:#}"));
     let eip_targets = |run: &Run| -> Vec<Option<String>> {
         run.lab.describe_addresses().unwrap().into_iter().map(|e| e.network_interface_id).collect()

@@ -136,6 +136,14 @@ pub fn route_points_at(table: &ObservedRouteTable, destination: &str, eni: &str)
         .any(|r| r.destination == destination && !r.blackhole && r.network_interface_id.as_deref() == Some(eni))
 }
 
+/// Every one of `route_table_ids` was returned and routes `destination` to `eni`: what the
+/// holder of a VIP verifies after its change and at every monitor interval.
+pub fn all_routes_point_at(tables: &[ObservedRouteTable], route_table_ids: &[String], destination: &str, eni: &str) -> bool {
+    route_table_ids
+        .iter()
+        .all(|id| tables.iter().any(|t| &t.route_table_id == id && route_points_at(t, destination, eni)))
+}
+
 pub fn decide_route(table: Option<&ObservedRouteTable>, destination: &str, eni: &str, create_route: bool) -> RouteAction {
     let Some(table) = table else { return RouteAction::NoTable };
     match table.routes.iter().find(|r| r.destination == destination) {
@@ -255,6 +263,10 @@ mod tests {
         assert_eq!(decide_route(Some(&empty), dest, "eni-me", true), RouteAction::Create);
         assert_eq!(decide_route(Some(&empty), dest, "eni-me", false), RouteAction::Missing);
         assert_eq!(decide_route(None, dest, "eni-me", true), RouteAction::NoTable);
+        let ids = ["rtb-1".to_string()];
+        assert!(all_routes_point_at(std::slice::from_ref(&t), &ids, dest, "eni-me"));
+        assert!(!all_routes_point_at(std::slice::from_ref(&t), &ids, dest, "eni-other"));
+        assert!(!all_routes_point_at(&[], &ids, dest, "eni-me"), "a table EC2 did not return is not verified");
     }
 
     fn owned(instance: &str, epoch: u64) -> ObservedEip {
