@@ -67,6 +67,9 @@ pub struct ClusterConfig {
     pub startup_wait: Duration,
     /// Node ids in order of preference for every resource that has no `prefer` of its own.
     pub prefer: Vec<u32>,
+    /// How long members wait for a member that says nothing after a configuration change
+    /// (no State, no quorum fact) before they go on without it.
+    pub sync_timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -75,9 +78,12 @@ pub struct AwsConfig {
     pub endpoint_url: Option<String>,
     pub profile: Option<String>,
     pub call_timeout: Duration,
-    /// How often a node that holds nothing proves its EC2 permissions with DryRun calls
-    /// (zero: never).
+    /// How often a node that holds nothing (or announced it cannot serve something) proves its
+    /// EC2 permissions with DryRun calls (zero: never).
     pub permission_check_interval: Duration,
+    /// How long an elected holder keeps retrying transient EC2 failures before it hands the
+    /// unit to the next candidate (a permission error hands it over at once).
+    pub acquire_timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -211,6 +217,8 @@ struct RawCluster {
     startup_wait: Option<Duration>,
     #[serde(default)]
     prefer: Vec<u32>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    sync_timeout: Option<Duration>,
 }
 
 #[derive(Deserialize, Default)]
@@ -223,6 +231,8 @@ struct RawAws {
     call_timeout: Option<Duration>,
     #[serde(default, deserialize_with = "opt_duration")]
     permission_check_interval: Option<Duration>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    acquire_timeout: Option<Duration>,
 }
 
 #[derive(Deserialize, Default)]
@@ -318,10 +328,17 @@ impl Config {
             ));
         }
         let monitor_interval = raw.cluster.monitor_interval.unwrap_or(Duration::from_secs(10));
-        if monitor_interval < Duration::from_secs(1) {
+        if monitor_interval < Duration::from_secs(1) || monitor_interval > Duration::from_secs(3600) {
             return Err(invalid(
                 "cluster.monitor_interval",
-                "must be at least 1s (each holder calls DescribeAddresses this often)".into(),
+                "must be between 1s (each holder calls DescribeAddresses this often) and 1h".into(),
+            ));
+        }
+        let sync_timeout = raw.cluster.sync_timeout.unwrap_or(Duration::from_secs(5));
+        if sync_timeout < Duration::from_secs(1) || sync_timeout > Duration::from_secs(120) {
+            return Err(invalid(
+                "cluster.sync_timeout",
+                "must be between 1s and 120s (a hung member holds up failovers this long)".into(),
             ));
         }
         let reattach_grace = raw.cluster.reattach_grace.unwrap_or(Duration::from_secs(10));
@@ -344,12 +361,21 @@ impl Config {
             }
         }
         let permission_check_interval = raw.aws.permission_check_interval.unwrap_or(Duration::from_secs(300));
-        if !permission_check_interval.is_zero() && permission_check_interval < Duration::from_secs(1) {
-            return Err(invalid("aws.permission_check_interval", "must be 0 (off) or at least 1s".into()));
+        if !permission_check_interval.is_zero()
+            && (permission_check_interval < Duration::from_secs(1) || permission_check_interval > Duration::from_secs(86400))
+        {
+            return Err(invalid("aws.permission_check_interval", "must be 0 (off) or between 1s and 24h".into()));
         }
         let call_timeout = raw.aws.call_timeout.unwrap_or(Duration::from_secs(5));
-        if call_timeout < Duration::from_millis(100) {
-            return Err(invalid("aws.call_timeout", "must be at least 100ms".into()));
+        if call_timeout < Duration::from_millis(100) || call_timeout > Duration::from_secs(120) {
+            return Err(invalid("aws.call_timeout", "must be between 100ms and 120s".into()));
+        }
+        let acquire_timeout = raw.aws.acquire_timeout.unwrap_or(Duration::from_secs(20));
+        if acquire_timeout < Duration::from_secs(1) || acquire_timeout > Duration::from_secs(600) {
+            return Err(invalid(
+                "aws.acquire_timeout",
+                "must be between 1s and 600s (an unreachable successor keeps the address away this long)".into(),
+            ));
         }
 
         if let Some(id) = &raw.node.instance_id {
@@ -603,6 +629,7 @@ impl Config {
                 reattach_grace,
                 startup_wait,
                 prefer: raw.cluster.prefer,
+                sync_timeout,
             },
             aws: AwsConfig {
                 region: raw.aws.region,
@@ -610,6 +637,7 @@ impl Config {
                 profile: raw.aws.profile,
                 call_timeout,
                 permission_check_interval,
+                acquire_timeout,
             },
             node: NodeConfig {
                 instance_id: raw.node.instance_id,
@@ -685,6 +713,41 @@ impl Config {
             .find(|e| e.name == resource)
             .map(|e| group(&e.group, &e.name))
             .or_else(|| self.vips.iter().find(|v| v.name == resource).map(|v| group(&v.group, &v.name)))
+    }
+
+    /// Every unit with everything that decides its placement and action, as this node announces
+    /// it to the others so that members whose files differ notice.
+    pub fn unit_specs(&self) -> Vec<crate::core::spec::UnitSpec> {
+        use crate::core::spec::UnitSpec;
+        // Validated when the file was parsed.
+        let units = self.units().unwrap_or_default();
+        units
+            .into_iter()
+            .map(|unit| {
+                let mut names = unit.resources.clone();
+                names.sort();
+                let mut spec = UnitSpec::new(&unit.name, unit.prefer.clone()).with_key("resources", &names.join(","));
+                for name in &unit.resources {
+                    let key = |k: &str| format!("{name}.{k}");
+                    if let Some(e) = self.eips.iter().find(|e| &e.name == name) {
+                        spec = spec
+                            .with_key(&key("kind"), "eip")
+                            .with_key(&key("allocation_id"), &e.allocation_id)
+                            .with_key(&key("private_ip"), &e.private_ip.map(|ip| ip.to_string()).unwrap_or_default());
+                    } else if let Some(v) = self.vips.iter().find(|v| &v.name == name) {
+                        let mut tables = v.route_tables.clone();
+                        tables.sort();
+                        spec = spec
+                            .with_key(&key("kind"), "vip")
+                            .with_key(&key("address"), &v.address.to_string())
+                            .with_key(&key("route_tables"), &tables.join(","))
+                            .with_key(&key("interface"), &v.interface)
+                            .with_key(&key("create_route"), if v.create_route { "true" } else { "false" });
+                    }
+                }
+                spec
+            })
+            .collect()
     }
 
 }

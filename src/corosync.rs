@@ -12,7 +12,7 @@ use rust_corosync::{cpg, quorum, votequorum, CsError, DispatchFlags, NodeId, Tra
 use tokio::io::unix::AsyncFd;
 
 use crate::core::view::LeaveReason;
-use crate::core::MemberId;
+use crate::core::{MemberId, Ring};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CorosyncError {
@@ -38,10 +38,12 @@ pub enum CorosyncEvent {
         bytes: Vec<u8>,
     },
     Totem {
+        ring: Ring,
         nodes: Vec<u32>,
     },
     Quorum {
         quorate: bool,
+        ring: Ring,
         nodes: Vec<u32>,
     },
 }
@@ -100,17 +102,52 @@ fn on_confchg(
     });
 }
 
-fn on_totem(_h: &cpg::Handle, _ring: cpg::RingId, nodes: Vec<NodeId>) {
+fn on_totem(_h: &cpg::Handle, ring: cpg::RingId, nodes: Vec<NodeId>) {
     push(CorosyncEvent::Totem {
+        ring: Ring {
+            rep: u32::from(ring.nodeid),
+            seq: ring.seq,
+        },
         nodes: nodes.into_iter().map(u32::from).collect(),
     });
 }
 
-fn on_quorum(_h: &quorum::Handle, quorate: bool, _ring: quorum::RingId, members: Vec<NodeId>) {
+fn on_quorum(_h: &quorum::Handle, quorate: bool, ring: quorum::RingId, members: Vec<NodeId>) {
     push(CorosyncEvent::Quorum {
         quorate,
+        ring: Ring {
+            rep: u32::from(ring.nodeid),
+            seq: ring.seq,
+        },
         nodes: members.into_iter().map(u32::from).collect(),
     });
+}
+
+/// A quorum connection of its own, for the synchronous "still quorate?" question asked right
+/// before every mutating EC2 call, from whichever task makes the call. Kept apart from the
+/// tracking connection, whose notifications the main loop dispatches.
+pub struct QuorumProbe {
+    handle: Mutex<quorum::Handle>,
+}
+
+impl QuorumProbe {
+    fn connect() -> Result<QuorumProbe, CorosyncError> {
+        let model = quorum::ModelData::ModelV1(quorum::Model1Data {
+            flags: quorum::Model1Flags::None,
+            quorum_notification_fn: None,
+            nodelist_notification_fn: None,
+        });
+        let (handle, _) = quorum::initialize(&model, 0).map_err(call_err("quorum_initialize"))?;
+        Ok(QuorumProbe {
+            handle: Mutex::new(handle),
+        })
+    }
+
+    /// Corosync's quorum at this instant; an error (corosync gone) counts as not quorate.
+    pub fn quorate(&self) -> bool {
+        let handle = self.handle.lock().unwrap_or_else(|p| p.into_inner());
+        quorum::getquorate(&handle).unwrap_or(false)
+    }
 }
 
 struct Fd(RawFd);
@@ -132,7 +169,9 @@ pub struct Corosync {
     group: String,
     local: MemberId,
     initially_quorate: bool,
+    initial_ring: Option<Ring>,
     initial_nodes: Vec<u32>,
+    probe: std::sync::Arc<QuorumProbe>,
 }
 
 impl Corosync {
@@ -156,11 +195,14 @@ impl Corosync {
         quorum::trackstart(&quorum, TrackFlags::Current).map_err(call_err("quorum_trackstart"))?;
         quorum::dispatch(&quorum, DispatchFlags::One).map_err(call_err("quorum_dispatch"))?;
         let mut initial_nodes = Vec::new();
+        let mut initial_ring = None;
         for event in std::mem::take(&mut *PENDING.lock().unwrap_or_else(|p| p.into_inner())) {
-            if let CorosyncEvent::Quorum { nodes, .. } = event {
+            if let CorosyncEvent::Quorum { nodes, ring, .. } = event {
                 initial_nodes = nodes;
+                initial_ring = Some(ring);
             }
         }
+        let probe = std::sync::Arc::new(QuorumProbe::connect()?);
         quorum::trackstart(&quorum, TrackFlags::Changes).map_err(call_err("quorum_trackstart"))?;
         let initially_quorate = quorum::getquorate(&quorum).map_err(call_err("quorum_getquorate"))?;
         let cpg_fd = cpg::fd_get(&cpg).map_err(call_err("cpg_fd_get"))?;
@@ -193,8 +235,20 @@ impl Corosync {
                 pid: std::process::id(),
             },
             initially_quorate,
+            initial_ring,
             initial_nodes,
+            probe,
         })
+    }
+
+    /// The ring of the quorum state read at connect.
+    pub fn initial_ring(&self) -> Option<Ring> {
+        self.initial_ring
+    }
+
+    /// The synchronous quorum check, shareable with the tasks that write to EC2.
+    pub fn probe(&self) -> std::sync::Arc<QuorumProbe> {
+        self.probe.clone()
     }
 
     pub fn local(&self) -> MemberId {
@@ -227,9 +281,9 @@ impl Corosync {
         })
     }
 
-    /// Quorum as corosync sees it at this instant: the last gate before a mutating EC2 call.
-    pub fn quorate_now(&self) -> Result<bool, CorosyncError> {
-        quorum::getquorate(&self.quorum).map_err(call_err("quorum_getquorate"))
+    /// Quorum as corosync sees it at this instant.
+    pub fn quorate_now(&self) -> bool {
+        self.probe.quorate()
     }
 
     /// Waits for corosync to have something for us and returns it in delivery order. An error

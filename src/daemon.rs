@@ -15,29 +15,34 @@ use tracing::{debug, error, info, warn};
 use crate::config::{Config, EipConfig, VipConfig};
 use crate::control::{self, Command, Request, SharedStatus};
 use crate::core::health::HealthTracker;
+use crate::core::holder::{self, Effect, Failure, Holding, Verdict};
 use crate::core::reconcile::{
     all_routes_point_at, backoff, decide_eip, decide_route, judge_eip, next_epoch, points_at, DriftVerdict, EipAction,
     Identity, ObservedEip, ObservedRouteTable, Ownership, RouteAction,
 };
-use crate::core::view::{Event, Output, ResourceSpec, View};
-use crate::core::wire::{self, Body, HeldMsg, MemberInfo, WireAssignment};
+use crate::core::spec::Conflict;
+use crate::core::view::{Event, Output, View};
+use crate::core::wire::{self, Body, HeldMsg, MemberInfo, Unable, WireAssignment, PROTOCOL};
 use crate::core::MemberId;
-use crate::corosync::{Corosync, CorosyncError, CorosyncEvent};
+use crate::corosync::{Corosync, CorosyncError, CorosyncEvent, QuorumProbe};
 use crate::ec2::{self, Ec2, Ec2Error, ErrorClass};
 use crate::localaddr::LocalAddresses;
 use crate::metrics::Metrics;
 use crate::notify::{self, HookContext, HookEvent};
 use crate::status::{
-    self, FailoverTimeline, HealthStatus, HolderStatus, MemberRef, MemberStatus, ResourceStatus, RouteStatus,
-    StatusReport,
+    self, ConflictStatus, FailoverTimeline, HealthStatus, HolderStatus, MemberRef, MemberStatus, ResourceStatus,
+    RouteStatus, StatusReport,
 };
 use crate::{health, identity, systemd};
 
 /// Environment variable carrying the cluster view across a reload re-exec.
 const REEXEC_STATE_ENV: &str = "COROSYNC_EIP_REEXEC_STATE";
 const VERSION: &str = env!("CARGO_PKG_VERSION");
-/// Time budget for one acquisition (retries of transient errors included).
+/// Time budget for one acquisition (retries of transient errors included); never more than
+/// `acquire_timeout`.
 const ACQUIRE_BUDGET: Duration = Duration::from_secs(10);
+/// At most one log line per this period for undecodable messages from one sender.
+const UNDECODABLE_LOG_EVERY: Duration = Duration::from_secs(10);
 /// How long a stopping holder waits for its Release to come back through CPG.
 const RELEASE_WAIT: Duration = Duration::from_secs(2);
 /// How long an admin command may take to show its result in the cluster.
@@ -71,6 +76,7 @@ enum TaskResult {
     AcquireFailed {
         resource: String,
         generation: u64,
+        failure: Failure,
         error: String,
     },
     /// Acquisition stopped because we lost the right to act before the mutating call.
@@ -82,6 +88,8 @@ enum TaskResult {
     },
     LocalAddressRemoved { resource: String, result: Result<bool, String> },
     Retry,
+    /// The sync timeout after the configuration change to this member list ran out.
+    SyncTimeout(Vec<MemberId>),
     GraceExpired(MemberId),
     StartupWaitOver,
     Health { index: usize, result: Result<(), String> },
@@ -95,28 +103,16 @@ enum Kind {
     Vip(VipConfig),
 }
 
+/// One configured resource on this node: the holder's decisions (pure, `Holding`) and what the
+/// adapter keeps for them (the running task, what EC2 said, the failover timeline).
 struct LocalResource {
     kind: Kind,
     unit: String,
-    /// Generation whose acquisition is running.
-    acquiring: Option<(u64, JoinHandle<()>)>,
-    /// Generation EC2 was verified to point at us for.
-    held: Option<u64>,
+    holding: Holding,
+    /// The running acquisition.
+    task: Option<JoinHandle<()>>,
     observed: Option<Observed>,
     verified_at: Option<SystemTime>,
-    last_error: Option<String>,
-    /// Failed acquisitions of the wanted generation so far, and when the next try is due.
-    failures: u32,
-    retry_at: Option<Instant>,
-    drift_repairs: u64,
-    /// VIP only: whether the address is on our interface (None: not known yet).
-    local_address: Option<bool>,
-    /// EIP: the ownership epoch we wrote when we took it.
-    epoch: Option<u64>,
-    /// Generation for which a holder elected in another partition took the address after us;
-    /// we do not take it back while it lasts.
-    yielded: Option<u64>,
-    removing: bool,
     /// Set when the view elected us; consumed when the acquisition is verified.
     pending_timeline: Option<PendingTimeline>,
     last_failover: Option<FailoverTimeline>,
@@ -124,29 +120,42 @@ struct LocalResource {
 
 impl LocalResource {
     fn new(kind: Kind, unit: String) -> LocalResource {
+        let vip = matches!(kind, Kind::Vip(_));
         LocalResource {
             kind,
             unit,
-            acquiring: None,
-            held: None,
+            holding: Holding::new(vip),
+            task: None,
             observed: None,
             verified_at: None,
-            last_error: None,
-            failures: 0,
-            retry_at: None,
-            drift_repairs: 0,
-            local_address: None,
-            epoch: None,
-            yielded: None,
-            removing: false,
             pending_timeline: None,
             last_failover: None,
         }
     }
 
     fn abort(&mut self) {
-        if let Some((_, task)) = self.acquiring.take() {
+        if let Some(task) = self.task.take() {
             task.abort();
+        }
+    }
+}
+
+/// Undecodable CPG messages (another wire version, a foreign process in the group) are logged
+/// at a bounded rate per sender.
+#[derive(Default)]
+struct Undecodable {
+    senders: BTreeMap<MemberId, (Instant, u64)>,
+}
+
+impl Undecodable {
+    fn record(&mut self, from: MemberId, error: &wire::DecodeError) {
+        let now = Instant::now();
+        let entry = self.senders.entry(from).or_insert((now, 0));
+        if entry.1 == 0 || now.saturating_duration_since(entry.0) >= UNDECODABLE_LOG_EVERY {
+            warn!(from = %from, error = %error, suppressed = entry.1.saturating_sub(1), "dropping undecodable CPG message");
+            *entry = (now, 1);
+        } else {
+            entry.1 = entry.1.saturating_add(1);
         }
     }
 }
@@ -208,6 +217,11 @@ pub struct Daemon {
     permission_check_running: bool,
     metrics: Arc<Metrics>,
     votes: Option<crate::corosync::Votes>,
+    /// The synchronous quorum check of the current corosync connection.
+    probe: Option<Arc<QuorumProbe>>,
+    undecodable: Undecodable,
+    /// Conflicts last logged, to log each change once.
+    conflicts: Vec<Conflict>,
     /// Last STATUS= line sent to systemd, and whether READY=1 went out in this process.
     systemd_status: String,
     ready_sent: bool,
@@ -355,6 +369,9 @@ pub async fn run(mut config: Config, config_path: PathBuf) -> anyhow::Result<Exi
         permission_check_running: false,
         metrics,
         votes: None,
+        probe: None,
+        undecodable: Undecodable::default(),
+        conflicts: Vec::new(),
         systemd_status: String::new(),
         ready_sent: false,
         exe,
@@ -423,18 +440,6 @@ fn inherited_state() -> Option<Vec<WireAssignment>> {
 }
 
 impl Daemon {
-    fn unit_specs(&self) -> Vec<ResourceSpec> {
-        self.config
-            .units()
-            .unwrap_or_default()
-            .into_iter()
-            .map(|u| ResourceSpec {
-                name: u.name,
-                prefer: u.prefer,
-            })
-            .collect()
-    }
-
     fn eligible_locally(&self) -> bool {
         self.health.iter().all(|h| h.tracker.healthy())
     }
@@ -460,17 +465,22 @@ impl Daemon {
             instance_id: self.identity.instance_id.clone(),
             network_interface_id: self.identity.network_interface_id.clone(),
             version: VERSION.into(),
-            resources: self.unit_specs().into_iter().map(|u| u.name).collect(),
+            resources: Vec::new(),
             quorate: cs.initially_quorate(),
             eligible: self.eligible_locally(),
             standby: self.standby_persisted,
             nodes: cs.initial_nodes().to_vec(),
             availability_zone: self.availability_zone.clone(),
+            protocol: PROTOCOL,
+            ring: cs.initial_ring(),
+            units: BTreeMap::new(),
+            cannot_serve: self.cannot_serve_list(),
         };
-        let mut view = View::new(cs.local(), info, self.unit_specs());
+        let mut view = View::new(cs.local(), info, self.config.unit_specs());
         if let Some(table) = seed {
             view.seed(table);
         }
+        self.probe = Some(cs.probe());
         self.startup_timer_armed = false;
         let mut monitor = tokio::time::interval(self.config.cluster.monitor_interval);
         monitor.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -522,6 +532,7 @@ impl Daemon {
                 return SessionEnd::Lost(e);
             }
             self.persist_standby(&view);
+            self.log_conflicts(&view);
             self.reconcile(&view, local_quorate);
             self.arm_startup_timer(&view);
             self.finish_commands(&view);
@@ -540,21 +551,34 @@ impl Daemon {
         let detected = (Instant::now(), SystemTime::now());
         for event in events {
             let outputs = match event {
-                CorosyncEvent::Quorum { quorate, nodes } => {
-                    info!(quorate, nodes = ?nodes, "corosync quorum changed");
+                CorosyncEvent::Quorum { quorate, ring, nodes } => {
+                    info!(quorate, ring = %ring, nodes = ?nodes, "corosync quorum changed");
                     *local_quorate = quorate;
                     self.votes = cs.votes(&nodes);
-                    view.set_local_quorate(quorate, nodes)
+                    view.set_local_quorum(quorate, Some(ring), nodes)
                 }
                 CorosyncEvent::Confchg { members, left, joined } => {
                     info!(members = ?members, left = ?left, joined = ?joined, "CPG membership changed");
-                    view.handle(Event::Confchg { members, left, joined })
+                    // Corosync applies a loss of members to quorum before it delivers the CPG
+                    // change, though its notification may reach us later: read it now, so the
+                    // fact we announce in the new configuration is not the old one.
+                    let now_quorate = cs.quorate_now();
+                    if !now_quorate {
+                        *local_quorate = false;
+                    }
+                    let mut outputs = view.note_quorate_now(now_quorate);
+                    outputs.extend(view.handle(Event::Confchg { members, left, joined }));
+                    self.after(self.config.cluster.sync_timeout, TaskResult::SyncTimeout(view.config()));
+                    outputs
                 }
-                CorosyncEvent::Totem { nodes } => view.handle(Event::Totem { nodes }),
+                CorosyncEvent::Totem { ring, nodes } => {
+                    debug!(ring = %ring, nodes = ?nodes, "totem membership changed");
+                    view.handle(Event::Totem { ring, nodes })
+                }
                 CorosyncEvent::Deliver { from, bytes } => match wire::decode(&bytes) {
                     Ok(body) => view.handle(Event::Message { from, body }),
                     Err(e) => {
-                        warn!(from = %from, error = %e, "dropping undecodable CPG message");
+                        self.undecodable.record(from, &e);
                         Vec::new()
                     }
                 },
@@ -622,58 +646,94 @@ impl Daemon {
         };
         self.permit.send_replace(permitted);
         let quorate = view.partition_quorate() && local_quorate;
-        let mut to_start = Vec::new();
-        let mut to_remove = Vec::new();
-        let mut released = Vec::new();
-        for (name, local) in self.resources.iter_mut() {
-            let want = ours.get(&local.unit).copied();
-            let Some(generation) = want.filter(|_| quorate) else {
-                // Not ours, or no quorum: stop, and take a VIP off our interface so no two nodes
-                // of a quorate partition ever have it.
-                if local.held.is_some() {
-                    released.push(name.clone());
-                }
-                local.abort();
-                if want.is_none() {
-                    local.held = None;
-                    local.yielded = None;
-                    local.pending_timeline = None;
-                    local.failures = 0;
-                    local.retry_at = None;
-                } else {
-                    local.held = None;
-                }
-                let known_stale = view.is_synced() || !quorate;
-                if matches!(local.kind, Kind::Vip(_)) && local.local_address != Some(false) && !local.removing && known_stale {
-                    to_remove.push(name.clone());
-                }
-                continue;
+        let now = Instant::now();
+        let names: Vec<String> = self.resources.keys().cloned().collect();
+        for name in names {
+            let Some(local) = self.resources.get_mut(&name) else { continue };
+            let facts = holder::Facts {
+                wanted: ours.get(&local.unit).copied(),
+                may_act,
+                quorate,
+                synced: view.is_synced(),
             };
-            if !may_act {
-                // A sync round: reads in flight may finish; the permit blocks writes.
-                continue;
+            if facts.wanted.is_none() {
+                local.pending_timeline = None;
             }
-            if local.held == Some(generation)
-                || local.yielded == Some(generation)
-                || local.acquiring.as_ref().is_some_and(|(g, _)| *g == generation)
-            {
-                continue;
+            let effects = local.holding.reconcile(facts, now);
+            self.apply_effects(view, &name, effects);
+        }
+    }
+
+    /// Carries out what the holder decided for one resource (the CPG announcements are sent by
+    /// `announce_capability`).
+    fn apply_effects(&mut self, view: &View, name: &str, effects: Vec<Effect>) {
+        for effect in effects {
+            match effect {
+                Effect::Abort => {
+                    if let Some(local) = self.resources.get_mut(name) {
+                        local.abort();
+                    }
+                }
+                Effect::Acquire { generation } => self.spawn_acquire(name, generation),
+                Effect::RemoveAddress => self.spawn_remove_address(name),
+                Effect::Released => self.hook(view.local().node, name, HookEvent::Release, "standby", String::new()),
+                Effect::RetryAt(at) => self.after(at.saturating_duration_since(Instant::now()), TaskResult::Retry),
+                Effect::CannotServe { class, reason } => {
+                    error!(resource = %name, class = class.as_str(), reason = %reason, "this node cannot serve the address; handing it to the next candidate");
+                }
+                Effect::Drift => {
+                    let repairs = self.resources.get(name).map_or(0, |l| l.holding.drift_repairs());
+                    self.metrics.drift_repairs.get_or_create(&Metrics::resource(name)).inc();
+                    warn!(resource = %name, drift_repairs = repairs, "drift: EC2 or the local interface no longer matches this holder; repairing");
+                }
             }
-            if local.retry_at.is_some_and(|at| at > Instant::now()) {
-                continue;
+        }
+    }
+
+    /// Says loudly, once per change, which units' configuration differs between members.
+    fn log_conflicts(&mut self, view: &View) {
+        if !view.is_synced() {
+            return;
+        }
+        let now = view.conflicts();
+        if now == self.conflicts {
+            return;
+        }
+        for c in now.iter().filter(|c| !self.conflicts.contains(c)) {
+            let variants: Vec<String> = c.variants.iter().map(|v| format!("{v:?}")).collect();
+            error!(unit = %c.unit, keys = ?c.keys, variants = %variants.join(" vs "), "{c}");
+        }
+        for c in self.conflicts.iter().filter(|old| !now.iter().any(|n| n.unit == old.unit)) {
+            info!(unit = %c.unit, "the members' configuration of this unit agrees again; placement resumes");
+        }
+        self.conflicts = now;
+    }
+
+    /// Units this node cannot serve now, as announced to the others.
+    fn cannot_serve_list(&self) -> Vec<Unable> {
+        let mut list: Vec<Unable> = Vec::new();
+        for local in self.resources.values() {
+            if let Some((class, reason)) = local.holding.incapacity() {
+                if !list.iter().any(|u| u.unit == local.unit) {
+                    list.push(Unable {
+                        unit: local.unit.clone(),
+                        class: *class,
+                        reason: reason.clone(),
+                    });
+                }
             }
-            local.abort();
-            to_start.push((name.clone(), generation));
         }
-        for (name, generation) in to_start {
-            self.spawn_acquire(&name, generation);
+        list
+    }
+
+    /// Tells the others which units we cannot serve, when that changed.
+    async fn announce_capability(&mut self, cs: &Corosync, view: &mut View) -> Result<(), CorosyncError> {
+        for output in view.set_local_cannot_serve(self.cannot_serve_list()) {
+            if let Output::Send(body) = output {
+                cs.send(&wire::encode(&body)).await?;
+            }
         }
-        for name in to_remove {
-            self.spawn_remove_address(&name);
-        }
-        for name in released {
-            self.hook(view.local().node, &name, HookEvent::Release, "standby", String::new());
-        }
+        Ok(())
     }
 
     fn hook(&self, node_id: u32, resource: &str, event: HookEvent, role: &'static str, detail: String) {
@@ -707,25 +767,35 @@ impl Daemon {
         );
     }
 
+    /// The question every mutating call asks right before it is sent: are we still the
+    /// elected holder of `unit` at `generation` in a quorate partition, and does corosync still
+    /// count us quorate at this instant?
+    fn write_gate(&self, unit: &str, generation: u64) -> Gate {
+        let permit = self.permit.subscribe();
+        let probe = self.probe.clone();
+        let key = (unit.to_owned(), generation);
+        Arc::new(move || permit.borrow().contains(&key) && probe.as_ref().is_some_and(|p| p.quorate()))
+    }
+
     fn spawn_acquire(&mut self, name: &str, generation: u64) {
         let Some(local) = self.resources.get(name) else { return };
         let kind = local.kind.clone();
-        let unit = local.unit.clone();
         let ec2 = self.ec2.clone();
         let me = self.identity.clone();
-        let permit = self.permit.subscribe();
+        let gate = self.write_gate(&local.unit, generation);
         let tx = self.results_tx.clone();
         let addresses = self.addresses.clone();
         let resource = name.to_owned();
+        let budget = ACQUIRE_BUDGET.min(self.config.aws.acquire_timeout);
         let task = tokio::spawn(async move {
             let result = match kind {
-                Kind::Eip(eip) => acquire_eip(&ec2, &eip, &unit, generation, &me, permit).await,
-                Kind::Vip(vip) => acquire_vip(&ec2, addresses.as_deref(), &vip, &unit, generation, &me, permit).await,
+                Kind::Eip(eip) => acquire_eip(&ec2, &eip, generation, &me, gate, budget).await,
+                Kind::Vip(vip) => acquire_vip(&ec2, addresses.as_deref(), &vip, generation, &me, gate, budget).await,
             };
             let _ = tx.send(result);
         });
         if let Some(local) = self.resources.get_mut(name) {
-            local.acquiring = Some((generation, task));
+            local.task = Some(task);
         }
         debug!(resource = %resource, generation, "acquisition started");
     }
@@ -734,7 +804,6 @@ impl Daemon {
         let Some(local) = self.resources.get_mut(name) else { return };
         let Kind::Vip(vip) = local.kind.clone() else { return };
         let Some(addresses) = self.addresses.clone() else { return };
-        local.removing = true;
         let tx = self.results_tx.clone();
         let resource = name.to_owned();
         tokio::spawn(async move {
@@ -759,19 +828,12 @@ impl Daemon {
 
     fn address_removed(&mut self, resource: &str, result: Result<bool, String>) {
         let Some(local) = self.resources.get_mut(resource) else { return };
-        local.removing = false;
-        match result {
-            Ok(removed) => {
-                if removed {
-                    info!(resource = %resource, "address removed from the local interface");
-                }
-                local.local_address = Some(false);
-            }
-            Err(e) => {
-                error!(resource = %resource, error = %e, "cannot remove the address from the local interface");
-                local.last_error = Some(e);
-            }
+        match &result {
+            Ok(true) => info!(resource = %resource, "address removed from the local interface"),
+            Ok(false) => {}
+            Err(e) => error!(resource = %resource, error = %e, "cannot remove the address from the local interface"),
         }
+        local.holding.address_removed(result.map(|_| ()));
     }
 
     /// Returns the node's new eligibility when it changed.
@@ -804,22 +866,19 @@ impl Daemon {
                 epoch,
             } => {
                 let Some(local) = self.resources.get_mut(&resource) else { return Ok(()) };
-                if ours.get(&local.unit) != Some(&generation) {
+                let wanted = ours.get(&local.unit).copied();
+                let recovered = local.holding.incapacity().is_some();
+                if !local.holding.acquired(generation, wanted, epoch, true) {
                     return Ok(());
                 }
-                local.acquiring = None;
-                local.held = Some(generation);
-                local.yielded = None;
-                local.epoch = epoch;
+                local.task = None;
                 local.observed = Some(observed.clone());
                 local.verified_at = Some(SystemTime::now());
-                local.last_error = None;
-                local.failures = 0;
-                local.retry_at = None;
-                if matches!(local.kind, Kind::Vip(_)) {
-                    local.local_address = Some(true);
-                }
                 let unit = local.unit.clone();
+                if recovered {
+                    self.announce_capability(cs, view).await?;
+                }
+                let Some(local) = self.resources.get_mut(&resource) else { return Ok(()) };
                 if let Some(t) = local.pending_timeline.take() {
                     let ms = |i: Instant| i.saturating_duration_since(t.detected).as_millis() as u64;
                     let timeline = FailoverTimeline {
@@ -867,23 +926,44 @@ impl Daemon {
             TaskResult::AcquireFailed {
                 resource,
                 generation,
+                failure,
                 error,
             } => {
-                let monitor_interval = self.config.cluster.monitor_interval;
+                let policy = holder::Policy {
+                    acquire_timeout: self.config.aws.acquire_timeout,
+                    retry_cap: self.config.cluster.monitor_interval,
+                };
                 let Some(local) = self.resources.get_mut(&resource) else { return Ok(()) };
-                local.acquiring = None;
-                let wait = backoff(local.failures, Duration::from_millis(500), monitor_interval, rand::random());
-                local.failures += 1;
-                local.retry_at = Some(Instant::now() + wait);
-                local.last_error = Some(error.clone());
-                error!(resource = %resource, generation, error = %error, retry_in_ms = wait.as_millis() as u64, "could not take the address");
-                self.after(wait, TaskResult::Retry);
+                if local.holding.acquiring() == Some(generation) {
+                    local.task = None;
+                }
+                let now = Instant::now();
+                let effects = local.holding.acquire_failed(generation, failure, error.clone(), now, policy, rand::random());
+                let retry_in_ms = effects
+                    .iter()
+                    .find_map(|e| match e {
+                        Effect::RetryAt(at) => Some(at.saturating_duration_since(now).as_millis() as u64),
+                        _ => None,
+                    })
+                    .unwrap_or_default();
+                error!(resource = %resource, generation, failure = ?failure, error = %error, retry_in_ms, "could not take the address");
+                self.apply_effects(view, &resource, effects);
                 self.hook(view.local().node, &resource, HookEvent::Fault, "holder", error);
+                self.announce_capability(cs, view).await?;
             }
             TaskResult::AcquireCancelled { resource, generation } => {
                 if let Some(local) = self.resources.get_mut(&resource) {
-                    if local.acquiring.as_ref().is_some_and(|(g, _)| *g == generation) {
-                        local.acquiring = None;
+                    if local.holding.acquiring() == Some(generation) {
+                        local.task = None;
+                    }
+                    local.holding.acquire_cancelled(generation);
+                }
+            }
+            TaskResult::SyncTimeout(config) => {
+                if view.config() == config {
+                    for member in view.silent_members() {
+                        warn!(member = %member, timeout_ms = self.config.cluster.sync_timeout.as_millis() as u64, "member sent nothing since the membership change; going on without it until it speaks");
+                        cs.send(&wire::encode(&Body::Unresponsive { member, config: config.clone() })).await?;
                     }
                 }
             }
@@ -921,6 +1001,18 @@ impl Daemon {
                         info!("EC2 permission checks pass again");
                     }
                 }
+                if failing.is_empty() {
+                    let mut recovered = Vec::new();
+                    for (name, local) in self.resources.iter_mut() {
+                        if local.holding.recovered() {
+                            recovered.push(name.clone());
+                        }
+                    }
+                    if !recovered.is_empty() {
+                        info!(resources = ?recovered, "EC2 permission checks pass: this node can serve these addresses again (nothing moves back)");
+                        self.announce_capability(cs, view).await?;
+                    }
+                }
                 self.permission_warnings = failing;
             }
             TaskResult::Monitored { eips, routes, local } => {
@@ -941,40 +1033,36 @@ impl Daemon {
         let ours: BTreeMap<String, u64> = view.held_by_local().into_iter().collect();
         let now = SystemTime::now();
         let me = self.identity.clone();
-        for (name, local) in self.resources.iter_mut() {
-            let Some(generation) = ours.get(&local.unit) else { continue };
-            if local.held != Some(*generation) {
+        let names: Vec<String> = self.resources.keys().cloned().collect();
+        for name in names {
+            let Some(local) = self.resources.get_mut(&name) else { continue };
+            let wanted = ours.get(&local.unit).copied();
+            if wanted.is_none() || local.holding.held() != wanted {
                 continue;
             }
-            let verdict: Result<bool, String> = match &local.kind {
+            let mut address_present = None;
+            let verdict = match &local.kind {
                 Kind::Eip(eip) => match &eips {
                     None => continue,
-                    Some(Err(e)) => Err(e.to_string()),
+                    Some(Err(e)) => Verdict::Unknown(e.to_string()),
                     Some(Ok(list)) => match list.iter().find(|o| o.allocation_id == eip.allocation_id) {
                         Some(o) => {
                             local.observed = Some(Observed::Eip(o.clone()));
-                            match judge_eip(o, &me, eip.private_ip, local.epoch) {
-                                DriftVerdict::Ours => Ok(true),
-                                DriftVerdict::Repair => Ok(false),
+                            match judge_eip(o, &me, eip.private_ip, local.holding.epoch()) {
+                                DriftVerdict::Ours => Verdict::Ours,
+                                DriftVerdict::Repair => Verdict::Repair,
                                 DriftVerdict::Yield { to, epoch } => {
-                                    let message = format!(
-                                        "{to} took the address with ownership epoch {epoch} (ours {}): a holder elected in another partition; not taking it back",
-                                        local.epoch.unwrap_or_default()
-                                    );
-                                    warn!(resource = %name, "{message}");
-                                    local.yielded = Some(*generation);
-                                    local.held = None;
-                                    local.last_error = Some(message);
-                                    continue;
+                                    warn!(resource = %name, to = %to, epoch, "a holder elected in another partition took the address after us; not taking it back");
+                                    Verdict::Yield { to, epoch }
                                 }
                             }
                         }
-                        None => Err(format!("allocation {} is missing from DescribeAddresses", eip.allocation_id)),
+                        None => Verdict::Unknown(format!("allocation {} is missing from DescribeAddresses", eip.allocation_id)),
                     },
                 },
                 Kind::Vip(vip) => match &routes {
                     None => continue,
-                    Some(Err(e)) => Err(e.to_string()),
+                    Some(Err(e)) => Verdict::Unknown(e.to_string()),
                     Some(Ok(tables)) => {
                         let mine: Vec<ObservedRouteTable> = tables
                             .iter()
@@ -984,30 +1072,23 @@ impl Daemon {
                         let eni = me.network_interface_id.clone().unwrap_or_default();
                         let routes_ok = all_routes_point_at(&mine, &vip.route_tables, &vip.destination(), &eni);
                         local.observed = Some(Observed::Vip(mine));
-                        let address_ok = local_addresses.iter().find(|(r, _)| r == name).map_or(true, |(_, p)| *p);
-                        if !address_ok {
-                            local.local_address = Some(false);
+                        let present = local_addresses.iter().find(|(r, _)| *r == name).map_or(true, |(_, p)| *p);
+                        address_present = Some(present);
+                        if routes_ok && present {
+                            Verdict::Ours
+                        } else {
+                            Verdict::Repair
                         }
-                        Ok(routes_ok && address_ok)
                     }
                 },
             };
-            match verdict {
-                Ok(true) => {
-                    local.verified_at = Some(now);
-                    local.last_error = None;
-                }
-                Ok(false) => {
-                    local.drift_repairs += 1;
-                    self.metrics.drift_repairs.get_or_create(&Metrics::resource(name)).inc();
-                    warn!(resource = %name, drift_repairs = local.drift_repairs, "drift: EC2 or the local interface no longer matches this holder; repairing");
-                    local.held = None;
-                }
-                Err(e) => {
-                    warn!(resource = %name, error = %e, "monitor could not verify");
-                    local.last_error = Some(e);
-                }
+            match &verdict {
+                Verdict::Ours => local.verified_at = Some(now),
+                Verdict::Unknown(e) => warn!(resource = %name, error = %e, "monitor could not verify"),
+                _ => {}
             }
+            let effects = local.holding.monitored(wanted, verdict, address_present);
+            self.apply_effects(view, &name, effects);
         }
     }
 
@@ -1022,7 +1103,7 @@ impl Daemon {
         let mut tables = BTreeSet::new();
         let mut vips = Vec::new();
         for (name, local) in &self.resources {
-            if !ours.contains(&local.unit) || local.held.is_none() {
+            if !ours.contains(&local.unit) || local.holding.held().is_none() {
                 continue;
             }
             match &local.kind {
@@ -1073,7 +1154,8 @@ impl Daemon {
     /// On a node that holds nothing, prove with DryRun calls that it could take over: IAM drift
     /// is found before a failover needs the permissions, not during it.
     fn start_permission_check(&mut self, view: &View) {
-        if self.permission_check_running || !view.held_by_local().is_empty() {
+        let incapable = self.resources.values().any(|l| l.holding.incapacity().is_some());
+        if self.permission_check_running || (!view.held_by_local().is_empty() && !incapable) {
             return;
         }
         self.permission_check_running = true;
@@ -1188,6 +1270,9 @@ impl Daemon {
         if !view.partition_quorate() {
             return Err("the partition is not quorate: nothing can move".into());
         }
+        if let Some(c) = view.conflicts().into_iter().find(|c| c.unit == unit) {
+            return Err(format!("`{unit}` cannot move: {c}"));
+        }
         let node = self.resolve_node(view, to)?;
         let member = view
             .members()
@@ -1285,7 +1370,7 @@ impl Daemon {
                     Ok(false) => {}
                     Err(e) => error!(resource = %name, error = %e, "cannot remove the address from the local interface"),
                 }
-                local.local_address = Some(false);
+                local.holding.address_gone();
             }
         }
     }
@@ -1299,12 +1384,15 @@ impl Daemon {
         }
         let names: Vec<String> = self.resources.keys().cloned().collect();
         for name in names {
-            if let Some(local) = self.resources.get_mut(&name) {
-                local.abort();
-                local.held = None;
-                let remove = drop_addresses && matches!(local.kind, Kind::Vip(_)) && local.local_address != Some(false) && !local.removing;
-                if remove {
-                    self.spawn_remove_address(&name);
+            let Some(local) = self.resources.get_mut(&name) else { continue };
+            for effect in local.holding.stand_down(drop_addresses) {
+                match effect {
+                    Effect::Abort => local.abort(),
+                    Effect::RemoveAddress => {
+                        self.spawn_remove_address(&name);
+                        break;
+                    }
+                    _ => {}
                 }
             }
         }
@@ -1342,7 +1430,7 @@ impl Daemon {
         let ours: Vec<String> = self
             .resources
             .iter()
-            .filter(|(_, l)| l.held.is_some())
+            .filter(|(_, l)| l.holding.held().is_some())
             .map(|(n, _)| n.clone())
             .collect();
         let status = format!(
@@ -1381,6 +1469,7 @@ impl Daemon {
                     eligible: info.map(|i| i.eligible),
                     standby: info.map(|i| i.standby),
                     availability_zone: info.and_then(|i| i.availability_zone.clone()),
+                    cannot_serve: info.map(|i| i.cannot_serve.clone()).unwrap_or_default(),
                 }
             })
             .collect();
@@ -1397,9 +1486,9 @@ impl Daemon {
                     None => "unassigned",
                     Some(h) if view.vanished().contains(&h) => "reattaching",
                     Some(_) if !view.is_synced() => "syncing",
-                    Some(_) if is_local && local.yielded.is_some() => "yielded",
+                    Some(_) if is_local && local.holding.yielded().is_some() => "yielded",
                     Some(_) if is_local && !may_act => "waiting_quorum",
-                    Some(_) if is_local && local.held.is_some() => "held",
+                    Some(_) if is_local && local.holding.held().is_some() => "held",
                     Some(_) if is_local => "acquiring",
                     Some(_) if announced.is_some() => "held",
                     Some(_) => "acquiring",
@@ -1462,15 +1551,15 @@ impl Daemon {
                     ec2,
                     routes,
                     local_address: match local.kind {
-                        Kind::Vip(_) => local.local_address,
+                        Kind::Vip(_) => local.holding.local_address(),
                         Kind::Eip(_) => None,
                     },
                     verified_at: verified_at.map(|t| humantime::format_rfc3339_millis(t).to_string()),
                     verified_age_ms: verified_at
                         .and_then(|t| now.duration_since(t).ok())
                         .map(|d| d.as_millis() as u64),
-                    last_error: local.last_error.clone(),
-                    drift_repairs: local.drift_repairs,
+                    last_error: local.holding.last_error().map(str::to_owned),
+                    drift_repairs: local.holding.drift_repairs(),
                     last_failover: local.last_failover.clone(),
                 }
             })
@@ -1503,7 +1592,16 @@ impl Daemon {
         s.eligible = view.local_info().eligible && !view.local_info().standby;
         s.standby = view.local_info().standby;
         s.health = health;
-        s.warnings = self.warnings.iter().chain(&self.permission_warnings).cloned().collect();
+        let conflicts = view.conflicts();
+        s.warnings = self
+            .warnings
+            .iter()
+            .chain(&self.permission_warnings)
+            .cloned()
+            .chain(conflicts.iter().map(|c| c.to_string()))
+            .collect();
+        s.conflicts = conflicts.iter().map(ConflictStatus::from).collect();
+        s.muted = view.muted().iter().map(|m| MemberRef { node_id: m.node, pid: m.pid }).collect();
     }
 }
 
@@ -1516,28 +1614,48 @@ fn not_found(api: &'static str, message: String) -> Ec2Error {
     }
 }
 
-/// Describe → (associate → verify)*: makes EC2 point the address at us, and proves it.
-async fn acquire_eip(
-    ec2: &Ec2,
-    eip: &EipConfig,
-    unit: &str,
-    generation: u64,
-    me: &Identity,
-    permit: watch::Receiver<BTreeSet<(String, u64)>>,
-) -> TaskResult {
-    let resource = eip.name.clone();
-    let failed = |error: Ec2Error| TaskResult::AcquireFailed {
-        resource: resource.clone(),
+/// The write gate handed to an acquisition task (see `Daemon::write_gate`).
+type Gate = Arc<dyn Fn() -> bool + Send + Sync>;
+
+/// What a failed EC2 call means for the hand-over decision.
+fn failure_of(error: &Ec2Error) -> Failure {
+    let own = |c: &str| c.starts_with("InvalidInstanceID") || c.starts_with("InvalidNetworkInterfaceID");
+    match error.class {
+        ErrorClass::Permission => Failure::Permission,
+        ErrorClass::Transient => Failure::Transient,
+        ErrorClass::NotFound if error.code.as_deref().is_some_and(own) => Failure::Identity,
+        _ => Failure::Other,
+    }
+}
+
+/// The end of an acquisition that did not succeed.
+fn not_acquired(resource: &str, generation: u64, error: Ec2Error) -> TaskResult {
+    if error.class == ErrorClass::Cancelled {
+        return TaskResult::AcquireCancelled {
+            resource: resource.to_owned(),
+            generation,
+        };
+    }
+    TaskResult::AcquireFailed {
+        resource: resource.to_owned(),
         generation,
+        failure: failure_of(&error),
         error: error.to_string(),
-    };
+    }
+}
+
+/// Describe → (associate → verify)*: makes EC2 point the address at us, and proves it.
+async fn acquire_eip(ec2: &Ec2, eip: &EipConfig, generation: u64, me: &Identity, gate: Gate, budget: Duration) -> TaskResult {
+    let resource = eip.name.clone();
+    let failed = |error: Ec2Error| not_acquired(&resource, generation, error);
     let describe = |budget| ec2.describe_addresses(std::slice::from_ref(&eip.allocation_id), budget);
     let find = |list: Vec<ObservedEip>| {
         list.into_iter()
             .find(|o| o.allocation_id == eip.allocation_id)
             .ok_or_else(|| not_found("DescribeAddresses", format!("allocation {} not found in this region/account", eip.allocation_id)))
     };
-    let observed = match describe(ACQUIRE_BUDGET).await.and_then(find) {
+    // The ownership record is read here, right before the association it decides.
+    let observed = match describe(budget).await.and_then(find) {
         Ok(o) => o,
         Err(e) => return failed(e),
     };
@@ -1546,7 +1664,10 @@ async fn acquire_eip(
             // Our own record stands (a restart or reload); anything else is rewritten.
             let epoch = match &observed.owner {
                 Some(o) if o.instance_id == me.instance_id => Some(o.epoch),
-                _ => record_owner(ec2, &eip.allocation_id, me, next_epoch(&observed)).await,
+                _ => match record_owner(ec2, &eip.allocation_id, me, next_epoch(&observed), gate.as_ref()).await {
+                    Err(e) if e.class == ErrorClass::Cancelled => return failed(e),
+                    result => result.ok(),
+                },
             };
             return TaskResult::Acquired {
                 resource,
@@ -1560,18 +1681,14 @@ async fn acquire_eip(
         EipAction::Associate { drift } => drift,
     };
     let epoch = next_epoch(&observed);
-    // Last gate before mutating EC2: still elected and still quorate?
-    if !permit.borrow().contains(&(unit.to_owned(), generation)) {
-        return TaskResult::AcquireCancelled { resource, generation };
-    }
     info!(resource = %resource, allocation = %eip.allocation_id, from_instance = ?observed.instance_id, drift, "associating address (AllowReassociation)");
     let sent = Instant::now();
     // A transient failure may come after EC2 applied the call (a timeout): look before sending
     // it again, so one failover never becomes two moves.
     let mut attempt = 0;
-    let deadline = Instant::now() + ACQUIRE_BUDGET;
+    let deadline = Instant::now() + budget;
     loop {
-        let error = match ec2.associate_address(&eip.allocation_id, me, eip.private_ip, Duration::ZERO).await {
+        let error = match ec2.associate_address(&eip.allocation_id, me, eip.private_ip, Duration::ZERO, gate.as_ref()).await {
             Ok(_) => break,
             Err(e) if e.class != ErrorClass::Transient || Instant::now() >= deadline => return failed(e),
             Err(e) => e,
@@ -1579,23 +1696,23 @@ async fn acquire_eip(
         warn!(resource = %resource, error = %error, "AssociateAddress failed transiently; checking EC2 before retrying");
         tokio::time::sleep(backoff(attempt, Duration::from_millis(40), Duration::from_secs(2), rand::random())).await;
         attempt += 1;
-        match describe(ACQUIRE_BUDGET).await.and_then(find) {
+        match describe(budget).await.and_then(find) {
             Ok(o) if points_at(&o, me, eip.private_ip) => break,
             Ok(_) => {}
             Err(e) => return failed(e),
         }
-        if !permit.borrow().contains(&(unit.to_owned(), generation)) {
-            return TaskResult::AcquireCancelled { resource, generation };
-        }
     }
     // EC2 is eventually consistent: read back until it shows us.
     let mut attempt = 0;
-    let deadline = Instant::now() + ACQUIRE_BUDGET;
+    let deadline = Instant::now() + budget;
     loop {
-        match describe(ACQUIRE_BUDGET).await.and_then(find) {
+        match describe(budget).await.and_then(find) {
             Ok(o) if points_at(&o, me, eip.private_ip) => {
                 let verified = Instant::now();
-                let epoch = record_owner(ec2, &eip.allocation_id, me, epoch).await;
+                let epoch = match record_owner(ec2, &eip.allocation_id, me, epoch, gate.as_ref()).await {
+                    Err(e) if e.class == ErrorClass::Cancelled => return failed(e),
+                    result => result.ok(),
+                };
                 return TaskResult::Acquired {
                     resource,
                     generation,
@@ -1630,30 +1747,37 @@ async fn acquire_vip(
     ec2: &Ec2,
     addresses: Option<&LocalAddresses>,
     vip: &VipConfig,
-    unit: &str,
     generation: u64,
     me: &Identity,
-    permit: watch::Receiver<BTreeSet<(String, u64)>>,
+    gate: Gate,
+    budget: Duration,
 ) -> TaskResult {
     let resource = vip.name.clone();
-    let failed = |error: String| TaskResult::AcquireFailed {
+    let failed = |error: Ec2Error| not_acquired(&resource, generation, error);
+    let other = |message: String| TaskResult::AcquireFailed {
         resource: resource.clone(),
         generation,
-        error,
+        failure: Failure::Other,
+        error: message,
     };
     let Some(eni) = me.network_interface_id.clone() else {
-        return failed("no network interface id for this node; set [node] network_interface_id".into());
+        return TaskResult::AcquireFailed {
+            resource: resource.clone(),
+            generation,
+            failure: Failure::Identity,
+            error: "no network interface id for this node; set [node] network_interface_id".into(),
+        };
     };
     let Some(addresses) = addresses else {
-        return failed("local address management is not available".into());
+        return other("local address management is not available".into());
     };
     let destination = vip.destination();
     if vip.route_tables.is_empty() {
-        return failed("no route table to point at this node (see the route_table_tag warning)".into());
+        return other("no route table to point at this node (see the route_table_tag warning)".into());
     }
-    let tables = match ec2.describe_route_tables(&vip.route_tables, ACQUIRE_BUDGET).await {
+    let tables = match ec2.describe_route_tables(&vip.route_tables, budget).await {
         Ok(t) => t,
-        Err(e) => return failed(e.to_string()),
+        Err(e) => return failed(e),
     };
     let mut changes = Vec::new();
     for id in &vip.route_tables {
@@ -1663,47 +1787,42 @@ async fn acquire_vip(
             RouteAction::Replace { drift } => changes.push((id.clone(), false, drift)),
             RouteAction::Create => changes.push((id.clone(), true, false)),
             RouteAction::Missing => {
-                return failed(format!(
-                    "route table {id} has no route for {destination}; create it or set create_route = true"
-                ))
+                return other(format!("route table {id} has no route for {destination}; create it or set create_route = true"))
             }
-            RouteAction::NoTable => return failed(format!("route table {id} not found in this region/account")),
+            RouteAction::NoTable => return other(format!("route table {id} not found in this region/account")),
         }
     }
     let mut sent = None;
     if !changes.is_empty() {
-        if !permit.borrow().contains(&(unit.to_owned(), generation)) {
-            return TaskResult::AcquireCancelled { resource, generation };
-        }
         info!(resource = %resource, destination = %destination, tables = ?changes.iter().map(|c| &c.0).collect::<Vec<_>>(), "pointing routes at this node");
         sent = Some(Instant::now());
         let calls = changes
             .iter()
-            .map(|(id, create, _)| ec2.set_route(id, &destination, &eni, *create, ACQUIRE_BUDGET));
+            .map(|(id, create, _)| ec2.set_route(id, &destination, &eni, *create, budget, gate.as_ref()));
         for result in futures_util::future::join_all(calls).await {
             if let Err(e) = result {
-                return failed(e.to_string());
+                return failed(e);
             }
         }
     }
     let mut attempt = 0;
-    let deadline = Instant::now() + ACQUIRE_BUDGET;
+    let deadline = Instant::now() + budget;
     let verified_tables = loop {
-        let tables = match ec2.describe_route_tables(&vip.route_tables, ACQUIRE_BUDGET).await {
+        let tables = match ec2.describe_route_tables(&vip.route_tables, budget).await {
             Ok(t) => t,
-            Err(e) => return failed(e.to_string()),
+            Err(e) => return failed(e),
         };
         if all_routes_point_at(&tables, &vip.route_tables, &destination, &eni) {
             break tables;
         }
         if Instant::now() >= deadline {
-            return failed(format!("after ReplaceRoute EC2 still does not route {destination} to {eni} in every table"));
+            return other(format!("after ReplaceRoute EC2 still does not route {destination} to {eni} in every table"));
         }
         tokio::time::sleep(backoff(attempt, Duration::from_millis(10), Duration::from_millis(500), rand::random())).await;
         attempt += 1;
     };
     if let Err(e) = addresses.ensure_present(&vip.interface, vip.address, 32, vip.label.as_deref()).await {
-        return failed(e.to_string());
+        return other(e.to_string());
     }
     TaskResult::Acquired {
         resource,
@@ -1715,18 +1834,21 @@ async fn acquire_vip(
     }
 }
 
-/// Writes our ownership record; a failure (e.g. no ec2:CreateTags permission) only costs the
-/// split-brain protection, so it is logged and the address stays held.
-async fn record_owner(ec2: &Ec2, allocation_id: &str, me: &Identity, epoch: u64) -> Option<u64> {
+/// Writes our ownership record. A refusal (e.g. no ec2:CreateTags permission) only costs the
+/// split-brain protection, so it is logged and the address stays held; a closed gate means we
+/// are no longer the holder.
+async fn record_owner(ec2: &Ec2, allocation_id: &str, me: &Identity, epoch: u64, gate: ec2::WriteGate<'_>) -> Result<u64, Ec2Error> {
     let owner = Ownership {
         instance_id: me.instance_id.clone(),
         epoch,
     };
-    match ec2.tag_owner(allocation_id, &owner, Duration::from_secs(2)).await {
-        Ok(()) => Some(epoch),
+    match ec2.tag_owner(allocation_id, &owner, Duration::from_secs(2), gate).await {
+        Ok(()) => Ok(epoch),
         Err(e) => {
-            warn!(allocation = %allocation_id, error = %e, "cannot write the ownership tags; split-brain protection is off for this address");
-            None
+            if e.class != ErrorClass::Cancelled {
+                warn!(allocation = %allocation_id, error = %e, "cannot write the ownership tags; split-brain protection is off for this address");
+            }
+            Err(e)
         }
     }
 }

@@ -28,7 +28,14 @@ pub enum ErrorClass {
     NotFound,
     /// Anything else EC2 refused (bad parameter, wrong state).
     Refused,
+    /// Not sent: right before the call, this node was no longer the quorate partition's
+    /// elected holder.
+    Cancelled,
 }
+
+/// Asked right before every attempt of a mutating call: may this node still write? (Still the
+/// elected holder of the unit, and corosync still quorate at this instant.)
+pub type WriteGate<'a> = &'a (dyn Fn() -> bool + Send + Sync);
 
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("EC2 {api} failed ({class:?}{code}): {message}", code = code.as_deref().map(|c| format!(", {c}")).unwrap_or_default())]
@@ -89,6 +96,7 @@ impl ErrorClass {
             ErrorClass::Permission => "permission",
             ErrorClass::NotFound => "not_found",
             ErrorClass::Refused => "refused",
+            ErrorClass::Cancelled => "cancelled",
         }
     }
 }
@@ -146,7 +154,16 @@ impl Ec2 {
 
     /// Runs `call` until it succeeds, fails for a non-transient reason, or `budget` is spent.
     /// Every attempt is counted in the metrics by API and outcome.
-    async fn with_retry<T, F, Fut>(&self, api: &'static str, budget: Duration, mut call: F) -> Result<T, Ec2Error>
+    async fn with_retry<T, F, Fut>(&self, api: &'static str, budget: Duration, call: F) -> Result<T, Ec2Error>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, Ec2Error>>,
+    {
+        self.gated(api, budget, &|| true, call).await
+    }
+
+    /// `with_retry` for mutating calls: `gate` is asked before every attempt, retries included.
+    async fn gated<T, F, Fut>(&self, api: &'static str, budget: Duration, gate: WriteGate<'_>, mut call: F) -> Result<T, Ec2Error>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, Ec2Error>>,
@@ -154,6 +171,14 @@ impl Ec2 {
         let started = Instant::now();
         let mut attempt = 0;
         loop {
+            if !gate() {
+                return Err(Ec2Error {
+                    api,
+                    class: ErrorClass::Cancelled,
+                    code: None,
+                    message: "not sent: this node is no longer the quorate partition's elected holder".into(),
+                });
+            }
             let sent = Instant::now();
             let result = call().await;
             let outcome = match &result {
@@ -208,8 +233,9 @@ impl Ec2 {
         me: &Identity,
         private_ip: Option<std::net::Ipv4Addr>,
         budget: Duration,
+        gate: WriteGate<'_>,
     ) -> Result<Option<String>, Ec2Error> {
-        self.with_retry("AssociateAddress", budget, || async {
+        self.gated("AssociateAddress", budget, gate, || async {
             let mut req = self
                 .client
                 .associate_address()
@@ -229,8 +255,8 @@ impl Ec2 {
     }
 
     /// Writes the ownership record (holder instance, epoch) on an address.
-    pub async fn tag_owner(&self, allocation_id: &str, owner: &Ownership, budget: Duration) -> Result<(), Ec2Error> {
-        self.with_retry("CreateTags", budget, || async {
+    pub async fn tag_owner(&self, allocation_id: &str, owner: &Ownership, budget: Duration, gate: WriteGate<'_>) -> Result<(), Ec2Error> {
+        self.gated("CreateTags", budget, gate, || async {
             let tag = |k: &str, v: String| aws_sdk_ec2::types::Tag::builder().key(k).value(v).build();
             self.client
                 .create_tags()
@@ -310,8 +336,9 @@ impl Ec2 {
         network_interface_id: &str,
         create: bool,
         budget: Duration,
+        gate: WriteGate<'_>,
     ) -> Result<(), Ec2Error> {
-        self.with_retry(if create { "CreateRoute" } else { "ReplaceRoute" }, budget, || async {
+        self.gated(if create { "CreateRoute" } else { "ReplaceRoute" }, budget, gate, || async {
             if create {
                 self.client
                     .create_route()

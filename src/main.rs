@@ -303,6 +303,21 @@ fn render(r: &StatusReport, color: bool) -> String {
     for h in r.health.iter().filter(|h| !h.healthy) {
         let _ = writeln!(out, "health check {} failing: {}", h.name, h.last_error.as_deref().unwrap_or(""));
     }
+    for c in &r.conflicts {
+        let groups: Vec<String> = c
+            .variants
+            .iter()
+            .map(|v| format!("nodes {}", v.nodes.iter().map(u32::to_string).collect::<Vec<_>>().join(",")))
+            .collect();
+        let _ = writeln!(
+            out,
+            "{}: configuration of {} differs ({}; settings: {}); not placed or moved until the files agree",
+            paint("CONFLICT", "1;31"),
+            c.unit,
+            groups.join(" vs "),
+            c.keys.join(", ")
+        );
+    }
     let _ = writeln!(out, "members:");
     for m in &r.members {
         let flags = match (m.standby, m.eligible) {
@@ -320,6 +335,12 @@ fn render(r: &StatusReport, color: bool) -> String {
             m.availability_zone.as_deref().unwrap_or(""),
             flags
         );
+        for u in &m.cannot_serve {
+            let _ = writeln!(out, "    cannot serve {} ({}): {}", u.unit, u.class.as_str(), u.reason);
+        }
+    }
+    for m in &r.muted {
+        let _ = writeln!(out, "  node {:<4} pid {:<8} (silent since the last membership change; serves nothing until it speaks)", m.node_id, m.pid);
     }
     for m in &r.reattaching {
         let _ = writeln!(out, "  node {:<4} pid {:<8} (daemon gone; addresses kept during reattach grace)", m.node_id, m.pid);

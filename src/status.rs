@@ -6,6 +6,10 @@
 //! - `quorate`: the partition is quorate (every member says so); `local_quorate`: corosync says so here
 //! - `members[]`: `node_id`, `pid`, `instance_id`, `network_interface_id`, `version`, `quorate`
 //! - `reattaching[]`: `node_id`, `pid` of vanished daemons whose addresses are kept during the grace
+//! - `members[].cannot_serve[]`: `unit`, `class` ("permission" | "unreachable" | "identity"),
+//!   `reason`: units a member failed to take and handed to the next candidate
+//! - `conflicts[]`: `unit`, `keys`, `variants[].nodes`: units whose members' files differ
+//! - `muted[]`: `node_id`, `pid` of members that said nothing for the sync timeout
 //! - `resources[]`: see the README (the schema's reference).
 
 use serde::{Deserialize, Serialize};
@@ -39,6 +43,36 @@ pub struct StatusReport {
     pub health: Vec<HealthStatus>,
     /// Problems an admin should fix that do not stop the daemon.
     pub warnings: Vec<String>,
+    /// Units whose members' configuration files differ: not placed or moved while it lasts.
+    #[serde(default)]
+    pub conflicts: Vec<ConflictStatus>,
+    /// Members that said nothing for the sync timeout after a membership change.
+    #[serde(default)]
+    pub muted: Vec<MemberRef>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ConflictStatus {
+    pub unit: String,
+    /// The settings that differ.
+    pub keys: Vec<String>,
+    /// The nodes sharing each variant of the unit's spec, largest group first.
+    pub variants: Vec<VariantStatus>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct VariantStatus {
+    pub nodes: Vec<u32>,
+}
+
+impl From<&crate::core::spec::Conflict> for ConflictStatus {
+    fn from(c: &crate::core::spec::Conflict) -> ConflictStatus {
+        ConflictStatus {
+            unit: c.unit.clone(),
+            keys: c.keys.clone(),
+            variants: c.variants.iter().map(|nodes| VariantStatus { nodes: nodes.clone() }).collect(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -65,6 +99,10 @@ pub struct MemberStatus {
     pub eligible: Option<bool>,
     pub standby: Option<bool>,
     pub availability_zone: Option<String>,
+    /// Units this member failed to take (it keeps proving its permissions and announces when
+    /// it can serve them again).
+    #[serde(default)]
+    pub cannot_serve: Vec<crate::core::wire::Unable>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -4,13 +4,32 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use corosync_eip::core::view::{Event, LeaveReason, Output, ResourceSpec, View};
-use corosync_eip::core::wire::{Body, MemberInfo};
-use corosync_eip::core::MemberId;
+use corosync_eip::core::spec::UnitSpec;
+use corosync_eip::core::view::{Event, LeaveReason, Output, View};
+use corosync_eip::core::wire::{Body, Incapacity, MemberInfo, Unable, WireAssignment, PROTOCOL};
+use corosync_eip::core::{MemberId, Ring};
 use proptest::prelude::*;
 
 fn m(node: u32, pid: u32) -> MemberId {
     MemberId { node, pid }
+}
+
+fn info(id: MemberId, quorate: bool, nodes: &[u32]) -> MemberInfo {
+    MemberInfo {
+        instance_id: format!("i-{}", id.node),
+        network_interface_id: Some(format!("eni-{}", id.node)),
+        version: "test".into(),
+        resources: vec![],
+        quorate,
+        eligible: true,
+        standby: false,
+        nodes: nodes.to_vec(),
+        availability_zone: None,
+        protocol: PROTOCOL,
+        ring: None,
+        units: BTreeMap::new(),
+        cannot_serve: vec![],
+    }
 }
 
 /// One partition's CPG: a member list and one agreed-order queue.
@@ -22,6 +41,11 @@ struct Partition {
     grace_started: Vec<MemberId>,
     /// Corosync nodes every member reports (empty: nobody waits at startup).
     nodes: Vec<u32>,
+    /// Every election any member announced: (member, unit, holder).
+    elections: Vec<(MemberId, String, MemberId)>,
+    /// Members whose daemon is stopped (SIGSTOP): what they send is held back.
+    stopped: Vec<MemberId>,
+    held_back: Vec<(MemberId, Body)>,
 }
 
 impl Partition {
@@ -33,6 +57,9 @@ impl Partition {
             prefer: Vec::new(),
             grace_started: Vec::new(),
             nodes: Vec::new(),
+            elections: Vec::new(),
+            stopped: Vec::new(),
+            held_back: Vec::new(),
         }
     }
 
@@ -43,9 +70,10 @@ impl Partition {
     fn absorb(&mut self, from: MemberId, outputs: Vec<Output>) {
         for o in outputs {
             match o {
+                Output::Send(body) if self.stopped.contains(&from) => self.held_back.push((from, body)),
                 Output::Send(body) => self.queue.push_back((from, body)),
                 Output::StartGrace(v) => self.grace_started.push(v),
-                Output::Elected { .. } => {}
+                Output::Elected { resource, holder, .. } => self.elections.push((from, resource, holder)),
             }
         }
     }
@@ -59,23 +87,12 @@ impl Partition {
     }
 
     fn join(&mut self, id: MemberId, quorate: bool) {
-        let info = MemberInfo {
-            instance_id: format!("i-{}", id.node),
-            network_interface_id: Some(format!("eni-{}", id.node)),
-            version: "test".into(),
-            resources: self.resources.clone(),
-            quorate,
-            eligible: true,
-            standby: false,
-            nodes: self.nodes.clone(),
-            availability_zone: None,
-        };
-        let specs = self
-            .resources
-            .iter()
-            .map(|r| ResourceSpec { name: r.clone(), prefer: self.prefer.clone() })
-            .collect();
-        self.views.insert(id, View::new(id, info, specs));
+        let specs = self.resources.iter().map(|r| UnitSpec::new(r, self.prefer.clone())).collect();
+        self.join_with(id, quorate, specs);
+    }
+
+    fn join_with(&mut self, id: MemberId, quorate: bool, specs: Vec<UnitSpec>) {
+        self.views.insert(id, View::new(id, info(id, quorate, &self.nodes), specs));
         let members = self.members();
         self.broadcast(Event::Confchg { members, left: vec![], joined: vec![id] });
     }
@@ -92,7 +109,7 @@ impl Partition {
 
     fn set_quorate(&mut self, quorate: bool) {
         for id in self.members() {
-            let out = self.views.get_mut(&id).unwrap().set_local_quorate(quorate, self.nodes.clone());
+            let out = self.views.get_mut(&id).unwrap().set_local_quorum(quorate, None, self.nodes.clone());
             self.absorb(id, out);
         }
     }
@@ -182,8 +199,10 @@ fn node_down_moves_at_once_to_a_survivor() {
     p.settle();
     let old = p.holder("web").unwrap();
     p.leave(old, LeaveReason::NodeDown);
-    // No message round needed for a departure.
-    let new = p.holder("web").expect("survivor elected in the same step");
+    assert_eq!(p.holder("web"), None, "survivors first agree that they are still quorate");
+    // One round of quorum facts (no State round) and the survivor is elected.
+    p.settle();
+    let new = p.holder("web").expect("survivor elected");
     assert_ne!(new.node, old.node);
     p.settle();
     assert_eq!(p.holder("web"), Some(new));
@@ -202,6 +221,7 @@ fn release_hands_over_before_the_leave() {
     let new = p.holder("web").unwrap();
     assert_ne!(new, old);
     p.leave(old, LeaveReason::ProcessGone);
+    p.settle();
     assert_eq!(p.holder("web"), Some(new), "the leave after a release changes nothing");
 }
 
@@ -249,8 +269,16 @@ fn vanished_daemon_on_a_node_that_then_leaves_the_ring_is_taken_over() {
     p.settle();
     let old = p.holder("web").unwrap();
     p.leave(old, LeaveReason::ProcessGone);
+    p.settle();
     let nodes: Vec<u32> = p.members().iter().map(|x| x.node).collect();
-    p.broadcast(Event::Totem { nodes });
+    let ring = Ring { rep: nodes[0], seq: 9 };
+    p.broadcast(Event::Totem { ring, nodes: nodes.clone() });
+    // The quorum service reports the new ring too; until then the old fact is stale.
+    for id in p.members() {
+        let out = p.views.get_mut(&id).unwrap().set_local_quorum(true, Some(ring), nodes.clone());
+        p.absorb(id, out);
+    }
+    p.settle();
     assert_ne!(p.holder("web").map(|h| h.node), Some(old.node));
 }
 
@@ -281,7 +309,8 @@ fn minority_keeps_stale_table_and_majority_wins_after_heal() {
     p.settle();
     assert_eq!(p.holder("web"), Some(m(1, 1)));
     // Split: node 1 alone (minority), nodes 2+3 (majority).
-    let mut minority = Partition { views: BTreeMap::new(), queue: VecDeque::new(), resources: p.resources.clone(), prefer: p.prefer.clone(), grace_started: vec![], nodes: vec![] };
+    let mut minority = Partition::new(&["web"]);
+    minority.prefer = p.prefer.clone();
     minority.views.insert(m(1, 1), p.views.remove(&m(1, 1)).unwrap());
     let mut majority = p;
     // Quorum notifications arrive first (corosync syncs votequorum before CPG).
@@ -300,7 +329,7 @@ fn minority_keeps_stale_table_and_majority_wins_after_heal() {
     // Heal: everyone sees the others join.
     let mut healed = majority;
     healed.views.insert(m(1, 1), minority.views.remove(&m(1, 1)).unwrap());
-    healed.views.get_mut(&m(1, 1)).unwrap().set_local_quorate(true, vec![]);
+    let _ = healed.views.get_mut(&m(1, 1)).unwrap().set_local_quorum(true, None, vec![]);
     let all = healed.members();
     for id in all.clone() {
         let joined: Vec<_> = if id == m(1, 1) { vec![m(2, 1), m(3, 1)] } else { vec![m(1, 1)] };
@@ -323,6 +352,7 @@ fn preference_picks_the_first_live_preferred_node() {
     p.settle();
     assert_eq!(p.holder("web"), Some(m(2, 1)));
     p.leave(m(2, 1), LeaveReason::NodeDown);
+    p.settle();
     assert_eq!(p.holder("web"), Some(m(3, 1)));
 }
 
@@ -353,6 +383,7 @@ fn twelve_units_spread_evenly_and_only_the_lost_nodes_units_move() {
     assert_eq!(before.values().copied().collect::<Vec<_>>(), vec![4, 4, 4]);
     let placement: Vec<_> = units.iter().map(|u| p.holder(u)).collect();
     p.leave(m(2, 1), LeaveReason::NodeDown);
+    p.settle();
     let after = holders_per_node(&p, &units);
     assert_eq!(after.values().copied().collect::<Vec<_>>(), vec![6, 6]);
     for (u, old) in units.iter().zip(&placement) {
@@ -563,4 +594,290 @@ proptest! {
             }
         }
     }
+}
+
+/// Feeds one event to one member (corosync reports to each node on its own schedule).
+fn to_one(p: &mut Partition, id: MemberId, event: Event) {
+    let out = p.views.get_mut(&id).unwrap().handle(event);
+    p.absorb(id, out);
+}
+
+fn quorum_to_one(p: &mut Partition, id: MemberId, quorate: bool, ring: Ring, nodes: &[u32]) {
+    let out = p.views.get_mut(&id).unwrap().set_local_quorum(quorate, Some(ring), nodes.to_vec());
+    p.absorb(id, out);
+}
+
+/// Three members on ring 1, all quorate, `web` held by node 1.
+fn three_on_a_ring() -> Partition {
+    let mut p = Partition::new(&["web"]);
+    p.prefer = vec![1];
+    let r1 = Ring { rep: 1, seq: 1 };
+    for n in 1..=3 {
+        p.join(m(n, 1), true);
+    }
+    for n in 1..=3 {
+        to_one(&mut p, m(n, 1), Event::Totem { ring: r1, nodes: vec![1, 2, 3] });
+        quorum_to_one(&mut p, m(n, 1), true, r1, &[1, 2, 3]);
+    }
+    p.settle();
+    assert_eq!(p.holder("web"), Some(m(1, 1)));
+    p.elections.clear();
+    p
+}
+
+/// Splits `alone` off `p` into a partition of its own.
+fn split_off(p: &mut Partition, alone: MemberId) -> Partition {
+    let mut minority = Partition::new(&["web"]);
+    minority.prefer = p.prefer.clone();
+    minority.views.insert(alone, p.views.remove(&alone).unwrap());
+    minority
+}
+
+/// Both sides see each other join, then the new ring's quorum (true) at every node.
+fn heal(mut a: Partition, mut b: Partition, ring: Ring) -> Partition {
+    let side_a = a.members();
+    let side_b = b.members();
+    a.views.append(&mut b.views);
+    a.elections.append(&mut b.elections);
+    let all = a.members();
+    let nodes: Vec<u32> = all.iter().map(|x| x.node).collect();
+    for id in all.clone() {
+        to_one(&mut a, id, Event::Totem { ring, nodes: nodes.clone() });
+        let joined = if side_a.contains(&id) { side_b.clone() } else { side_a.clone() };
+        to_one(&mut a, id, Event::Confchg { members: all.clone(), left: vec![], joined });
+    }
+    a.settle();
+    for id in all {
+        quorum_to_one(&mut a, id, true, ring, &nodes);
+    }
+    a.settle();
+    a
+}
+
+/// Case 1 of the safety issue, on the pure core: a non-holder is cut off; its quorum service
+/// says "not quorate" only after the CPG configuration change, so at the change its last flag
+/// is still "quorate". It must not elect itself, and the heal must move nothing.
+#[test]
+fn isolated_non_holder_never_elects_even_when_its_quorum_news_comes_late() {
+    let mut majority = three_on_a_ring();
+    let generation = majority.views[&m(1, 1)].assignments()["web"].generation;
+    let mut minority = split_off(&mut majority, m(3, 1));
+    let (r2, r3) = (Ring { rep: 1, seq: 2 }, Ring { rep: 3, seq: 2 });
+    // Totem runs ahead of CPG; the minority's quorum news comes after its confchg.
+    to_one(&mut minority, m(3, 1), Event::Totem { ring: r3, nodes: vec![3] });
+    to_one(
+        &mut minority,
+        m(3, 1),
+        Event::Confchg { members: vec![m(3, 1)], left: vec![(m(1, 1), LeaveReason::NodeDown), (m(2, 1), LeaveReason::NodeDown)], joined: vec![] },
+    );
+    minority.settle();
+    assert!(!minority.views[&m(3, 1)].partition_quorate(), "a fact of the old ring is stale");
+    quorum_to_one(&mut minority, m(3, 1), false, r3, &[3]);
+    minority.settle();
+    // The majority hears its quorum news first.
+    for n in [1, 2] {
+        to_one(&mut majority, m(n, 1), Event::Totem { ring: r2, nodes: vec![1, 2] });
+        quorum_to_one(&mut majority, m(n, 1), true, r2, &[1, 2]);
+    }
+    majority.broadcast(Event::Confchg { members: vec![m(1, 1), m(2, 1)], left: vec![(m(3, 1), LeaveReason::NodeDown)], joined: vec![] });
+    majority.settle();
+    assert!(majority.views[&m(1, 1)].may_act());
+    assert!(!minority.views[&m(3, 1)].may_act());
+    assert!(minority.elections.is_empty(), "the minority elected: {:?}", minority.elections);
+    let healed = heal(majority, minority, Ring { rep: 1, seq: 3 });
+    assert!(healed.all_synced());
+    assert_eq!(healed.holder("web"), Some(m(1, 1)), "nothing moves on heal");
+    assert_eq!(healed.views[&m(3, 1)].assignments()["web"].generation, generation);
+    assert!(healed.elections.is_empty(), "elections: {:?}", healed.elections);
+}
+
+/// Same, with no totem news before the confchg at all: the adapter's synchronous quorum read
+/// (corosync applies a loss of members before it delivers the CPG change) is the defence.
+#[test]
+fn isolated_node_with_no_news_at_all_is_held_back_by_the_synchronous_quorum_read() {
+    let mut majority = three_on_a_ring();
+    let mut minority = split_off(&mut majority, m(3, 1));
+    let out = minority.views.get_mut(&m(3, 1)).unwrap().note_quorate_now(false);
+    minority.absorb(m(3, 1), out);
+    to_one(
+        &mut minority,
+        m(3, 1),
+        Event::Confchg { members: vec![m(3, 1)], left: vec![(m(1, 1), LeaveReason::NodeDown), (m(2, 1), LeaveReason::NodeDown)], joined: vec![] },
+    );
+    minority.settle();
+    assert!(minority.elections.is_empty(), "{:?}", minority.elections);
+}
+
+#[test]
+fn a_quorum_fact_from_an_earlier_configuration_is_ignored() {
+    let mut p = three_on_a_ring();
+    let r1 = Ring { rep: 1, seq: 1 };
+    let old_config = p.members();
+    // Node 3 goes; a fact node 2 sent in the old configuration is delivered after the change.
+    p.views.remove(&m(3, 1));
+    p.broadcast(Event::Confchg { members: p.members(), left: vec![(m(3, 1), LeaveReason::NodeDown)], joined: vec![] });
+    let stale = Body::Quorum { quorate: true, nodes: vec![1, 2, 3], ring: Some(r1), config: Some(old_config) };
+    p.broadcast(Event::Message { from: m(2, 1), body: stale });
+    // Only node 1's fresh fact is in; node 2's stale one does not count.
+    let (from, body) = p.queue.pop_front().unwrap();
+    assert_eq!(from, m(1, 1));
+    p.broadcast(Event::Message { from, body });
+    assert!(!p.views[&m(1, 1)].partition_quorate());
+    p.settle();
+    assert!(p.views[&m(1, 1)].partition_quorate());
+}
+
+#[test]
+fn members_with_different_specs_neither_place_nor_move_the_unit() {
+    let mut p = Partition::new(&["web"]);
+    let spec = |prefer: Vec<u32>| vec![UnitSpec::new("web", prefer).with_key("web.allocation_id", "eipalloc-1")];
+    p.join_with(m(1, 1), true, spec(vec![1]));
+    p.join_with(m(2, 1), true, spec(vec![1]));
+    p.join_with(m(3, 1), true, spec(vec![3]));
+    p.settle();
+    assert!(p.all_synced());
+    assert_eq!(p.holder("web"), None, "not placed while the files differ");
+    for v in p.views.values() {
+        let c = v.conflicts();
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[0].keys, vec!["prefer".to_string()]);
+        assert_eq!(c[0].variants, vec![vec![1, 2], vec![3]]);
+    }
+    assert!(p.elections.is_empty());
+    // Node 3's file is fixed and it reloads (re-exec: same pid, leaves and joins again).
+    p.views.remove(&m(3, 1));
+    p.broadcast(Event::Confchg { members: p.members(), left: vec![(m(3, 1), LeaveReason::ProcessGone)], joined: vec![] });
+    p.join_with(m(3, 1), true, spec(vec![1]));
+    p.settle();
+    assert_eq!(p.holder("web"), Some(m(1, 1)));
+    assert!(p.views.values().all(|v| v.conflicts().is_empty()));
+    let placed = p.elections.iter().map(|(_, u, h)| (u.clone(), *h)).collect::<std::collections::BTreeSet<_>>();
+    assert_eq!(placed.len(), 1, "placed once: {:?}", p.elections);
+    // Drift while held: the holder keeps it, and even a holder loss moves nothing until the
+    // survivors' files agree.
+    p.elections.clear();
+    p.views.remove(&m(3, 1));
+    p.broadcast(Event::Confchg { members: p.members(), left: vec![(m(3, 1), LeaveReason::ProcessGone)], joined: vec![] });
+    p.join_with(m(3, 1), true, spec(vec![3]));
+    p.settle();
+    assert_eq!(p.holder("web"), Some(m(1, 1)), "the holder keeps it");
+    p.leave(m(1, 1), LeaveReason::NodeDown);
+    p.settle();
+    assert_eq!(p.holder("web"), None);
+    assert!(p.elections.is_empty(), "{:?}", p.elections);
+    p.views.remove(&m(3, 1));
+    p.broadcast(Event::Confchg { members: p.members(), left: vec![(m(3, 1), LeaveReason::ProcessGone)], joined: vec![] });
+    p.join_with(m(3, 1), true, spec(vec![1]));
+    p.settle();
+    assert!(p.holder("web").is_some(), "placed once the survivors agree");
+}
+
+#[test]
+fn a_unit_only_some_members_are_configured_for_is_placed_on_them_and_all_agree() {
+    let mut p = Partition::new(&["web"]);
+    p.join_with(m(1, 1), true, vec![UnitSpec::new("web", vec![]), UnitSpec::new("new", vec![])]);
+    p.join_with(m(2, 1), true, vec![UnitSpec::new("web", vec![])]);
+    p.join_with(m(3, 1), true, vec![UnitSpec::new("web", vec![])]);
+    p.settle();
+    assert_eq!(p.holder("new"), Some(m(1, 1)), "a roll-out: the only configured node takes it");
+    assert!(p.views.values().all(|v| v.conflicts().is_empty()), "absent is not different");
+    p.assert_agree();
+}
+
+fn cannot(p: &mut Partition, id: MemberId, units: &[&str]) {
+    let list = units
+        .iter()
+        .map(|u| Unable { unit: u.to_string(), class: Incapacity::Permission, reason: "UnauthorizedOperation".into() })
+        .collect();
+    let out = p.views.get_mut(&id).unwrap().set_local_cannot_serve(list);
+    p.absorb(id, out);
+    p.settle();
+}
+
+#[test]
+fn a_successor_that_cannot_serve_hands_over_and_nothing_moves_back() {
+    let mut p = Partition::new(&["web"]);
+    p.prefer = vec![1, 2, 3];
+    for n in 1..=3 {
+        p.join(m(n, 1), true);
+    }
+    p.settle();
+    p.leave(m(1, 1), LeaveReason::NodeDown);
+    p.settle();
+    assert_eq!(p.holder("web"), Some(m(2, 1)));
+    cannot(&mut p, m(2, 1), &["web"]);
+    assert_eq!(p.holder("web"), Some(m(3, 1)), "the next candidate");
+    assert!(p.views[&m(3, 1)].cannot_serve(&m(2, 1), "web").is_some());
+    // Node 2 can serve again: nothing moves back.
+    cannot(&mut p, m(2, 1), &[]);
+    assert_eq!(p.holder("web"), Some(m(3, 1)));
+    // Nobody can: it stays where it is.
+    cannot(&mut p, m(3, 1), &["web"]);
+    assert_eq!(p.holder("web"), Some(m(2, 1)));
+    cannot(&mut p, m(2, 1), &["web"]);
+    assert_eq!(p.holder("web"), Some(m(2, 1)), "no capable member: stays");
+    p.assert_agree();
+}
+
+#[test]
+fn a_silent_member_does_not_block_a_round_or_a_failover() {
+    let mut p = Partition::new(&["web"]);
+    p.prefer = vec![1, 2, 3];
+    for n in 1..=3 {
+        p.join(m(n, 1), true);
+    }
+    p.settle();
+    // Node 2's daemon is stopped; node 1's node goes down.
+    p.stopped.push(m(2, 1));
+    p.leave(m(1, 1), LeaveReason::NodeDown);
+    p.settle();
+    assert_eq!(p.holder("web"), None, "waiting for node 2's quorum fact");
+    assert_eq!(p.views[&m(3, 1)].silent_members(), vec![m(2, 1)]);
+    let config = p.views[&m(3, 1)].config();
+    p.send(m(3, 1), Body::Unresponsive { member: m(2, 1), config });
+    p.settle();
+    assert_eq!(p.holder("web"), Some(m(3, 1)), "the others go on without the silent member");
+    assert!(p.views[&m(3, 1)].muted().contains(&m(2, 1)));
+    // A new member joins while node 2 is still stopped: the round completes without it.
+    p.join(m(4, 1), true);
+    p.settle();
+    assert!(!p.views[&m(3, 1)].is_synced());
+    let config = p.views[&m(3, 1)].config();
+    p.send(m(3, 1), Body::Unresponsive { member: m(2, 1), config });
+    p.settle();
+    assert!(p.views[&m(3, 1)].is_synced() && p.views[&m(4, 1)].is_synced());
+    // Node 2 resumes: what it held back is delivered; it is counted and agrees again.
+    p.stopped.clear();
+    let back: Vec<_> = std::mem::take(&mut p.held_back);
+    for (from, body) in back {
+        p.send(from, body);
+    }
+    p.settle();
+    assert!(p.views.values().all(|v| v.muted().is_empty()));
+    assert!(p.all_synced());
+    p.assert_agree();
+    assert_eq!(p.holder("web"), Some(m(3, 1)), "nothing moved when it came back");
+}
+
+#[test]
+fn a_peer_generation_near_the_limit_is_refused_not_overflowed() {
+    let mut p = Partition::new(&["web"]);
+    for n in 1..=2 {
+        p.join(m(n, 1), true);
+    }
+    p.settle();
+    let holder = p.holder("web").unwrap();
+    let mut bad = View::new(m(9, 1), info(m(9, 1), true, &[]), vec![UnitSpec::new("web", vec![])]);
+    bad.seed(vec![WireAssignment { resource: "web".into(), holder: Some(m(9, 1)), generation: u64::MAX, verified: vec![] }]);
+    assert!(bad.assignments().is_empty(), "seed refuses it");
+    // A State carrying it (as a broken or hostile peer would send) is ignored in the merge.
+    p.join(m(3, 1), true);
+    for (from, body) in p.queue.iter_mut() {
+        if let (true, Body::State(state)) = (*from == m(3, 1), body) {
+            state.synced = true;
+            state.assignments = vec![WireAssignment { resource: "web".into(), holder: Some(m(3, 1)), generation: u64::MAX, verified: vec![] }];
+        }
+    }
+    p.settle();
+    assert_eq!(p.holder("web"), Some(holder));
 }

@@ -5,8 +5,10 @@
 //! member computes the same holders.
 
 pub mod health;
+pub mod holder;
 pub mod placement;
 pub mod reconcile;
+pub mod spec;
 pub mod view;
 pub mod wire;
 
@@ -23,5 +25,21 @@ pub struct MemberId {
 impl std::fmt::Display for MemberId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}/{}", self.node, self.pid)
+    }
+}
+
+/// A totem ring: corosync's membership epoch. The CPG totem callback and the quorum service
+/// both name the ring they speak of, so a quorum fact can be matched to the membership it
+/// belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+pub struct Ring {
+    /// Node id of the ring's representative.
+    pub rep: NodeId,
+    pub seq: u64,
+}
+
+impl std::fmt::Display for Ring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.rep, self.seq)
     }
 }

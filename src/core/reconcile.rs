@@ -77,8 +77,10 @@ pub fn judge_eip(observed: &ObservedEip, me: &Identity, private_ip: Option<Ipv4A
         return DriftVerdict::Ours;
     }
     match (&observed.owner, our_epoch) {
+        // Two holders that read the same record write the same epoch: the lower instance id
+        // keeps the address, so exactly one of them yields.
         (Some(owner), Some(ours))
-            if owner.epoch > ours
+            if (owner.epoch > ours || (owner.epoch == ours && owner.instance_id < me.instance_id))
                 && owner.instance_id != me.instance_id
                 && observed.instance_id.as_deref() == Some(owner.instance_id.as_str()) =>
         {
@@ -290,7 +292,13 @@ mod tests {
     fn a_newer_holder_elsewhere_is_yielded_to_anything_else_repaired() {
         let me = me(Some("eni-me"));
         assert_eq!(judge_eip(&owned("i-other", 6), &me, None, Some(5)), DriftVerdict::Yield { to: "i-other".into(), epoch: 6 });
-        assert_eq!(judge_eip(&owned("i-other", 5), &me, None, Some(5)), DriftVerdict::Repair, "not newer");
+        assert_eq!(judge_eip(&owned("i-zzz", 5), &me, None, Some(5)), DriftVerdict::Repair, "same epoch, higher id: ours");
+        assert_eq!(
+            judge_eip(&owned("i-abc", 5), &me, None, Some(5)),
+            DriftVerdict::Yield { to: "i-abc".into(), epoch: 5 },
+            "same epoch, lower id: theirs"
+        );
+        assert_eq!(judge_eip(&owned("i-other", 4), &me, None, Some(5)), DriftVerdict::Repair, "older");
         assert_eq!(judge_eip(&owned("i-other", 9), &me, None, None), DriftVerdict::Repair, "we never wrote one");
         // Tag says i-other but the address sits on a third instance: an out-of-band move.
         let mut stray = owned("i-other", 9);

@@ -5,12 +5,29 @@
 //! round*: every member multicasts a State (its info and its table); when the State of every
 //! member of the round has been delivered, all members merge the same States the same way.
 //! Departures alone need no round: members that were in sync apply them directly.
+//!
+//! Whether a partition may elect is itself an agreed fact. Corosync's quorum service reports to
+//! each node on its own schedule, before or after the CPG configuration change it belongs to,
+//! so a node's quorum flag is never used as it stands: after every configuration change each
+//! member announces its quorum fact over CPG, bound to that configuration and to the totem ring
+//! it belongs to, and the partition is quorate only once every speaking member of the
+//! configuration has announced "quorate" for one and the same ring. A fact that is stale (its
+//! ring is not the ring totem reported last) is announced as "not quorate". A member that says
+//! nothing for the sync timeout is declared unresponsive (in agreed order) and stops holding up
+//! rounds and quorum; it serves nothing until it speaks again.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::placement;
-use super::wire::{Body, Departure, HeldMsg, MemberInfo, StateMsg, WireAssignment, WireDeparture};
-use super::{MemberId, NodeId};
+use super::spec::{self, Conflict, UnitSpec};
+use super::wire::{
+    Body, Departure, HeldMsg, MemberInfo, StateMsg, Unable, UnitDigest, WireAssignment, WireDeparture, PROTOCOL,
+};
+use super::{MemberId, NodeId, Ring};
+
+/// Generations above this from a peer are refused: a holder changes a few times a day, so only
+/// a broken or hostile peer gets anywhere near it, and `generation + 1` must never overflow.
+pub const MAX_GENERATION: u64 = 1 << 53;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Assignment {
@@ -43,8 +60,9 @@ pub enum Event {
     },
     /// A message delivered by CPG (already decoded).
     Message { from: MemberId, body: Body },
-    /// The totem (node-level) membership changed.
-    Totem { nodes: Vec<NodeId> },
+    /// The totem (node-level) membership changed: corosync reports it ahead of the CPG
+    /// configuration change.
+    Totem { ring: Ring, nodes: Vec<NodeId> },
 }
 
 /// What the adapter must do after feeding an event.
@@ -75,20 +93,34 @@ enum Phase {
     Synced,
 }
 
-/// A placement unit: an ungrouped resource or a group, placed as one.
+/// A member's quorum fact as accepted in the current configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Fact {
+    quorate: bool,
+    ring: Option<Ring>,
+}
+
+/// What this node's corosync quorum service reported last.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct ResourceSpec {
-    pub name: String,
-    pub prefer: Vec<NodeId>,
+struct LocalQuorum {
+    quorate: bool,
+    ring: Option<Ring>,
+    nodes: Vec<NodeId>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct View {
     local: MemberId,
     local_info: MemberInfo,
-    resources: Vec<ResourceSpec>,
+    local_quorum: LocalQuorum,
+    /// The ring totem reported last (None until it reports one).
+    totem_ring: Option<Ring>,
     members: BTreeSet<MemberId>,
     infos: BTreeMap<MemberId, MemberInfo>,
+    /// Quorum facts announced in the current configuration.
+    facts: BTreeMap<MemberId, Fact>,
+    /// Members declared unresponsive in the current configuration.
+    muted: BTreeSet<MemberId>,
     phase: Phase,
     assignments: BTreeMap<String, Assignment>,
     /// Absent members whose addresses are kept during the reattach grace.
@@ -107,13 +139,26 @@ pub struct View {
 }
 
 impl View {
-    pub fn new(local: MemberId, local_info: MemberInfo, resources: Vec<ResourceSpec>) -> View {
+    /// `units` is this node's configuration; `local_info.units`, `resources` and `protocol`
+    /// are filled in from it.
+    pub fn new(local: MemberId, mut local_info: MemberInfo, units: Vec<UnitSpec>) -> View {
+        local_info.protocol = PROTOCOL;
+        local_info.resources = units.iter().map(|u| u.name.clone()).collect();
+        local_info.units = units.iter().map(|u| (u.name.clone(), u.digest())).collect();
+        let local_quorum = LocalQuorum {
+            quorate: local_info.quorate,
+            ring: local_info.ring,
+            nodes: local_info.nodes.clone(),
+        };
         View {
             local,
             local_info,
-            resources,
+            local_quorum,
+            totem_ring: None,
             members: BTreeSet::new(),
             infos: BTreeMap::new(),
+            facts: BTreeMap::new(),
+            muted: BTreeSet::new(),
             phase: Phase::Joining,
             assignments: BTreeMap::new(),
             vanished: BTreeSet::new(),
@@ -128,7 +173,7 @@ impl View {
     /// Seeds the table with what a previous incarnation of this daemon knew (re-exec on
     /// reload), so that even a cluster where every daemon reloads at once keeps its holders.
     pub fn seed(&mut self, assignments: Vec<WireAssignment>) {
-        for a in assignments {
+        for a in assignments.into_iter().filter(|a| a.generation <= MAX_GENERATION) {
             self.assignments.insert(
                 a.resource,
                 Assignment {
@@ -167,18 +212,107 @@ impl View {
         &self.vanished
     }
 
-    /// The partition is quorate when every member says corosync told it so.
+    /// The partition is quorate when every speaking member of the configuration announced, in
+    /// this configuration, that corosync counts it quorate, all for the same ring. Every member
+    /// computes this from the same delivered messages, so all agree.
     pub fn partition_quorate(&self) -> bool {
-        !self.members.is_empty()
-            && self
-                .members
-                .iter()
-                .all(|m| self.infos.get(m).is_some_and(|i| i.quorate))
+        let mut ring: Option<Ring> = None;
+        let mut speaking = 0usize;
+        for m in self.members.iter().filter(|m| !self.muted.contains(m)) {
+            let Some(fact) = self.facts.get(m) else { return false };
+            if !fact.quorate {
+                return false;
+            }
+            if let Some(r) = fact.ring {
+                if ring.is_some_and(|seen| seen != r) {
+                    return false;
+                }
+                ring = Some(r);
+            }
+            speaking += 1;
+        }
+        speaking > 0
     }
 
     /// Whether this member may call mutating EC2 APIs for what it holds right now.
     pub fn may_act(&self) -> bool {
-        self.is_synced() && self.partition_quorate() && !self.released.contains(&self.local)
+        self.is_synced()
+            && self.partition_quorate()
+            && !self.released.contains(&self.local)
+            && !self.muted.contains(&self.local)
+    }
+
+    /// Members of the configuration that have not spoken since it began: no State in the
+    /// running round, or no quorum fact. The adapter declares them unresponsive when the sync
+    /// timeout runs out.
+    pub fn silent_members(&self) -> Vec<MemberId> {
+        let pending: Option<&BTreeSet<MemberId>> = match &self.phase {
+            Phase::Joining => return Vec::new(),
+            Phase::Syncing { pending, .. } => Some(pending),
+            Phase::Synced => None,
+        };
+        self.members
+            .iter()
+            .filter(|m| **m != self.local && !self.muted.contains(m))
+            .filter(|m| pending.map_or(!self.facts.contains_key(m), |p| p.contains(m)))
+            .copied()
+            .collect()
+    }
+
+    /// Members declared unresponsive in this configuration.
+    pub fn muted(&self) -> &BTreeSet<MemberId> {
+        &self.muted
+    }
+
+    /// The configuration as a list, as quorum facts and Unresponsive messages name it.
+    pub fn config(&self) -> Vec<MemberId> {
+        self.members.iter().copied().collect()
+    }
+
+    /// Units whose members' specs differ: never placed or moved while it lasts.
+    pub fn conflicts(&self) -> Vec<Conflict> {
+        self.units()
+            .into_iter()
+            .filter_map(|unit| self.conflict(&unit))
+            .collect()
+    }
+
+    fn conflict(&self, unit: &str) -> Option<Conflict> {
+        let announced: Vec<(NodeId, &UnitDigest)> = self
+            .members
+            .iter()
+            .filter(|m| !self.muted.contains(m))
+            .filter_map(|m| self.infos.get(m).and_then(|i| i.units.get(unit)).map(|d| (m.node, d)))
+            .collect();
+        spec::conflict(unit, &announced)
+    }
+
+    /// Every unit some speaking member is configured for: the units every member places.
+    pub fn units(&self) -> BTreeSet<String> {
+        self.members
+            .iter()
+            .filter(|m| !self.muted.contains(m))
+            .filter_map(|m| self.infos.get(m))
+            .flat_map(|i| i.resources.iter().chain(i.units.keys()))
+            .cloned()
+            .collect()
+    }
+
+    /// The preference list of `unit` as its members announced it (they agree unless the unit
+    /// is in conflict, and then it is not placed).
+    fn prefer_of(&self, unit: &str) -> Vec<NodeId> {
+        self.members
+            .iter()
+            .filter(|m| !self.muted.contains(m))
+            .filter_map(|m| self.infos.get(m).and_then(|i| i.units.get(unit)))
+            .map(|d| d.prefer.clone())
+            .next()
+            .unwrap_or_default()
+    }
+
+    /// Whether `member` announced it cannot serve `unit`.
+    pub fn cannot_serve(&self, member: &MemberId, unit: &str) -> Option<&Unable> {
+        self.infos.get(member).and_then(|i| i.cannot_serve.iter().find(|u| u.unit == unit))
     }
 
     /// Resources this member is elected to hold (whether or not it may act right now).
@@ -190,13 +324,72 @@ impl View {
             .collect()
     }
 
-    pub fn set_local_quorate(&mut self, quorate: bool, nodes: Vec<NodeId>) -> Vec<Output> {
-        if self.local_info.quorate == quorate && self.local_info.nodes == nodes {
+    /// This node's quorum service reported: quorate or not, for `ring`, with these nodes.
+    pub fn set_local_quorum(&mut self, quorate: bool, ring: Option<Ring>, nodes: Vec<NodeId>) -> Vec<Output> {
+        self.local_quorum = LocalQuorum { quorate, ring, nodes };
+        self.announce_if_changed()
+    }
+
+    /// Corosync's quorum as read synchronously right now (no ring comes with it). It can only
+    /// lower what we announce: losing members is applied by corosync before it delivers the
+    /// CPG configuration change, while a notification may still be on its way to us.
+    pub fn note_quorate_now(&mut self, quorate: bool) -> Vec<Output> {
+        if quorate || !self.local_quorum.quorate {
             return Vec::new();
         }
+        self.local_quorum.quorate = false;
+        self.announce_if_changed()
+    }
+
+    /// The quorum fact we announce: corosync's flag, if it belongs to the ring totem reported
+    /// last. A fact for another ring is stale and announced as not quorate.
+    fn announced_quorum(&self) -> (bool, Option<Ring>) {
+        let fresh = match (self.local_quorum.ring, self.totem_ring) {
+            (_, None) => true,
+            (Some(q), Some(t)) => q == t,
+            (None, Some(_)) => false,
+        };
+        (self.local_quorum.quorate && fresh, self.local_quorum.ring)
+    }
+
+    fn quorum_body(&self) -> Body {
+        let (quorate, ring) = self.announced_quorum();
+        Body::Quorum {
+            quorate,
+            nodes: self.local_quorum.nodes.clone(),
+            ring,
+            config: Some(self.config()),
+        }
+    }
+
+    /// Updates our info from the local quorum; sends a fact when what we announce changed and
+    /// we are in a configuration (a joining member's first State carries it instead).
+    fn announce_if_changed(&mut self) -> Vec<Output> {
+        let (quorate, ring) = self.announced_quorum();
+        let changed = self.local_info.quorate != quorate
+            || self.local_info.ring != ring
+            || self.local_info.nodes != self.local_quorum.nodes;
         self.local_info.quorate = quorate;
-        self.local_info.nodes = nodes.clone();
-        vec![Output::Send(Body::Quorum { quorate, nodes })]
+        self.local_info.ring = ring;
+        self.local_info.nodes = self.local_quorum.nodes.clone();
+        if changed && self.phase != Phase::Joining {
+            vec![Output::Send(self.quorum_body())]
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// The units this node cannot serve now (replaces the previous list).
+    pub fn set_local_cannot_serve(&mut self, mut cannot_serve: Vec<Unable>) -> Vec<Output> {
+        cannot_serve.sort();
+        if self.local_info.cannot_serve == cannot_serve {
+            return Vec::new();
+        }
+        self.local_info.cannot_serve = cannot_serve.clone();
+        if self.phase == Phase::Joining {
+            return Vec::new();
+        }
+        vec![Output::Send(Body::Capability { cannot_serve })]
     }
 
     pub fn set_local_eligible(&mut self, eligible: bool) -> Vec<Output> {
@@ -217,7 +410,7 @@ impl View {
         self.is_synced()
             && !self.placed
             && !self.all_nodes_present()
-            && self.resources.iter().any(|r| !self.assignments.contains_key(&r.name))
+            && self.units().iter().any(|u| !self.assignments.contains_key(u))
     }
 
     /// Every corosync node any member sees has a daemon in the group.
@@ -226,9 +419,10 @@ impl View {
         self.infos.values().flat_map(|i| i.nodes.iter()).all(|n| present.contains(n))
     }
 
-    /// May this member hold units: healthy and not in standby.
+    /// May this member hold units: healthy, not in standby, and speaking.
     fn serves(&self, member: &MemberId) -> bool {
         !self.released.contains(member)
+            && !self.muted.contains(member)
             && self.infos.get(member).is_some_and(|i| i.eligible && !i.standby)
     }
 
@@ -269,7 +463,7 @@ impl View {
                 joined,
             } => self.on_confchg(members, left, joined),
             Event::Message { from, body } => self.on_message(from, body),
-            Event::Totem { nodes } => self.on_totem(nodes),
+            Event::Totem { ring, nodes } => self.on_totem(ring, nodes),
         }
     }
 
@@ -280,6 +474,13 @@ impl View {
         joined: Vec<MemberId>,
     ) -> Vec<Output> {
         self.members = members.into_iter().collect();
+        // Facts and silences belong to a configuration. Protocol 1 peers never re-announce,
+        // so theirs are kept as that protocol did.
+        let members = &self.members;
+        let infos = &self.infos;
+        self.facts
+            .retain(|m, _| members.contains(m) && infos.get(m).is_some_and(|i| i.protocol < PROTOCOL));
+        self.muted.clear();
         let mut out = Vec::new();
         for (member, reason) in &left {
             self.infos.remove(member);
@@ -314,12 +515,19 @@ impl View {
             };
             out.push(Output::Send(Body::State(self.state_message())));
         } else {
+            out.push(Output::Send(self.quorum_body()));
             self.try_complete_round(&mut out);
         }
         if self.is_synced() {
             self.elect(&mut out);
         }
         out
+    }
+
+    /// Records a quorum fact from `from` (a member of the current configuration).
+    fn accept_fact(&mut self, from: MemberId, quorate: bool, ring: Option<Ring>) {
+        self.facts.insert(from, Fact { quorate, ring });
+        self.muted.remove(&from);
     }
 
     fn on_message(&mut self, from: MemberId, body: Body) -> Vec<Output> {
@@ -337,16 +545,56 @@ impl View {
                 } = &mut self.phase
                 {
                     if state.round == *round && pending.remove(&from) {
+                        let (quorate, ring) = (state.info.quorate, state.info.ring);
                         self.infos.insert(from, state.info.clone());
                         states.insert(from, state);
+                        self.accept_fact(from, quorate, ring);
                     }
+                } else if self.phase == Phase::Synced
+                    && state.round.iter().copied().eq(self.members.iter().copied())
+                    && (self.muted.contains(&from) || !self.facts.contains_key(&from))
+                {
+                    // A member declared unresponsive speaks again: its table is not merged (the
+                    // round is over) but it is known and counted again.
+                    let (quorate, ring) = (state.info.quorate, state.info.ring);
+                    self.infos.insert(from, state.info);
+                    self.accept_fact(from, quorate, ring);
                 }
                 self.try_complete_round(&mut out);
             }
-            Body::Quorum { quorate, nodes } => {
+            Body::Quorum {
+                quorate,
+                nodes,
+                ring,
+                config,
+            } => {
+                let current = config
+                    .as_ref()
+                    .is_none_or(|c| c.iter().copied().eq(self.members.iter().copied()));
+                // A fact from an earlier configuration (sent before a change, delivered after
+                // it) says nothing about this one.
+                if current && self.phase != Phase::Joining {
+                    if let Some(info) = self.infos.get_mut(&from) {
+                        info.quorate = quorate;
+                        info.nodes = nodes;
+                        info.ring = ring;
+                    }
+                    self.accept_fact(from, quorate, ring);
+                }
+            }
+            Body::Capability { cannot_serve } => {
                 if let Some(info) = self.infos.get_mut(&from) {
-                    info.quorate = quorate;
-                    info.nodes = nodes;
+                    info.cannot_serve = cannot_serve;
+                }
+            }
+            Body::Unresponsive { member, config } => {
+                let current = config.iter().copied().eq(self.members.iter().copied());
+                if current && self.silent_members_all().contains(&member) {
+                    self.muted.insert(member);
+                    if let Phase::Syncing { pending, .. } = &mut self.phase {
+                        pending.remove(&member);
+                    }
+                    self.try_complete_round(&mut out);
                 }
             }
             Body::Eligibility { eligible } => {
@@ -402,9 +650,26 @@ impl View {
         out
     }
 
-    fn on_totem(&mut self, nodes: Vec<NodeId>) -> Vec<Output> {
+    /// Like `silent_members`, but a member may also be silent in its own view (the others
+    /// declared it unresponsive while it was stopped): it must agree with them.
+    fn silent_members_all(&self) -> Vec<MemberId> {
+        let pending: Option<&BTreeSet<MemberId>> = match &self.phase {
+            Phase::Joining => return Vec::new(),
+            Phase::Syncing { pending, .. } => Some(pending),
+            Phase::Synced => None,
+        };
+        self.members
+            .iter()
+            .filter(|m| !self.muted.contains(m))
+            .filter(|m| pending.map_or(!self.facts.contains_key(m), |p| p.contains(m)))
+            .copied()
+            .collect()
+    }
+
+    fn on_totem(&mut self, ring: Ring, nodes: Vec<NodeId>) -> Vec<Output> {
         self.totem = Some(nodes.into_iter().collect());
-        let mut out = Vec::new();
+        self.totem_ring = Some(ring);
+        let mut out = self.announce_if_changed();
         if self.is_synced() {
             let gone: Vec<MemberId> = self
                 .vanished
@@ -484,7 +749,7 @@ impl View {
                 continue;
             }
             vanished.extend(state.vanished.iter().copied());
-            for a in &state.assignments {
+            for a in state.assignments.iter().filter(|a| a.generation <= MAX_GENERATION) {
                 let candidate = Assignment {
                     holder: a.holder,
                     previous: None,
@@ -552,19 +817,29 @@ impl View {
     }
 
     /// Nodes that may take `unit`: one serving member per node (with several, a restart racing
-    /// the old process, the lowest pid stands for the node).
+    /// the old process, the lowest pid stands for the node) that is configured for the unit
+    /// and did not announce it cannot serve it.
     fn candidates(&self, unit: &str) -> Vec<NodeId> {
         let mut nodes: BTreeSet<NodeId> = BTreeSet::new();
         for m in &self.members {
-            if self.serves(m) && self.infos.get(m).is_some_and(|i| i.resources.iter().any(|r| r == unit)) {
+            if self.capable(m, unit) {
                 nodes.insert(m.node);
             }
         }
         nodes.into_iter().collect()
     }
 
-    fn member_on(&self, node: NodeId) -> Option<MemberId> {
-        self.members.iter().find(|m| m.node == node && self.serves(m)).copied()
+    fn capable(&self, member: &MemberId, unit: &str) -> bool {
+        self.serves(member)
+            && self.cannot_serve(member, unit).is_none()
+            && self
+                .infos
+                .get(member)
+                .is_some_and(|i| i.resources.iter().any(|r| r == unit) || i.units.contains_key(unit))
+    }
+
+    fn member_on(&self, node: NodeId, unit: &str) -> Option<MemberId> {
+        self.members.iter().find(|m| m.node == node && self.capable(m, unit)).copied()
     }
 
     /// Units held per node, to spread new placements.
@@ -581,7 +856,11 @@ impl View {
     fn assign(&mut self, unit: &str, holder: MemberId, out: &mut Vec<Output>) {
         let current = self.assignments.get(unit);
         let previous = current.and_then(|a| a.holder.or(a.previous));
-        let generation = current.map_or(0, |a| a.generation) + 1;
+        // Generations are bounded on the way in; this never fails, and if it did, the unit
+        // would simply keep its holder.
+        let Some(generation) = current.map_or(Some(1), |a| a.generation.checked_add(1)) else {
+            return;
+        };
         self.assignments.insert(
             unit.to_owned(),
             Assignment {
@@ -600,58 +879,65 @@ impl View {
     }
 
     fn planned_move(&mut self, unit: &str, to: NodeId, out: &mut Vec<Output>) {
-        if !self.resources.iter().any(|r| r.name == unit) || !self.candidates(unit).contains(&to) {
+        if !self.units().contains(unit) || self.conflict(unit).is_some() || !self.candidates(unit).contains(&to) {
             return;
         }
-        let Some(target) = self.member_on(to) else { return };
+        let Some(target) = self.member_on(to, unit) else { return };
         if self.assignments.get(unit).and_then(|a| a.holder) == Some(target) {
             return;
         }
         self.assign(unit, target, out);
     }
 
-    /// Gives every unit without a live, serving (or reattaching) holder a new one. Only a
+    /// Gives every unit without a live, capable (or reattaching) holder a new one. Only a
     /// quorate partition elects: a minority keeps its stale table, so it can never outvote the
-    /// majority with a newer generation after the partition heals.
+    /// majority with a newer generation after the partition heals. A unit whose members'
+    /// specs differ is left as it is.
     fn elect(&mut self, out: &mut Vec<Output>) {
         if !self.partition_quorate() {
             return;
         }
         let startup_hold = !self.placed && !self.all_nodes_present();
-        let specs = self.resources.clone();
-        for spec in &specs {
-            let current = self.assignments.get(&spec.name);
+        for unit in self.units() {
+            if self.conflict(&unit).is_some() {
+                continue;
+            }
+            let current = self.assignments.get(&unit);
             if current.is_none() && startup_hold {
                 continue;
             }
             let holder = current.and_then(|a| a.holder);
-            let candidates = self.candidates(&spec.name);
+            let candidates = self.candidates(&unit);
             let keep = holder.is_some_and(|h| {
                 let present = self.members.contains(&h) && !self.released.contains(&h);
-                // An unhealthy or standby holder keeps its unit only while nobody else can take it.
-                let serving = self.serves(&h) || candidates.iter().all(|n| *n == h.node);
-                (present && serving) || self.vanished.contains(&h)
+                // A holder that is unhealthy, in standby, silent or unable to take the unit
+                // keeps it only while nobody else can take it.
+                let usable = self.capable(&h, &unit) || candidates.iter().all(|n| *n == h.node);
+                (present && usable) || self.vanished.contains(&h)
             });
             if keep {
                 continue;
             }
             let load = self.load();
-            let Some(node) = placement::choose(&spec.name, &spec.prefer, &candidates, &load) else {
+            let prefer = self.prefer_of(&unit);
+            let Some(node) = placement::choose(&unit, &prefer, &candidates, &load) else {
                 continue;
             };
-            let Some(member) = self.member_on(node) else {
+            let Some(member) = self.member_on(node, &unit) else {
                 continue;
             };
-            self.assign(&spec.name, member, out);
+            self.assign(&unit, member, out);
         }
     }
 }
 
-/// Which of two claims on one resource the merged table keeps: the higher generation (the most
-/// recent takeover), ties to the lower member id.
+/// Which of two claims on one unit the merged table keeps: the higher generation (only a
+/// quorate partition creates one); at the same generation a claim with a holder beats one
+/// without (a minority that saw the holder leave unassigned it without quorum: that must not
+/// undo the majority's table), then the lower member id.
 fn newer(candidate: &Assignment, existing: &Assignment) -> bool {
-    (candidate.generation, std::cmp::Reverse(candidate.holder))
-        > (existing.generation, std::cmp::Reverse(existing.holder))
+    (candidate.generation, candidate.holder.is_some(), std::cmp::Reverse(candidate.holder))
+        > (existing.generation, existing.holder.is_some(), std::cmp::Reverse(existing.holder))
 }
 
 /// The strongest departure wins: NodeDown and Released both free at once.

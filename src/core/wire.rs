@@ -1,13 +1,20 @@
 //! Messages members exchange over CPG: versioned JSON.
 //!
 //! Version 1. A receiver drops (and logs) anything it cannot decode or whose major version it
-//! does not speak; it never trusts a peer's bytes enough to panic on them.
+//! does not speak; it never trusts a peer's bytes enough to panic on them. Fields added since
+//! the first release carry serde defaults, and [`MemberInfo::protocol`] tells which rules a
+//! peer follows, so a rolling upgrade keeps one group.
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::MemberId;
+use super::{MemberId, Ring};
 
 pub const WIRE_VERSION: u32 = 1;
+/// The rules this build follows: 2 = quorum facts bound to a configuration and a ring, unit
+/// digests, cannot-serve announcements.
+pub const PROTOCOL: u32 = 2;
 /// Larger messages are refused before parsing: a State for hundreds of resources is a few KiB.
 pub const MAX_MESSAGE_BYTES: usize = 1 << 20;
 
@@ -23,12 +30,26 @@ pub struct Envelope {
 pub enum Body {
     /// Sent by every member after each membership change that brings in new members.
     State(StateMsg),
-    /// The sender's view of corosync quorum changed (and the corosync nodes it sees).
+    /// The sender's corosync quorum fact: sent after every configuration change and whenever
+    /// its quorum service reports something new. Counts only in the configuration it names.
     Quorum {
         quorate: bool,
         #[serde(default)]
         nodes: Vec<u32>,
+        /// The ring the fact belongs to (None from protocol 1 peers).
+        #[serde(default)]
+        ring: Option<Ring>,
+        /// The CPG configuration the sender was in when it sent this (None from protocol 1).
+        #[serde(default)]
+        config: Option<Vec<MemberId>>,
     },
+    /// The units the sender cannot serve now (replaces its previous list): it failed to take
+    /// them, so the others elect the next candidate.
+    Capability { cannot_serve: Vec<Unable> },
+    /// `member` sent nothing in `config` for the sync timeout (hung, another wire version, or
+    /// not corosync-eip): it no longer holds up rounds or quorum, and serves nothing until it
+    /// speaks.
+    Unresponsive { member: MemberId, config: Vec<MemberId> },
     /// The sender's health checks changed its eligibility.
     Eligibility { eligible: bool },
     /// An admin put a node in standby (or back): its members hold nothing while it lasts.
@@ -65,10 +86,64 @@ pub struct MemberInfo {
     pub nodes: Vec<u32>,
     #[serde(default)]
     pub availability_zone: Option<String>,
+    /// The rules the sender follows (see [`PROTOCOL`]); 1 for peers that predate the field.
+    #[serde(default = "one")]
+    pub protocol: u32,
+    /// The ring `quorate` belongs to.
+    #[serde(default)]
+    pub ring: Option<Ring>,
+    /// Per configured unit, what decides its placement and action, so members can see that
+    /// their files differ.
+    #[serde(default)]
+    pub units: BTreeMap<String, UnitDigest>,
+    /// Units the sender failed to take and cannot serve until it proves otherwise.
+    #[serde(default)]
+    pub cannot_serve: Vec<Unable>,
 }
 
 fn yes() -> bool {
     true
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// One member's spec of one unit: the preference list (which placement needs) and a
+/// fingerprint per setting (which is enough to name what differs).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub struct UnitDigest {
+    pub prefer: Vec<u32>,
+    pub keys: BTreeMap<String, String>,
+}
+
+/// Why a member cannot serve a unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Incapacity {
+    /// EC2 denied a mutating call (the role lacks a permission, or credentials are bad).
+    Permission,
+    /// EC2 could not be reached or kept failing for longer than `acquire_timeout`.
+    Unreachable,
+    /// EC2 does not know this node's instance or network interface.
+    Identity,
+}
+
+impl Incapacity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Incapacity::Permission => "permission",
+            Incapacity::Unreachable => "unreachable",
+            Incapacity::Identity => "identity",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Unable {
+    pub unit: String,
+    pub class: Incapacity,
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -182,9 +257,16 @@ mod tests {
 
     #[test]
     fn wire_format_is_stable() {
+        let ring = Ring { rep: 1, seq: 8 };
+        let config = vec![MemberId { node: 1, pid: 10 }];
         assert_eq!(
-            String::from_utf8(encode(&Body::Quorum { quorate: true, nodes: vec![1, 2] })).unwrap(),
-            r#"{"v":1,"type":"quorum","quorate":true,"nodes":[1,2]}"#
+            String::from_utf8(encode(&Body::Quorum { quorate: true, nodes: vec![1, 2], ring: Some(ring), config: Some(config) })).unwrap(),
+            r#"{"v":1,"type":"quorum","quorate":true,"nodes":[1,2],"ring":{"rep":1,"seq":8},"config":[{"node":1,"pid":10}]}"#
+        );
+        // A protocol 1 peer's fact still decodes: no ring, no configuration.
+        assert_eq!(
+            decode(br#"{"v":1,"type":"quorum","quorate":true,"nodes":[1,2]}"#).unwrap(),
+            Body::Quorum { quorate: true, nodes: vec![1, 2], ring: None, config: None }
         );
     }
 
@@ -203,7 +285,7 @@ mod tests {
         }
 
         #[test]
-        fn decoder_never_panics_on_json_like_input(s in r#"\{"v":1,"type":"(state|held|quorum|release|grace_expired)"[,:"a-z0-9\[\]\{\} ]{0,80}\}"#) {
+        fn decoder_never_panics_on_json_like_input(s in r#"\{"v":1,"type":"(state|held|quorum|release|grace_expired|capability|unresponsive)"[,:"a-z0-9\[\]\{\} ]{0,80}\}"#) {
             let _ = decode(s.as_bytes());
         }
     }
