@@ -232,7 +232,53 @@ pub async fn run_checks(config: &Config) -> CheckReport {
             "report a bug",
         )),
     }
+
+    // 8. what the running daemon learned from its peers
+    let daemon = crate::control::request_status(&config.daemon.control_socket).await;
+    items.push(agreement_item(daemon.as_ref().ok()));
     CheckReport { items }
+}
+
+/// Whether every member's file agrees with ours, as the running daemon sees it, and which
+/// members said they cannot serve a unit. Without a running daemon there is nothing to compare.
+fn agreement_item(status: Option<&crate::status::StatusReport>) -> CheckItem {
+    let name = "cluster configuration";
+    let Some(status) = status else {
+        return CheckItem::warn(
+            name,
+            "not compared: the daemon is not running here, so the other members' files are unknown",
+            "start corosync-eip and run `corosync-eip check` again to compare the members' files",
+        );
+    };
+    if !status.synced {
+        return CheckItem::warn(name, "not compared yet: the daemon has not synced with the cluster", "wait a moment and run the check again");
+    }
+    let mut problems: Vec<String> = status
+        .conflicts
+        .iter()
+        .map(|c| {
+            let groups: Vec<String> = c
+                .variants
+                .iter()
+                .map(|v| format!("nodes {}", v.nodes.iter().map(u32::to_string).collect::<Vec<_>>().join(",")))
+                .collect();
+            format!("{} differs ({}; settings: {})", c.unit, groups.join(" vs "), c.keys.join(", "))
+        })
+        .collect();
+    for m in &status.members {
+        for u in &m.cannot_serve {
+            problems.push(format!("node {} cannot serve {} ({}): {}", m.node_id, u.unit, u.class.as_str(), u.reason));
+        }
+    }
+    if problems.is_empty() {
+        CheckItem::pass(name, format!("all {} members' files agree on every unit", status.members.len()))
+    } else {
+        CheckItem::fail(
+            name,
+            problems.join("; "),
+            "make the files agree on every node and `systemctl reload corosync-eip` there; fix the IAM role or network of a node that cannot serve",
+        )
+    }
 }
 
 /// An error and its sources, joined with ": " (without the Debug dump DisplayErrorContext adds).
@@ -1536,5 +1582,38 @@ mod tests {
         let n = items.iter().find(|i| i.name == "corosync nodes").unwrap();
         assert_eq!(n.status, CheckStatus::Warn);
         assert!(n.detail.contains("b (id 2)"), "{}", n.detail);
+    }
+
+    #[test]
+    fn agreement_names_the_unit_the_nodes_and_the_settings() {
+        use crate::status::{ConflictStatus, MemberStatus, StatusReport, VariantStatus};
+        assert_eq!(agreement_item(None).status, CheckStatus::Warn);
+        let mut s = StatusReport { synced: true, ..Default::default() };
+        assert_eq!(agreement_item(Some(&s)).status, CheckStatus::Pass);
+        s.conflicts.push(ConflictStatus {
+            unit: "web".into(),
+            keys: vec!["prefer".into()],
+            variants: vec![VariantStatus { nodes: vec![1, 2] }, VariantStatus { nodes: vec![3] }],
+        });
+        s.members.push(MemberStatus {
+            node_id: 2,
+            pid: 1,
+            instance_id: None,
+            network_interface_id: None,
+            version: None,
+            quorate: None,
+            eligible: None,
+            standby: None,
+            availability_zone: None,
+            cannot_serve: vec![crate::core::wire::Unable {
+                unit: "db".into(),
+                class: crate::core::wire::Incapacity::Permission,
+                reason: "UnauthorizedOperation".into(),
+            }],
+        });
+        let item = agreement_item(Some(&s));
+        assert_eq!(item.status, CheckStatus::Fail);
+        assert!(item.detail.contains("web differs (nodes 1,2 vs nodes 3; settings: prefer)"), "{}", item.detail);
+        assert!(item.detail.contains("node 2 cannot serve db (permission)"), "{}", item.detail);
     }
 }

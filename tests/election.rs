@@ -46,6 +46,8 @@ struct Partition {
     /// Members whose daemon is stopped (SIGSTOP): what they send is held back.
     stopped: Vec<MemberId>,
     held_back: Vec<(MemberId, Body)>,
+    /// What corosync's quorum service says on every node of the partition.
+    corosync_quorate: bool,
 }
 
 impl Partition {
@@ -60,6 +62,7 @@ impl Partition {
             elections: Vec::new(),
             stopped: Vec::new(),
             held_back: Vec::new(),
+            corosync_quorate: true,
         }
     }
 
@@ -101,6 +104,15 @@ impl Partition {
         self.views.remove(&id);
         let members = self.members();
         self.broadcast(Event::Confchg { members, left: vec![(id, reason)], joined: vec![] });
+        if reason == LeaveReason::NodeDown {
+            // The quorum service reports the smaller membership (after the CPG change, as
+            // corosync often delivers it).
+            let nodes: Vec<u32> = self.nodes.iter().copied().filter(|n| *n != id.node).collect();
+            for member in self.members() {
+                let out = self.views.get_mut(&member).unwrap().set_local_quorum(self.corosync_quorate, None, nodes.clone());
+                self.absorb(member, out);
+            }
+        }
     }
 
     fn send(&mut self, from: MemberId, body: Body) {
@@ -108,6 +120,7 @@ impl Partition {
     }
 
     fn set_quorate(&mut self, quorate: bool) {
+        self.corosync_quorate = quorate;
         for id in self.members() {
             let out = self.views.get_mut(&id).unwrap().set_local_quorum(quorate, None, self.nodes.clone());
             self.absorb(id, out);
@@ -716,6 +729,14 @@ fn a_quorum_fact_from_an_earlier_configuration_is_ignored() {
     // Node 3 goes; a fact node 2 sent in the old configuration is delivered after the change.
     p.views.remove(&m(3, 1));
     p.broadcast(Event::Confchg { members: p.members(), left: vec![(m(3, 1), LeaveReason::NodeDown)], joined: vec![] });
+    let r2 = Ring { rep: 1, seq: 2 };
+    for n in [1, 2] {
+        to_one(&mut p, m(n, 1), Event::Totem { ring: r2, nodes: vec![1, 2] });
+    }
+    p.queue.clear();
+    for n in [1, 2] {
+        quorum_to_one(&mut p, m(n, 1), true, r2, &[1, 2]);
+    }
     let stale = Body::Quorum { quorate: true, nodes: vec![1, 2, 3], ring: Some(r1), config: Some(old_config) };
     p.broadcast(Event::Message { from: m(2, 1), body: stale });
     // Only node 1's fresh fact is in; node 2's stale one does not count.

@@ -494,4 +494,118 @@ mod tests {
         assert_eq!(h.monitored(Some(1), Verdict::Repair, Some(false)), vec![Effect::Drift]);
         assert_eq!(h.local_address(), Some(false));
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        #[derive(Debug, Clone)]
+        enum Step {
+            Reconcile { wanted: Option<u64>, may_act: bool, quorate: bool, synced: bool },
+            Acquired(u64),
+            Failed(u64, u8),
+            Cancelled(u64),
+            Monitored(u8),
+            Recovered,
+            Removed,
+            Wait(u16),
+        }
+
+        fn step() -> impl Strategy<Value = Step> {
+            prop_oneof![
+                3 => (proptest::option::of(1u64..4), any::<bool>(), any::<bool>(), any::<bool>())
+                    .prop_map(|(wanted, may_act, quorate, synced)| Step::Reconcile { wanted, may_act, quorate, synced }),
+                1 => (1u64..4).prop_map(Step::Acquired),
+                1 => (1u64..4, 0u8..4).prop_map(|(g, f)| Step::Failed(g, f)),
+                1 => (1u64..4).prop_map(Step::Cancelled),
+                1 => (0u8..4).prop_map(Step::Monitored),
+                1 => Just(Step::Recovered),
+                1 => Just(Step::Removed),
+                1 => (0u16..30_000).prop_map(Step::Wait),
+            ]
+        }
+
+        proptest! {
+            /// Whatever the order of facts and outcomes: an acquisition starts only for the
+            /// generation we are elected for while we may act; never two at once; a yielded
+            /// generation is never taken back; without quorum or election a VIP is removed.
+            #[test]
+            fn holder_decisions_stay_safe(vip in any::<bool>(), steps in proptest::collection::vec(step(), 1..80)) {
+                let mut h = Holding::new(vip);
+                let mut now = Instant::now();
+                let mut wanted = None;
+                let mut running: Option<u64> = None;
+                for s in steps {
+                    match s {
+                        Step::Reconcile { wanted: w, may_act, quorate, synced } => {
+                            wanted = w;
+                            let facts = Facts { wanted: w, may_act: may_act && quorate, quorate, synced };
+                            let yielded = h.yielded();
+                            let effects = h.reconcile(facts, now);
+                            for e in &effects {
+                                match e {
+                                    Effect::Acquire { generation } => {
+                                        prop_assert!(facts.may_act && facts.quorate);
+                                        prop_assert_eq!(Some(*generation), w);
+                                        prop_assert_ne!(Some(*generation), yielded);
+                                        prop_assert!(running.is_none() || effects.contains(&Effect::Abort), "two acquisitions at once");
+                                        running = Some(*generation);
+                                    }
+                                    Effect::Abort => running = None,
+                                    Effect::RemoveAddress => prop_assert!(vip && (w.is_none() || !quorate)),
+                                    _ => {}
+                                }
+                            }
+                            if w.is_none() || !quorate {
+                                prop_assert_eq!(h.held(), None, "held without election or quorum");
+                                prop_assert!(running.is_none());
+                            }
+                            prop_assert_eq!(running, h.acquiring());
+                        }
+                        Step::Acquired(g) => {
+                            if running == Some(g) && h.acquired(g, wanted, Some(1), true) {
+                                running = None;
+                                prop_assert_eq!(h.held(), Some(g));
+                            }
+                        }
+                        Step::Failed(g, f) => {
+                            if running == Some(g) {
+                                let failure = [Failure::Permission, Failure::Identity, Failure::Transient, Failure::Other][f as usize];
+                                let effects = h.acquire_failed(g, failure, "x".into(), now, Policy { acquire_timeout: Duration::from_secs(20), retry_cap: Duration::from_secs(10) }, 0.5);
+                                running = None;
+                                prop_assert!(matches!(effects.first(), Some(Effect::RetryAt(at)) if *at > now));
+                                if matches!(failure, Failure::Permission | Failure::Identity) {
+                                    prop_assert!(h.incapacity().is_some());
+                                }
+                            }
+                        }
+                        Step::Cancelled(g) => {
+                            if running == Some(g) {
+                                h.acquire_cancelled(g);
+                                running = None;
+                            }
+                        }
+                        Step::Monitored(v) => {
+                            let verdict = match v {
+                                0 => Verdict::Ours,
+                                1 => Verdict::Repair,
+                                2 => Verdict::Yield { to: "i-2".into(), epoch: 9 },
+                                _ => Verdict::Unknown("throttled".into()),
+                            };
+                            let held_before = h.held();
+                            h.monitored(wanted, verdict.clone(), None);
+                            if matches!(verdict, Verdict::Unknown(_) | Verdict::Ours) {
+                                prop_assert_eq!(h.held(), held_before, "monitoring errors never move anything");
+                            }
+                        }
+                        Step::Recovered => {
+                            h.recovered();
+                        }
+                        Step::Removed => h.address_removed(Ok(())),
+                        Step::Wait(ms) => now += Duration::from_millis(u64::from(ms)),
+                    }
+                }
+            }
+        }
+    }
 }

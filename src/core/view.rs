@@ -7,12 +7,14 @@
 //! Departures alone need no round: members that were in sync apply them directly.
 //!
 //! Whether a partition may elect is itself an agreed fact. Corosync's quorum service reports to
-//! each node on its own schedule, before or after the CPG configuration change it belongs to,
-//! so a node's quorum flag is never used as it stands: after every configuration change each
-//! member announces its quorum fact over CPG, bound to that configuration and to the totem ring
-//! it belongs to, and the partition is quorate only once every speaking member of the
-//! configuration has announced "quorate" for one and the same ring. A fact that is stale (its
-//! ring is not the ring totem reported last) is announced as "not quorate". A member that says
+//! each node on its own schedule, before or after the CPG configuration change it belongs to
+//! (on the lab, the CPG change of a node loss often comes first, then the totem ring, then the
+//! quorum news), so a node's quorum flag is never used as it stands: after every configuration
+//! change each member announces its quorum fact over CPG, bound to that configuration and to
+//! the totem ring it belongs to, and the partition is quorate only once every speaking member
+//! of the configuration has announced "quorate" for one and the same ring. A fact that is stale
+//! (its ring is not the ring totem reported last, or it still counts a node the configuration
+//! change reported down) is announced as "not quorate" until the quorum service reports again. A member that says
 //! nothing for the sync timeout is declared unresponsive (in agreed order) and stops holding up
 //! rounds and quorum; it serves nothing until it speaks again.
 
@@ -106,6 +108,9 @@ struct LocalQuorum {
     quorate: bool,
     ring: Option<Ring>,
     nodes: Vec<NodeId>,
+    /// A CPG configuration change reported that a node of `nodes` went down: this report
+    /// predates the change (corosync may deliver the change first) and says nothing of it.
+    stale: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -149,6 +154,7 @@ impl View {
             quorate: local_info.quorate,
             ring: local_info.ring,
             nodes: local_info.nodes.clone(),
+            stale: false,
         };
         View {
             local,
@@ -326,7 +332,12 @@ impl View {
 
     /// This node's quorum service reported: quorate or not, for `ring`, with these nodes.
     pub fn set_local_quorum(&mut self, quorate: bool, ring: Option<Ring>, nodes: Vec<NodeId>) -> Vec<Output> {
-        self.local_quorum = LocalQuorum { quorate, ring, nodes };
+        self.local_quorum = LocalQuorum {
+            quorate,
+            ring,
+            nodes,
+            stale: false,
+        };
         self.announce_if_changed()
     }
 
@@ -342,14 +353,15 @@ impl View {
     }
 
     /// The quorum fact we announce: corosync's flag, if it belongs to the ring totem reported
-    /// last. A fact for another ring is stale and announced as not quorate.
+    /// last and no later configuration change contradicts it. A stale fact is announced as not
+    /// quorate until the quorum service reports again.
     fn announced_quorum(&self) -> (bool, Option<Ring>) {
         let fresh = match (self.local_quorum.ring, self.totem_ring) {
             (_, None) => true,
             (Some(q), Some(t)) => q == t,
             (None, Some(_)) => false,
         };
-        (self.local_quorum.quorate && fresh, self.local_quorum.ring)
+        (self.local_quorum.quorate && fresh && !self.local_quorum.stale, self.local_quorum.ring)
     }
 
     fn quorum_body(&self) -> Body {
@@ -365,6 +377,16 @@ impl View {
     /// Updates our info from the local quorum; sends a fact when what we announce changed and
     /// we are in a configuration (a joining member's first State carries it instead).
     fn announce_if_changed(&mut self) -> Vec<Output> {
+        let changed = self.refresh_local_info();
+        if changed && self.phase != Phase::Joining {
+            vec![Output::Send(self.quorum_body())]
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// Copies what we announce about quorum into our info; true when it changed.
+    fn refresh_local_info(&mut self) -> bool {
         let (quorate, ring) = self.announced_quorum();
         let changed = self.local_info.quorate != quorate
             || self.local_info.ring != ring
@@ -372,11 +394,7 @@ impl View {
         self.local_info.quorate = quorate;
         self.local_info.ring = ring;
         self.local_info.nodes = self.local_quorum.nodes.clone();
-        if changed && self.phase != Phase::Joining {
-            vec![Output::Send(self.quorum_body())]
-        } else {
-            Vec::new()
-        }
+        changed
     }
 
     /// The units this node cannot serve now (replaces the previous list).
@@ -481,6 +499,13 @@ impl View {
         self.facts
             .retain(|m, _| members.contains(m) && infos.get(m).is_some_and(|i| i.protocol < PROTOCOL));
         self.muted.clear();
+        if left
+            .iter()
+            .any(|(m, reason)| *reason == LeaveReason::NodeDown && self.local_quorum.nodes.contains(&m.node))
+        {
+            self.local_quorum.stale = true;
+        }
+        self.refresh_local_info();
         let mut out = Vec::new();
         for (member, reason) in &left {
             self.infos.remove(member);
