@@ -1857,6 +1857,51 @@ pub fn unix_now() -> f64 {
         .unwrap_or(0.0)
 }
 
+// ---------------------------------------------------------------------------------------------
+// EC2 endpoint outage of one node
+
+/// iptables chains (in a node's netns) that drop traffic to/from the emulator; separate from
+/// `block`'s LABIN/LABOUT so `heal` leaves them alone.
+const EC2_BLOCK_CHAINS: [(&str, &str, &str); 2] = [("LABEC2IN", "INPUT", "-s"), ("LABEC2OUT", "OUTPUT", "-d")];
+
+impl Lab {
+    /// Drops all traffic between node i and the EC2 emulator (both directions, DROP so the
+    /// daemon's calls time out like an unreachable endpoint); corosync traffic between nodes and
+    /// the node's IMDS (127.0.0.1) are untouched. Undo with `unblock_ec2`.
+    pub fn block_ec2(&self, i: usize) -> Result<()> {
+        let ipt = |args: &[&str]| -> Result<Output> {
+            let mut v = vec!["/usr/sbin/iptables", "-w"];
+            v.extend_from_slice(args);
+            let out = self.node_exec(i, &v)?;
+            if !out.status.success() {
+                bail!(
+                    "iptables {args:?} in node {i}: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+            }
+            Ok(out)
+        };
+        let emu = self.emulator_ip().to_string();
+        for (chain, hook, side) in EC2_BLOCK_CHAINS {
+            if ipt(&["-n", "-L", chain]).is_err() {
+                ipt(&["-N", chain])?;
+                ipt(&["-I", hook, "-j", chain])?;
+            }
+            ipt(&["-F", chain])?;
+            ipt(&["-A", chain, side, &emu, "-j", "DROP"])?;
+        }
+        Ok(())
+    }
+
+    /// Undoes `block_ec2` for node i (no-op if it was never blocked).
+    pub fn unblock_ec2(&self, i: usize) -> Result<()> {
+        for (chain, _, _) in EC2_BLOCK_CHAINS {
+            let _ = self.node_exec(i, &["/usr/sbin/iptables", "-w", "-F", chain])?;
+        }
+        Ok(())
+    }
+}
+
 impl Drop for Lab {
     fn drop(&mut self) {
         let t0 = Instant::now();
