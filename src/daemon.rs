@@ -222,6 +222,8 @@ pub struct Daemon {
     undecodable: Undecodable,
     /// Conflicts last logged, to log each change once.
     conflicts: Vec<Conflict>,
+    /// When the last CPG membership change arrived: the "detected" of a failover timeline.
+    changed_at: Option<(Instant, SystemTime)>,
     /// Last STATUS= line sent to systemd, and whether READY=1 went out in this process.
     systemd_status: String,
     ready_sent: bool,
@@ -372,6 +374,7 @@ pub async fn run(mut config: Config, config_path: PathBuf) -> anyhow::Result<Exi
         probe: None,
         undecodable: Undecodable::default(),
         conflicts: Vec::new(),
+        changed_at: None,
         systemd_status: String::new(),
         ready_sent: false,
         exe,
@@ -548,7 +551,7 @@ impl Daemon {
         events: Vec<CorosyncEvent>,
         local_quorate: &mut bool,
     ) -> Result<(), CorosyncError> {
-        let detected = (Instant::now(), SystemTime::now());
+        let batch = (Instant::now(), SystemTime::now());
         for event in events {
             let outputs = match event {
                 CorosyncEvent::Quorum { quorate, ring, nodes } => {
@@ -559,6 +562,7 @@ impl Daemon {
                 }
                 CorosyncEvent::Confchg { members, left, joined } => {
                     info!(members = ?members, left = ?left, joined = ?joined, "CPG membership changed");
+                    self.changed_at = Some(batch);
                     // Corosync applies a loss of members to quorum before it delivers the CPG
                     // change, though its notification may reach us later: read it now, so the
                     // fact we announce in the new configuration is not the old one.
@@ -582,6 +586,13 @@ impl Daemon {
                         Vec::new()
                     }
                 },
+            };
+            // An election that completes the round of quorum facts after a membership change
+            // was detected at the change; anything else (a planned move) when it arrived.
+            let window = self.config.cluster.sync_timeout.saturating_mul(2);
+            let detected = match self.changed_at {
+                Some(at) if batch.0.saturating_duration_since(at.0) < window => at,
+                _ => batch,
             };
             self.apply_outputs(cs, view, outputs, detected).await?;
         }

@@ -30,55 +30,15 @@ fn holder_node_id(status: &Value) -> Option<u64> {
     resource(status).ok()?["holder"]["node_id"].as_u64()
 }
 
-/// Waits until each of `nodes` says: synced, quorate, `members` members, the same holder, and
-/// state "held"; and EC2 shows the address on that holder's instance. Returns its node index.
-fn settled_holder(lab: &Lab, nodes: &[usize], members: usize) -> usize {
-    let alloc = lab.allocation_ids()[0].clone();
-    lab.wait_for("one agreed, verified holder", SETTLE, || {
-        let mut holder = None;
-        for &i in nodes {
-            let s = lab.daemon_status(i)?;
-            let r = resource(&s)?;
-            let ok = s["synced"] == true
-                && s["quorate"] == true
-                && s["members"].as_array().map(|m| m.len()) == Some(members)
-                && r["state"] == "held";
-            if !ok {
-                return Ok(None);
-            }
-            let h = holder_node_id(&s);
-            if holder.is_some() && holder != h {
-                return Err(anyhow!("nodes disagree: {holder:?} vs {h:?}"));
-            }
-            holder = h;
-        }
-        let Some(node_id) = holder else { return Ok(None) };
-        let index = node_id as usize - 1;
-        let ec2 = lab.eip(&alloc)?;
-        if ec2.instance_id.as_deref() == Some(lab.instance_id(index))
-            && ec2.network_interface_id.as_deref() == Some(lab.eni(index))
-        {
-            Ok(Some(index))
-        } else {
-            Ok(None)
-        }
-    })
-    .unwrap_or_else(|e| panic!("{e:#}\n{}", logs(lab)))
-}
 
-fn logs(lab: &Lab) -> String {
-    (0..lab.node_count())
-        .map(|i| format!("---- node {i} daemon log ----\n{}", tail(&lab.daemon_log(i), 60)))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
 
-fn tail(text: &str, lines: usize) -> String {
-    let v: Vec<&str> = text.lines().collect();
-    v[v.len().saturating_sub(lines)..].join("\n")
-}
 
 /// Mutating EC2 calls the emulator received after `since` (unix time), with the caller's node.
+/// The verified holder every node of `nodes` agrees on (see `Lab::settled_holder`).
+fn settled(lab: &Lab, nodes: &[usize], members: usize) -> usize {
+    lab.settled_holder(nodes, members, SETTLE).unwrap_or_else(|e| panic!("{e:#}\n{}", lab.logs()))
+}
+
 fn mutating_calls_since(lab: &Lab, since: f64) -> Vec<(Option<usize>, String)> {
     lab.ec2_requests()
         .expect("request log")
@@ -88,18 +48,12 @@ fn mutating_calls_since(lab: &Lab, since: f64) -> Vec<(Option<usize>, String)> {
         .collect()
 }
 
-fn assert_no_panics(lab: &Lab) {
-    for i in 0..lab.node_count() {
-        let log = lab.daemon_log(i);
-        assert!(!log.contains("panicked"), "daemon on node {i} panicked:\n{}", tail(&log, 80));
-    }
-}
 
 #[test]
 fn elects_one_holder_then_hands_over_on_stop_and_fails_over_on_node_loss() {
     let mut lab = start_lab("elect", 11, 3);
     let t0 = lab::unix_now();
-    let first = settled_holder(&lab, &[0, 1, 2], 3);
+    let first = settled(&lab, &[0, 1, 2], 3);
     // Exactly one AssociateAddress, from the holder, with AllowReassociation.
     let calls: Vec<_> = lab.ec2_requests().unwrap().into_iter().filter(|r| r.action == "AssociateAddress").collect();
     assert_eq!(calls.len(), 1, "one association at start-up: {calls:?}");
@@ -112,7 +66,7 @@ fn elects_one_holder_then_hands_over_on_stop_and_fails_over_on_node_loss() {
     lab.signal_daemon(first, Signal::SIGTERM).unwrap();
     assert_eq!(lab.wait_daemon_exit(first, Duration::from_secs(10)).unwrap(), Some(0));
     let rest: Vec<usize> = (0..3).filter(|i| *i != first).collect();
-    let second = settled_holder(&lab, &rest, 2);
+    let second = settled(&lab, &rest, 2);
     assert_ne!(second, first);
     let s = lab.daemon_status(second).unwrap();
     let failover = &resource(&s).unwrap()["last_failover"];
@@ -124,18 +78,18 @@ fn elects_one_holder_then_hands_over_on_stop_and_fails_over_on_node_loss() {
     lab.kill_corosync(second, Signal::SIGKILL);
     let third = rest.iter().copied().find(|i| *i != second).unwrap();
     let t1 = lab::unix_now();
-    let holder = settled_holder(&lab, &[third], 1);
+    let holder = settled(&lab, &[third], 1);
     assert_eq!(holder, third);
     let moved: Vec<_> = mutating_calls_since(&lab, t1);
     assert!(moved.iter().all(|(n, _)| *n == Some(third)), "only the new holder writes: {moved:?}");
     assert_eq!(moved.iter().filter(|(_, a)| a == "AssociateAddress").count(), 1, "one move: {moved:?}");
-    assert_no_panics(&lab);
+    lab.assert_no_panics();
 }
 
 #[test]
 fn daemon_crash_restart_and_reload_never_move_the_address() {
     let mut lab = start_lab("reatt", 12, 3);
-    let holder = settled_holder(&lab, &[0, 1, 2], 3);
+    let holder = settled(&lab, &[0, 1, 2], 3);
     let t0 = lab::unix_now();
 
     // SIGKILL the holder's daemon and start it again within the reattach grace.
@@ -146,17 +100,17 @@ fn daemon_crash_restart_and_reload_never_move_the_address() {
             let s = lab.daemon_status(peer)?;
             Ok((resource(&s)?["state"] == "reattaching").then_some(s))
         })
-        .unwrap_or_else(|e| panic!("{e:#}\n{}", logs(&lab)));
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.logs()));
     assert_eq!(holder_node_id(&s), Some(lab.node_id(holder) as u64));
     lab.start_daemon(holder).unwrap();
-    assert_eq!(settled_holder(&lab, &[0, 1, 2], 3), holder);
+    assert_eq!(settled(&lab, &[0, 1, 2], 3), holder);
 
     // SIGHUP: re-exec in place, same pid, nothing released.
     let pid = lab.daemon_pid(holder).unwrap();
     lab.signal_daemon(holder, Signal::SIGHUP).unwrap();
     lab.wait_for("re-exec logged", SETTLE, || Ok(lab.daemon_log(holder).contains("reloading").then_some(())))
         .unwrap();
-    assert_eq!(settled_holder(&lab, &[0, 1, 2], 3), holder);
+    assert_eq!(settled(&lab, &[0, 1, 2], 3), holder);
     assert_eq!(lab.daemon_pid(holder), Some(pid), "reload keeps the process");
     let s = lab.daemon_status(holder).unwrap();
     assert_eq!(s["pid"].as_u64(), Some(pid as u64));
@@ -169,22 +123,22 @@ fn daemon_crash_restart_and_reload_never_move_the_address() {
     })
     .unwrap();
     assert!(lab.daemon_log(holder).contains("monitor_interval"), "the refusal names the key");
-    assert_eq!(settled_holder(&lab, &[0, 1, 2], 3), holder);
+    assert_eq!(settled(&lab, &[0, 1, 2], 3), holder);
     assert_eq!(lab.daemon_pid(holder), Some(pid));
 
     let moved = mutating_calls_since(&lab, t0);
     assert!(moved.is_empty(), "no mutating EC2 call during crash/restart/reload: {moved:?}");
-    assert_no_panics(&lab);
+    lab.assert_no_panics();
 }
 
 #[test]
 fn isolated_node_never_acts_and_nothing_fails_back_after_heal() {
     let mut lab = start_lab("isol", 13, 3);
-    let holder = settled_holder(&lab, &[0, 1, 2], 3);
+    let holder = settled(&lab, &[0, 1, 2], 3);
     let others: Vec<usize> = (0..3).filter(|i| *i != holder).collect();
     let t0 = lab::unix_now();
     lab.isolate(holder).unwrap();
-    let new = settled_holder(&lab, &others, 2);
+    let new = settled(&lab, &others, 2);
     assert_ne!(new, holder);
     // The isolated node says it is not quorate and does not act.
     let s = lab
@@ -202,13 +156,13 @@ fn isolated_node_never_acts_and_nothing_fails_back_after_heal() {
     let t1 = lab::unix_now();
     lab.heal(holder).unwrap();
     lab.wait_quorate(&[0, 1, 2], 3, SETTLE).unwrap();
-    assert_eq!(settled_holder(&lab, &[0, 1, 2], 3), new, "no failback after heal");
+    assert_eq!(settled(&lab, &[0, 1, 2], 3), new, "no failback after heal");
     std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(settled_holder(&lab, &[0, 1, 2], 3), new);
+    assert_eq!(settled(&lab, &[0, 1, 2], 3), new);
     let calls = mutating_calls_since(&lab, t1);
     assert!(calls.is_empty(), "healing moves nothing: {calls:?}");
     let _ = &mut lab;
-    assert_no_panics(&lab);
+    lab.assert_no_panics();
 }
 
 #[test]
@@ -223,7 +177,7 @@ fn corosync_restart_under_a_standby_changes_nothing_and_drift_is_repaired_once()
         lab.write_daemon_config(i, &config).unwrap();
         lab.start_daemon(i).unwrap();
     }
-    let holder = settled_holder(&lab, &[0, 1, 2], 3);
+    let holder = settled(&lab, &[0, 1, 2], 3);
     let standby = (holder + 1) % 3;
     let t0 = lab::unix_now();
     lab.kill_corosync(standby, Signal::SIGTERM);
@@ -231,11 +185,11 @@ fn corosync_restart_under_a_standby_changes_nothing_and_drift_is_repaired_once()
         let s = lab.daemon_status(standby)?;
         Ok((s["corosync"] == "disconnected").then_some(()))
     })
-    .unwrap_or_else(|e| panic!("{e:#}\n{}", logs(&lab)));
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.logs()));
     assert!(lab.daemon_running(standby), "the daemon survives corosync going away");
     lab.start_corosync(standby).unwrap();
     lab.wait_quorate(&[0, 1, 2], 3, SETTLE).unwrap();
-    assert_eq!(settled_holder(&lab, &[0, 1, 2], 3), holder);
+    assert_eq!(settled(&lab, &[0, 1, 2], 3), holder);
     let calls = mutating_calls_since(&lab, t0);
     assert!(calls.is_empty(), "the address never moved: {calls:?}");
 
@@ -251,7 +205,7 @@ fn corosync_restart_under_a_standby_changes_nothing_and_drift_is_repaired_once()
             }
             Ok(None)
         })
-        .unwrap_or_else(|e| panic!("{e:#}\n{}", logs(&lab)));
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.logs()));
     assert!(lab.daemon_running(ghost_holder));
 
     // Drift: someone moves the address out of band; the holder puts it back, exactly once.
@@ -268,15 +222,15 @@ fn corosync_restart_under_a_standby_changes_nothing_and_drift_is_repaired_once()
         let s = lab.daemon_status(holder)?;
         Ok((resource(&s)?["drift_repairs"] == 1).then_some(()))
     })
-    .unwrap_or_else(|e| panic!("{e:#}\n{}", logs(&lab)));
-    assert_eq!(settled_holder(&lab, &[0, 1, 2], 3), holder);
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.logs()));
+    assert_eq!(settled(&lab, &[0, 1, 2], 3), holder);
     std::thread::sleep(Duration::from_secs(3));
     let repairs: Vec<_> = mutating_calls_since(&lab, t1)
         .into_iter()
         .filter(|(n, a)| n.is_some() && a == "AssociateAddress")
         .collect();
     assert_eq!(repairs, vec![(Some(holder), "AssociateAddress".to_string())], "one repair, by the holder");
-    assert_no_panics(&lab);
+    lab.assert_no_panics();
 }
 
 #[test]
@@ -284,17 +238,17 @@ fn two_node_split_moves_once_and_never_ping_pongs() {
     // two_node: 1 — both halves of a split keep quorum, the classic split brain. The ownership
     // record on the address makes the old holder yield instead of fighting back.
     let lab = start_lab("split", 15, 2);
-    let holder = settled_holder(&lab, &[0, 1], 2);
+    let holder = settled(&lab, &[0, 1], 2);
     let other = 1 - holder;
     let t0 = lab::unix_now();
     lab.isolate(holder).unwrap();
-    assert_eq!(settled_holder(&lab, &[other], 1), other, "the other half takes it over");
+    assert_eq!(settled(&lab, &[other], 1), other, "the other half takes it over");
     let s = lab
         .wait_for("the old holder yields", SETTLE, || {
             let s = lab.daemon_status(holder)?;
             Ok((resource(&s)?["state"] == "yielded").then_some(s))
         })
-        .unwrap_or_else(|e| panic!("{e:#}\n{}", logs(&lab)));
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.logs()));
     assert!(resource(&s).unwrap()["last_error"].as_str().unwrap_or_default().contains("not taking it back"));
     std::thread::sleep(Duration::from_secs(6)); // three monitor intervals on both sides
     let moves = |since| mutating_calls_since(&lab, since).into_iter().filter(|(_, a)| a == "AssociateAddress").collect::<Vec<_>>();
@@ -304,8 +258,8 @@ fn two_node_split_moves_once_and_never_ping_pongs() {
     // Heal: the merged cluster keeps the newer holder.
     lab.heal(holder).unwrap();
     lab.wait_quorate(&[0, 1], 2, SETTLE).unwrap();
-    assert_eq!(settled_holder(&lab, &[0, 1], 2), other);
+    assert_eq!(settled(&lab, &[0, 1], 2), other);
     std::thread::sleep(Duration::from_secs(4));
     assert_eq!(moves(t0).len(), 1, "healing moves nothing");
-    assert_no_panics(&lab);
+    lab.assert_no_panics();
 }

@@ -39,7 +39,7 @@ const PERMISSION_CHECK: Duration = Duration::from_secs(2);
 /// Panics with `msg` and the tail of every node's daemon log.
 macro_rules! fail {
     ($lab:expr, $($arg:tt)*) => {
-        panic!("{}\n{}", format!($($arg)*), logs($lab))
+        panic!("{}\n{}", format!($($arg)*), $lab.logs())
     };
 }
 
@@ -70,25 +70,8 @@ fn config_text(lab: &Lab, cluster_extra: &str, aws: &str, eips: &[(usize, &str)]
     s
 }
 
-fn tail(text: &str, lines: usize) -> String {
-    let v: Vec<&str> = text.lines().collect();
-    v[v.len().saturating_sub(lines)..].join("\n")
-}
 
-/// The last 60 lines of every node's daemon log.
-fn logs(lab: &Lab) -> String {
-    (0..lab.node_count())
-        .map(|i| format!("---- node {i} daemon log ----\n{}", tail(&lab.daemon_log(i), 60)))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
 
-fn assert_no_panics(lab: &Lab) {
-    for i in 0..lab.node_count() {
-        let log = lab.daemon_log(i);
-        assert!(!log.contains("panicked"), "daemon on node {i} panicked:\n{}", tail(&log, 80));
-    }
-}
 
 /// The resource called `name` in a status.
 fn resource<'a>(status: &'a Value, name: &str) -> Option<&'a Value> {
@@ -365,7 +348,7 @@ fn drifted_prefer_blocks_placement_until_the_files_agree() {
     thread::sleep(3 * MONITOR);
     let later = mutating_since(&lab, t_settled);
     assert!(later.is_empty(), "nothing mutates once settled: {later:?}");
-    assert_no_panics(&lab);
+    lab.assert_no_panics();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -424,7 +407,7 @@ fn adding_an_address_node_by_node_associates_it_once_and_moves_nothing_else() {
         let s = lab.daemon_status(i).unwrap();
         assert_eq!(s["conflicts"].as_array().map(Vec::len), Some(0), "node {i}: no conflicts at the end: {}", s["conflicts"]);
     }
-    assert_no_panics(&lab);
+    lab.assert_no_panics();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -479,7 +462,7 @@ fn a_denied_successor_hands_the_address_to_the_next_candidate() {
         assert!(e["reason"].as_str().is_some_and(|r| !r.is_empty()), "a reason is given: {e}");
     }
     assert_eq!(settled(&lab, &[1, 2], 2, &["eip1"]), vec![2], "the survivors agree node 2 holds eip1");
-    assert_no_panics(&lab);
+    lab.assert_no_panics();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -549,5 +532,5 @@ fn an_unreachable_successor_hands_the_address_on_and_nothing_moves_back() {
     assert_eq!(settled(&lab, &[1, 2], 2, &["eip1"]), vec![2], "node 2 keeps eip1");
     let after: Vec<_> = mutating_since(&lab, t_unblock);
     assert!(after.is_empty(), "nothing moves back once node 1 can serve again: {after:?}");
-    assert_no_panics(&lab);
+    lab.assert_no_panics();
 }

@@ -106,58 +106,18 @@ fn summary(lab: &Lab, nodes: &[usize]) -> String {
     out
 }
 
-fn tail(text: &str, lines: usize) -> String {
-    let v: Vec<&str> = text.lines().collect();
-    v[v.len().saturating_sub(lines)..].join("\n")
-}
 
-/// The last 60 lines of every node's daemon log.
-fn logs(lab: &Lab) -> String {
-    (0..lab.node_count())
-        .map(|i| format!("---- node {i} daemon log ----\n{}", tail(&lab.daemon_log(i), 60)))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
 
 /// Panics with `e`, the status summary of `nodes` and the daemon logs.
 fn fail(lab: &Lab, nodes: &[usize], e: anyhow::Error) -> ! {
-    panic!("{e:#}\nstatus:\n{}{}", summary(lab, nodes), logs(lab))
+    panic!("{e:#}\nstatus:\n{}{}", summary(lab, nodes), lab.logs())
 }
 
 /// Waits (≤ `SETTLE`) until every node of `nodes` says in `status --json`: synced, quorate,
 /// `members` members, state "held", and the same holder; and EC2 (DescribeAddresses) shows the
 /// address on that holder's instance and ENI. Returns the holder's node index.
 fn settled_holder(lab: &Lab, nodes: &[usize], members: usize) -> usize {
-    let alloc = alloc(lab);
-    lab.wait_for("one agreed, verified holder", SETTLE, || {
-        let mut holder = None;
-        for &i in nodes {
-            let s = lab.daemon_status(i)?;
-            let r = resource(&s)?;
-            let ok = s["synced"] == true
-                && s["quorate"] == true
-                && member_count(&s) == Some(members)
-                && r["state"] == "held";
-            if !ok {
-                return Ok(None);
-            }
-            let h = status_holder(&s);
-            if holder.is_some() && holder != h {
-                return Err(anyhow!("nodes disagree on the holder: {holder:?} vs {h:?} (node {i})"));
-            }
-            holder = h;
-        }
-        let Some(index) = holder else { return Ok(None) };
-        let ec2 = lab.eip(&alloc)?;
-        if ec2.instance_id.as_deref() == Some(lab.instance_id(index))
-            && ec2.network_interface_id.as_deref() == Some(lab.eni(index))
-        {
-            Ok(Some(index))
-        } else {
-            Err(anyhow!("status says node {index} holds it, EC2 says {ec2:?}"))
-        }
-    })
-    .unwrap_or_else(|e| fail(lab, nodes, e))
+    lab.settled_holder(nodes, members, SETTLE).unwrap_or_else(|e| fail(lab, nodes, e))
 }
 
 /// Waits (≤ `SETTLE`) until every node of `nodes` says in `status --json`: synced, quorate and
@@ -225,18 +185,11 @@ fn by_node(calls: &[Call], i: usize) -> Vec<Call> {
 /// `expected` holds the address and EC2 agrees (DescribeAddresses); `context` names the step.
 fn assert_holder_everywhere(lab: &Lab, nodes: &[usize], members: usize, expected: usize, context: &str) {
     let h = settled_holder(lab, nodes, members);
-    assert_eq!(h, expected, "{context}: the holder changed\nstatus:\n{}{}", summary(lab, nodes), logs(lab));
+    assert_eq!(h, expected, "{context}: the holder changed\nstatus:\n{}{}", summary(lab, nodes), lab.logs());
     let ec2 = lab.eip_holder(&alloc(lab)).expect("DescribeAddresses");
     assert_eq!(ec2, Some(expected), "{context}: EC2 shows the address elsewhere");
 }
 
-/// No daemon log contains a panic.
-fn assert_no_panics(lab: &Lab) {
-    for i in 0..lab.node_count() {
-        let log = lab.daemon_log(i);
-        assert!(!log.contains("panicked"), "daemon on node {i} panicked:\n{}", tail(&log, 80));
-    }
-}
 
 /// Scheduler state of a process ('R', 'S', 'T' for stopped, ...) from /proc/PID/stat.
 fn proc_state(pid: u32) -> Option<char> {
@@ -303,7 +256,7 @@ fn non_holders_cut_off_then_healed(lab: &Lab, holder: usize, minority: &[usize])
             calls.is_empty(),
             "node {v} (cut off at {t_cut:.3}, healed at {t_heal:.3}) made mutating EC2 calls: {calls:?}\nstatus:\n{}{}",
             summary(lab, &all),
-            logs(lab)
+            lab.logs()
         );
     }
     let since_heal = mutating_calls_since(lab, t_heal);
@@ -311,7 +264,7 @@ fn non_holders_cut_off_then_healed(lab: &Lab, holder: usize, minority: &[usize])
         since_heal.is_empty(),
         "healing moved something (heal at {t_heal:.3}, holder was node {holder}): {since_heal:?}\nstatus:\n{}{}",
         summary(lab, &all),
-        logs(lab)
+        lab.logs()
     );
     assert_holder_everywhere(lab, &all, n, holder, "after the heal");
 }
@@ -350,14 +303,14 @@ fn holder_cut_off_then_healed(lab: &Lab, holder: usize) -> usize {
         from_old.is_empty(),
         "the isolated old holder (node {holder}) made mutating EC2 calls: {from_old:?}\nstatus:\n{}{}",
         summary(lab, &all),
-        logs(lab)
+        lab.logs()
     );
     let since_heal = mutating_calls_since(lab, t_heal);
     assert!(
         since_heal.is_empty(),
         "healing moved something (heal at {t_heal:.3}, majority's holder node {new}): {since_heal:?}\nstatus:\n{}{}",
         summary(lab, &all),
-        logs(lab)
+        lab.logs()
     );
     assert_holder_everywhere(lab, &all, n, new, "after the heal (no failback)");
     new
@@ -371,7 +324,7 @@ fn three_nodes_isolated_non_holder_never_acts_and_heal_moves_nothing() {
     let lab = start_lab("ph3", 50, 3);
     let holder = settled_holder(&lab, &[0, 1, 2], 3);
     non_holders_cut_off_then_healed(&lab, holder, &[(holder + 1) % 3]);
-    assert_no_panics(&lab);
+    lab.assert_no_panics();
 }
 
 #[test]
@@ -379,7 +332,7 @@ fn three_nodes_isolated_holder_moves_once_and_heal_moves_nothing() {
     let lab = start_lab("ph3", 50, 3);
     let holder = settled_holder(&lab, &[0, 1, 2], 3);
     holder_cut_off_then_healed(&lab, holder);
-    assert_no_panics(&lab);
+    lab.assert_no_panics();
 }
 
 #[test]
@@ -395,7 +348,7 @@ fn five_nodes_partitions_heal_without_moves() {
     // Two non-holders cut off together (a 2-node minority partition; 3 remain a majority).
     let pair: Vec<usize> = all.iter().copied().filter(|&i| i != second).take(2).collect();
     non_holders_cut_off_then_healed(&lab, second, &pair);
-    assert_no_panics(&lab);
+    lab.assert_no_panics();
 }
 
 /// Needs the daemon's `[cluster] sync_timeout` (bound on how long members wait for a silent
@@ -483,7 +436,7 @@ fn a_member_that_never_syncs_does_not_block_failover() {
         since_cont.is_empty(),
         "something moved after SIGCONT: {since_cont:?}\nstatus:\n{}{}",
         summary(&lab, &both),
-        logs(&lab)
+        lab.logs()
     );
-    assert_no_panics(&lab);
+    lab.assert_no_panics();
 }

@@ -252,6 +252,12 @@ impl View {
     /// running round, or no quorum fact. The adapter declares them unresponsive when the sync
     /// timeout runs out.
     pub fn silent_members(&self) -> Vec<MemberId> {
+        self.silent().into_iter().filter(|m| *m != self.local).collect()
+    }
+
+    /// Silent members, this one included: a member may be silent in its own view too (the
+    /// others declared it unresponsive while it was stopped), and must agree with them.
+    fn silent(&self) -> Vec<MemberId> {
         let pending: Option<&BTreeSet<MemberId>> = match &self.phase {
             Phase::Joining => return Vec::new(),
             Phase::Syncing { pending, .. } => Some(pending),
@@ -259,7 +265,7 @@ impl View {
         };
         self.members
             .iter()
-            .filter(|m| **m != self.local && !self.muted.contains(m))
+            .filter(|m| !self.muted.contains(m))
             .filter(|m| pending.map_or(!self.facts.contains_key(m), |p| p.contains(m)))
             .copied()
             .collect()
@@ -614,7 +620,7 @@ impl View {
             }
             Body::Unresponsive { member, config } => {
                 let current = config.iter().copied().eq(self.members.iter().copied());
-                if current && self.silent_members_all().contains(&member) {
+                if current && self.silent().contains(&member) {
                     self.muted.insert(member);
                     if let Phase::Syncing { pending, .. } = &mut self.phase {
                         pending.remove(&member);
@@ -673,22 +679,6 @@ impl View {
             self.elect(&mut out);
         }
         out
-    }
-
-    /// Like `silent_members`, but a member may also be silent in its own view (the others
-    /// declared it unresponsive while it was stopped): it must agree with them.
-    fn silent_members_all(&self) -> Vec<MemberId> {
-        let pending: Option<&BTreeSet<MemberId>> = match &self.phase {
-            Phase::Joining => return Vec::new(),
-            Phase::Syncing { pending, .. } => Some(pending),
-            Phase::Synced => None,
-        };
-        self.members
-            .iter()
-            .filter(|m| !self.muted.contains(m))
-            .filter(|m| pending.map_or(!self.facts.contains_key(m), |p| p.contains(m)))
-            .copied()
-            .collect()
     }
 
     fn on_totem(&mut self, ring: Ring, nodes: Vec<NodeId>) -> Vec<Output> {

@@ -1445,20 +1445,23 @@ impl Lab {
         self.block(i, &others)
     }
 
+    /// Runs iptables in node i's netns; a failure is an error naming the rule.
+    fn iptables(&self, i: usize, args: &[&str]) -> Result<Output> {
+        let mut v = vec!["/usr/sbin/iptables", "-w"];
+        v.extend_from_slice(args);
+        let out = self.node_exec(i, &v)?;
+        if !out.status.success() {
+            bail!(
+                "iptables {args:?} in node {i}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(out)
+    }
+
     /// Drops traffic between node i and the given nodes (both directions, rules in node i).
     pub fn block(&self, i: usize, peers: &[usize]) -> Result<()> {
-        let ipt = |args: &[&str]| -> Result<Output> {
-            let mut v = vec!["/usr/sbin/iptables", "-w"];
-            v.extend_from_slice(args);
-            let out = self.node_exec(i, &v)?;
-            if !out.status.success() {
-                bail!(
-                    "iptables {args:?} in node {i}: {}",
-                    String::from_utf8_lossy(&out.stderr).trim()
-                );
-            }
-            Ok(out)
-        };
+        let ipt = |args: &[&str]| self.iptables(i, args);
         for chain in ["LABIN", "LABOUT"] {
             if ipt(&["-n", "-L", chain]).is_err() {
                 ipt(&["-N", chain])?;
@@ -1858,6 +1861,70 @@ pub fn unix_now() -> f64 {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Shared assertions of the multi-node tests
+
+/// The last `lines` lines of `text`.
+pub fn tail(text: &str, lines: usize) -> String {
+    let v: Vec<&str> = text.lines().collect();
+    v[v.len().saturating_sub(lines)..].join("\n")
+}
+
+impl Lab {
+    /// The last 60 lines of every node's daemon log, for failure messages.
+    pub fn logs(&self) -> String {
+        (0..self.node_count())
+            .map(|i| format!("---- node {i} daemon log ----\n{}", tail(&self.daemon_log(i), 60)))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// No daemon log contains a panic.
+    pub fn assert_no_panics(&self) {
+        for i in 0..self.node_count() {
+            let log = self.daemon_log(i);
+            assert!(!log.contains("panicked"), "daemon on node {i} panicked:\n{}", tail(&log, 80));
+        }
+    }
+
+    /// Waits (≤ `timeout`) until every node of `nodes` says in `status --json`: synced,
+    /// quorate, `members` members, the first resource "held" by one and the same node, and EC2
+    /// shows the first EIP on that node. Returns the holder's index; nodes that disagree are an
+    /// error at once.
+    pub fn settled_holder(&self, nodes: &[usize], members: usize, timeout: Duration) -> Result<usize> {
+        let alloc = self.allocation_ids().first().cloned().ok_or_else(|| anyhow!("the lab has no EIP"))?;
+        self.wait_for("one agreed, verified holder", timeout, || {
+            let mut holder = None;
+            for &i in nodes {
+                let s = self.daemon_status(i)?;
+                let r = &s["resources"][0];
+                let ok = s["synced"] == true
+                    && s["quorate"] == true
+                    && s["members"].as_array().map(|m| m.len()) == Some(members)
+                    && r["state"] == "held";
+                if !ok {
+                    return Ok(None);
+                }
+                let h = r["holder"]["node_id"].as_u64().and_then(|id| self.index_of_node_id(id));
+                if holder.is_some() && holder != h {
+                    bail!("nodes disagree on the holder: {holder:?} vs {h:?} (node {i})");
+                }
+                holder = h;
+            }
+            let Some(index) = holder else { return Ok(None) };
+            let ec2 = self.eip(&alloc)?;
+            let on_holder = ec2.instance_id.as_deref() == Some(self.instance_id(index))
+                && ec2.network_interface_id.as_deref() == Some(self.eni(index));
+            Ok(on_holder.then_some(index))
+        })
+    }
+
+    /// The index of the node with this corosync node id.
+    pub fn index_of_node_id(&self, node_id: u64) -> Option<usize> {
+        (0..self.node_count()).find(|i| u64::from(self.node_id(*i)) == node_id)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // EC2 endpoint outage of one node
 
 /// iptables chains (in a node's netns) that drop traffic to/from the emulator; separate from
@@ -1869,18 +1936,7 @@ impl Lab {
     /// daemon's calls time out like an unreachable endpoint); corosync traffic between nodes and
     /// the node's IMDS (127.0.0.1) are untouched. Undo with `unblock_ec2`.
     pub fn block_ec2(&self, i: usize) -> Result<()> {
-        let ipt = |args: &[&str]| -> Result<Output> {
-            let mut v = vec!["/usr/sbin/iptables", "-w"];
-            v.extend_from_slice(args);
-            let out = self.node_exec(i, &v)?;
-            if !out.status.success() {
-                bail!(
-                    "iptables {args:?} in node {i}: {}",
-                    String::from_utf8_lossy(&out.stderr).trim()
-                );
-            }
-            Ok(out)
-        };
+        let ipt = |args: &[&str]| self.iptables(i, args);
         let emu = self.emulator_ip().to_string();
         for (chain, hook, side) in EC2_BLOCK_CHAINS {
             if ipt(&["-n", "-L", chain]).is_err() {
