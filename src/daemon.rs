@@ -595,6 +595,10 @@ impl Daemon {
                 _ => batch,
             };
             self.apply_outputs(cs, view, outputs, detected).await?;
+            if view.is_synced() && view.partition_quorate() {
+                // The round after the change is over: later elections have causes of their own.
+                self.changed_at = None;
+            }
         }
         Ok(())
     }
