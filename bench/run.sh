@@ -7,6 +7,7 @@
 #
 # Needs root, scripts/setup.sh (lab) and bench/setup.sh (pacemaker, resource-agents, crmsh,
 # awscli); builds the daemon in release mode (a cold build takes ~12 min on 2 cores).
+# Not run here: the hand-over benchmark (denied / unreachable successor), `cargo run --example bench_handoff -- --trials 3`.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
