@@ -43,6 +43,42 @@ const VERSION: &str = env!("CARGO_PKG_VERSION");
 const ACQUIRE_BUDGET: Duration = Duration::from_secs(10);
 /// At most one log line per this period for undecodable messages from one sender.
 const UNDECODABLE_LOG_EVERY: Duration = Duration::from_secs(10);
+/// The main loop marks itself alive this often.
+const HEARTBEAT: Duration = Duration::from_millis(250);
+/// A write gate stays shut while the main loop has not run for this long: after a stop
+/// (SIGSTOP, a frozen VM) the loop must first read what corosync delivered meanwhile, or an
+/// acquisition task could write with the permit it had before the stop.
+const LOOP_STALE: Duration = Duration::from_secs(2);
+
+/// When the main loop last ran with nothing from corosync left unread.
+struct Liveness {
+    base: Instant,
+    last_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Liveness {
+    fn new() -> Liveness {
+        Liveness {
+            base: Instant::now(),
+            last_ms: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    fn elapsed_ms(&self) -> u64 {
+        u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn beat(&self) {
+        self.last_ms.store(self.elapsed_ms(), std::sync::atomic::Ordering::Release);
+    }
+
+    /// The loop ran within `max`.
+    fn fresh(&self, max: Duration) -> bool {
+        let last = self.last_ms.load(std::sync::atomic::Ordering::Acquire);
+        let max_ms = u64::try_from(max.as_millis()).unwrap_or(u64::MAX);
+        self.elapsed_ms().saturating_sub(last) <= max_ms
+    }
+}
 /// How long a stopping holder waits for its Release to come back through CPG.
 const RELEASE_WAIT: Duration = Duration::from_secs(2);
 /// How long an admin command may take to show its result in the cluster.
@@ -224,6 +260,7 @@ pub struct Daemon {
     conflicts: Vec<Conflict>,
     /// When the last CPG membership change arrived: the "detected" of a failover timeline.
     changed_at: Option<(Instant, SystemTime)>,
+    liveness: Arc<Liveness>,
     /// Last STATUS= line sent to systemd, and whether READY=1 went out in this process.
     systemd_status: String,
     ready_sent: bool,
@@ -375,6 +412,7 @@ pub async fn run(mut config: Config, config_path: PathBuf) -> anyhow::Result<Exi
         undecodable: Undecodable::default(),
         conflicts: Vec::new(),
         changed_at: None,
+        liveness: Arc::new(Liveness::new()),
         systemd_status: String::new(),
         ready_sent: false,
         exe,
@@ -490,6 +528,8 @@ impl Daemon {
         let mut local_quorate = cs.initially_quorate();
         self.votes = cs.votes(cs.initial_nodes());
         let mut watchdog = tokio::time::interval(systemd::watchdog_interval().unwrap_or(Duration::from_secs(3600)));
+        let mut heartbeat = tokio::time::interval(HEARTBEAT);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let permission_every = self.config.aws.permission_check_interval;
         // The first check one period after start: a starting node has nothing yet anyway.
         let period = if permission_every.is_zero() { Duration::from_secs(86400 * 365) } else { permission_every };
@@ -498,15 +538,19 @@ impl Daemon {
         self.publish(&view, local_quorate);
         loop {
             let step: Result<(), CorosyncError> = tokio::select! {
+                // Corosync first: whatever it delivered is read before anything else runs, so
+                // the loop is only marked alive with nothing from corosync left unread.
+                biased;
+                events = cs.next_events() => match events {
+                    Ok(events) => self.on_events(cs, &mut view, events, &mut local_quorate).await,
+                    Err(e) => Err(e),
+                },
                 _ = watchdog.tick() => {
                     // Pinged from the main loop: a wedged loop stops the pings.
                     systemd::watchdog();
                     Ok(())
                 }
-                events = cs.next_events() => match events {
-                    Ok(events) => self.on_events(cs, &mut view, events, &mut local_quorate).await,
-                    Err(e) => Err(e),
-                },
+                _ = heartbeat.tick() => Ok(()),
                 Some(result) = self.results_rx.recv() => self.on_result(cs, &mut view, result).await,
                 Some(request) = self.requests.recv() => self.on_request(cs, &view, request).await,
                 _ = monitor.tick() => {
@@ -534,6 +578,7 @@ impl Daemon {
             if let Err(e) = step {
                 return SessionEnd::Lost(e);
             }
+            self.liveness.beat();
             self.persist_standby(&view);
             self.log_conflicts(&view);
             self.reconcile(&view, local_quorate);
@@ -788,8 +833,11 @@ impl Daemon {
     fn write_gate(&self, unit: &str, generation: u64) -> Gate {
         let permit = self.permit.subscribe();
         let probe = self.probe.clone();
+        let liveness = self.liveness.clone();
         let key = (unit.to_owned(), generation);
-        Arc::new(move || permit.borrow().contains(&key) && probe.as_ref().is_some_and(|p| p.quorate()))
+        Arc::new(move || {
+            liveness.fresh(LOOP_STALE) && permit.borrow().contains(&key) && probe.as_ref().is_some_and(|p| p.quorate())
+        })
     }
 
     fn spawn_acquire(&mut self, name: &str, generation: u64) {
