@@ -622,7 +622,12 @@ impl Daemon {
                 }
                 CorosyncEvent::Totem { ring, nodes } => {
                     debug!(ring = %ring, nodes = ?nodes, "totem membership changed");
-                    view.handle(Event::Totem { ring, nodes })
+                    let mut outputs = view.handle(Event::Totem { ring, nodes });
+                    for member in view.vanished_on_gone_nodes() {
+                        info!(member = %member, "the node of a vanished daemon left the membership; peers take over");
+                        outputs.push(Output::Send(Body::GraceExpired { member }));
+                    }
+                    outputs
                 }
                 CorosyncEvent::Deliver { from, bytes } => match wire::decode(&bytes) {
                     Ok(body) => view.handle(Event::Message { from, body }),

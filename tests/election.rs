@@ -292,6 +292,13 @@ fn vanished_daemon_on_a_node_that_then_leaves_the_ring_is_taken_over() {
         p.absorb(id, out);
     }
     p.settle();
+    assert_eq!(p.holder("web"), Some(old), "totem news alone changes nothing agreed");
+    // The adapter of a member that saw the node go announces the grace over.
+    let gone = p.views[&p.members()[0]].vanished_on_gone_nodes();
+    assert_eq!(gone, vec![old]);
+    let from = p.members()[0];
+    p.send(from, Body::GraceExpired { member: old });
+    p.settle();
     assert_ne!(p.holder("web").map(|h| h.node), Some(old.node));
 }
 

@@ -159,8 +159,9 @@ impl View {
         View {
             local,
             local_info,
+            // The ring of the quorum state read at connect is the current one until totem reports.
+            totem_ring: local_quorum.ring,
             local_quorum,
-            totem_ring: None,
             members: BTreeSet::new(),
             infos: BTreeMap::new(),
             facts: BTreeMap::new(),
@@ -520,7 +521,6 @@ impl View {
             } else {
                 match reason {
                     LeaveReason::NodeDown => Departure::NodeDown,
-                    LeaveReason::ProcessGone if self.node_gone(member.node) => Departure::NodeDown,
                     LeaveReason::ProcessGone => Departure::Vanished,
                 }
             };
@@ -557,8 +557,8 @@ impl View {
 
     /// Records a quorum fact from `from` (a member of the current configuration).
     fn accept_fact(&mut self, from: MemberId, quorate: bool, ring: Option<Ring>) {
-        self.facts.insert(from, Fact { quorate, ring });
         self.muted.remove(&from);
+        self.facts.insert(from, Fact { quorate, ring });
     }
 
     fn on_message(&mut self, from: MemberId, body: Body) -> Vec<Output> {
@@ -681,24 +681,19 @@ impl View {
         out
     }
 
+    /// Totem reports reach each node on its own schedule, so they change nothing the members
+    /// must agree on: they only make our own quorum fact stale (and announced as such), and
+    /// tell the adapter which vanished holders' nodes are gone (it announces their grace over).
     fn on_totem(&mut self, ring: Ring, nodes: Vec<NodeId>) -> Vec<Output> {
         self.totem = Some(nodes.into_iter().collect());
         self.totem_ring = Some(ring);
-        let mut out = self.announce_if_changed();
-        if self.is_synced() {
-            let gone: Vec<MemberId> = self
-                .vanished
-                .iter()
-                .copied()
-                .filter(|m| self.node_gone(m.node))
-                .collect();
-            for member in gone {
-                self.vanished.remove(&member);
-                self.unassign_holder(member);
-            }
-            self.elect(&mut out);
-        }
-        out
+        self.announce_if_changed()
+    }
+
+    /// Vanished holders whose node left the totem membership: no process will come back there
+    /// within the grace, so the adapter announces their grace over at once.
+    pub fn vanished_on_gone_nodes(&self) -> Vec<MemberId> {
+        self.vanished.iter().copied().filter(|m| self.node_gone(m.node)).collect()
     }
 
     fn node_gone(&self, node: NodeId) -> bool {
@@ -808,12 +803,6 @@ impl View {
                         a.verified.clear();
                     }
                 }
-            }
-        }
-        for gone in self.vanished.clone() {
-            if self.node_gone(gone.node) {
-                self.vanished.remove(&gone);
-                self.unassign_holder(gone);
             }
         }
         // Anyone else absent is unknown to us: free its resources.
