@@ -366,29 +366,6 @@ fn is_dry_run(r: &Ec2Request) -> bool {
     r.param("DryRun") == Some("true")
 }
 
-fn full_policy() -> Value {
-    json!({
-        "Version": "2012-10-17",
-        "Statement": [{
-            "Effect": "Allow",
-            "Action": ["ec2:Describe*", "ec2:AssociateAddress", "ec2:DisassociateAddress", "ec2:CreateTags", "ec2:DeleteTags"],
-            "Resource": "*"
-        }]
-    })
-}
-
-/// A drifted role: can look, cannot associate nor tag.
-fn no_associate_policy() -> Value {
-    json!({
-        "Version": "2012-10-17",
-        "Statement": [{
-            "Effect": "Allow",
-            "Action": ["ec2:Describe*", "ec2:DisassociateAddress", "ec2:DeleteTags"],
-            "Resource": "*"
-        }]
-    })
-}
-
 fn config_text(lab: &Lab) -> String {
     let prefer: Vec<String> = (0..3).map(|i| lab.node_id(i).to_string()).collect();
     format!(
@@ -533,8 +510,8 @@ fn trial_body(sc: Scenario, bin: &Path, machine: &mut Machine, t: &mut Trial) ->
     let alloc = lab.allocation_ids()[0].clone();
     let config = config_text(&lab);
     let policies = match sc {
-        Scenario::Denied => [full_policy(), no_associate_policy(), full_policy()],
-        _ => [full_policy(), full_policy(), full_policy()],
+        Scenario::Denied => [lab::full_policy(), lab::no_associate_policy(), lab::full_policy()],
+        _ => [lab::full_policy(), lab::full_policy(), lab::full_policy()],
     };
     let keys: Vec<(String, String)> =
         policies.iter().enumerate().map(|(i, p)| lab.create_iam_user(&format!("node{i}"), p)).collect::<Result<_>>()?;

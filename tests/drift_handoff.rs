@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use anyhow::anyhow;
 use lab::{unix_now, Ec2Request, Lab, LabSpec, Signal};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 // ---------------------------------------------------------------------------------------------
 // shared helpers
@@ -226,30 +226,6 @@ fn wait_cannot_serve(lab: &Lab, viewer: usize, node_id: u32, unit: &str) -> Valu
     })
 }
 
-/// IAM policy of a healthy node.
-fn full_policy() -> Value {
-    json!({
-        "Version": "2012-10-17",
-        "Statement": [{
-            "Effect": "Allow",
-            "Action": ["ec2:Describe*", "ec2:AssociateAddress", "ec2:DisassociateAddress", "ec2:CreateTags", "ec2:DeleteTags"],
-            "Resource": "*"
-        }]
-    })
-}
-
-/// IAM policy of a drifted role: can look, cannot associate nor tag.
-fn no_associate_policy() -> Value {
-    json!({
-        "Version": "2012-10-17",
-        "Statement": [{
-            "Effect": "Allow",
-            "Action": ["ec2:Describe*", "ec2:DisassociateAddress", "ec2:DeleteTags"],
-            "Resource": "*"
-        }]
-    })
-}
-
 /// A 3-node lab with IAM enforcement on, node i's daemon signed by an IAM user with
 /// `policies[i]`, `[cluster] prefer = [1, 2, 3]` (node 0 holds, node 1 is the elected successor)
 /// and `[aws] permission_check_interval = "2s"`. Waits until node 0 holds eip1.
@@ -415,7 +391,7 @@ fn adding_an_address_node_by_node_associates_it_once_and_moves_nothing_else() {
 
 #[test]
 fn a_denied_successor_hands_the_address_to_the_next_candidate() {
-    let mut lab = start_handoff_lab("ho", 54, [full_policy(), no_associate_policy(), full_policy()]);
+    let mut lab = start_handoff_lab("ho", 54, [lab::full_policy(), lab::no_associate_policy(), lab::full_policy()]);
     let alloc = lab.allocation_ids()[0].clone();
     let t_kill = unix_now();
     lab.kill_corosync(0, Signal::SIGKILL);
@@ -470,7 +446,7 @@ fn a_denied_successor_hands_the_address_to_the_next_candidate() {
 
 #[test]
 fn an_unreachable_successor_hands_the_address_on_and_nothing_moves_back() {
-    let mut lab = start_handoff_lab("hu", 55, [full_policy(), full_policy(), full_policy()]);
+    let mut lab = start_handoff_lab("hu", 55, [lab::full_policy(), lab::full_policy(), lab::full_policy()]);
     let alloc = lab.allocation_ids()[0].clone();
     lab.block_ec2(1).unwrap();
     // The hand-off clock starts at the kill (an upper bound of node 1's election, which needs

@@ -1860,6 +1860,30 @@ pub fn unix_now() -> f64 {
         .unwrap_or(0.0)
 }
 
+/// IAM policy of a healthy node: everything an EIP holder calls.
+pub fn full_policy() -> serde_json::Value {
+    serde_json::json!({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Effect": "Allow",
+            "Action": ["ec2:Describe*", "ec2:AssociateAddress", "ec2:DisassociateAddress", "ec2:CreateTags", "ec2:DeleteTags"],
+            "Resource": "*"
+        }]
+    })
+}
+
+/// IAM policy of a drifted role: it can look, but cannot associate nor tag.
+pub fn no_associate_policy() -> serde_json::Value {
+    serde_json::json!({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Effect": "Allow",
+            "Action": ["ec2:Describe*", "ec2:DisassociateAddress", "ec2:DeleteTags"],
+            "Resource": "*"
+        }]
+    })
+}
+
 // ---------------------------------------------------------------------------------------------
 // Shared assertions of the multi-node tests
 
