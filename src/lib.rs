@@ -11,6 +11,7 @@ pub mod daemon;
 pub mod ec2;
 pub mod health;
 pub mod identity;
+pub mod kinds;
 pub mod localaddr;
 pub mod metrics;
 pub mod notify;

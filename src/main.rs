@@ -204,7 +204,12 @@ fn run(path: PathBuf, check_only: bool) -> ExitCode {
     init_logging();
     let result = runtime()
         .map_err(anyhow::Error::from)
-        .and_then(|rt| rt.block_on(daemon::run(config, path)));
+        .and_then(|rt| {
+            rt.block_on(async {
+                let signals = daemon::Signals::install()?;
+                daemon::run(config, path, signals).await
+            })
+        });
     match result {
         Ok(daemon::Exit::Stopped) => ExitCode::SUCCESS,
         Err(e) => {

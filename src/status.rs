@@ -164,3 +164,129 @@ impl RouteStatus {
         }
     }
 }
+
+/// What this node keeps about one of its configured addresses, as the status projection reads
+/// it (the daemon owns the data; the projection only looks).
+pub struct LocalAddress<'a> {
+    pub name: &'a str,
+    pub kind: &'a crate::kinds::Kind,
+    /// The placement unit: the group, or the resource itself.
+    pub unit: &'a str,
+    pub holding: &'a crate::core::holder::Holding,
+    /// What EC2 last said (set while we hold).
+    pub observed: Option<&'a crate::kinds::Observed>,
+    pub verified_at: Option<std::time::SystemTime>,
+    pub last_failover: Option<&'a FailoverTimeline>,
+}
+
+/// Every member of the view as status shows it.
+pub fn members(view: &crate::core::view::View) -> Vec<MemberStatus> {
+    view.members()
+        .iter()
+        .map(|m| {
+            let info = view.info(m);
+            MemberStatus {
+                node_id: m.node,
+                pid: m.pid,
+                instance_id: info.map(|i| i.instance_id.clone()),
+                network_interface_id: info.and_then(|i| i.network_interface_id.clone()),
+                version: info.map(|i| i.version.clone()),
+                quorate: info.map(|i| i.quorate),
+                eligible: info.map(|i| i.eligible),
+                standby: info.map(|i| i.standby),
+                availability_zone: info.and_then(|i| i.availability_zone.clone()),
+                cannot_serve: info.map(|i| i.cannot_serve.clone()).unwrap_or_default(),
+            }
+        })
+        .collect()
+}
+
+/// One address as status shows it: the cluster's holder from the view, and, on the holder,
+/// what this node verified in EC2; elsewhere what the holder announced.
+pub fn resource(
+    view: &crate::core::view::View,
+    local: &LocalAddress<'_>,
+    may_act: bool,
+    now: std::time::SystemTime,
+) -> ResourceStatus {
+    use crate::kinds::{Kind, Observed};
+    let name = local.name;
+    let holding = local.holding;
+    let assignment = view.assignments().get(local.unit);
+    let holder = assignment.and_then(|a| a.holder);
+    let is_local = holder == Some(view.local());
+    let announced = assignment.and_then(|a| a.verified.iter().find(|h| h.resource == name));
+    let state = match holder {
+        None => "unassigned",
+        Some(h) if view.vanished().contains(&h) => "reattaching",
+        Some(_) if !view.is_synced() => "syncing",
+        Some(_) if is_local && holding.yielded().is_some() => "yielded",
+        Some(_) if is_local && !may_act => "waiting_quorum",
+        Some(_) if is_local && holding.held().is_some() => "held",
+        Some(_) if is_local => "acquiring",
+        Some(_) if announced.is_some() => "held",
+        Some(_) => "acquiring",
+    };
+    let (allocation_id, address, destination) = match local.kind {
+        Kind::Eip(e) => (Some(e.allocation_id.clone()), None, None),
+        Kind::Vip(v) => (None, Some(v.address.to_string()), Some(v.destination())),
+    };
+    let (ec2, routes) = match (local.observed, is_local) {
+        (Some(Observed::Eip(o)), true) => (Some(o.clone()), None),
+        (Some(Observed::Vip(tables)), true) => (
+            None,
+            Some(tables.iter().map(|t| RouteStatus::of(t, destination.as_deref().unwrap_or_default())).collect()),
+        ),
+        _ => match (local.kind, announced) {
+            (Kind::Eip(e), Some(h)) => (
+                Some(ObservedEip {
+                    allocation_id: e.allocation_id.clone(),
+                    instance_id: h.instance_id.clone(),
+                    network_interface_id: h.network_interface_id.clone(),
+                    ..Default::default()
+                }),
+                None,
+            ),
+            (Kind::Vip(v), Some(h)) => (
+                None,
+                Some(
+                    v.route_tables
+                        .iter()
+                        .map(|t| RouteStatus {
+                            route_table_id: t.clone(),
+                            network_interface_id: h.network_interface_id.clone(),
+                            instance_id: h.instance_id.clone(),
+                        })
+                        .collect(),
+                ),
+            ),
+            _ => (None, None),
+        },
+    };
+    let verified_at = if is_local { local.verified_at } else { None };
+    ResourceStatus {
+        name: name.to_owned(),
+        kind: local.kind.label().into(),
+        group: local.unit.to_owned(),
+        allocation_id,
+        address,
+        holder: holder.map(|h| HolderStatus {
+            node_id: h.node,
+            pid: h.pid,
+            instance_id: view.info(&h).map(|i| i.instance_id.clone()),
+        }),
+        generation: assignment.map_or(0, |a| a.generation),
+        local_role: if is_local { "holder" } else { "standby" }.into(),
+        state: state.into(),
+        ec2,
+        routes,
+        local_address: if local.kind.has_local_address() { holding.local_address() } else { None },
+        verified_at: verified_at.map(|t| humantime::format_rfc3339_millis(t).to_string()),
+        verified_age_ms: verified_at
+            .and_then(|t| now.duration_since(t).ok())
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        last_error: holding.last_error().map(str::to_owned),
+        drift_repairs: holding.drift_repairs(),
+        last_failover: local.last_failover.cloned(),
+    }
+}

@@ -76,7 +76,7 @@ impl Partition {
                 Output::Send(body) if self.stopped.contains(&from) => self.held_back.push((from, body)),
                 Output::Send(body) => self.queue.push_back((from, body)),
                 Output::StartGrace(v) => self.grace_started.push(v),
-                Output::Elected { resource, holder, .. } => self.elections.push((from, resource, holder)),
+                Output::Elected { unit, holder, .. } => self.elections.push((from, unit, holder)),
             }
         }
     }

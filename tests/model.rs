@@ -498,14 +498,14 @@ impl Cluster {
                     self.grace.insert(m);
                 }
                 Output::Elected {
-                    resource,
+                    unit,
                     holder,
                     generation,
                     ..
                 } => {
                     self.step_elected = true;
                     let what = format!(
-                        "{me} in {} elects {holder} for {resource}, gen {generation}",
+                        "{me} in {} elects {holder} for {unit}, gen {generation}",
                         nodes_text(&self.nodes_in(part))
                     );
                     if !self.quorate(part) && self.found.minority_election.is_none() {
@@ -513,11 +513,11 @@ impl Cluster {
                     }
                     let speaking: Vec<MemberId> =
                         d.view.config().into_iter().filter(|m| !d.view.muted().contains(m)).collect();
-                    let k = self.unit_index(&resource);
+                    let k = self.unit_index(&unit);
                     if k.is_some_and(|k| self.specs_differ(&speaking, k)) && self.found.conflict_election.is_none() {
                         self.found.conflict_election = Some(what.clone());
                     }
-                    let kept = self.heal_holders.as_ref().and_then(|h| h.get(&resource)).copied();
+                    let kept = self.heal_holders.as_ref().and_then(|h| h.get(&unit)).copied();
                     if kept.is_some_and(|n| n != holder.node) && self.found.moved_on_heal.is_none() {
                         self.found.moved_on_heal = Some(what);
                     }

@@ -73,9 +73,9 @@ pub enum Output {
     Send(Body),
     /// A member vanished holding addresses: start its reattach grace timer.
     StartGrace(MemberId),
-    /// A resource got a (new) holder.
+    /// A unit got a (new) holder.
     Elected {
-        resource: String,
+        unit: String,
         holder: MemberId,
         generation: u64,
         previous: Option<MemberId>,
@@ -875,7 +875,7 @@ impl View {
             },
         );
         out.push(Output::Elected {
-            resource: unit.to_owned(),
+            unit: unit.to_owned(),
             holder,
             generation,
             previous,

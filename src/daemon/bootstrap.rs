@@ -1,0 +1,231 @@
+//! Before the first join: who we are in EC2, which route tables our VIPs use, whether our
+//! interface can carry them, and how our health checks stand, so the first announcement to the
+//! cluster is already right.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tracing::{error, info, warn};
+
+use super::holding::{Liveness, LocalResource};
+use super::monitor::HealthState;
+use super::report::Undecodable;
+use super::{Asked, Daemon, Signals, TaskResult, VERSION};
+use crate::config::{Config, VipConfig};
+use crate::control::{self, SharedStatus};
+use crate::core::health::HealthTracker;
+use crate::core::reconcile::{backoff, Identity};
+use crate::ec2::{self, Ec2};
+use crate::kinds::{self, Kind};
+use crate::localaddr::LocalAddresses;
+use crate::metrics::Metrics;
+use crate::status::{self, StatusReport};
+use crate::{health, identity};
+
+impl Daemon {
+    /// Serves status and metrics, finds our identity (retrying until EC2 answers), discovers
+    /// route tables and runs the first health checks. None: stopped while waiting for EC2.
+    pub(super) async fn start(mut config: Config, config_path: PathBuf, signals: &mut Signals) -> anyhow::Result<Option<Daemon>> {
+        let exe = std::env::current_exe()?;
+        let args: Vec<OsString> = std::env::args_os().collect();
+        let status: SharedStatus = Arc::new(Mutex::new(StatusReport {
+            schema: status::SCHEMA.into(),
+            version: VERSION.into(),
+            pid: std::process::id(),
+            corosync: "disconnected".into(),
+            ..Default::default()
+        }));
+        let (requests_tx, requests) = mpsc::channel(16);
+        let listener = control::bind(&config.daemon.control_socket)?;
+        tokio::spawn(control::serve(listener, status.clone(), requests_tx));
+
+        let metrics = Metrics::new();
+        if let Some(addr) = config.metrics_listen {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen for metrics on {addr}: {e}"))?;
+            info!(listen = %addr, "serving Prometheus metrics");
+            tokio::spawn(crate::metrics::serve(listener, metrics.clone()));
+        }
+        let sdk = ec2::sdk_config(&config.aws).await;
+        let ec2 = Ec2::new(&sdk, metrics.clone());
+        let Some((identity, availability_zone)) = resolve_identity(&config, &ec2, signals).await else {
+            return Ok(None);
+        };
+        info!(instance = %identity.instance_id, eni = ?identity.network_interface_id, az = ?availability_zone, "node identity");
+
+        let mut warnings = discover_route_tables(&ec2, &mut config.vips).await;
+        let addresses = if config.vips.is_empty() {
+            None
+        } else {
+            warnings.extend(source_dest_check(&ec2, &identity).await);
+            Some(Arc::new(LocalAddresses::new()?))
+        };
+        let health = first_health_checks(&config).await;
+        let standby_persisted = config.daemon.state_dir.join(super::commands::STANDBY_FILE).exists();
+
+        let (results_tx, results_rx) = mpsc::unbounded_channel();
+        let (permit, _) = watch::channel(BTreeSet::new());
+        let mut resources = BTreeMap::new();
+        let kinds = config
+            .eips
+            .iter()
+            .map(|e| (e.name.clone(), Kind::Eip(e.clone())))
+            .chain(config.vips.iter().map(|v| (v.name.clone(), Kind::Vip(v.clone()))));
+        for (name, kind) in kinds {
+            let unit = config.unit_of(&name).unwrap_or_else(|| name.clone());
+            resources.insert(name, LocalResource::new(kind, unit));
+        }
+        let daemon = Daemon {
+            kinds: kinds::Context {
+                ec2: ec2.clone(),
+                me: identity.clone(),
+                addresses,
+            },
+            config,
+            config_path,
+            identity,
+            availability_zone,
+            ec2,
+            status,
+            resources,
+            results_tx,
+            results_rx,
+            requests,
+            pending_commands: Vec::new(),
+            permit,
+            monitor_running: false,
+            health,
+            standby_persisted,
+            startup_timer_armed: false,
+            warnings,
+            permission_warnings: Vec::new(),
+            permission_check_running: false,
+            metrics,
+            votes: None,
+            probe: None,
+            undecodable: Undecodable::default(),
+            conflicts: Vec::new(),
+            changed_at: None,
+            liveness: Arc::new(Liveness::new()),
+            systemd_status: String::new(),
+            ready_sent: false,
+            exe,
+            args,
+        };
+        daemon.spawn_health_checks();
+        Ok(Some(daemon))
+    }
+
+    /// Runs every health check at its interval for the life of the process.
+    fn spawn_health_checks(&self) {
+        for (index, check) in self.config.health.iter().enumerate() {
+            let check = check.clone();
+            let tx = self.results_tx.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(check.interval).await;
+                    let result = health::run_check(&check.check, check.timeout).await;
+                    if tx.send(TaskResult::Health { index, result }).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    }
+}
+
+/// Our instance (and interface, and zone), retried with backoff until EC2 or IMDS answers: a
+/// node that does not know itself can neither announce nor act. None: stopped meanwhile.
+async fn resolve_identity(config: &Config, ec2: &Ec2, signals: &mut Signals) -> Option<(Identity, Option<String>)> {
+    let mut attempt = 0;
+    loop {
+        match identity::resolve(&config.node, ec2).await {
+            Ok(found) => return Some(found),
+            Err(e) => {
+                let wait = backoff(attempt, Duration::from_millis(500), Duration::from_secs(30), rand::random());
+                error!(error = %e, retry_in_ms = wait.as_millis() as u64, "cannot determine this node's EC2 identity");
+                attempt += 1;
+                let deadline = tokio::time::Instant::now() + wait;
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(deadline) => break,
+                        asked = signals.recv() => if asked == Asked::Stop { return None },
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Adds the route tables found by tag to each VIP that asks for discovery; returns the
+/// warnings for status when none or no answer was found.
+async fn discover_route_tables(ec2: &Ec2, vips: &mut [VipConfig]) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for vip in vips.iter_mut() {
+        let Some(query) = vip.discover.clone() else { continue };
+        match ec2.find_route_tables(&query, Duration::from_secs(10)).await {
+            Ok(found) if !found.is_empty() => {
+                info!(resource = %vip.name, tables = ?found, "route tables found by tag");
+                for id in found {
+                    if !vip.route_tables.contains(&id) {
+                        vip.route_tables.push(id);
+                    }
+                }
+            }
+            Ok(_) => {
+                let w = format!("{}: no route table tagged {}={}{}", vip.name, query.tag_key, query.tag_value, query.vpc_id.as_deref().map(|v| format!(" in {v}")).unwrap_or_default());
+                error!("{w}");
+                warnings.push(w);
+            }
+            Err(e) => {
+                let w = format!("{}: cannot look up route tables by tag: {e}", vip.name);
+                error!("{w}");
+                warnings.push(w);
+            }
+        }
+    }
+    warnings
+}
+
+/// Route-table VIPs need the source/destination check off on our interface; say so at start
+/// rather than at the first failover.
+async fn source_dest_check(ec2: &Ec2, identity: &Identity) -> Option<String> {
+    let eni = identity.network_interface_id.as_ref()?;
+    match ec2.source_dest_check(eni, Duration::from_secs(5)).await {
+        Ok(Some(true)) => {
+            let w = format!(
+                "source/destination check is ON for {eni}: traffic to route-table VIPs will be dropped; \
+                 turn it off (aws ec2 modify-instance-attribute --instance-id {} --no-source-dest-check)",
+                identity.instance_id
+            );
+            warn!("{w}");
+            Some(w)
+        }
+        Ok(_) => None,
+        Err(e) => {
+            warn!(error = %e, "cannot read the source/destination check of our interface");
+            None
+        }
+    }
+}
+
+/// Health checks run once before we join, so our first announcement is already right.
+async fn first_health_checks(config: &Config) -> Vec<HealthState> {
+    let mut health = Vec::new();
+    for check in &config.health {
+        let result = health::run_check(&check.check, check.timeout).await;
+        if let Err(e) = &result {
+            warn!(check = %check.name, error = %e, "health check failing at start");
+        }
+        health.push(HealthState {
+            tracker: HealthTracker::new(check.rise, check.fall, result.is_ok()),
+            last_error: result.err(),
+        });
+    }
+    health
+}

@@ -1,0 +1,165 @@
+//! How a session ends: a planned release (every address handed to the peers in agreed order),
+//! a reload (re-executing in place with the table handed over, keeping every address), or a
+//! lost corosync connection (stand down: we may no longer act).
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use tracing::{error, info, warn};
+
+use super::{Asked, Daemon, Signals};
+use crate::config::Config;
+use crate::core::view::View;
+use crate::core::wire::{self, Body, WireAssignment};
+use crate::core::holder::Effect;
+use crate::corosync::{Corosync, CorosyncError, CorosyncEvent};
+use crate::kinds::{self, Kind};
+use crate::systemd;
+
+/// Environment variable carrying the cluster view across a reload re-exec.
+const REEXEC_STATE_ENV: &str = "COROSYNC_EIP_REEXEC_STATE";
+/// How long a stopping holder waits for its Release to come back through CPG.
+const RELEASE_WAIT: Duration = Duration::from_secs(2);
+
+/// Why a session ended.
+pub(super) enum SessionEnd {
+    Lost(CorosyncError),
+    Shutdown,
+    /// Re-execute, handing this table to the new process.
+    Reload(Vec<WireAssignment>),
+}
+
+/// The table handed over by the process we were re-executed from, if any.
+pub(super) fn inherited_state() -> Option<Vec<WireAssignment>> {
+    let text = std::env::var(REEXEC_STATE_ENV).ok()?;
+    std::env::remove_var(REEXEC_STATE_ENV);
+    match serde_json::from_str(&text) {
+        Ok(table) => Some(table),
+        Err(e) => {
+            warn!(error = %e, "ignoring unreadable state from the previous process");
+            None
+        }
+    }
+}
+
+impl Daemon {
+    /// Planned stop: take VIPs off our interface, tell every member we release, wait until CPG
+    /// delivered it back to us (so every member has it in agreed order), then leave.
+    pub(super) async fn release(&mut self, cs: &mut Corosync, view: &View) -> SessionEnd {
+        info!("stopping: releasing all addresses to peers");
+        systemd::stopping();
+        self.stand_down(true);
+        self.remove_local_addresses().await;
+        if let Err(e) = cs.send(&wire::encode(&Body::Release)).await {
+            warn!(error = %e, "could not announce the release; peers will see us leave");
+            return SessionEnd::Shutdown;
+        }
+        let local = view.local();
+        let deadline = tokio::time::Instant::now() + RELEASE_WAIT;
+        loop {
+            let events = tokio::select! {
+                e = cs.next_events() => e,
+                _ = tokio::time::sleep_until(deadline) => return SessionEnd::Shutdown,
+            };
+            let Ok(events) = events else { return SessionEnd::Shutdown };
+            for event in events {
+                if let CorosyncEvent::Deliver { from, bytes } = event {
+                    if from == local && matches!(wire::decode(&bytes), Ok(Body::Release)) {
+                        return SessionEnd::Shutdown;
+                    }
+                }
+            }
+        }
+    }
+
+    /// SIGHUP: a valid file re-executes us with it, keeping every address; an invalid one is
+    /// refused and the running configuration stays.
+    pub(super) fn reload(&self, view: &View) -> Option<SessionEnd> {
+        match Config::load(&self.config_path) {
+            Ok(_) => {
+                info!(config = %self.config_path.display(), "reloading: re-executing with the new configuration, keeping every address");
+                systemd::reloading();
+                Some(SessionEnd::Reload(view.state_message().assignments))
+            }
+            Err(e) => {
+                error!(error = %e, "reload refused: the new configuration is invalid; keeping the running one");
+                None
+            }
+        }
+    }
+
+    async fn remove_local_addresses(&mut self) {
+        let Some(addresses) = self.kinds.addresses.clone() else { return };
+        for (name, local) in self.resources.iter_mut() {
+            if let Kind::Vip(vip) = &local.kind {
+                match kinds::vip::remove_local(&addresses, vip).await {
+                    Ok(true) => info!(resource = %name, "address removed from the local interface"),
+                    Ok(false) => {}
+                    Err(e) => error!(resource = %name, error = %e, "cannot remove the address from the local interface"),
+                }
+                local.holding.address_gone();
+            }
+        }
+    }
+
+    /// Stop every background action: we may no longer act. Without corosync we cannot be the
+    /// holder of anything, so VIPs leave our interface too (unless we are re-executing).
+    pub(super) fn stand_down(&mut self, drop_addresses: bool) {
+        self.permit.send_replace(BTreeSet::new());
+        for p in std::mem::take(&mut self.pending_commands) {
+            let _ = p.reply.send(Err("lost the corosync connection".into()));
+        }
+        let names: Vec<String> = self.resources.keys().cloned().collect();
+        for name in names {
+            let Some(local) = self.resources.get_mut(&name) else { continue };
+            for effect in local.holding.stand_down(drop_addresses) {
+                match effect {
+                    Effect::Abort => local.abort(),
+                    Effect::RemoveAddress => {
+                        self.spawn_remove_address(&name);
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        s.corosync = "disconnected".into();
+        s.synced = false;
+        s.quorate = false;
+    }
+
+    /// Between corosync connections: answer requests with an error, keep hearing results
+    /// (address removals, health checks), until `wait` is over. True: stopped meanwhile.
+    pub(super) async fn offline(&mut self, wait: Duration, signals: &mut Signals) -> bool {
+        let deadline = tokio::time::Instant::now() + wait;
+        systemd::watchdog();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => return false,
+                asked = signals.recv() => if asked == Asked::Stop { return true },
+                Some(request) = self.requests.recv() => {
+                    let _ = request.reply.send(Err("not connected to corosync".into()));
+                }
+                Some(result) = self.results_rx.recv() => match result {
+                    super::TaskResult::LocalAddressRemoved { resource, result } => self.address_removed(&resource, result),
+                    super::TaskResult::Health { index, result } => {
+                        self.record_health(index, result);
+                    }
+                    _ => {}
+                },
+            }
+        }
+    }
+
+    /// Replaces this process with a new one of the same executable, handing over the table.
+    pub(super) fn reexec(&self, table: Vec<WireAssignment>) -> ! {
+        use std::os::unix::process::CommandExt;
+        let state = serde_json::to_string(&table).unwrap_or_default();
+        let mut cmd = std::process::Command::new(&self.exe);
+        cmd.args(self.args.iter().skip(1)).env(REEXEC_STATE_ENV, state);
+        let err = cmd.exec();
+        error!(error = %err, exe = %self.exe.display(), "re-exec failed; exiting so systemd restarts us");
+        std::process::exit(1);
+    }
+}

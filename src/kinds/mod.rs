@@ -1,0 +1,254 @@
+//! One module per kind of floating address. Each kind owns its EC2 sequence (batched read,
+//! acquire, verify) and its local side (the address on our interface), so a new kind is one
+//! new file here plus its config section, its check items and its docs.
+//!
+//! Everything here is I/O on behalf of decisions taken elsewhere: `core::holder` decides when to
+//! acquire and what a verdict means; the kinds only carry out and report, with typed errors
+//! whose class decides what happens next (`AcquireError::failure`).
+
+pub mod eip;
+pub mod vip;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::config::{EipConfig, VipConfig};
+use crate::core::holder::{Failure, Verdict};
+use crate::core::reconcile::{Identity, ObservedEip, ObservedRouteTable};
+use crate::ec2::{Ec2, Ec2Error, ErrorClass};
+use crate::localaddr::LocalAddresses;
+
+/// A configured address and everything needed to move it.
+#[derive(Debug, Clone)]
+pub enum Kind {
+    Eip(EipConfig),
+    Vip(VipConfig),
+}
+
+impl Kind {
+    /// The name used in status, metrics and hooks.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Kind::Eip(_) => "eip",
+            Kind::Vip(_) => "vip",
+        }
+    }
+
+    /// Whether holding this address also means having it on our interface (only then does the
+    /// holder have a local side to add, monitor and remove).
+    pub fn has_local_address(&self) -> bool {
+        matches!(self, Kind::Vip(_))
+    }
+}
+
+/// What EC2 (and the local interface) last said about one address.
+#[derive(Debug, Clone)]
+pub enum Observed {
+    Eip(ObservedEip),
+    Vip(Vec<ObservedRouteTable>),
+}
+
+/// Asked right before every mutating call of an acquisition (see the daemon's write gate).
+pub type Gate = Arc<dyn Fn() -> bool + Send + Sync>;
+
+/// What an acquisition needs besides the address itself.
+#[derive(Clone)]
+pub struct Context {
+    pub ec2: Ec2,
+    pub me: Identity,
+    /// Present when some address of this node has a local side.
+    pub addresses: Option<Arc<LocalAddresses>>,
+}
+
+/// A verified acquisition: EC2 points the address at us and said so when read back.
+#[derive(Debug, Clone)]
+pub struct Acquired {
+    pub observed: Observed,
+    /// When the mutating call went out (None: EC2 already pointed at us).
+    pub sent: Option<Instant>,
+    pub verified: Instant,
+    /// EIP: the ownership epoch we hold the address with (None: the record could not be
+    /// written, which only costs the split-brain protection).
+    pub epoch: Option<u64>,
+}
+
+/// Why an acquisition did not end with the address verified on this node.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AcquireError {
+    /// An EC2 call failed; its class says what to do.
+    #[error(transparent)]
+    Ec2(#[from] Ec2Error),
+    /// This node has no network interface id to point routes at.
+    #[error("no network interface id for this node; set [node] network_interface_id")]
+    NoInterface,
+    /// The configuration does not match what exists in EC2 (every node would fail alike).
+    #[error("{0}")]
+    Setup(String),
+    /// EC2 accepted the change but never showed it when read back within the budget.
+    #[error("{0}")]
+    NotVerified(String),
+    /// The local interface refused the address.
+    #[error("{0}")]
+    Local(String),
+}
+
+impl AcquireError {
+    /// The error policy: what this failure means for the hand-over decision. Only failures
+    /// particular to this node (its permissions, its identity, its path to EC2) are worth
+    /// handing the unit to another node for; anything every node would meet is not.
+    pub fn failure(&self) -> Failure {
+        match self {
+            AcquireError::Ec2(e) => match e.class {
+                ErrorClass::Permission => Failure::Permission,
+                ErrorClass::Transient => Failure::Transient,
+                ErrorClass::NotFound if e.code.as_deref().is_some_and(names_this_node) => Failure::Identity,
+                _ => Failure::Other,
+            },
+            AcquireError::NoInterface => Failure::Identity,
+            AcquireError::Setup(_) | AcquireError::NotVerified(_) | AcquireError::Local(_) => Failure::Other,
+        }
+    }
+
+    /// The write gate closed before a mutating call: we are no longer the holder. Not a
+    /// failure at all.
+    pub fn cancelled(&self) -> bool {
+        matches!(self, AcquireError::Ec2(e) if e.class == ErrorClass::Cancelled)
+    }
+}
+
+/// EC2 codes that say this node's own instance or interface is unknown to EC2.
+fn names_this_node(code: &str) -> bool {
+    code.starts_with("InvalidInstanceID") || code.starts_with("InvalidNetworkInterfaceID")
+}
+
+/// Makes EC2 point `kind` at this node and proves it by reading it back.
+pub async fn acquire(kind: &Kind, ctx: &Context, gate: Gate, budget: Duration) -> Result<Acquired, AcquireError> {
+    match kind {
+        Kind::Eip(eip) => eip::acquire(&ctx.ec2, eip, &ctx.me, gate, budget).await,
+        Kind::Vip(vip) => vip::acquire(&ctx.ec2, ctx.addresses.as_deref(), vip, &ctx.me, gate, budget).await,
+    }
+}
+
+/// What one monitor round reads: all our addresses of every kind, one batched call per kind,
+/// whatever the number of addresses.
+#[derive(Debug, Default)]
+pub struct Batch {
+    allocations: Vec<String>,
+    tables: BTreeSet<String>,
+    /// Resource name, interface and address of every VIP whose local side is checked.
+    vips: Vec<(String, String, std::net::Ipv4Addr)>,
+}
+
+impl Batch {
+    /// Adds one held address to the round.
+    pub fn add(&mut self, name: &str, kind: &Kind) {
+        match kind {
+            Kind::Eip(e) => self.allocations.push(e.allocation_id.clone()),
+            Kind::Vip(v) => {
+                self.tables.extend(v.route_tables.iter().cloned());
+                self.vips.push((name.to_owned(), v.interface.clone(), v.address));
+            }
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.allocations.is_empty() && self.tables.is_empty()
+    }
+
+    /// Reads everything in the batch. EC2 errors are kept per kind: a failed read is never a
+    /// reason to move, only to say the monitor could not tell.
+    pub async fn observe(self, ctx: &Context, budget: Duration) -> Observation {
+        let tables: Vec<String> = self.tables.into_iter().collect();
+        let eips = async {
+            if self.allocations.is_empty() {
+                None
+            } else {
+                Some(ctx.ec2.describe_addresses(&self.allocations, budget).await)
+            }
+        };
+        let routes = async {
+            if tables.is_empty() {
+                None
+            } else {
+                Some(ctx.ec2.describe_route_tables(&tables, budget).await)
+            }
+        };
+        let (eips, routes) = tokio::join!(eips, routes);
+        let mut local = Vec::new();
+        if let Some(addresses) = &ctx.addresses {
+            for (name, interface, address) in self.vips {
+                if let Ok(present) = addresses.is_present(&interface, address).await {
+                    local.push((name, present));
+                }
+            }
+        }
+        Observation { eips, routes, local }
+    }
+}
+
+/// What a monitor round saw.
+#[derive(Debug)]
+pub struct Observation {
+    pub eips: Option<Result<Vec<ObservedEip>, Ec2Error>>,
+    pub routes: Option<Result<Vec<ObservedRouteTable>, Ec2Error>>,
+    /// Resource name and whether its address is on our interface.
+    pub local: Vec<(String, bool)>,
+}
+
+/// The monitor's reading of one held address.
+#[derive(Debug)]
+pub struct Judgement {
+    pub verdict: Verdict,
+    /// What EC2 showed, to keep for status.
+    pub observed: Option<Observed>,
+    /// Whether the address is on our interface (kinds with a local side).
+    pub address_present: Option<bool>,
+}
+
+/// Judges one held address from a monitor round; None when the round did not read its kind.
+pub fn judge(name: &str, kind: &Kind, seen: &Observation, me: &Identity, epoch: Option<u64>) -> Option<Judgement> {
+    match kind {
+        Kind::Eip(eip) => eip::judge(eip, seen.eips.as_ref()?, me, epoch),
+        Kind::Vip(vip) => {
+            let present = seen.local.iter().find(|(r, _)| r == name).is_none_or(|(_, p)| *p);
+            vip::judge(vip, seen.routes.as_ref()?, me, present)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ec2(class: ErrorClass, code: Option<&str>) -> AcquireError {
+        AcquireError::Ec2(Ec2Error {
+            api: "AssociateAddress",
+            class,
+            code: code.map(str::to_owned),
+            message: String::new(),
+        })
+    }
+
+    #[test]
+    fn only_failures_of_this_node_hand_the_unit_over() {
+        assert_eq!(ec2(ErrorClass::Permission, Some("UnauthorizedOperation")).failure(), Failure::Permission);
+        assert_eq!(ec2(ErrorClass::Transient, None).failure(), Failure::Transient);
+        assert_eq!(ec2(ErrorClass::NotFound, Some("InvalidInstanceID.NotFound")).failure(), Failure::Identity);
+        assert_eq!(ec2(ErrorClass::NotFound, Some("InvalidNetworkInterfaceID.NotFound")).failure(), Failure::Identity);
+        assert_eq!(AcquireError::NoInterface.failure(), Failure::Identity);
+        // A missing allocation or route table is missing for every node.
+        assert_eq!(ec2(ErrorClass::NotFound, Some("InvalidAllocationID.NotFound")).failure(), Failure::Other);
+        assert_eq!(ec2(ErrorClass::Refused, Some("InvalidParameterValue")).failure(), Failure::Other);
+        assert_eq!(AcquireError::Setup("x".into()).failure(), Failure::Other);
+        assert_eq!(AcquireError::NotVerified("x".into()).failure(), Failure::Other);
+        assert_eq!(AcquireError::Local("x".into()).failure(), Failure::Other);
+    }
+
+    #[test]
+    fn a_closed_gate_is_a_cancellation_not_a_failure() {
+        assert!(ec2(ErrorClass::Cancelled, None).cancelled());
+        assert!(!ec2(ErrorClass::Permission, None).cancelled());
+        assert!(!AcquireError::NoInterface.cancelled());
+    }
+}

@@ -1,0 +1,115 @@
+//! Route-table VIPs: a private address outside the VPC's subnets, routed to the holder's
+//! interface by a /32 route in every listed route table (`ReplaceRoute`, or `CreateRoute` where
+//! allowed), and put on the holder's interface over netlink so it answers for it.
+
+use std::time::{Duration, Instant};
+
+use tracing::info;
+
+use super::{AcquireError, Acquired, Gate, Judgement, Observed};
+use crate::config::VipConfig;
+use crate::core::holder::Verdict;
+use crate::core::reconcile::{all_routes_point_at, backoff, decide_route, Identity, ObservedRouteTable, RouteAction};
+use crate::ec2::{Ec2, Ec2Error};
+use crate::localaddr::{LocalAddrError, LocalAddresses};
+
+/// DescribeRouteTables → ReplaceRoute/CreateRoute in every table at once → verify → put the
+/// address on our interface.
+pub async fn acquire(
+    ec2: &Ec2,
+    addresses: Option<&LocalAddresses>,
+    vip: &VipConfig,
+    me: &Identity,
+    gate: Gate,
+    budget: Duration,
+) -> Result<Acquired, AcquireError> {
+    let eni = me.network_interface_id.clone().ok_or(AcquireError::NoInterface)?;
+    let addresses = addresses.ok_or_else(|| AcquireError::Setup("local address management is not available".into()))?;
+    let destination = vip.destination();
+    if vip.route_tables.is_empty() {
+        return Err(AcquireError::Setup("no route table to point at this node (see the route_table_tag warning)".into()));
+    }
+    let tables = ec2.describe_route_tables(&vip.route_tables, budget).await?;
+    let mut changes = Vec::new();
+    for id in &vip.route_tables {
+        let table = tables.iter().find(|t| &t.route_table_id == id);
+        match decide_route(table, &destination, &eni, vip.create_route) {
+            RouteAction::AlreadyOurs => {}
+            RouteAction::Replace { .. } => changes.push((id.clone(), false)),
+            RouteAction::Create => changes.push((id.clone(), true)),
+            RouteAction::Missing => {
+                return Err(AcquireError::Setup(format!(
+                    "route table {id} has no route for {destination}; create it or set create_route = true"
+                )))
+            }
+            RouteAction::NoTable => return Err(AcquireError::Setup(format!("route table {id} not found in this region/account"))),
+        }
+    }
+    let mut sent = None;
+    if !changes.is_empty() {
+        info!(resource = %vip.name, destination = %destination, tables = ?changes.iter().map(|c| &c.0).collect::<Vec<_>>(), "pointing routes at this node");
+        sent = Some(Instant::now());
+        let calls = changes
+            .iter()
+            .map(|(id, create)| ec2.set_route(id, &destination, &eni, *create, budget, gate.as_ref()));
+        for result in futures_util::future::join_all(calls).await {
+            result?;
+        }
+    }
+    let mut attempt = 0;
+    let deadline = Instant::now() + budget;
+    let verified_tables = loop {
+        let tables = ec2.describe_route_tables(&vip.route_tables, budget).await?;
+        if all_routes_point_at(&tables, &vip.route_tables, &destination, &eni) {
+            break tables;
+        }
+        if Instant::now() >= deadline {
+            return Err(AcquireError::NotVerified(format!(
+                "after ReplaceRoute EC2 still does not route {destination} to {eni} in every table"
+            )));
+        }
+        tokio::time::sleep(backoff(attempt, Duration::from_millis(10), Duration::from_millis(500), rand::random())).await;
+        attempt += 1;
+    };
+    addresses
+        .ensure_present(&vip.interface, vip.address, 32, vip.label.as_deref())
+        .await
+        .map_err(|e| AcquireError::Local(e.to_string()))?;
+    Ok(Acquired {
+        observed: Observed::Vip(verified_tables),
+        sent,
+        verified: Instant::now(),
+        epoch: None,
+    })
+}
+
+/// Takes the address off our interface; `Ok(true)` when it was there.
+pub async fn remove_local(addresses: &LocalAddresses, vip: &VipConfig) -> Result<bool, LocalAddrError> {
+    addresses.ensure_absent(&vip.interface, vip.address).await
+}
+
+/// Reads a monitor round's DescribeRouteTables (and our interface) for one VIP we hold.
+pub fn judge(vip: &VipConfig, seen: &Result<Vec<ObservedRouteTable>, Ec2Error>, me: &Identity, present: bool) -> Option<Judgement> {
+    let tables = match seen {
+        Err(e) => {
+            return Some(Judgement {
+                verdict: Verdict::Unknown(e.to_string()),
+                observed: None,
+                address_present: None,
+            })
+        }
+        Ok(tables) => tables,
+    };
+    let mine: Vec<ObservedRouteTable> = tables
+        .iter()
+        .filter(|t| vip.route_tables.contains(&t.route_table_id))
+        .cloned()
+        .collect();
+    let eni = me.network_interface_id.clone().unwrap_or_default();
+    let routes_ok = all_routes_point_at(&mine, &vip.route_tables, &vip.destination(), &eni);
+    Some(Judgement {
+        verdict: if routes_ok && present { Verdict::Ours } else { Verdict::Repair },
+        observed: Some(Observed::Vip(mine)),
+        address_present: Some(present),
+    })
+}
