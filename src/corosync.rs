@@ -340,7 +340,9 @@ impl Corosync {
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{call}: {error}")]
 pub struct CallFailed {
+    /// The library function, e.g. `cpg_initialize`.
     pub call: &'static str,
+    /// What corosync answered.
     pub error: CsError,
 }
 
@@ -367,8 +369,10 @@ pub struct CorosyncFacts {
 /// Why [`facts_within`] has no facts.
 #[derive(Debug, thiserror::Error)]
 pub enum FactsUnavailable {
+    /// The reading thread could not be started (resource limits).
     #[error("cannot start a thread: {0}")]
     Thread(std::io::Error),
+    /// corosync did not answer within the budget: hung or overloaded.
     #[error("no answer from corosync's IPC within {0:?}")]
     Timeout(Duration),
 }

@@ -21,6 +21,7 @@ pub enum ImdsError {
     /// The token PUT or the GET failed.
     #[error("GET {path}: {}", crate::ec2::error_chain(.source))]
     Get {
+        /// The metadata path asked for, so the reader knows which step failed.
         path: String,
         source: aws_config::imds::client::error::ImdsError,
     },
@@ -51,8 +52,11 @@ pub fn endpoint() -> String {
 /// One network interface as IMDS lists it; the device number tells the primary one.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Interface {
+    /// How IMDS keys the interface.
     pub mac: String,
+    /// The ENI id, what EC2 calls take.
     pub id: Option<String>,
+    /// 0 is the primary interface.
     pub device: Option<u32>,
 }
 

@@ -64,6 +64,7 @@ pub struct Probe {
     /// The daemon works without this permission, only with less (CreateTags: no ownership
     /// record), so a denial is a warning rather than a failure.
     pub optional: bool,
+    /// What EC2 answered.
     pub outcome: Outcome,
 }
 

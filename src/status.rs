@@ -325,3 +325,17 @@ pub fn render(r: &StatusReport, color: bool) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn colours_only_when_asked() {
+        let r = StatusReport { synced: true, ..Default::default() };
+        assert!(!render(&r, false).contains('\u{1b}'));
+        assert!(render(&r, false).contains("synced yes, quorate NO"));
+        assert!(render(&r, true).contains("synced \x1b[32myes\x1b[0m, quorate \x1b[1;31mNO\x1b[0m"));
+        assert_eq!(paint("✖", Colour::Red, true), "\x1b[31m✖\x1b[0m");
+    }
+}

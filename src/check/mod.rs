@@ -23,8 +23,11 @@ use aws::SDK_BUDGET;
 /// The verdict of one item; any `Fail` makes the command exit 1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CheckStatus {
+    /// Nothing to do.
     Pass,
+    /// The daemon will not work (or not fail over) until this is fixed.
     Fail,
+    /// Works, but not as it should on AWS, or could not be proven.
     Warn,
 }
 
@@ -49,8 +52,10 @@ impl CheckStatus {
 /// One answered question of the checklist.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckItem {
+    /// The question, e.g. `region` or `permission ec2:AssociateAddress (web eipalloc-…)`.
     pub name: String,
     pub status: CheckStatus,
+    /// What was found, on the item's line.
     pub detail: String,
     /// What the admin should do; shown under a ✖ or a !.
     pub remedy: Option<String>,
@@ -94,6 +99,7 @@ impl CheckItem {
 /// The whole checklist, in the order the questions are asked.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CheckReport {
+    /// In the order they are printed.
     pub items: Vec<CheckItem>,
 }
 
