@@ -4,11 +4,12 @@
 //! [`Corosync::next_events`] drains right after dispatching; dispatch runs on the caller's task,
 //! so events come out in exactly the order corosync delivered them.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use rust_corosync::{cpg, quorum, votequorum, CsError, DispatchFlags, NodeId, TrackFlags};
+use rust_corosync::{cmap, cpg, quorum, votequorum, CsError, DispatchFlags, NodeId, TrackFlags};
 use tokio::io::unix::AsyncFd;
 
 use crate::core::view::LeaveReason;
@@ -331,5 +332,193 @@ impl Corosync {
         if let Err(error) = cpg::leave(&self.cpg, &self.group) {
             tracing::debug!(%error, "cpg_leave failed; finalizing anyway");
         }
+    }
+}
+
+/// A corosync library call that failed while gathering [`CorosyncFacts`], named the way
+/// corosync's own tools name it.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{call}: {error}")]
+pub struct CallFailed {
+    /// The library function, e.g. `cpg_initialize`.
+    pub call: &'static str,
+    /// What corosync answered.
+    pub error: CsError,
+}
+
+/// What corosync says about its own health and tuning, read once: the pre-flight check judges
+/// these facts without talking to corosync itself.
+#[derive(Debug, Clone)]
+pub struct CorosyncFacts {
+    /// The local node id, proving corosync runs and its CPG answers.
+    pub cpg: Result<u32, CallFailed>,
+    /// Not read when CPG is unreachable.
+    pub quorate: Option<Result<bool, CallFailed>>,
+    /// `runtime.config.totem.token` (ms).
+    pub token: Option<u64>,
+    /// `runtime.config.totem.consensus` (ms).
+    pub consensus: Option<u64>,
+    /// nodelist: node id → name (else ring0 address)
+    pub nodelist: BTreeMap<u32, String>,
+    /// runtime.members.<id>.status == joined
+    pub members: BTreeSet<u32>,
+    /// Why some of the cmap values above are missing.
+    pub cmap_error: Option<CallFailed>,
+}
+
+/// Why [`facts_within`] has no facts.
+#[derive(Debug, thiserror::Error)]
+pub enum FactsUnavailable {
+    /// The reading thread could not be started (resource limits).
+    #[error("cannot start a thread: {0}")]
+    Thread(std::io::Error),
+    /// corosync did not answer within the budget: hung or overloaded.
+    #[error("no answer from corosync's IPC within {0:?}")]
+    Timeout(Duration),
+}
+
+fn data_u64(d: &cmap::Data) -> Option<u64> {
+    use cmap::Data;
+    match d {
+        Data::UInt8(v) => Some(u64::from(*v)),
+        Data::UInt16(v) => Some(u64::from(*v)),
+        Data::UInt32(v) => Some(u64::from(*v)),
+        Data::UInt64(v) => Some(*v),
+        Data::Int8(v) => u64::try_from(*v).ok(),
+        Data::Int16(v) => u64::try_from(*v).ok(),
+        Data::Int32(v) => u64::try_from(*v).ok(),
+        Data::Int64(v) => u64::try_from(*v).ok(),
+        Data::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+fn data_string(d: &cmap::Data) -> Option<String> {
+    match d {
+        cmap::Data::String(s) => Some(s.trim_end_matches('\0').to_string()),
+        other => data_u64(other).map(|v| v.to_string()),
+    }
+}
+
+/// `(index, field)` of each key under `prefix` in cmap, with its value; bounded so a broken
+/// cmap cannot keep us iterating.
+fn cmap_fields(
+    handle: &cmap::Handle,
+    prefix: &str,
+    mut each: impl FnMut(&str, &str, &cmap::Data),
+) -> Result<(), CsError> {
+    for e in cmap::CmapIterStart::new(handle, prefix)?.into_iter().take(4096) {
+        let key = e.key_name();
+        let Some((index, field)) = key.strip_prefix(prefix).and_then(|rest| rest.split_once('.')) else {
+            continue;
+        };
+        each(index, field, e.data());
+    }
+    Ok(())
+}
+
+/// Reads [`CorosyncFacts`] through short-lived connections. Blocks (the library calls do), and
+/// stops at the first missing service: without CPG nothing else is worth asking.
+pub fn read_facts() -> CorosyncFacts {
+    let mut facts = CorosyncFacts {
+        cpg: Ok(0),
+        quorate: None,
+        token: None,
+        consensus: None,
+        nodelist: BTreeMap::new(),
+        members: BTreeSet::new(),
+        cmap_error: None,
+    };
+    let failed = |call: &'static str| move |error| CallFailed { call, error };
+    let model = cpg::ModelData::ModelV1(cpg::Model1Data {
+        flags: cpg::Model1Flags::None,
+        deliver_fn: None,
+        confchg_fn: None,
+        totem_confchg_fn: None,
+    });
+    facts.cpg = match cpg::initialize(&model, 0) {
+        Ok(h) => {
+            let r = cpg::local_get(&h).map(u32::from).map_err(failed("cpg_local_get"));
+            let _ = cpg::finalize(&h);
+            r
+        }
+        Err(e) => Err(failed("cpg_initialize")(e)),
+    };
+    if facts.cpg.is_err() {
+        return facts;
+    }
+    let qmodel = quorum::ModelData::ModelV1(quorum::Model1Data {
+        flags: quorum::Model1Flags::None,
+        quorum_notification_fn: None,
+        nodelist_notification_fn: None,
+    });
+    facts.quorate = Some(match quorum::initialize(&qmodel, 0) {
+        Ok((h, _)) => {
+            let r = quorum::getquorate(&h).map_err(failed("quorum_getquorate"));
+            let _ = quorum::finalize(&h);
+            r
+        }
+        Err(e) => Err(failed("quorum_initialize")(e)),
+    });
+    let h = match cmap::initialize(cmap::Map::Icmap) {
+        Ok(h) => h,
+        Err(e) => {
+            facts.cmap_error = Some(failed("cmap_initialize")(e));
+            return facts;
+        }
+    };
+    let value = |key: &str| cmap::get(&h, key).ok().as_ref().and_then(data_u64);
+    facts.token = value("runtime.config.totem.token");
+    facts.consensus = value("runtime.config.totem.consensus");
+    // index → (nodeid, name, ring0_addr)
+    let mut nodes: BTreeMap<String, (Option<u32>, Option<String>, Option<String>)> = BTreeMap::new();
+    let listed = cmap_fields(&h, "nodelist.node.", |index, field, data| {
+        let entry = nodes.entry(index.to_string()).or_default();
+        match field {
+            "nodeid" => entry.0 = data_u64(data).and_then(|v| u32::try_from(v).ok()),
+            "name" => entry.1 = data_string(data),
+            "ring0_addr" => entry.2 = data_string(data),
+            _ => {}
+        }
+    });
+    if let Err(e) = listed {
+        facts.cmap_error = Some(failed("cmap nodelist")(e));
+    }
+    for (id, name, addr) in nodes.into_values() {
+        if let Some(id) = id {
+            let label = name.or(addr).unwrap_or_else(|| format!("node {id}"));
+            facts.nodelist.insert(id, label);
+        }
+    }
+    let mut members = BTreeSet::new();
+    let joined = cmap_fields(&h, "runtime.members.", |id, field, data| {
+        if field == "status" && data_string(data).as_deref() == Some("joined") {
+            if let Ok(id) = id.parse() {
+                members.insert(id);
+            }
+        }
+    });
+    facts.members = members;
+    if let Err(e) = joined {
+        facts.cmap_error = Some(failed("cmap runtime.members")(e));
+    }
+    let _ = cmap::finalize(&h);
+    facts
+}
+
+/// [`read_facts`] bounded in time: a hung corosync blocks its IPC calls forever.
+pub async fn facts_within(budget: Duration) -> Result<CorosyncFacts, FactsUnavailable> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    // A plain thread, not spawn_blocking: a hung corosync must not keep the runtime from
+    // shutting down.
+    std::thread::Builder::new()
+        .name("check-corosync".into())
+        .spawn(move || {
+            let _ = tx.send(read_facts());
+        })
+        .map_err(FactsUnavailable::Thread)?;
+    match tokio::time::timeout(budget, rx).await {
+        Ok(Ok(facts)) => Ok(facts),
+        _ => Err(FactsUnavailable::Timeout(budget)),
     }
 }

@@ -37,6 +37,8 @@ pub enum ErrorClass {
 /// elected holder of the unit, and corosync still quorate at this instant.)
 pub type WriteGate<'a> = &'a (dyn Fn() -> bool + Send + Sync);
 
+/// A failed EC2 call, classified so callers decide between retrying, alerting an admin and
+/// giving up without parsing SDK errors themselves.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("EC2 {api} failed ({class:?}{code}): {message}", code = code.as_deref().map(|c| format!(", {c}")).unwrap_or_default())]
 pub struct Ec2Error {
@@ -46,12 +48,110 @@ pub struct Ec2Error {
     pub message: String,
 }
 
+impl Ec2Error {
+    /// EC2's code and sentence without the long encoded authorization blob AWS appends: what
+    /// a person needs to see, e.g. `UnauthorizedOperation: You are not authorized ...`.
+    pub fn summary(&self) -> String {
+        let msg = self
+            .message
+            .split(" Encoded authorization failure message")
+            .next()
+            .unwrap_or(&self.message)
+            .trim();
+        match &self.code {
+            Some(c) => format!("{c}: {msg}"),
+            None => msg.to_string(),
+        }
+    }
+}
+
+/// An error and its sources joined with ": ": readable in one line, without the Debug dump
+/// `DisplayErrorContext` adds (the SDK's own Display stops at the outermost, vaguest layer).
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        let s = e.to_string();
+        if !s.is_empty() && !parts.iter().any(|p| p.contains(&s)) {
+            parts.push(s);
+        }
+        cur = e.source();
+    }
+    parts.join(": ")
+}
+
 fn classify<E>(api: &'static str, err: SdkError<E, HttpResponse>) -> Ec2Error
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
     let message = DisplayErrorContext(&err).to_string();
-    let (class, code) = match &err {
+    let (class, code) = class_and_code(&err);
+    Ec2Error {
+        api,
+        class,
+        code,
+        message,
+    }
+}
+
+/// Like the daemon's classification, but the message is EC2's own sentence (else the error
+/// chain): for reports a person reads, where the SDK's Debug dump is noise.
+pub fn classify_for_report<E>(api: &'static str, err: SdkError<E, HttpResponse>) -> Ec2Error
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let (class, code) = class_and_code(&err);
+    let message = match &err {
+        SdkError::ServiceError(s) => s.err().message().map(str::to_string),
+        _ => None,
+    }
+    .unwrap_or_else(|| error_chain(&err));
+    Ec2Error {
+        api,
+        class,
+        code,
+        message,
+    }
+}
+
+/// One attempt of a call, bounded in time; a timeout counts as transient. For probes that
+/// report what they found instead of retrying (the pre-flight check, the idle node's
+/// permission probe): they must finish in seconds even when EC2 is unreachable.
+pub async fn attempt_within<T, E>(
+    api: &'static str,
+    limit: Duration,
+    call: impl std::future::Future<Output = Result<T, SdkError<E, HttpResponse>>>,
+) -> Result<T, Ec2Error>
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    match tokio::time::timeout(limit, call).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(classify_for_report(api, e)),
+        Err(_) => Err(Ec2Error {
+            api,
+            class: ErrorClass::Transient,
+            code: None,
+            message: format!("no answer within {limit:?}"),
+        }),
+    }
+}
+
+/// The primary (device index 0) interface of an instance: where its addresses go when the
+/// configuration names no interface.
+pub fn primary_interface_of(instance: &aws_sdk_ec2::types::Instance) -> Option<&str> {
+    instance
+        .network_interfaces()
+        .iter()
+        .find(|n| n.attachment().and_then(|a| a.device_index()) == Some(0))
+        .and_then(|n| n.network_interface_id())
+}
+
+fn class_and_code<E>(err: &SdkError<E, HttpResponse>) -> (ErrorClass, Option<String>)
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    match err {
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
             (ErrorClass::Transient, None)
         }
@@ -61,15 +161,10 @@ where
             (class_of(code.as_deref(), status), code)
         }
         _ => (ErrorClass::Refused, None),
-    };
-    Ec2Error {
-        api,
-        class,
-        code,
-        message,
     }
 }
 
+/// The class of an EC2 error code (and HTTP status when the code is unknown).
 pub fn class_of(code: Option<&str>, http_status: u16) -> ErrorClass {
     match code {
         Some(c) if c.ends_with(".NotFound") || c.ends_with(".Malformed") && c.starts_with("InvalidAllocationID") => {
@@ -90,6 +185,7 @@ pub fn class_of(code: Option<&str>, http_status: u16) -> ErrorClass {
 }
 
 impl ErrorClass {
+    /// The stable name used in metrics labels and status output.
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorClass::Transient => "transient",
@@ -101,12 +197,14 @@ impl ErrorClass {
     }
 }
 
+/// Where an instance sits: its primary interface and zone (identity and status need both).
 #[derive(Debug, Clone, Default)]
 pub struct InstancePlacement {
     pub primary_interface: Option<String>,
     pub availability_zone: Option<String>,
 }
 
+/// The daemon's EC2 calls, each retried on transient errors and counted in the metrics.
 #[derive(Clone)]
 pub struct Ec2 {
     client: aws_sdk_ec2::Client,
@@ -140,6 +238,7 @@ const RETRY_BASE: Duration = Duration::from_millis(40);
 const RETRY_CAP: Duration = Duration::from_secs(2);
 
 impl Ec2 {
+    /// A client on the given SDK configuration, counting its calls in `metrics`.
     pub fn new(sdk: &aws_config::SdkConfig, metrics: Arc<Metrics>) -> Ec2 {
         Ec2 {
             client: aws_sdk_ec2::Client::new(sdk),
@@ -391,12 +490,7 @@ impl Ec2 {
                 .map_err(|e| classify("DescribeInstances", e))?;
             let instance = out.reservations().iter().flat_map(|r| r.instances()).next();
             Ok(InstancePlacement {
-                primary_interface: instance
-                    .into_iter()
-                    .flat_map(|i| i.network_interfaces())
-                    .find(|n| n.attachment().and_then(|a| a.device_index()) == Some(0))
-                    .and_then(|n| n.network_interface_id())
-                    .map(str::to_owned),
+                primary_interface: instance.and_then(primary_interface_of).map(str::to_owned),
                 availability_zone: instance
                     .and_then(|i| i.placement())
                     .and_then(|p| p.availability_zone())

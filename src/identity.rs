@@ -7,6 +7,7 @@ use crate::config::NodeConfig;
 use crate::core::reconcile::Identity;
 use crate::ec2::{Ec2, Ec2Error};
 
+/// Why this node cannot say who it is in EC2 (the daemon cannot start without it).
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
     #[error("instance metadata (IMDSv2) did not give an instance id: {0} (set [node] instance_id, or check that IMDS is enabled and the hop limit allows it)")]
@@ -17,22 +18,12 @@ pub enum IdentityError {
     NoInterface(String),
 }
 
+/// The instance id from IMDSv2, for nodes whose configuration does not name it.
 pub async fn instance_id_from_imds() -> Result<String, IdentityError> {
-    // The SDK's IMDS client honours AWS_EC2_METADATA_SERVICE_ENDPOINT and friends.
-    let client = aws_config::imds::Client::builder()
-        .connect_timeout(Duration::from_secs(1))
-        .read_timeout(Duration::from_secs(2))
-        .build();
-    let id = client
-        .get("/latest/meta-data/instance-id")
+    crate::imds::Imds::patient()
+        .instance_id()
         .await
-        .map_err(|e| IdentityError::Imds(aws_sdk_ec2::error::DisplayErrorContext(&e).to_string()))?;
-    let id = id.as_ref().trim().to_owned();
-    if id.starts_with("i-") {
-        Ok(id)
-    } else {
-        Err(IdentityError::Imds(format!("unexpected instance id `{id}`")))
-    }
+        .map_err(|e| IdentityError::Imds(e.full_context()))
 }
 
 /// This node's identity, and its availability zone when EC2 says it (shown in status).

@@ -4,8 +4,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use corosync_eip::config::{Config, DEFAULT_CONFIG_PATH};
-use corosync_eip::status::StatusReport;
-use corosync_eip::{control, daemon};
+use corosync_eip::{control, daemon, status};
 
 /// Exit code for a configuration error (sysexits EX_USAGE family: EX_USAGE = 64).
 const EXIT_BAD_CONFIG: u8 = 64;
@@ -129,7 +128,7 @@ fn check(path: &Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    print!("{}", report.render(std::io::IsTerminal::is_terminal(&std::io::stdout())));
+    print!("{}", report.render(status::color_stdout()));
     if report.failed() {
         ExitCode::FAILURE
     } else {
@@ -273,130 +272,7 @@ fn status_once(json: bool, config: &Path, socket: Option<PathBuf>) -> ExitCode {
             }
         }
     } else {
-        print!("{}", render(&report, std::io::IsTerminal::is_terminal(&std::io::stdout())));
+        print!("{}", status::render(&report, status::color_stdout()));
     }
     ExitCode::SUCCESS
-}
-
-fn render(r: &StatusReport, color: bool) -> String {
-    use std::fmt::Write;
-    let mut out = String::new();
-    let paint = |text: &str, code: &str| {
-        if color {
-            format!("\x1b[{code}m{text}\x1b[0m")
-        } else {
-            text.to_owned()
-        }
-    };
-    let yes_no = |b: bool| if b { paint("yes", "32") } else { paint("NO", "1;31") };
-    let _ = writeln!(
-        out,
-        "cluster group {}: node {} (pid {}), instance {}, corosync {}, synced {}, quorate {}{}{}",
-        r.group,
-        r.node_id.map_or("?".into(), |n| n.to_string()),
-        r.pid,
-        r.instance_id.as_deref().unwrap_or("?"),
-        r.corosync,
-        yes_no(r.synced),
-        yes_no(r.quorate),
-        r.votes.map_or(String::new(), |v| format!(" ({} of {} votes, {} needed)", v.present, v.expected, v.needed)),
-        if r.standby { ", STANDBY" } else if !r.eligible { ", NOT ELIGIBLE (health)" } else { "" },
-    );
-    for w in &r.warnings {
-        let _ = writeln!(out, "warning: {w}");
-    }
-    for h in r.health.iter().filter(|h| !h.healthy) {
-        let _ = writeln!(out, "health check {} failing: {}", h.name, h.last_error.as_deref().unwrap_or(""));
-    }
-    for c in &r.conflicts {
-        let groups: Vec<String> = c
-            .variants
-            .iter()
-            .map(|v| format!("nodes {}", v.nodes.iter().map(u32::to_string).collect::<Vec<_>>().join(",")))
-            .collect();
-        let _ = writeln!(
-            out,
-            "{}: configuration of {} differs ({}; settings: {}); not placed or moved until the files agree",
-            paint("CONFLICT", "1;31"),
-            c.unit,
-            groups.join(" vs "),
-            c.keys.join(", ")
-        );
-    }
-    let _ = writeln!(out, "members:");
-    for m in &r.members {
-        let flags = match (m.standby, m.eligible) {
-            (Some(true), _) => " standby",
-            (_, Some(false)) => " ineligible",
-            _ => "",
-        };
-        let _ = writeln!(
-            out,
-            "  node {:<4} pid {:<8} {:<22} {:<22} {:<16}{}",
-            m.node_id,
-            m.pid,
-            m.instance_id.as_deref().unwrap_or("(joining)"),
-            m.network_interface_id.as_deref().unwrap_or(""),
-            m.availability_zone.as_deref().unwrap_or(""),
-            flags
-        );
-        for u in &m.cannot_serve {
-            let _ = writeln!(out, "    cannot serve {} ({}): {}", u.unit, u.class.as_str(), u.reason);
-        }
-    }
-    for m in &r.muted {
-        let _ = writeln!(out, "  node {:<4} pid {:<8} (silent since the last membership change; serves nothing until it speaks)", m.node_id, m.pid);
-    }
-    for m in &r.reattaching {
-        let _ = writeln!(out, "  node {:<4} pid {:<8} (daemon gone; addresses kept during reattach grace)", m.node_id, m.pid);
-    }
-    let _ = writeln!(out, "resources:");
-    for res in &r.resources {
-        let holder = res.holder.as_ref().map_or("-".to_string(), |h| {
-            format!("node {} {}", h.node_id, h.instance_id.as_deref().unwrap_or(""))
-        });
-        let ec2 = match (&res.ec2, &res.routes) {
-            (Some(e), _) => format!(
-                "{} {}",
-                e.instance_id.as_deref().unwrap_or("-"),
-                e.network_interface_id.as_deref().unwrap_or("")
-            ),
-            (None, Some(routes)) => routes
-                .iter()
-                .map(|r| format!("{}→{}", r.route_table_id, r.network_interface_id.as_deref().unwrap_or("-")))
-                .collect::<Vec<_>>()
-                .join(" "),
-            (None, None) => "-".to_string(),
-        };
-        let what = res.allocation_id.clone().or_else(|| res.address.clone()).unwrap_or_default();
-        let state = match res.state.as_str() {
-            "held" => paint(&format!("{:<12}", res.state), "32"),
-            "acquiring" | "syncing" | "reattaching" => paint(&format!("{:<12}", res.state), "33"),
-            _ => paint(&format!("{:<12}", res.state), "1;31"),
-        };
-        let _ = writeln!(
-            out,
-            "  {:<16} {:<26} {} holder {:<28} EC2 {}{}",
-            res.name,
-            what,
-            state,
-            holder,
-            ec2,
-            res.verified_age_ms.map_or(String::new(), |a| format!(" (verified {}s ago)", a / 1000)),
-        );
-        if let Some(t) = &res.last_failover {
-            let _ = writeln!(
-                out,
-                "    last failover {}: elected +{}ms, associate sent {}, verified +{}ms",
-                t.detected_at,
-                t.elected_ms,
-                t.associate_sent_ms.map_or("(not needed)".into(), |m| format!("+{m}ms")),
-                t.verified_ms
-            );
-        }
-        if let Some(e) = &res.last_error {
-            let _ = writeln!(out, "    last error: {e}");
-        }
-    }
-    out
 }

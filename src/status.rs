@@ -11,6 +11,9 @@
 //! - `conflicts[]`: `unit`, `keys`, `variants[].nodes`: units whose members' files differ
 //! - `muted[]`: `node_id`, `pid` of members that said nothing for the sync timeout
 //! - `resources[]`: see the README (the schema's reference).
+//!
+//! Also the human-readable rendering of the report, and the terminal colours every report a
+//! person reads shares (status and check).
 
 use serde::{Deserialize, Serialize};
 
@@ -288,5 +291,177 @@ pub fn resource(
         last_error: holding.last_error().map(str::to_owned),
         drift_repairs: holding.drift_repairs(),
         last_failover: local.last_failover.cloned(),
+    }
+}
+
+/// The colours of text a person reads, kept in one place so `status` and `check` mean the
+/// same thing by the same colour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Colour {
+    /// All is well.
+    Green,
+    /// Attention: in progress, or a warning.
+    Yellow,
+    /// Failed.
+    Red,
+    /// Must be acted on now (bold red).
+    Alarm,
+}
+
+impl Colour {
+    fn code(self) -> &'static str {
+        match self {
+            Colour::Green => "32",
+            Colour::Yellow => "33",
+            Colour::Red => "31",
+            Colour::Alarm => "1;31",
+        }
+    }
+}
+
+/// `text` in `colour` when `on`, else unchanged (pipes and files get plain text).
+pub fn paint(text: &str, colour: Colour, on: bool) -> String {
+    if on {
+        format!("\x1b[{}m{text}\x1b[0m", colour.code())
+    } else {
+        text.to_owned()
+    }
+}
+
+/// Whether to colour what goes to stdout: only when a person is watching a terminal.
+pub fn color_stdout() -> bool {
+    std::io::IsTerminal::is_terminal(&std::io::stdout())
+}
+
+/// The text `corosync-eip status` prints: one line for the cluster, then problems, members and
+/// resources. `color`: ANSI colours for the yes/NO and state words (only on a terminal).
+pub fn render(r: &StatusReport, color: bool) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let paint = |text: &str, colour: Colour| paint(text, colour, color);
+    let yes_no = |b: bool| if b { paint("yes", Colour::Green) } else { paint("NO", Colour::Alarm) };
+    let _ = writeln!(
+        out,
+        "cluster group {}: node {} (pid {}), instance {}, corosync {}, synced {}, quorate {}{}{}",
+        r.group,
+        r.node_id.map_or("?".into(), |n| n.to_string()),
+        r.pid,
+        r.instance_id.as_deref().unwrap_or("?"),
+        r.corosync,
+        yes_no(r.synced),
+        yes_no(r.quorate),
+        r.votes.map_or(String::new(), |v| format!(" ({} of {} votes, {} needed)", v.present, v.expected, v.needed)),
+        if r.standby { ", STANDBY" } else if !r.eligible { ", NOT ELIGIBLE (health)" } else { "" },
+    );
+    for w in &r.warnings {
+        let _ = writeln!(out, "warning: {w}");
+    }
+    for h in r.health.iter().filter(|h| !h.healthy) {
+        let _ = writeln!(out, "health check {} failing: {}", h.name, h.last_error.as_deref().unwrap_or(""));
+    }
+    for c in &r.conflicts {
+        let groups: Vec<String> = c
+            .variants
+            .iter()
+            .map(|v| format!("nodes {}", v.nodes.iter().map(u32::to_string).collect::<Vec<_>>().join(",")))
+            .collect();
+        let _ = writeln!(
+            out,
+            "{}: configuration of {} differs ({}; settings: {}); not placed or moved until the files agree",
+            paint("CONFLICT", Colour::Alarm),
+            c.unit,
+            groups.join(" vs "),
+            c.keys.join(", ")
+        );
+    }
+    let _ = writeln!(out, "members:");
+    for m in &r.members {
+        let flags = match (m.standby, m.eligible) {
+            (Some(true), _) => " standby",
+            (_, Some(false)) => " ineligible",
+            _ => "",
+        };
+        let _ = writeln!(
+            out,
+            "  node {:<4} pid {:<8} {:<22} {:<22} {:<16}{}",
+            m.node_id,
+            m.pid,
+            m.instance_id.as_deref().unwrap_or("(joining)"),
+            m.network_interface_id.as_deref().unwrap_or(""),
+            m.availability_zone.as_deref().unwrap_or(""),
+            flags
+        );
+        for u in &m.cannot_serve {
+            let _ = writeln!(out, "    cannot serve {} ({}): {}", u.unit, u.class.as_str(), u.reason);
+        }
+    }
+    for m in &r.muted {
+        let _ = writeln!(out, "  node {:<4} pid {:<8} (silent since the last membership change; serves nothing until it speaks)", m.node_id, m.pid);
+    }
+    for m in &r.reattaching {
+        let _ = writeln!(out, "  node {:<4} pid {:<8} (daemon gone; addresses kept during reattach grace)", m.node_id, m.pid);
+    }
+    let _ = writeln!(out, "resources:");
+    for res in &r.resources {
+        let holder = res.holder.as_ref().map_or("-".to_string(), |h| {
+            format!("node {} {}", h.node_id, h.instance_id.as_deref().unwrap_or(""))
+        });
+        let ec2 = match (&res.ec2, &res.routes) {
+            (Some(e), _) => format!(
+                "{} {}",
+                e.instance_id.as_deref().unwrap_or("-"),
+                e.network_interface_id.as_deref().unwrap_or("")
+            ),
+            (None, Some(routes)) => routes
+                .iter()
+                .map(|r| format!("{}→{}", r.route_table_id, r.network_interface_id.as_deref().unwrap_or("-")))
+                .collect::<Vec<_>>()
+                .join(" "),
+            (None, None) => "-".to_string(),
+        };
+        let what = res.allocation_id.clone().or_else(|| res.address.clone()).unwrap_or_default();
+        let state = match res.state.as_str() {
+            "held" => paint(&format!("{:<12}", res.state), Colour::Green),
+            "acquiring" | "syncing" | "reattaching" => paint(&format!("{:<12}", res.state), Colour::Yellow),
+            _ => paint(&format!("{:<12}", res.state), Colour::Alarm),
+        };
+        let _ = writeln!(
+            out,
+            "  {:<16} {:<26} {} holder {:<28} EC2 {}{}",
+            res.name,
+            what,
+            state,
+            holder,
+            ec2,
+            res.verified_age_ms.map_or(String::new(), |a| format!(" (verified {}s ago)", a / 1000)),
+        );
+        if let Some(t) = &res.last_failover {
+            let _ = writeln!(
+                out,
+                "    last failover {}: elected +{}ms, associate sent {}, verified +{}ms",
+                t.detected_at,
+                t.elected_ms,
+                t.associate_sent_ms.map_or("(not needed)".into(), |m| format!("+{m}ms")),
+                t.verified_ms
+            );
+        }
+        if let Some(e) = &res.last_error {
+            let _ = writeln!(out, "    last error: {e}");
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn colours_only_when_asked() {
+        let r = StatusReport { synced: true, ..Default::default() };
+        assert!(!render(&r, false).contains('\u{1b}'));
+        assert!(render(&r, false).contains("synced yes, quorate NO"));
+        assert!(render(&r, true).contains("synced \x1b[32myes\x1b[0m, quorate \x1b[1;31mNO\x1b[0m"));
+        assert_eq!(paint("✖", Colour::Red, true), "\x1b[31m✖\x1b[0m");
     }
 }

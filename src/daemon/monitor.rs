@@ -87,12 +87,8 @@ impl Daemon {
         let eni = self.identity.network_interface_id.clone();
         let tx = self.results_tx.clone();
         tokio::spawn(async move {
-            let items = crate::check::permissions(&config, &client, instance, eni).await;
-            let failing = items
-                .into_iter()
-                .filter(|i| i.status != crate::check::CheckStatus::Pass)
-                .map(|i| format!("{}: {}", i.name, i.detail))
-                .collect();
+            let probes = crate::permissions::probe(&config, &client, instance, eni).await;
+            let failing = probes.into_iter().filter(|p| !p.allowed()).map(|p| p.to_string()).collect();
             let _ = tx.send(TaskResult::Permissions(failing));
         });
     }

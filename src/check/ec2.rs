@@ -1,0 +1,309 @@
+//! The items EC2 answers: this instance, the permissions (DryRun) and the configured
+//! resources.
+
+use std::collections::BTreeMap;
+
+use super::{CheckItem, CheckStatus};
+use crate::config::Config;
+use crate::ec2::{attempt_within, primary_interface_of, ErrorClass};
+use crate::permissions::{self, Outcome, Probe, CALL_BUDGET};
+use super::aws::ImdsInfo;
+
+/// Who we are in EC2, as far as it can be found.
+struct Me {
+    instance_id: Option<String>,
+    eni: Option<String>,
+}
+
+/// This instance, every permission and every configured resource, as EC2 sees them.
+pub(super) async fn ec2_checks(
+    config: &Config,
+    client: &aws_sdk_ec2::Client,
+    imds: Option<&ImdsInfo>,
+) -> Vec<CheckItem> {
+    let mut items = Vec::new();
+
+    // this instance and its ENI
+    let instance_id = config
+        .node
+        .instance_id
+        .clone()
+        .or_else(|| imds.map(|i| i.instance_id.clone()));
+    let mut me = Me {
+        instance_id: instance_id.clone(),
+        eni: config.node.network_interface_id.clone(),
+    };
+    match &instance_id {
+        Some(id) => {
+            let r = attempt_within("DescribeInstances", CALL_BUDGET, client.describe_instances().instance_ids(id).send()).await;
+            match r {
+                Ok(out) => {
+                    let inst = out.reservations().iter().flat_map(|r| r.instances()).next();
+                    let primary = inst.and_then(primary_interface_of).map(str::to_string);
+                    if me.eni.is_none() {
+                        me.eni = primary
+                            .clone()
+                            .or_else(|| imds.and_then(|i| i.primary_eni()).map(str::to_string));
+                    }
+                    match (inst, &me.eni) {
+                        (Some(i), Some(eni)) => items.push(CheckItem::pass(
+                            "this instance",
+                            format!(
+                                "{id} ({}), ENI {eni}{}",
+                                i.state()
+                                    .and_then(|s| s.name())
+                                    .map(|n| n.as_str())
+                                    .unwrap_or("state unknown"),
+                                if config.node.network_interface_id.is_some() {
+                                    " (from [node])"
+                                } else {
+                                    ""
+                                }
+                            ),
+                        )),
+                        (Some(_), None) => items.push(CheckItem::fail(
+                            "this instance",
+                            format!("{id} has no network interface at device index 0"),
+                            "set [node] network_interface_id",
+                        )),
+                        (None, _) => items.push(CheckItem::fail(
+                            "this instance",
+                            format!("{id} not found in this region"),
+                            "check [aws] region and [node] instance_id",
+                        )),
+                    }
+                }
+                Err(e) if e.class == ErrorClass::NotFound => items.push(CheckItem::fail(
+                    "this instance",
+                    format!("{id} not found: {}", e.summary()),
+                    "the region is probably wrong: check [aws] region; or fix [node] instance_id",
+                )),
+                Err(e) => {
+                    if me.eni.is_none() {
+                        me.eni = imds.and_then(|i| i.primary_eni()).map(str::to_string);
+                    }
+                    items.push(CheckItem::warn(
+                        "this instance",
+                        format!("DescribeInstances {id}: {}", e.summary()),
+                        "see the ec2:DescribeInstances permission item",
+                    ));
+                }
+            }
+        }
+        None => items.push(CheckItem::fail(
+            "this instance",
+            "unknown: IMDS did not answer and [node] instance_id is not set",
+            "fix IMDS (see above) or set [node] instance_id and network_interface_id",
+        )),
+    }
+
+    // 4. permissions, beside 5. resources and 6. source/dest check
+    let (perm_items, res_items) = tokio::join!(permission_items(config, client, &me), resource_checks(config, client, &me));
+    items.extend(perm_items);
+    items.extend(res_items);
+    items
+}
+
+/// The permission probes as items: each non-allowed outcome with the remedy that fixes it.
+async fn permission_items(config: &Config, client: &aws_sdk_ec2::Client, me: &Me) -> Vec<CheckItem> {
+    permissions::probe(config, client, me.instance_id.clone(), me.eni.clone())
+        .await
+        .into_iter()
+        .map(|p| permission_item(&p))
+        .collect()
+}
+
+fn permission_item(p: &Probe) -> CheckItem {
+    let (name, detail) = (p.name(), p.detail());
+    let item = match &p.outcome {
+        Outcome::Allowed | Outcome::AllowedIgnoringDryRun => CheckItem::pass(name, detail),
+        Outcome::CredentialsRejected(_) => CheckItem::fail(
+            name,
+            detail,
+            "EC2 does not accept these credentials (unknown, deleted or expired keys, or a clock off by minutes): \
+             use the instance role instead of static keys, or fix the keys; check the clock (chronyc tracking)",
+        ),
+        Outcome::Denied(_) => CheckItem::fail(
+            name,
+            detail,
+            format!(
+                "allow ec2:{action} in the policy of the instance role (every node's), e.g. \
+                 {{\"Effect\": \"Allow\", \"Action\": \"ec2:{action}\", \"Resource\": \"*\"}};\n\
+                 an SCP or permission boundary can deny it too (aws sts decode-authorization-message tells which)",
+                action = p.action
+            ),
+        ),
+        Outcome::PerformedDespiteDryRun => CheckItem::warn(
+            name,
+            detail,
+            "this endpoint does not behave like EC2; check [aws] endpoint_url",
+        ),
+        Outcome::NotProven(_) => CheckItem::warn(
+            name,
+            detail,
+            "the DryRun call failed for another reason than permissions; see the resource items",
+        ),
+        Outcome::NotChecked(_) => CheckItem::warn(name, detail, "see the item `this instance`"),
+    };
+    if p.optional && item.status == CheckStatus::Fail {
+        // the daemon still works without it, only without its ownership record
+        return CheckItem { status: CheckStatus::Warn, ..item };
+    }
+    item
+}
+
+/// Whether each configured EIP, route table, route and our ENI's source/dest check are as
+/// the daemon needs them.
+async fn resource_checks(config: &Config, client: &aws_sdk_ec2::Client, me: &Me) -> Vec<CheckItem> {
+    let eips = futures_util::future::join_all(config.eips.iter().map(|eip| async move {
+        let name = format!("EIP {} ({})", eip.name, eip.allocation_id);
+        match attempt_within("DescribeAddresses", CALL_BUDGET, client.describe_addresses().allocation_ids(&eip.allocation_id).send()).await {
+            Ok(out) => match out.addresses().iter().find(|a| a.allocation_id() == Some(eip.allocation_id.as_str())) {
+                Some(a) => {
+                    let ip = a.public_ip().unwrap_or("?");
+                    let holder = a
+                        .network_interface_id()
+                        .filter(|s| !s.is_empty())
+                        .or(a.instance_id().filter(|s| !s.is_empty()));
+                    let at = match holder {
+                        Some(h) if Some(h) == me.eni.as_deref() || Some(h) == me.instance_id.as_deref() => {
+                            "associated with this node".to_string()
+                        }
+                        Some(h) => format!("associated with {h}"),
+                        None => "not associated".to_string(),
+                    };
+                    let mut item = CheckItem::pass(name, format!("{ip}, {at}"));
+                    if let (Some(want), Some(have)) = (eip.private_ip, a.private_ip_address()) {
+                        if holder.is_some() && Some(holder) == Some(me.eni.as_deref()) && want.to_string() != have {
+                            item.detail += &format!(" (private IP {have}, configured {want})");
+                        }
+                    }
+                    item
+                }
+                None => CheckItem::fail(
+                    name,
+                    format!("{} not found in this region", eip.allocation_id),
+                    "check the allocation id (aws ec2 describe-addresses) and [aws] region",
+                ),
+            },
+            Err(e) if e.class == ErrorClass::NotFound || e.code.as_deref().is_some_and(|c| c.starts_with("InvalidAllocationID")) => {
+                CheckItem::fail(
+                    name,
+                    format!("does not exist: {}", e.summary()),
+                    "check the allocation_id in the configuration against `aws ec2 describe-addresses` in this region (an EIP in another region or account is not visible)",
+                )
+            }
+            Err(e) => CheckItem::warn(name, format!("not checked: {}", e.summary()), "see the permission items"),
+        }
+    }));
+
+    // every route table once, with the VIPs routed through it
+    let mut by_table: BTreeMap<&str, Vec<&crate::config::VipConfig>> = BTreeMap::new();
+    for vip in &config.vips {
+        for t in &vip.route_tables {
+            by_table.entry(t.as_str()).or_default().push(vip);
+        }
+    }
+    let tables = futures_util::future::join_all(by_table.into_iter().map(|(table, vips)| async move {
+        let mut items = Vec::new();
+        let name = format!("route table {table}");
+        match attempt_within("DescribeRouteTables", CALL_BUDGET, client.describe_route_tables().route_table_ids(table).send()).await {
+            Ok(out) => match out.route_tables().iter().find(|t| t.route_table_id() == Some(table)) {
+                Some(t) => {
+                    items.push(CheckItem::pass(
+                        name,
+                        format!("exists (VPC {})", t.vpc_id().unwrap_or("?")),
+                    ));
+                    for vip in vips {
+                        let dest = vip.destination();
+                        let rname = format!("VIP {} route {dest} in {table}", vip.name);
+                        match t.routes().iter().find(|r| r.destination_cidr_block() == Some(dest.as_str())) {
+                            Some(r) => {
+                                let target = r
+                                    .network_interface_id()
+                                    .filter(|s| !s.is_empty())
+                                    .or(r.instance_id().filter(|s| !s.is_empty()))
+                                    .or(r.gateway_id())
+                                    .unwrap_or("?");
+                                let mine = Some(target) == me.eni.as_deref() || Some(target) == me.instance_id.as_deref();
+                                let state = r.state().map(|s| s.as_str().to_string()).unwrap_or_default();
+                                items.push(CheckItem::pass(
+                                    rname,
+                                    format!(
+                                        "exists → {target}{}{}",
+                                        if mine { " (this node)" } else { "" },
+                                        if state == "blackhole" { ", blackhole (its target is gone)" } else { "" }
+                                    ),
+                                ));
+                            }
+                            None if vip.create_route => items.push(CheckItem::pass(
+                                rname,
+                                "missing; the holder will create it (create_route = true)",
+                            )),
+                            None => items.push(CheckItem::warn(
+                                rname,
+                                "missing, and create_route is false: the holder will fail to take the VIP",
+                                format!(
+                                    "create it (aws ec2 create-route --route-table-id {table} --destination-cidr-block {dest} --network-interface-id ENI) or set create_route = true for VIP {}",
+                                    vip.name
+                                ),
+                            )),
+                        }
+                    }
+                }
+                None => items.push(CheckItem::fail(
+                    name,
+                    "not found in this region",
+                    "check route_tables in the configuration against `aws ec2 describe-route-tables` and [aws] region",
+                )),
+            },
+            Err(e) if e.class == ErrorClass::NotFound || e.code.as_deref().is_some_and(|c| c.starts_with("InvalidRouteTableID")) => {
+                items.push(CheckItem::fail(
+                    name,
+                    format!("does not exist: {}", e.summary()),
+                    "check route_tables in the configuration against `aws ec2 describe-route-tables` in this region/VPC",
+                ))
+            }
+            Err(e) => items.push(CheckItem::warn(name, format!("not checked: {}", e.summary()), "see the permission items")),
+        }
+        items
+    }));
+
+    let sdc = async {
+        if config.vips.is_empty() {
+            return None;
+        }
+        let Some(eni) = me.eni.as_deref() else {
+            return Some(CheckItem::warn(
+                "source/dest check",
+                "not checked: our ENI is unknown",
+                "see the item `this instance`",
+            ));
+        };
+        let name = format!("source/dest check ({eni})");
+        Some(match attempt_within("DescribeNetworkInterfaces", CALL_BUDGET, client.describe_network_interfaces().network_interface_ids(eni).send()).await {
+            Ok(out) => match out.network_interfaces().first().and_then(|n| n.source_dest_check()) {
+                Some(false) => CheckItem::pass(name, "off, as VIPs need"),
+                Some(true) => CheckItem::fail(
+                    name,
+                    "on: EC2 drops packets for a VIP (not the ENI's own address) delivered to this ENI",
+                    format!("aws ec2 modify-network-interface-attribute --network-interface-id {eni} --no-source-dest-check (on every node)"),
+                ),
+                None => CheckItem::warn(name, "EC2 did not report it", "check the ENI in the EC2 console"),
+            },
+            Err(e) if e.class == ErrorClass::NotFound => CheckItem::fail(
+                name,
+                format!("ENI not found: {}", e.summary()),
+                "check [node] network_interface_id and [aws] region",
+            ),
+            Err(e) => CheckItem::warn(name, format!("not checked: {}", e.summary()), "see the permission items"),
+        })
+    };
+
+    let (eips, tables, sdc) = tokio::join!(eips, tables, sdc);
+    let mut items = eips;
+    items.extend(tables.into_iter().flatten());
+    items.extend(sdc);
+    items
+}
+

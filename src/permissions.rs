@@ -1,0 +1,312 @@
+//! Proves with `DryRun` calls that this node's IAM role allows every EC2 call a takeover
+//! needs. The daemon runs it on idle nodes, so IAM drift shows before a failover needs the
+//! permissions; `corosync-eip check` shows the same probes with remedies.
+//!
+//! EC2 answers `DryRunOperation` when a call would be allowed and `UnauthorizedOperation` when
+//! not, without changing anything.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use crate::config::{Config, VipConfig};
+use crate::ec2::{attempt_within, Ec2Error, ErrorClass};
+
+/// Bound of one DryRun call (they all run at once).
+pub const CALL_BUDGET: Duration = Duration::from_secs(3);
+
+/// Codes by which EC2 rejects the credentials themselves, whatever the policy says.
+const CREDENTIAL_CODES: [&str; 5] = [
+    "AuthFailure",
+    "InvalidClientTokenId",
+    "SignatureDoesNotMatch",
+    "ExpiredToken",
+    "RequestExpired",
+];
+
+/// What one DryRun call proved.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// `DryRunOperation`: the call would be allowed.
+    Allowed,
+    /// A read answered normally: the endpoint does not honour DryRun, but the call is allowed.
+    AllowedIgnoringDryRun,
+    /// A mutating call was performed despite DryRun: allowed, but the endpoint is not EC2-like.
+    PerformedDespiteDryRun,
+    /// EC2 does not accept these credentials at all.
+    CredentialsRejected(Ec2Error),
+    /// The role (or an SCP / permission boundary) denies the call.
+    Denied(Ec2Error),
+    /// The call failed for another reason: nothing proven either way.
+    NotProven(Ec2Error),
+    /// Not sent: what the call needs is unknown.
+    NotChecked(Unknown),
+}
+
+/// What a probe could not be sent without.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unknown {
+    /// Neither our instance nor our interface is known.
+    Instance,
+    /// Our interface is unknown (routes point at an interface).
+    Interface,
+}
+
+/// One permission probe: an EC2 action on some resource, and what it proved.
+#[derive(Debug, Clone)]
+pub struct Probe {
+    /// The EC2 action, e.g. `AssociateAddress`.
+    pub action: &'static str,
+    /// The resource probed, as shown to people (e.g. `web eipalloc-…`); none for reads.
+    pub target: Option<String>,
+    /// The daemon works without this permission, only with less (CreateTags: no ownership
+    /// record), so a denial is a warning rather than a failure.
+    pub optional: bool,
+    /// What EC2 answered.
+    pub outcome: Outcome,
+}
+
+impl Probe {
+    /// `permission ec2:Action (target)`: the name under which check and status show it.
+    pub fn name(&self) -> String {
+        match &self.target {
+            Some(t) => format!("permission ec2:{} ({t})", self.action),
+            None => format!("permission ec2:{}", self.action),
+        }
+    }
+
+    /// Whether the probe proved the call allowed (nothing for an admin to do).
+    pub fn allowed(&self) -> bool {
+        matches!(self.outcome, Outcome::Allowed | Outcome::AllowedIgnoringDryRun)
+    }
+
+    /// Whether the probe proved the call impossible: credentials rejected or action denied.
+    pub fn refused(&self) -> bool {
+        matches!(self.outcome, Outcome::CredentialsRejected(_) | Outcome::Denied(_))
+    }
+
+    /// What the probe found, in one sentence.
+    pub fn detail(&self) -> String {
+        let mut detail = match &self.outcome {
+            Outcome::Allowed => "allowed (DryRunOperation)".to_string(),
+            Outcome::AllowedIgnoringDryRun => "allowed (the endpoint answered without honouring DryRun)".to_string(),
+            Outcome::PerformedDespiteDryRun => "allowed, but the endpoint ignored DryRun and performed the call".to_string(),
+            Outcome::CredentialsRejected(e) => format!("credentials rejected: {}", e.summary()),
+            Outcome::Denied(e) => format!("denied: {}", e.summary()),
+            Outcome::NotProven(e) => format!("not proven: {}", e.summary()),
+            Outcome::NotChecked(Unknown::Instance) => "not checked: this instance is unknown".to_string(),
+            Outcome::NotChecked(Unknown::Interface) => "not checked: our ENI is unknown".to_string(),
+        };
+        if self.optional && self.refused() {
+            detail += " (the daemon then runs without its split-brain ownership record)";
+        }
+        detail
+    }
+}
+
+/// `name: detail`, the line the daemon reports in status warnings.
+impl fmt::Display for Probe {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.name(), self.detail())
+    }
+}
+
+fn outcome<T>(mutating: bool, result: Result<T, Ec2Error>) -> Outcome {
+    match result {
+        Err(e) if e.code.as_deref() == Some("DryRunOperation") => Outcome::Allowed,
+        Err(e) if e.code.as_deref().is_some_and(|c| CREDENTIAL_CODES.contains(&c)) => Outcome::CredentialsRejected(e),
+        Err(e) if e.class == ErrorClass::Permission => Outcome::Denied(e),
+        Ok(_) if !mutating => Outcome::AllowedIgnoringDryRun,
+        Ok(_) => Outcome::PerformedDespiteDryRun,
+        Err(e) => Outcome::NotProven(e),
+    }
+}
+
+type Pending<'a> = Pin<Box<dyn Future<Output = Probe> + Send + 'a>>;
+
+fn settled<'a>(action: &'static str, target: Option<String>, outcome: Outcome) -> Pending<'a> {
+    Box::pin(async move {
+        Probe {
+            action,
+            target,
+            optional: false,
+            outcome,
+        }
+    })
+}
+
+/// Every permission the configuration needs, proven with DryRun calls all at once, in a
+/// stable order: per EIP AssociateAddress and CreateTags, per route table ReplaceRoute (and
+/// CreateRoute), then the reads. `instance_id` and `eni` are who would take the addresses.
+pub async fn probe(
+    config: &Config,
+    client: &aws_sdk_ec2::Client,
+    instance_id: Option<String>,
+    eni: Option<String>,
+) -> Vec<Probe> {
+    let mut probes: Vec<Pending<'_>> = Vec::new();
+    for eip in &config.eips {
+        let target = Some(format!("{} {}", eip.name, eip.allocation_id));
+        let mut req = client
+            .associate_address()
+            .dry_run(true)
+            .allocation_id(&eip.allocation_id)
+            .allow_reassociation(true);
+        req = match (&eni, &instance_id) {
+            (Some(eni), _) => req.network_interface_id(eni),
+            (None, Some(id)) => req.instance_id(id),
+            (None, None) => {
+                probes.push(settled("AssociateAddress", target, Outcome::NotChecked(Unknown::Instance)));
+                continue;
+            }
+        };
+        if let Some(ip) = eip.private_ip {
+            req = req.private_ip_address(ip.to_string());
+        }
+        let t = target.clone();
+        probes.push(Box::pin(async move {
+            let result = attempt_within("AssociateAddress", CALL_BUDGET, req.send()).await;
+            Probe {
+                action: "AssociateAddress",
+                target: t,
+                optional: false,
+                outcome: outcome(true, result),
+            }
+        }));
+        let tag = aws_sdk_ec2::types::Tag::builder()
+            .key(crate::core::reconcile::OWNER_TAG)
+            .value(instance_id.clone().unwrap_or_default())
+            .build();
+        let req = client
+            .create_tags()
+            .dry_run(true)
+            .resources(&eip.allocation_id)
+            .tags(tag);
+        probes.push(Box::pin(async move {
+            let result = attempt_within("CreateTags", CALL_BUDGET, req.send()).await;
+            Probe {
+                action: "CreateTags",
+                target,
+                optional: true,
+                outcome: outcome(true, result),
+            }
+        }));
+    }
+    // one ReplaceRoute (and CreateRoute) per route table, for the first VIP routed through it
+    let mut tables: BTreeMap<&str, (&VipConfig, bool)> = BTreeMap::new();
+    for vip in &config.vips {
+        for t in &vip.route_tables {
+            let e = tables.entry(t.as_str()).or_insert((vip, false));
+            e.1 |= vip.create_route;
+        }
+    }
+    for (table, (vip, create)) in tables {
+        let Some(eni) = eni.clone() else {
+            probes.push(settled("ReplaceRoute", Some(table.to_string()), Outcome::NotChecked(Unknown::Interface)));
+            continue;
+        };
+        let dest = vip.destination();
+        let target = Some(format!("{table} {dest}"));
+        let req = client
+            .replace_route()
+            .dry_run(true)
+            .route_table_id(table)
+            .destination_cidr_block(&dest)
+            .network_interface_id(&eni);
+        let t = target.clone();
+        probes.push(Box::pin(async move {
+            let result = attempt_within("ReplaceRoute", CALL_BUDGET, req.send()).await;
+            Probe {
+                action: "ReplaceRoute",
+                target: t,
+                optional: false,
+                outcome: outcome(true, result),
+            }
+        }));
+        if create {
+            let req = client
+                .create_route()
+                .dry_run(true)
+                .route_table_id(table)
+                .destination_cidr_block(&dest)
+                .network_interface_id(&eni);
+            probes.push(Box::pin(async move {
+                let result = attempt_within("CreateRoute", CALL_BUDGET, req.send()).await;
+                Probe {
+                    action: "CreateRoute",
+                    target,
+                    optional: false,
+                    outcome: outcome(true, result),
+                }
+            }));
+        }
+    }
+    // Read permissions: one DryRun Describe each. The request types differ, hence a macro.
+    macro_rules! read_permission {
+        ($req:expr, $action:literal) => {{
+            let req = $req;
+            probes.push(Box::pin(async move {
+                let result = attempt_within($action, CALL_BUDGET, req.send()).await;
+                Probe {
+                    action: $action,
+                    target: None,
+                    optional: false,
+                    outcome: outcome(false, result),
+                }
+            }));
+        }};
+    }
+    if !config.eips.is_empty() {
+        read_permission!(client.describe_addresses().dry_run(true), "DescribeAddresses");
+    }
+    if !config.vips.is_empty() {
+        read_permission!(client.describe_route_tables().dry_run(true), "DescribeRouteTables");
+    }
+    read_permission!(client.describe_instances().dry_run(true), "DescribeInstances");
+    read_permission!(client.describe_network_interfaces().dry_run(true), "DescribeNetworkInterfaces");
+
+    futures_util::future::join_all(probes).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(code: &str, class: ErrorClass) -> Ec2Error {
+        Ec2Error {
+            api: "AssociateAddress",
+            class,
+            code: Some(code.into()),
+            message: "no. Encoded authorization failure message: xyz".into(),
+        }
+    }
+
+    #[test]
+    fn outcomes_and_their_lines() {
+        let p = |optional, result: Result<(), Ec2Error>| Probe {
+            action: "CreateTags",
+            target: Some("web eipalloc-1".into()),
+            optional,
+            outcome: outcome(true, result),
+        };
+        let allowed = p(false, Err(err("DryRunOperation", ErrorClass::Refused)));
+        assert!(allowed.allowed());
+        assert_eq!(allowed.to_string(), "permission ec2:CreateTags (web eipalloc-1): allowed (DryRunOperation)");
+        let denied = p(true, Err(err("UnauthorizedOperation", ErrorClass::Permission)));
+        assert!(!denied.allowed() && denied.refused());
+        assert_eq!(
+            denied.detail(),
+            "denied: UnauthorizedOperation: no. (the daemon then runs without its split-brain ownership record)"
+        );
+        let rejected = p(false, Err(err("AuthFailure", ErrorClass::Permission)));
+        assert!(matches!(rejected.outcome, Outcome::CredentialsRejected(_)));
+        assert!(matches!(p(false, Ok(())).outcome, Outcome::PerformedDespiteDryRun));
+        assert!(matches!(outcome(false, Ok(())), Outcome::AllowedIgnoringDryRun));
+        assert!(matches!(
+            p(false, Err(err("InvalidParameterValue", ErrorClass::Refused))).outcome,
+            Outcome::NotProven(_)
+        ));
+    }
+}
