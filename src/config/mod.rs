@@ -418,7 +418,9 @@ allocation_id = "eipalloc-2"
             let interval = if field == "timeout" { "interval = \"1h\"\n" } else { "" };
             format!("{MINIMAL}[[health]]\nname = \"h\"\ncommand = \"true\"\n{interval}{field} = \"{v}\"\n")
         };
-        let cases: Vec<(&str, &str, &str, Box<dyn Fn(&str) -> String>)> = vec![
+        // The file with the key set to a given value.
+        type FileWith = Box<dyn Fn(&str) -> String>;
+        let cases: Vec<(&str, &str, &str, FileWith)> = vec![
             ("cluster.monitor_interval", "1h", "3601s", Box::new(|v| format!("[cluster]\nmonitor_interval = \"{v}\"\n{MINIMAL}"))),
             ("cluster.reattach_grace", "600s", "601s", Box::new(|v| format!("[cluster]\nreattach_grace = \"{v}\"\n{MINIMAL}"))),
             ("cluster.startup_wait", "600s", "601s", Box::new(|v| format!("[cluster]\nstartup_wait = \"{v}\"\n{MINIMAL}"))),
