@@ -197,7 +197,7 @@ fn run(path: PathBuf, check_only: bool) -> ExitCode {
         }
     };
     if check_only {
-        println!("{}: OK ({} address resource(s))", path.display(), config.eips.len());
+        println!("{}: OK ({} EIP(s), {} VIP(s))", path.display(), config.eips.len(), config.vips.len());
         return ExitCode::SUCCESS;
     }
     init_logging();

@@ -22,6 +22,19 @@ fn check_config_accepts_a_good_file() {
 }
 
 #[test]
+fn check_config_counts_eips_and_vips() {
+    let vip_only = "[[vip]]\nname = \"db\"\naddress = \"172.31.255.10\"\nroute_tables = [\"rtb-1\"]\n";
+    let both = format!("[[eip]]\nname = \"web\"\nallocation_id = \"eipalloc-0abc\"\n{vip_only}");
+    for (name, text, counts) in [("vip-only.toml", vip_only.to_owned(), "0 EIP(s), 1 VIP(s)"), ("both.toml", both, "1 EIP(s), 1 VIP(s)")] {
+        let path = write(name, &text);
+        let out = corosync_eip(&["run", "--check-config", "--config", path.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(said.contains(counts), "{name}: should report {counts}: {said}");
+    }
+}
+
+#[test]
 fn bad_config_exits_64_naming_the_key() {
     let cases = [
         ("badint.toml", "[cluster]\nmonitor_interval = \"soon\"\n[[eip]]\nname = \"web\"\nallocation_id = \"eipalloc-1\"\n", "monitor_interval"),

@@ -71,10 +71,9 @@ impl Daemon {
         let unit = self
             .config
             .units()
-            .unwrap_or_default()
-            .into_iter()
+            .iter()
             .find(|u| u.name == target)
-            .map(|u| u.name)
+            .map(|u| u.name.clone())
             .or_else(|| self.config.unit_of(target))
             .ok_or_else(|| format!("`{target}` is neither a resource nor a group"))?;
         if !view.partition_quorate() {
@@ -120,7 +119,7 @@ impl Daemon {
                     })
                 }
                 Command::Move { unit, .. } => {
-                    let resources = self.config.units().ok().and_then(|us| us.into_iter().find(|u| &u.name == unit)).map(|u| u.resources).unwrap_or_default();
+                    let resources = self.config.units().iter().find(|u| &u.name == unit).map(|u| u.resources.clone()).unwrap_or_default();
                     view.assignments().get(unit).filter(|a| a.holder.is_some_and(|h| h.node == p.node)).and_then(|a| {
                         resources
                             .iter()

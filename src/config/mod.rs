@@ -1,0 +1,524 @@
+//! The daemon's configuration file (`/etc/corosync-eip/corosync-eip.toml`).
+//!
+//! Parsing is strict: unknown keys, malformed values and inconsistent resources are refused
+//! with an error that names the key, so a typo never silently disables a resource.
+//!
+//! `raw` holds the file as written, `validate` turns each section into the types below; what
+//! leaves this module has been checked once and is trusted everywhere else.
+
+mod raw;
+mod validate;
+
+use std::collections::BTreeSet;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use raw::RawConfig;
+use validate::Invalid;
+
+/// Where packages install the file and where the daemon looks without `--config`.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/corosync-eip/corosync-eip.toml";
+/// Where the daemon listens for `status`/`move`/`standby` when `[daemon] control_socket` is unset.
+pub const DEFAULT_CONTROL_SOCKET: &str = "/run/corosync-eip/control.sock";
+/// Where node-local state survives restarts when `[daemon] state_dir` is unset.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/corosync-eip";
+
+/// Why a file was refused; the message names the file and, when it is a value, the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read at all (missing, permissions).
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file that was asked for.
+        path: PathBuf,
+        /// What the operating system said.
+        source: std::io::Error,
+    },
+    /// The file is not TOML, has an unknown key, or a value of the wrong type.
+    #[error("{path}: {message}")]
+    Syntax {
+        /// The file, for the operator.
+        path: PathBuf,
+        /// The TOML parser's explanation, on one line for the journal.
+        message: String,
+    },
+    /// A value is well-formed TOML but not something the daemon can act on.
+    #[error("{path}: key `{key}`: {message}")]
+    Invalid {
+        /// The file, for the operator.
+        path: PathBuf,
+        /// The key as written, with the entry index for arrays (`vip[1].address`).
+        key: String,
+        /// What is wrong and what would be accepted.
+        message: String,
+    },
+}
+
+/// Everything the daemon needs from the file, validated: a value of this type can be acted on
+/// without further checks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// How this node takes part in the cluster (`[cluster]`).
+    pub cluster: ClusterConfig,
+    /// How EC2 is reached (`[aws]`).
+    pub aws: AwsConfig,
+    /// This node's EC2 identity, when it is not read from instance metadata (`[node]`).
+    pub node: NodeConfig,
+    /// Local paths of the daemon (`[daemon]`).
+    pub daemon: DaemonConfig,
+    /// Elastic IPs to keep on a live node (`[[eip]]`).
+    pub eips: Vec<EipConfig>,
+    /// Route-table VIPs to keep on a live node (`[[vip]]`).
+    pub vips: Vec<VipConfig>,
+    /// Local checks that must pass for this node to hold anything (`[[health]]`).
+    pub health: Vec<HealthConfig>,
+    /// Hooks run when this node acquires, releases or fails a resource (`[[notify]]`).
+    pub notify: Vec<NotifyConfig>,
+    /// Where the Prometheus endpoint listens; None: no endpoint.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Computed once from `eips`/`vips` while validating, so callers never meet an invalid
+    /// grouping at run time.
+    units: Vec<Unit>,
+}
+
+/// A command run on acquire/release/fault of a resource on this node.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NotifyConfig {
+    /// Names the hook in logs.
+    pub name: String,
+    /// Run through `/bin/sh -c` with the event in its environment.
+    pub command: String,
+    /// The hook is killed after this, so a stuck hook never blocks a failover.
+    pub timeout: Duration,
+    /// Subset of "acquire", "release", "fault".
+    pub events: Vec<String>,
+}
+
+/// How this node takes part in the cluster.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterConfig {
+    /// The CPG group; all daemons of one cluster must use the same so they hear each other.
+    pub group: String,
+    /// How often a holder re-verifies in EC2 what it holds.
+    pub monitor_interval: Duration,
+    /// How long a crashed daemon's addresses are kept for it, so a quick restart moves nothing.
+    pub reattach_grace: Duration,
+    /// How long a starting cluster waits for every corosync node's daemon before placing
+    /// addresses that never had a holder (so they spread instead of piling on the first node).
+    pub startup_wait: Duration,
+    /// Node ids in order of preference for every resource that has no `prefer` of its own.
+    pub prefer: Vec<u32>,
+    /// How long members wait for a member that says nothing after a configuration change
+    /// (no State, no quorum fact) before they go on without it.
+    pub sync_timeout: Duration,
+}
+
+/// How EC2 is reached; unset values fall back to the AWS SDK's standard chain.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct AwsConfig {
+    /// Else AWS_REGION / profile / instance metadata.
+    pub region: Option<String>,
+    /// For EC2-compatible endpoints (tests, private endpoints); else the real EC2 endpoint.
+    pub endpoint_url: Option<String>,
+    /// Else AWS_PROFILE / the instance role.
+    pub profile: Option<String>,
+    /// Per EC2 call attempt, so one hung connection cannot stall a failover.
+    pub call_timeout: Duration,
+    /// How often a node that holds nothing (or announced it cannot serve something) proves its
+    /// EC2 permissions with DryRun calls (zero: never).
+    pub permission_check_interval: Duration,
+    /// How long an elected holder keeps retrying transient EC2 failures before it hands the
+    /// unit to the next candidate (a permission error hands it over at once).
+    pub acquire_timeout: Duration,
+}
+
+/// This node's EC2 identity when instance metadata is unavailable or should not be trusted.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct NodeConfig {
+    /// Else read from instance metadata (IMDSv2).
+    pub instance_id: Option<String>,
+    /// Else the instance's device-index-0 ENI.
+    pub network_interface_id: Option<String>,
+}
+
+/// Local paths of the daemon.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DaemonConfig {
+    /// Where `status`, `move` and `standby` reach the running daemon.
+    pub control_socket: PathBuf,
+    /// Where node-local state survives restarts (the standby flag).
+    pub state_dir: PathBuf,
+}
+
+/// An Elastic IP associated with the holder's ENI.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EipConfig {
+    /// Names the resource in commands, status and logs; unique among all resources.
+    pub name: String,
+    /// The EIP to move (`eipalloc-...`).
+    pub allocation_id: String,
+    /// Which private IP of the holder's ENI to associate to; None: the primary.
+    pub private_ip: Option<Ipv4Addr>,
+    /// Node ids in order of preference; empty: `[cluster] prefer`.
+    pub prefer: Vec<u32>,
+    /// Resources of one group always share one holder.
+    pub group: Option<String>,
+}
+
+/// A private address routed to the holder's ENI through VPC route tables.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VipConfig {
+    /// Names the resource in commands, status and logs; unique among all resources.
+    pub name: String,
+    /// The floating address, routed as a /32.
+    pub address: Ipv4Addr,
+    /// Every table whose route must point at the holder.
+    pub route_tables: Vec<String>,
+    /// Route tables found at start by tag (and VPC), added to `route_tables`.
+    pub discover: Option<RouteTableQuery>,
+    /// Create the route when it is missing instead of reporting an error.
+    pub create_route: bool,
+    /// Where the holder configures the address so it answers for it.
+    pub interface: String,
+    /// Linux address label, so operators' tools can tell the VIP apart.
+    pub label: Option<String>,
+    /// Node ids in order of preference; empty: `[cluster] prefer`.
+    pub prefer: Vec<u32>,
+    /// Resources of one group always share one holder.
+    pub group: Option<String>,
+}
+
+/// Finds a VIP's route tables by tag, so operators need not list every table id.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteTableQuery {
+    /// Tag key the tables carry.
+    pub tag_key: String,
+    /// Tag value the tables carry.
+    pub tag_value: String,
+    /// Limits the search to one VPC when the same tag is used elsewhere.
+    pub vpc_id: Option<String>,
+}
+
+impl VipConfig {
+    /// The route destination, as EC2 writes it.
+    pub fn destination(&self) -> String {
+        format!("{}/32", self.address)
+    }
+}
+
+/// A local check that decides whether this node may hold addresses.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthConfig {
+    /// Names the check in status and logs.
+    pub name: String,
+    /// What is run.
+    pub check: HealthCheck,
+    /// How often it runs.
+    pub interval: Duration,
+    /// A run that takes longer counts as a failure.
+    pub timeout: Duration,
+    /// Consecutive successes needed to become healthy again.
+    pub rise: u32,
+    /// Consecutive failures needed to become unhealthy.
+    pub fall: u32,
+}
+
+/// The two ways a health check is expressed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HealthCheck {
+    /// Run through `/bin/sh -c`; exit 0 is healthy.
+    Command(String),
+    /// `systemctl is-active --quiet UNIT`.
+    SystemdUnit(String),
+}
+
+/// What the cluster places as one: a group of resources, or a single ungrouped resource.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unit {
+    /// The group name, or the resource's own name when it is ungrouped.
+    pub name: String,
+    /// Node ids in order of preference (the members' shared `prefer`, else the cluster's).
+    pub prefer: Vec<u32>,
+    /// Names of the resources that move together, in file order.
+    pub resources: Vec<String>,
+}
+
+impl Config {
+    /// Reads and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Validates `text`; `origin` only names the file in error messages.
+    pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: origin.to_owned(),
+            message: e.to_string().trim_end().replace('\n', " | "),
+        })?;
+        Config::validate(raw).map_err(|Invalid { key, message }| ConfigError::Invalid {
+            path: origin.to_owned(),
+            key,
+            message,
+        })
+    }
+
+    fn validate(raw: RawConfig) -> Result<Config, Invalid> {
+        let cluster = validate::cluster(raw.cluster)?;
+        let aws = validate::aws(raw.aws)?;
+        let node = validate::node(raw.node)?;
+        let daemon = validate::daemon(raw.daemon)?;
+        validate::some_resource(&raw.eip, &raw.vip)?;
+        let mut names = BTreeSet::new();
+        let eips = validate::eips(raw.eip, &mut names)?;
+        let vips = validate::vips(raw.vip, &mut names)?;
+        let health = validate::health(raw.health)?;
+        let notify = validate::notify(raw.notify)?;
+        let metrics_listen = validate::metrics(raw.metrics)?;
+        let units = validate::units(&cluster.prefer, &eips, &vips)?;
+        Ok(Config {
+            cluster,
+            aws,
+            node,
+            daemon,
+            eips,
+            vips,
+            health,
+            notify,
+            metrics_listen,
+            units,
+        })
+    }
+
+    /// Resources grouped into placement units, ordered by unit name.
+    pub fn units(&self) -> &[Unit] {
+        &self.units
+    }
+
+    /// Every resource name, EIPs first, in file order.
+    pub fn resource_names(&self) -> Vec<String> {
+        self.eips.iter().map(|e| e.name.clone()).chain(self.vips.iter().map(|v| v.name.clone())).collect()
+    }
+
+    /// The unit (group or the resource itself) a resource is placed with.
+    pub fn unit_of(&self, resource: &str) -> Option<String> {
+        let group = |g: &Option<String>, n: &String| g.clone().unwrap_or_else(|| n.clone());
+        self.eips
+            .iter()
+            .find(|e| e.name == resource)
+            .map(|e| group(&e.group, &e.name))
+            .or_else(|| self.vips.iter().find(|v| v.name == resource).map(|v| group(&v.group, &v.name)))
+    }
+
+    /// Every unit with everything that decides its placement and action, as this node announces
+    /// it to the others so that members whose files differ notice.
+    pub fn unit_specs(&self) -> Vec<crate::core::spec::UnitSpec> {
+        use crate::core::spec::UnitSpec;
+        self.units
+            .iter()
+            .map(|unit| {
+                let mut names = unit.resources.clone();
+                names.sort();
+                let mut spec = UnitSpec::new(&unit.name, unit.prefer.clone()).with_key("resources", &names.join(","));
+                for name in &unit.resources {
+                    let key = |k: &str| format!("{name}.{k}");
+                    if let Some(e) = self.eips.iter().find(|e| &e.name == name) {
+                        spec = spec
+                            .with_key(&key("kind"), "eip")
+                            .with_key(&key("allocation_id"), &e.allocation_id)
+                            .with_key(&key("private_ip"), &e.private_ip.map(|ip| ip.to_string()).unwrap_or_default());
+                    } else if let Some(v) = self.vips.iter().find(|v| &v.name == name) {
+                        // Discovered tables are included: members that found different tables
+                        // would route the VIP differently.
+                        let mut tables = v.route_tables.clone();
+                        tables.sort();
+                        spec = spec
+                            .with_key(&key("kind"), "vip")
+                            .with_key(&key("address"), &v.address.to_string())
+                            .with_key(&key("route_tables"), &tables.join(","))
+                            .with_key(&key("interface"), &v.interface)
+                            .with_key(&key("create_route"), if v.create_route { "true" } else { "false" });
+                    }
+                }
+                spec
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("test.toml"))
+    }
+
+    const MINIMAL: &str = "[[eip]]\nname = \"web\"\nallocation_id = \"eipalloc-0abc\"\n";
+
+    #[test]
+    fn minimal_config_gets_documented_defaults() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.cluster.group, "corosync-eip");
+        assert_eq!(c.cluster.monitor_interval, Duration::from_secs(10));
+        assert_eq!(c.cluster.reattach_grace, Duration::from_secs(10));
+        assert_eq!(c.daemon.control_socket, PathBuf::from(DEFAULT_CONTROL_SOCKET));
+        assert_eq!(c.eips[0].allocation_id, "eipalloc-0abc");
+        assert_eq!(c.aws.region, None);
+    }
+
+    #[test]
+    fn full_config_parses() {
+        let c = parse(
+            r#"
+[cluster]
+group = "web-ha"
+monitor_interval = "2s"
+reattach_grace = "500ms"
+prefer = [2, 1]
+[aws]
+region = "ap-northeast-1"
+endpoint_url = "http://10.0.0.1:5000"
+[node]
+instance_id = "i-0123"
+network_interface_id = "eni-0a"
+[[eip]]
+name = "web"
+allocation_id = "eipalloc-1"
+private_ip = "10.0.0.20"
+prefer = [3]
+[[eip]]
+name = "api"
+allocation_id = "eipalloc-2"
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.cluster.monitor_interval, Duration::from_secs(2));
+        assert_eq!(c.cluster.reattach_grace, Duration::from_millis(500));
+        assert_eq!(c.eips[0].private_ip, Some(Ipv4Addr::new(10, 0, 0, 20)));
+        let units = c.units();
+        assert_eq!(units.iter().find(|u| u.name == "web").unwrap().prefer, vec![3]);
+        assert_eq!(units.iter().find(|u| u.name == "api").unwrap().prefer, vec![2, 1]);
+    }
+
+    fn error_of(text: &str) -> String {
+        parse(text).unwrap_err().to_string()
+    }
+
+    /// Every duration key, the file around it, and its documented upper bound (as the README
+    /// writes it): the bound is accepted, one step above it is refused naming key and bound.
+    #[test]
+    fn every_duration_key_has_an_upper_bound() {
+        let health = |field: &str, v: &str| {
+            // A long interval, so the timeout is held by its own bound and not by "10 intervals".
+            let interval = if field == "timeout" { "interval = \"1h\"\n" } else { "" };
+            format!("{MINIMAL}[[health]]\nname = \"h\"\ncommand = \"true\"\n{interval}{field} = \"{v}\"\n")
+        };
+        // The file with the key set to a given value.
+        type FileWith = Box<dyn Fn(&str) -> String>;
+        let cases: Vec<(&str, &str, &str, FileWith)> = vec![
+            ("cluster.monitor_interval", "1h", "3601s", Box::new(|v| format!("[cluster]\nmonitor_interval = \"{v}\"\n{MINIMAL}"))),
+            ("cluster.reattach_grace", "600s", "601s", Box::new(|v| format!("[cluster]\nreattach_grace = \"{v}\"\n{MINIMAL}"))),
+            ("cluster.startup_wait", "600s", "601s", Box::new(|v| format!("[cluster]\nstartup_wait = \"{v}\"\n{MINIMAL}"))),
+            ("cluster.sync_timeout", "120s", "121s", Box::new(|v| format!("[cluster]\nsync_timeout = \"{v}\"\n{MINIMAL}"))),
+            ("aws.call_timeout", "120s", "121s", Box::new(|v| format!("[aws]\ncall_timeout = \"{v}\"\n{MINIMAL}"))),
+            ("aws.permission_check_interval", "24h", "86401s", Box::new(|v| format!("[aws]\npermission_check_interval = \"{v}\"\n{MINIMAL}"))),
+            ("aws.acquire_timeout", "600s", "601s", Box::new(|v| format!("[aws]\nacquire_timeout = \"{v}\"\n{MINIMAL}"))),
+            ("health[0].interval", "1h", "3601s", Box::new(move |v| health("interval", v))),
+            ("health[0].timeout", "600s", "601s", Box::new(move |v| health("timeout", v))),
+            ("notify[0].timeout", "600s", "601s", Box::new(|v| format!("{MINIMAL}[[notify]]\nname = \"n\"\ncommand = \"true\"\ntimeout = \"{v}\"\n"))),
+        ];
+        for (key, max, over, file) in &cases {
+            if let Err(e) = parse(&file(max)) {
+                panic!("{key} = {max} should be accepted: {e}");
+            }
+            for too_long in [*over, "100000years", "18446744073709551615s"] {
+                let err = error_of(&file(too_long));
+                assert!(err.contains(&format!("`{key}`")), "{key} = {too_long}: {err}");
+                assert!(err.contains(max), "{key} = {too_long}: the message should give the bound {max}: {err}");
+            }
+        }
+    }
+
+    #[test]
+    fn units_are_computed_once_when_the_file_is_read() {
+        let c = parse(&format!(
+            "{MINIMAL}group = \"front\"\n[[vip]]\nname = \"db\"\naddress = \"172.31.255.10\"\nroute_tables = [\"rtb-1\"]\ngroup = \"front\"\n[[vip]]\nname = \"cache\"\naddress = \"172.31.255.11\"\nroute_tables = [\"rtb-1\"]\n"
+        ))
+        .unwrap();
+        let units: Vec<(&str, Vec<&str>)> =
+            c.units().iter().map(|u| (u.name.as_str(), u.resources.iter().map(String::as_str).collect())).collect();
+        assert_eq!(units, vec![("cache", vec!["cache"]), ("front", vec!["web", "db"])]);
+        assert_eq!(c.unit_specs().len(), 2);
+    }
+
+    use proptest::prelude::*;
+
+    fn line() -> impl Strategy<Value = String> {
+        let key = prop_oneof![
+            Just("group"), Just("monitor_interval"), Just("reattach_grace"), Just("startup_wait"),
+            Just("prefer"), Just("name"), Just("allocation_id"), Just("address"), Just("route_tables"),
+            Just("interface"), Just("label"), Just("command"), Just("systemd_unit"), Just("rise"),
+            Just("fall"), Just("listen"), Just("events"), Just("private_ip"), Just("group"),
+        ];
+        let value = prop_oneof![
+            Just("\"10s\"".to_string()), Just("\"0ms\"".to_string()), Just("[1, 2]".to_string()),
+            Just("[0]".to_string()), Just("\"eipalloc-1\"".to_string()), Just("\"rtb-1\"".to_string()),
+            Just("[\"rtb-1\", \"rtb-1\"]".to_string()), Just("4294967295".to_string()), Just("-1".to_string()),
+            Just("\"172.31.255.10\"".to_string()), "\"[^\"\\\\]{0,12}\"".prop_map(|s| s),
+        ];
+        let section = prop_oneof![
+            Just("[cluster]"), Just("[aws]"), Just("[node]"), Just("[daemon]"), Just("[metrics]"),
+            Just("[[eip]]"), Just("[[vip]]"), Just("[[health]]"), Just("[[notify]]"),
+        ];
+        prop_oneof![
+            section.prop_map(String::from),
+            (key, value).prop_map(|(k, v)| format!("{k} = {v}")),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn parser_never_panics_on_arbitrary_text(text in "\\PC{0,400}") {
+            let _ = parse(&text);
+        }
+
+        #[test]
+        fn parser_never_panics_on_near_valid_files(lines in proptest::collection::vec(line(), 0..30)) {
+            let _ = parse(&lines.join("\n"));
+        }
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        assert!(error_of("[cluster]\nmonitor_interval = \"soon\"\n").contains("monitor_interval"));
+        assert!(error_of(&format!("[cluster]\nmonitor_intervall = \"1s\"\n{MINIMAL}")).contains("monitor_intervall"));
+        assert!(error_of("[[eip]]\nname = \"web\"\nallocation_id = \"alloc-1\"\n").contains("eip[0].allocation_id"));
+        assert!(error_of("[[eip]]\nname = \"web\"\nallocation_id = \"eipalloc-1\"\nprivate_ip = \"10.0.0\"\n")
+            .contains("eip[0].private_ip"));
+        assert!(error_of(&format!("{MINIMAL}{MINIMAL}")).contains("eip[1].name"));
+        assert!(error_of("").contains("`eip`"));
+        assert!(error_of(&format!("[cluster]\nmonitor_interval = \"100ms\"\n{MINIMAL}")).contains("cluster.monitor_interval"));
+        assert!(error_of(&format!("[cluster]\nprefer = [1, 1]\n{MINIMAL}")).contains("cluster.prefer"));
+        assert!(error_of(&format!("[node]\ninstance_id = \"web1\"\n{MINIMAL}")).contains("node.instance_id"));
+        assert!(error_of(&format!("[aws]\nendpoint_url = \"ec2.local\"\n{MINIMAL}")).contains("aws.endpoint_url"));
+        assert!(error_of("[[eip]\n").contains("test.toml"));
+        let vip = "[[vip]]\nname = \"db\"\naddress = \"172.31.255.10\"\nroute_tables = [\"rtb-1\"]\n";
+        assert!(parse(vip).is_ok());
+        assert!(error_of(&vip.replace("172.31.255.10", "172.31.255")).contains("vip[0].address"));
+        assert!(error_of(&vip.replace("[\"rtb-1\"]", "[]")).contains("vip[0].route_tables"));
+        assert!(error_of(&vip.replace("rtb-1", "subnet-1")).contains("vip[0].route_tables"));
+        assert!(error_of(&format!("{vip}label = \"eth1:db\"\n")).contains("vip[0].label"));
+        assert!(error_of(&format!("{vip}{vip}")).contains("vip[1].name"));
+        assert!(error_of(&format!("{MINIMAL}group = \"db\"\n{vip}")).contains("names both a group and an ungrouped resource"));
+        assert!(error_of(&format!("{MINIMAL}prefer = [1]\ngroup = \"g\"\n{vip}group = \"g\"\n")).contains("same preference order"));
+        assert!(error_of(&format!("{MINIMAL}[[health]]\nname = \"h\"\n")).contains("health[0].command"));
+        assert!(error_of(&format!("{MINIMAL}[[health]]\nname = \"h\"\ncommand = \"true\"\nrise = 0\n")).contains("health[0].rise"));
+        assert!(error_of(&format!("{MINIMAL}[[notify]]\nname = \"n\"\ncommand = \"true\"\nevents = [\"boot\"]\n")).contains("notify[0].events"));
+        assert!(error_of(&format!("[metrics]\nlisten = \"localhost\"\n{MINIMAL}")).contains("metrics.listen"));
+    }
+}

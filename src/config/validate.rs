@@ -1,0 +1,535 @@
+//! Turns each raw section into its validated form.
+//!
+//! Every check names the key (and for `[[eip]]`/`[[vip]]`/`[[health]]`/`[[notify]]` the
+//! entry's index) so an operator can go straight to the line that is wrong. Durations get
+//! both a lower and an upper bound: too small floods EC2 or corosync, too large either keeps
+//! an address unserved for an absurd time or overflows the daemon's clock arithmetic.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::raw::{RawAws, RawCluster, RawDaemon, RawEip, RawHealth, RawMetrics, RawNode, RawNotify, RawVip};
+use super::{
+    AwsConfig, ClusterConfig, DaemonConfig, EipConfig, HealthCheck, HealthConfig, NodeConfig, NotifyConfig,
+    RouteTableQuery, Unit, VipConfig, DEFAULT_CONTROL_SOCKET, DEFAULT_STATE_DIR,
+};
+
+/// CPG group names are limited to 128 bytes including the terminating NUL.
+const CPG_GROUP_MAX: usize = 127;
+
+/// A value the daemon refuses; `Config::parse` adds the file name.
+#[derive(Debug, thiserror::Error)]
+#[error("key `{key}`: {message}")]
+pub(super) struct Invalid {
+    pub key: String,
+    pub message: String,
+}
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> Invalid {
+    Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+/// The smallest value a duration key accepts.
+#[derive(Clone, Copy)]
+enum Low {
+    /// Zero is a meaningful value (no wait, no grace).
+    Zero,
+    /// Zero would make the action impossible (a command with no time to run).
+    Positive,
+    At(Duration),
+    /// Zero switches the feature off; otherwise at least this much.
+    OffOr(Duration),
+}
+
+/// Reads `value` (or `default` when the key is absent) and refuses anything outside
+/// `low..=high`; `why` tells the operator what the bound protects.
+fn duration(key: &str, value: Option<Duration>, default: Duration, low: Low, high: Duration, why: &str) -> Result<Duration, Invalid> {
+    let d = value.unwrap_or(default);
+    let ok = match low {
+        Low::Zero => true,
+        Low::Positive => !d.is_zero(),
+        Low::At(min) => d >= min,
+        Low::OffOr(min) => d.is_zero() || d >= min,
+    } && d <= high;
+    if ok {
+        return Ok(d);
+    }
+    let high = short(high);
+    let range = match low {
+        Low::Zero => format!("must be at most {high}"),
+        Low::Positive => format!("must be more than 0 and at most {high}"),
+        Low::At(min) => format!("must be between {} and {high}", short(min)),
+        Low::OffOr(min) => format!("must be 0 (off) or between {} and {high}", short(min)),
+    };
+    let why = if why.is_empty() { String::new() } else { format!(" ({why})") };
+    Err(invalid(key, format!("{range}{why}")))
+}
+
+/// Bounds as the README writes them ("600s", "24h", "100ms"), so the message and the
+/// documentation read the same.
+fn short(d: Duration) -> String {
+    let secs = d.as_secs();
+    if d.subsec_nanos() != 0 || secs == 0 {
+        format!("{}ms", d.as_millis())
+    } else if secs >= 3600 && secs % 3600 == 0 {
+        format!("{}h", secs / 3600)
+    } else {
+        format!("{secs}s")
+    }
+}
+
+pub(super) fn cluster(raw: RawCluster) -> Result<ClusterConfig, Invalid> {
+    let group = raw.group.unwrap_or_else(|| "corosync-eip".to_owned());
+    if group.is_empty() || group.len() > CPG_GROUP_MAX {
+        return Err(invalid("cluster.group", format!("must be 1 to {CPG_GROUP_MAX} bytes long")));
+    }
+    let monitor_interval = duration(
+        "cluster.monitor_interval",
+        raw.monitor_interval,
+        Duration::from_secs(10),
+        Low::At(Duration::from_secs(1)),
+        Duration::from_secs(3600),
+        "each holder calls DescribeAddresses this often",
+    )?;
+    let sync_timeout = duration(
+        "cluster.sync_timeout",
+        raw.sync_timeout,
+        Duration::from_secs(5),
+        Low::At(Duration::from_secs(1)),
+        Duration::from_secs(120),
+        "a hung member holds up failovers this long",
+    )?;
+    let reattach_grace = duration(
+        "cluster.reattach_grace",
+        raw.reattach_grace,
+        Duration::from_secs(10),
+        Low::Zero,
+        Duration::from_secs(600),
+        "a crashed daemon keeps its addresses unmonitored this long",
+    )?;
+    let startup_wait = duration(
+        "cluster.startup_wait",
+        raw.startup_wait,
+        Duration::from_secs(10),
+        Low::Zero,
+        Duration::from_secs(600),
+        "a first start leaves the addresses unplaced this long",
+    )?;
+    check_prefer(&raw.prefer).map_err(|m| invalid("cluster.prefer", m))?;
+    Ok(ClusterConfig {
+        group,
+        monitor_interval,
+        reattach_grace,
+        startup_wait,
+        prefer: raw.prefer,
+        sync_timeout,
+    })
+}
+
+pub(super) fn aws(raw: RawAws) -> Result<AwsConfig, Invalid> {
+    if let Some(region) = &raw.region {
+        if region.is_empty() || !region.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+            return Err(invalid("aws.region", format!("`{region}` is not a region name like \"eu-west-1\"")));
+        }
+    }
+    if let Some(url) = &raw.endpoint_url {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(invalid("aws.endpoint_url", format!("`{url}` must start with https:// (or http://)")));
+        }
+    }
+    let permission_check_interval = duration(
+        "aws.permission_check_interval",
+        raw.permission_check_interval,
+        Duration::from_secs(300),
+        Low::OffOr(Duration::from_secs(1)),
+        Duration::from_secs(86400),
+        "",
+    )?;
+    let call_timeout = duration(
+        "aws.call_timeout",
+        raw.call_timeout,
+        Duration::from_secs(5),
+        Low::At(Duration::from_millis(100)),
+        Duration::from_secs(120),
+        "",
+    )?;
+    let acquire_timeout = duration(
+        "aws.acquire_timeout",
+        raw.acquire_timeout,
+        Duration::from_secs(20),
+        Low::At(Duration::from_secs(1)),
+        Duration::from_secs(600),
+        "an unreachable successor keeps the address away this long",
+    )?;
+    Ok(AwsConfig {
+        region: raw.region,
+        endpoint_url: raw.endpoint_url,
+        profile: raw.profile,
+        call_timeout,
+        permission_check_interval,
+        acquire_timeout,
+    })
+}
+
+pub(super) fn node(raw: RawNode) -> Result<NodeConfig, Invalid> {
+    if let Some(id) = &raw.instance_id {
+        if !looks_like_aws_id(id, "i-") {
+            return Err(invalid("node.instance_id", format!("`{id}` is not an instance id like \"i-0123456789abcdef0\"")));
+        }
+    }
+    if let Some(id) = &raw.network_interface_id {
+        if !looks_like_aws_id(id, "eni-") {
+            return Err(invalid(
+                "node.network_interface_id",
+                format!("`{id}` is not a network interface id like \"eni-0123456789abcdef0\""),
+            ));
+        }
+    }
+    Ok(NodeConfig {
+        instance_id: raw.instance_id,
+        network_interface_id: raw.network_interface_id,
+    })
+}
+
+pub(super) fn daemon(raw: RawDaemon) -> Result<DaemonConfig, Invalid> {
+    let control_socket = raw.control_socket.unwrap_or_else(|| PathBuf::from(DEFAULT_CONTROL_SOCKET));
+    if !control_socket.is_absolute() {
+        return Err(invalid("daemon.control_socket", "must be an absolute path"));
+    }
+    let state_dir = raw.state_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+    if !state_dir.is_absolute() {
+        return Err(invalid("daemon.state_dir", "must be an absolute path"));
+    }
+    Ok(DaemonConfig { control_socket, state_dir })
+}
+
+/// A file without resources is almost certainly a mistake (a section header misspelt as
+/// `[eip]`), and a daemon with nothing to manage would still take part in elections.
+pub(super) fn some_resource(eips: &[RawEip], vips: &[RawVip]) -> Result<(), Invalid> {
+    if eips.is_empty() && vips.is_empty() {
+        return Err(invalid("eip", "no [[eip]] or [[vip]] resource is configured: nothing to manage"));
+    }
+    Ok(())
+}
+
+/// `names` collects resource names across `[[eip]]` and `[[vip]]`, which share one namespace.
+pub(super) fn eips(raw: Vec<RawEip>, names: &mut BTreeSet<String>) -> Result<Vec<EipConfig>, Invalid> {
+    let mut allocations = BTreeSet::new();
+    raw.into_iter()
+        .enumerate()
+        .map(|(index, e)| eip(index, e, names, &mut allocations))
+        .collect()
+}
+
+fn eip(index: usize, e: RawEip, names: &mut BTreeSet<String>, allocations: &mut BTreeSet<String>) -> Result<EipConfig, Invalid> {
+    let key = |field: &str| format!("eip[{index}].{field}");
+    check_name(&e.name).map_err(|m| invalid(key("name"), m))?;
+    if !names.insert(e.name.clone()) {
+        return Err(invalid(key("name"), format!("resource name `{}` is used twice", e.name)));
+    }
+    if !looks_like_aws_id(&e.allocation_id, "eipalloc-") {
+        return Err(invalid(
+            key("allocation_id"),
+            format!("`{}` is not an allocation id like \"eipalloc-0123456789abcdef0\"", e.allocation_id),
+        ));
+    }
+    if !allocations.insert(e.allocation_id.clone()) {
+        return Err(invalid(
+            key("allocation_id"),
+            format!("`{}` is already managed by another [[eip]]", e.allocation_id),
+        ));
+    }
+    let private_ip = match e.private_ip {
+        None => None,
+        Some(text) => Some(
+            text.parse::<Ipv4Addr>()
+                .map_err(|_| invalid(key("private_ip"), format!("`{text}` is not an IPv4 address")))?,
+        ),
+    };
+    check_prefer(&e.prefer).map_err(|m| invalid(key("prefer"), m))?;
+    if let Some(g) = &e.group {
+        check_name(g).map_err(|m| invalid(key("group"), m))?;
+    }
+    Ok(EipConfig {
+        name: e.name,
+        allocation_id: e.allocation_id,
+        private_ip,
+        prefer: e.prefer,
+        group: e.group,
+    })
+}
+
+/// `names` already holds the `[[eip]]` names.
+pub(super) fn vips(raw: Vec<RawVip>, names: &mut BTreeSet<String>) -> Result<Vec<VipConfig>, Invalid> {
+    let mut addresses = BTreeSet::new();
+    raw.into_iter()
+        .enumerate()
+        .map(|(index, v)| vip(index, v, names, &mut addresses))
+        .collect()
+}
+
+fn vip(index: usize, v: RawVip, names: &mut BTreeSet<String>, addresses: &mut BTreeSet<Ipv4Addr>) -> Result<VipConfig, Invalid> {
+    let key = |field: &str| format!("vip[{index}].{field}");
+    check_name(&v.name).map_err(|m| invalid(key("name"), m))?;
+    if !names.insert(v.name.clone()) {
+        return Err(invalid(key("name"), format!("resource name `{}` is used twice", v.name)));
+    }
+    let address: Ipv4Addr = v
+        .address
+        .parse()
+        .map_err(|_| invalid(key("address"), format!("`{}` is not an IPv4 address", v.address)))?;
+    if address.is_unspecified() || address.is_loopback() || address.is_multicast() || address.is_broadcast() {
+        return Err(invalid(key("address"), format!("{address} cannot be a floating address")));
+    }
+    if !addresses.insert(address) {
+        return Err(invalid(key("address"), format!("{address} is already managed by another [[vip]]")));
+    }
+    let discover = match v.route_table_tag {
+        None => None,
+        Some(tag) => {
+            let (k, val) = tag
+                .split_once('=')
+                .filter(|(k, _)| !k.is_empty())
+                .ok_or_else(|| invalid(key("route_table_tag"), format!("`{tag}` is not Key=Value")))?;
+            if let Some(vpc) = &v.vpc_id {
+                if !looks_like_aws_id(vpc, "vpc-") {
+                    return Err(invalid(key("vpc_id"), format!("`{vpc}` is not a VPC id like \"vpc-0123456789abcdef0\"")));
+                }
+            }
+            Some(RouteTableQuery {
+                tag_key: k.to_owned(),
+                tag_value: val.to_owned(),
+                vpc_id: v.vpc_id.clone(),
+            })
+        }
+    };
+    if discover.is_none() && v.vpc_id.is_some() {
+        return Err(invalid(key("vpc_id"), "only used with route_table_tag"));
+    }
+    if v.route_tables.is_empty() && discover.is_none() {
+        return Err(invalid(
+            key("route_tables"),
+            "list at least one route table id, or set route_table_tag (Key=Value) to find them",
+        ));
+    }
+    let mut tables = BTreeSet::new();
+    for t in &v.route_tables {
+        if !looks_like_aws_id(t, "rtb-") {
+            return Err(invalid(
+                key("route_tables"),
+                format!("`{t}` is not a route table id like \"rtb-0123456789abcdef0\""),
+            ));
+        }
+        if !tables.insert(t.clone()) {
+            return Err(invalid(key("route_tables"), format!("`{t}` is listed twice")));
+        }
+    }
+    let interface = v.interface.unwrap_or_else(|| "eth0".to_owned());
+    // Linux interface names: at most 15 bytes, no '/' or whitespace.
+    if interface.is_empty() || interface.len() > 15 || interface.contains(['/', ' ', ':']) {
+        return Err(invalid(key("interface"), format!("`{interface}` is not a network interface name")));
+    }
+    if let Some(label) = &v.label {
+        if !label.starts_with(&interface) || label.len() > 15 {
+            return Err(invalid(
+                key("label"),
+                format!("`{label}` must start with the interface name `{interface}` and be at most 15 characters"),
+            ));
+        }
+    }
+    check_prefer(&v.prefer).map_err(|m| invalid(key("prefer"), m))?;
+    if let Some(g) = &v.group {
+        check_name(g).map_err(|m| invalid(key("group"), m))?;
+    }
+    Ok(VipConfig {
+        name: v.name,
+        address,
+        route_tables: v.route_tables,
+        discover,
+        create_route: v.create_route,
+        interface,
+        label: v.label,
+        prefer: v.prefer,
+        group: v.group,
+    })
+}
+
+pub(super) fn health(raw: Vec<RawHealth>) -> Result<Vec<HealthConfig>, Invalid> {
+    let mut seen = BTreeSet::new();
+    raw.into_iter()
+        .enumerate()
+        .map(|(index, h)| health_check(index, h, &mut seen))
+        .collect()
+}
+
+fn health_check(index: usize, h: RawHealth, seen: &mut BTreeSet<String>) -> Result<HealthConfig, Invalid> {
+    let key = |field: &str| format!("health[{index}].{field}");
+    check_name(&h.name).map_err(|m| invalid(key("name"), m))?;
+    if !seen.insert(h.name.clone()) {
+        return Err(invalid(key("name"), format!("health check `{}` is defined twice", h.name)));
+    }
+    let check = match (h.command, h.systemd_unit) {
+        (Some(c), None) if !c.trim().is_empty() => HealthCheck::Command(c),
+        (None, Some(u)) if !u.trim().is_empty() && !u.contains(char::is_whitespace) => HealthCheck::SystemdUnit(u),
+        (Some(_), Some(_)) => return Err(invalid(key("command"), "set either `command` or `systemd_unit`, not both")),
+        _ => {
+            return Err(invalid(
+                key("command"),
+                "set `command` (run by /bin/sh, exit 0 = healthy) or `systemd_unit` (must be active)",
+            ))
+        }
+    };
+    let interval = duration(
+        &key("interval"),
+        h.interval,
+        Duration::from_secs(5),
+        Low::At(Duration::from_millis(100)),
+        Duration::from_secs(3600),
+        "a node that turned unhealthy keeps its addresses up to this long",
+    )?;
+    let timeout = duration(
+        &key("timeout"),
+        h.timeout,
+        Duration::from_secs(3),
+        Low::Positive,
+        Duration::from_secs(600),
+        "a hung check delays the verdict this long",
+    )?;
+    // A timeout far beyond the interval means checks pile up behind a hung one.
+    if timeout > interval.max(Duration::from_secs(1)) * 10 {
+        return Err(invalid(key("timeout"), "must be more than 0 and at most 10 intervals"));
+    }
+    let rise = h.rise.unwrap_or(2);
+    let fall = h.fall.unwrap_or(2);
+    if rise == 0 || rise > 100 {
+        return Err(invalid(key("rise"), "must be 1 to 100"));
+    }
+    if fall == 0 || fall > 100 {
+        return Err(invalid(key("fall"), "must be 1 to 100"));
+    }
+    Ok(HealthConfig {
+        name: h.name,
+        check,
+        interval,
+        timeout,
+        rise,
+        fall,
+    })
+}
+
+pub(super) fn notify(raw: Vec<RawNotify>) -> Result<Vec<NotifyConfig>, Invalid> {
+    raw.into_iter().enumerate().map(|(index, n)| hook(index, n)).collect()
+}
+
+fn hook(index: usize, n: RawNotify) -> Result<NotifyConfig, Invalid> {
+    let key = |field: &str| format!("notify[{index}].{field}");
+    check_name(&n.name).map_err(|m| invalid(key("name"), m))?;
+    if n.command.trim().is_empty() {
+        return Err(invalid(key("command"), "must not be empty"));
+    }
+    let timeout = duration(
+        &key("timeout"),
+        n.timeout,
+        Duration::from_secs(10),
+        Low::Positive,
+        Duration::from_secs(600),
+        "",
+    )?;
+    let events = n.events.unwrap_or_else(|| vec!["acquire".into(), "release".into(), "fault".into()]);
+    if let Some(bad) = events.iter().find(|e| !matches!(e.as_str(), "acquire" | "release" | "fault")) {
+        return Err(invalid(key("events"), format!("`{bad}` is not one of acquire, release, fault")));
+    }
+    Ok(NotifyConfig {
+        name: n.name,
+        command: n.command,
+        timeout,
+        events,
+    })
+}
+
+pub(super) fn metrics(raw: RawMetrics) -> Result<Option<SocketAddr>, Invalid> {
+    raw.listen
+        .map(|text| {
+            text.parse::<SocketAddr>()
+                .map_err(|_| invalid("metrics.listen", format!("`{text}` is not an address:port like \"127.0.0.1:9464\"")))
+        })
+        .transpose()
+}
+
+/// Groups resources into placement units, in a stable order (by unit name). A group's
+/// members must agree on `prefer`, and a group may not share its name with a resource
+/// outside it: either would leave the cluster unable to say where the unit belongs.
+pub(super) fn units(cluster_prefer: &[u32], eips: &[EipConfig], vips: &[VipConfig]) -> Result<Vec<Unit>, Invalid> {
+    let preference = |own: &[u32]| if own.is_empty() { cluster_prefer.to_vec() } else { own.to_vec() };
+    let ungrouped = |name: &str| {
+        eips.iter().any(|e| e.group.is_none() && e.name == name) || vips.iter().any(|v| v.group.is_none() && v.name == name)
+    };
+    let entries = eips
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (format!("eip[{i}]"), &e.name, &e.group, preference(&e.prefer)))
+        .chain(
+            vips.iter()
+                .enumerate()
+                .map(|(i, v)| (format!("vip[{i}]"), &v.name, &v.group, preference(&v.prefer))),
+        );
+    let mut units: BTreeMap<String, Unit> = BTreeMap::new();
+    for (key, name, group, prefer) in entries {
+        let unit_name = group.clone().unwrap_or_else(|| name.clone());
+        let unit = units.entry(unit_name.clone()).or_insert_with(|| Unit {
+            name: unit_name.clone(),
+            prefer: prefer.clone(),
+            resources: Vec::new(),
+        });
+        if unit.prefer != prefer {
+            return Err(invalid(
+                format!("{key}.prefer"),
+                format!("resources of group `{unit_name}` must have the same preference order"),
+            ));
+        }
+        if group.is_none() && !unit.resources.is_empty() || group.is_some() && ungrouped(&unit_name) {
+            return Err(invalid(
+                format!("{key}.group"),
+                format!("`{unit_name}` names both a group and an ungrouped resource"),
+            ));
+        }
+        unit.resources.push(name.clone());
+    }
+    Ok(units.into_values().collect())
+}
+
+fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty()
+        || name.len() > 64
+        || !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return Err(format!("`{name}` must be 1-64 characters of letters, digits, '-', '_' or '.'"));
+    }
+    Ok(())
+}
+
+/// Node ids are corosync's; 0 is reserved there and a repeated id would be a typo.
+fn check_prefer(prefer: &[u32]) -> Result<(), String> {
+    let mut seen = BTreeSet::new();
+    for id in prefer {
+        if *id == 0 {
+            return Err("node id 0 is not a valid corosync node id".into());
+        }
+        if !seen.insert(*id) {
+            return Err(format!("node id {id} is listed twice"));
+        }
+    }
+    Ok(())
+}
+
+/// Catches values pasted into the wrong key (an IP where an allocation id belongs) before
+/// the first EC2 call fails with a less helpful message.
+fn looks_like_aws_id(id: &str, prefix: &str) -> bool {
+    id.strip_prefix(prefix)
+        .is_some_and(|rest| !rest.is_empty() && rest.chars().all(|c| c.is_ascii_alphanumeric()))
+}
