@@ -15,9 +15,6 @@
 //! ms), and the first answer that shows the address on another node ends the trial. Time the
 //! address was associated with nothing is measured by the same polls.
 
-#[path = "../tests/lab/mod.rs"]
-mod lab;
-
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -466,7 +463,7 @@ fn ours_steady(lab: &Lab, alloc: &str) -> Result<usize> {
             if !lab.daemon_running(i) {
                 continue;
             }
-            let st = lab.daemon_status(i)?;
+            let st = lab.daemon_status_json(i)?;
             if st["synced"] != serde_json::Value::Bool(true) {
                 return Ok(None);
             }
@@ -538,7 +535,7 @@ fn ours_trial(lab: &mut Lab, scenario: &str, k: usize, alloc: &str) -> Result<Tr
     // the new holder's timeline
     let new = obs.to;
     let st = lab.wait_for("the new holder's timeline", Duration::from_secs(10), || {
-        let st = lab.daemon_status(new)?;
+        let st = lab.daemon_status_json(new)?;
         let lf = &st["resources"][0]["last_failover"];
         let fresh = lf["detected_at"].as_str().and_then(parse_rfc3339).is_some_and(|d| d >= t0 - 0.001);
         Ok(fresh.then_some(st))
@@ -1049,7 +1046,7 @@ fn run_scale(args: &Args, machine: &Machine) -> Result<ScaleSection> {
     // every daemon synced and every holder verified
     lab.wait_for("all daemons synced, all held", Duration::from_secs(120), || {
         for i in 0..lab.node_count() {
-            let st = lab.daemon_status(i)?;
+            let st = lab.daemon_status_json(i)?;
             if st["synced"] != serde_json::Value::Bool(true) {
                 return Ok(None);
             }

@@ -24,9 +24,6 @@
 //! only when a trial fails outright (the address never reaches its expected node within 120 s,
 //! or the lab cannot be set up). Raw trials: bench/results/handoff.json.
 
-#[path = "../tests/lab/mod.rs"]
-mod lab;
-
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -560,7 +557,7 @@ fn trial_body(sc: Scenario, bin: &Path, machine: &mut Machine, t: &mut Trial) ->
     // the new holder's timeline (fresh: detected after the kill)
     let lf = lab
         .wait_for("the new holder's failover timeline", Duration::from_secs(10), || {
-            let s = lab.daemon_status(want)?;
+            let s = lab.daemon_status_json(want)?;
             let lf = s["resources"][0]["last_failover"].clone();
             let fresh = lf["detected_at"].as_str().and_then(parse_rfc3339).is_some_and(|d| d >= t_kill - 0.001);
             Ok(fresh.then_some(lf))

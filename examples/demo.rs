@@ -4,18 +4,18 @@
 //!
 //! Run as root after `scripts/setup.sh` (scripts/demo.sh does both).
 
-#[path = "../tests/lab/mod.rs"]
-mod lab;
-
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use lab::{Lab, LabSpec, Signal};
 
+/// How long the demo waits for a holder, failure detection included.
+const SETTLE: Duration = Duration::from_secs(60);
+
 fn main() -> Result<()> {
     let nodes = 3;
-    let mut spec = LabSpec::new("demo", 200, nodes);
-    spec.daemon_bin = lab::repo_root().join("target/debug/corosync-eip");
+    // the daemon of this build (beside the example in the target dir)
+    let spec = LabSpec::new("demo", 200, nodes);
     if !spec.daemon_bin.exists() {
         bail!("{} is missing: run `cargo build` first", spec.daemon_bin.display());
     }
@@ -27,14 +27,16 @@ fn main() -> Result<()> {
         println!("   node {} = {} / {} / {}", lab.node_id(i), lab.node_ip(i), lab.instance_id(i), lab.eni(i));
         lab.start_daemon(i)?;
     }
-    let holder = wait_holder(&lab, &alloc, None)?;
+    let all: Vec<usize> = (0..nodes).collect();
+    let holder = settled(&lab, &all)?;
     println!("\n== corosync-eip status on node {} (every node agrees):", lab.node_id(holder));
     print_status(&lab, holder)?;
 
     println!("\n== kill -9 corosync on node {} (the holder): a hard node failure", lab.node_id(holder));
     let t0 = Instant::now();
     lab.kill_corosync(holder, Signal::SIGKILL);
-    let new = wait_holder(&lab, &alloc, Some(holder))?;
+    let survivors: Vec<usize> = all.iter().copied().filter(|&i| i != holder).collect();
+    let new = settled(&lab, &survivors)?;
     println!(
         "   EC2 now shows {} on node {} ({}) — {:.2}s after the kill, including corosync's failure detection",
         alloc,
@@ -51,18 +53,9 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-/// Waits until EC2 shows the address on a node other than `not` and that node's status says held.
-fn wait_holder(lab: &Lab, alloc: &str, not: Option<usize>) -> Result<usize> {
-    lab.wait_for("the EIP to be held and verified", Duration::from_secs(60), || {
-        let Some(node) = lab.eip_holder(alloc)? else { return Ok(None) };
-        if Some(node) == not {
-            return Ok(None);
-        }
-        let status = lab.daemon_status(node)?;
-        let state = status["resources"][0]["state"].as_str().unwrap_or_default().to_owned();
-        Ok((state == "held").then_some(node))
-    })
-    .with_context(|| anyhow!("daemon log of node 1:\n{}", lab.daemon_log(0)))
+/// The holder every node of `nodes` agrees on and EC2 confirms (see `Lab::settled_holder`).
+fn settled(lab: &Lab, nodes: &[usize]) -> Result<usize> {
+    lab.settled_holder(nodes, nodes.len(), SETTLE).with_context(|| anyhow!("{}", lab.logs()))
 }
 
 fn print_status(lab: &Lab, node: usize) -> Result<()> {

@@ -3,8 +3,6 @@
 //!
 //! Needs root and `scripts/setup.sh`. Labs: `chka` (subnet 73) and `chkb` (subnet 74).
 
-mod lab;
-
 use std::time::{Duration, Instant};
 
 use lab::{Lab, LabSpec, Signal, DAEMON_CONFIG};

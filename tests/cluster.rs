@@ -4,13 +4,11 @@
 //!
 //! Needs root and `scripts/setup.sh`. Each test owns its lab name and subnet.
 
-mod lab;
-
 use std::time::Duration;
 
 use anyhow::{anyhow, Result};
-use lab::{Lab, LabSpec, Signal};
-use serde_json::Value;
+use corosync_eip::status::ResourceStatus;
+use lab::{Lab, LabSpec, Signal, StatusReport};
 
 const SETTLE: Duration = Duration::from_secs(40);
 
@@ -22,32 +20,23 @@ fn start_lab(name: &str, subnet: u8, nodes: usize) -> Lab {
     lab
 }
 
-fn resource(status: &Value) -> Result<&Value> {
-    status["resources"].get(0).ok_or_else(|| anyhow!("no resource in status: {status}"))
+fn resource(status: &StatusReport) -> Result<&ResourceStatus> {
+    status.resources.first().ok_or_else(|| anyhow!("no resource in status: {status:?}"))
 }
 
-fn holder_node_id(status: &Value) -> Option<u64> {
-    resource(status).ok()?["holder"]["node_id"].as_u64()
+fn holder_node_id(status: &StatusReport) -> Option<u32> {
+    Some(resource(status).ok()?.holder.as_ref()?.node_id)
 }
 
-
-
-
-/// Mutating EC2 calls the emulator received after `since` (unix time), with the caller's node.
 /// The verified holder every node of `nodes` agrees on (see `Lab::settled_holder`).
 fn settled(lab: &Lab, nodes: &[usize], members: usize) -> usize {
     lab.settled_holder(nodes, members, SETTLE).unwrap_or_else(|e| panic!("{e:#}\n{}", lab.logs()))
 }
 
+/// Mutating EC2 calls since `since` (see `Lab::mutating_calls_since`) as (node, action).
 fn mutating_calls_since(lab: &Lab, since: f64) -> Vec<(Option<usize>, String)> {
-    lab.ec2_requests()
-        .expect("request log")
-        .into_iter()
-        .filter(|r| r.t >= since && !r.action.starts_with("Describe") && r.param("DryRun") != Some("true"))
-        .map(|r| (lab.node_by_ip(&r.source), r.action))
-        .collect()
+    lab.mutating_calls_since(since).expect("request log").into_iter().map(|c| (c.node, c.action)).collect()
 }
-
 
 #[test]
 fn elects_one_holder_then_hands_over_on_stop_and_fails_over_on_node_loss() {
@@ -69,9 +58,9 @@ fn elects_one_holder_then_hands_over_on_stop_and_fails_over_on_node_loss() {
     let second = settled(&lab, &rest, 2);
     assert_ne!(second, first);
     let s = lab.daemon_status(second).unwrap();
-    let failover = &resource(&s).unwrap()["last_failover"];
-    assert_eq!(failover["previous"]["node_id"].as_u64(), Some(lab.node_id(first) as u64), "{s}");
-    assert!(failover["verified_ms"].is_u64(), "timeline recorded: {s}");
+    let failover = resource(&s).unwrap().last_failover.as_ref();
+    assert_eq!(failover.and_then(|f| f.previous.as_ref()).map(|p| p.node_id), Some(lab.node_id(first)), "{s:?}");
+    assert!(failover.is_some(), "timeline recorded (verified_ms): {s:?}");
     assert!(lab.daemon_log(second).contains("failover timeline"), "timeline logged");
 
     // Hard failure: kill -9 corosync under the new holder. The last daemon takes over.
@@ -98,10 +87,10 @@ fn daemon_crash_restart_and_reload_never_move_the_address() {
         .wait_for("peers see the vanished holder as reattaching", SETTLE, || {
             let peer = (holder + 1) % 3;
             let s = lab.daemon_status(peer)?;
-            Ok((resource(&s)?["state"] == "reattaching").then_some(s))
+            Ok((resource(&s)?.state == "reattaching").then_some(s))
         })
         .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.logs()));
-    assert_eq!(holder_node_id(&s), Some(lab.node_id(holder) as u64));
+    assert_eq!(holder_node_id(&s), Some(lab.node_id(holder)));
     lab.start_daemon(holder).unwrap();
     assert_eq!(settled(&lab, &[0, 1, 2], 3), holder);
 
@@ -113,7 +102,7 @@ fn daemon_crash_restart_and_reload_never_move_the_address() {
     assert_eq!(settled(&lab, &[0, 1, 2], 3), holder);
     assert_eq!(lab.daemon_pid(holder), Some(pid), "reload keeps the process");
     let s = lab.daemon_status(holder).unwrap();
-    assert_eq!(s["pid"].as_u64(), Some(pid as u64));
+    assert_eq!(s.pid, pid);
 
     // A bad configuration on reload is refused; the daemon keeps running with the old one.
     lab.write_daemon_config(holder, "[cluster]\nmonitor_interval = \"often\"\n").unwrap();
@@ -144,10 +133,10 @@ fn isolated_node_never_acts_and_nothing_fails_back_after_heal() {
     let s = lab
         .wait_for("isolated node reports no quorum", SETTLE, || {
             let s = lab.daemon_status(holder)?;
-            Ok((s["quorate"] == false).then_some(s))
+            Ok((!s.quorate).then_some(s))
         })
         .unwrap();
-    assert_eq!(s["local_quorate"], false);
+    assert!(!s.local_quorate);
     std::thread::sleep(Duration::from_secs(3)); // several monitor intervals
     let calls = mutating_calls_since(&lab, t0);
     assert!(calls.iter().all(|(n, _)| *n == Some(new)), "only the majority's holder mutates: {calls:?}");
@@ -183,7 +172,7 @@ fn corosync_restart_under_a_standby_changes_nothing_and_drift_is_repaired_once()
     lab.kill_corosync(standby, Signal::SIGTERM);
     lab.wait_for("standby daemon notices corosync is gone", SETTLE, || {
         let s = lab.daemon_status(standby)?;
-        Ok((s["corosync"] == "disconnected").then_some(()))
+        Ok((s.corosync == "disconnected").then_some(()))
     })
     .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.logs()));
     assert!(lab.daemon_running(standby), "the daemon survives corosync going away");
@@ -198,8 +187,8 @@ fn corosync_restart_under_a_standby_changes_nothing_and_drift_is_repaired_once()
         .wait_for("the missing allocation reported in status", SETTLE, || {
             for i in 0..3 {
                 let s = lab.daemon_status(i)?;
-                let ghost = &s["resources"][1];
-                if ghost["local_role"] == "holder" && ghost["last_error"].as_str().is_some_and(|e| e.contains("NotFound")) {
+                let Some(ghost) = s.resources.get(1) else { continue };
+                if ghost.local_role == "holder" && ghost.last_error.as_deref().is_some_and(|e| e.contains("NotFound")) {
                     return Ok(Some(i));
                 }
             }
@@ -220,7 +209,7 @@ fn corosync_restart_under_a_standby_changes_nothing_and_drift_is_repaired_once()
     .unwrap();
     lab.wait_for("drift repaired", SETTLE, || {
         let s = lab.daemon_status(holder)?;
-        Ok((resource(&s)?["drift_repairs"] == 1).then_some(()))
+        Ok((resource(&s)?.drift_repairs == 1).then_some(()))
     })
     .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.logs()));
     assert_eq!(settled(&lab, &[0, 1, 2], 3), holder);
@@ -246,10 +235,10 @@ fn two_node_split_moves_once_and_never_ping_pongs() {
     let s = lab
         .wait_for("the old holder yields", SETTLE, || {
             let s = lab.daemon_status(holder)?;
-            Ok((resource(&s)?["state"] == "yielded").then_some(s))
+            Ok((resource(&s)?.state == "yielded").then_some(s))
         })
         .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.logs()));
-    assert!(resource(&s).unwrap()["last_error"].as_str().unwrap_or_default().contains("not taking it back"));
+    assert!(resource(&s).unwrap().last_error.as_deref().unwrap_or_default().contains("not taking it back"));
     std::thread::sleep(Duration::from_secs(6)); // three monitor intervals on both sides
     let moves = |since| mutating_calls_since(&lab, since).into_iter().filter(|(_, a)| a == "AssociateAddress").collect::<Vec<_>>();
     assert_eq!(moves(t0), vec![(Some(other), "AssociateAddress".to_string())], "exactly one move, no ping-pong");

@@ -5,8 +5,6 @@
 //!
 //! Needs root and `scripts/setup.sh`. Lab names and subnets are this file's own.
 
-mod lab;
-
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -14,8 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{anyhow, Result};
-use lab::{Lab, LabSpec, Signal};
-use serde_json::Value;
+use lab::{Ec2Proof, Lab, LabSpec, Settle, Signal, Units};
 
 /// The samples' token is 30 s; membership forms on start-up without waiting for it, but
 /// leave room for a slow machine.
@@ -105,38 +102,24 @@ fn field<'a>(text: &'a str, name: &str) -> Option<&'a str> {
     text.lines().find(|l| l.trim_start().starts_with(&prefix)).and_then(|l| l.split_once(':')).map(|(_, v)| v.trim())
 }
 
-/// Every node: synced, quorate, all members, state "held" with one agreed holder, which EC2
-/// confirms.
+/// Every node: synced, quorate, all members, state "held" with one agreed holder (nodes that
+/// disagree fail at once), which EC2 confirms on the holder's ENI.
 fn settled_holder(lab: &Lab) -> usize {
-    let alloc = lab.allocation_ids()[0].clone();
     let n = lab.node_count();
-    lab.wait_for("one agreed, verified holder", SETTLE, || {
-        let mut holder = None;
-        for i in 0..n {
-            let s: Value = lab.daemon_status(i)?;
-            let r = s["resources"].get(0).ok_or_else(|| anyhow!("no resource: {s}"))?;
-            if !(s["synced"] == true
-                && s["quorate"] == true
-                && s["members"].as_array().map(|m| m.len()) == Some(n)
-                && r["state"] == "held")
-            {
-                return Ok(None);
-            }
-            let h = r["holder"]["node_id"].as_u64();
-            if holder.is_some() && holder != h {
-                return Err(anyhow!("nodes disagree: {holder:?} vs {h:?}"));
-            }
-            holder = h;
-        }
-        let Some(node_id) = holder else { return Ok(None) };
-        let index = node_id as usize - 1;
-        let ec2 = lab.eip(&alloc)?;
-        Ok((ec2.network_interface_id.as_deref() == Some(lab.eni(index))).then_some(index))
-    })
-    .unwrap_or_else(|e| {
+    let all: Vec<usize> = (0..n).collect();
+    let rules = Settle {
+        nodes: &all,
+        members: n,
+        units: Units::First,
+        ec2: Ec2Proof::Eni,
+        disagreement_fails: true,
+        timeout: SETTLE,
+    };
+    let held = lab.settle(&rules).unwrap_or_else(|e| {
         let logs: Vec<String> = (0..n).map(|i| format!("---- node {i}\n{}", lab.daemon_log(i))).collect();
         panic!("{e:#}\n{}", logs.join("\n"))
-    })
+    });
+    held.into_values().next().expect("one resource settled")
 }
 
 #[test]

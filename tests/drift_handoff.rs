@@ -16,14 +16,14 @@
 //! (successor denied), `hu`/55 (successor unreachable). Run one at a time:
 //! `cargo test --test drift_handoff -- --test-threads=1 --nocapture`.
 
-mod lab;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::thread;
 use std::time::Duration;
 
 use anyhow::anyhow;
-use lab::{unix_now, Ec2Request, Lab, LabSpec, Signal};
+use corosync_eip::core::wire::{Incapacity, Unable};
+use corosync_eip::status::{ConflictStatus, ResourceStatus};
+use lab::{unix_now, Ec2Proof, Ec2Request, Lab, LabSpec, Settle, Signal, StatusReport, Units};
 use serde_json::Value;
 
 // ---------------------------------------------------------------------------------------------
@@ -74,8 +74,8 @@ fn config_text(lab: &Lab, cluster_extra: &str, aws: &str, eips: &[(usize, &str)]
 
 
 /// The resource called `name` in a status.
-fn resource<'a>(status: &'a Value, name: &str) -> Option<&'a Value> {
-    status["resources"].as_array()?.iter().find(|r| r["name"] == name)
+fn resource<'a>(status: &'a StatusReport, name: &str) -> Option<&'a ResourceStatus> {
+    status.resources.iter().find(|r| r.name == name)
 }
 
 /// Waits until each of `nodes` says: synced, quorate, `members` members, and for every unit in
@@ -83,42 +83,16 @@ fn resource<'a>(status: &'a Value, name: &str) -> Option<&'a Value> {
 /// address on that holder's instance and ENI. Returns the holders' node indices, in `units`
 /// order.
 fn settled(lab: &Lab, nodes: &[usize], members: usize, units: &[&str]) -> Vec<usize> {
-    lab.wait_for(&format!("agreed, verified holders of {units:?} on nodes {nodes:?}"), SETTLE, || {
-        let mut holders: Vec<Option<u64>> = vec![None; units.len()];
-        let mut allocs: Vec<String> = vec![String::new(); units.len()];
-        for &i in nodes {
-            let s = lab.daemon_status(i)?;
-            if s["synced"] != true || s["quorate"] != true || s["members"].as_array().map(Vec::len) != Some(members) {
-                return Ok(None);
-            }
-            for (u, unit) in units.iter().enumerate() {
-                let Some(r) = resource(&s, unit) else { return Ok(None) };
-                if r["state"] != "held" {
-                    return Ok(None);
-                }
-                let h = r["holder"]["node_id"].as_u64();
-                if holders[u].is_some() && holders[u] != h {
-                    return Ok(None);
-                }
-                holders[u] = h;
-                allocs[u] = r["allocation_id"].as_str().unwrap_or_default().to_string();
-            }
-        }
-        let mut out = Vec::new();
-        for (u, h) in holders.iter().enumerate() {
-            let Some(node_id) = h else { return Ok(None) };
-            let index = *node_id as usize - 1;
-            let ec2 = lab.eip(&allocs[u])?;
-            if ec2.instance_id.as_deref() != Some(lab.instance_id(index))
-                || ec2.network_interface_id.as_deref() != Some(lab.eni(index))
-            {
-                return Ok(None);
-            }
-            out.push(index);
-        }
-        Ok(Some(out))
-    })
-    .unwrap_or_else(|e| fail!(lab, "{e:#}"))
+    let rules = Settle {
+        nodes,
+        members,
+        units: Units::Named(units),
+        ec2: Ec2Proof::InstanceAndEni,
+        disagreement_fails: false,
+        timeout: SETTLE,
+    };
+    let held = lab.settle(&rules).unwrap_or_else(|e| fail!(lab, "{e:#}"));
+    units.iter().map(|u| held[*u]).collect()
 }
 
 /// Waits until node i's status is answered by a synced, quorate process seeing `members`
@@ -127,9 +101,9 @@ fn settled(lab: &Lab, nodes: &[usize], members: usize, units: &[&str]) -> Vec<us
 fn wait_reloaded(lab: &Lab, i: usize, members: usize, names: &[&str]) {
     lab.wait_for(&format!("node {i} reloaded with {names:?} and synced"), SETTLE, || {
         let s = lab.daemon_status(i)?;
-        Ok((s["synced"] == true
-            && s["quorate"] == true
-            && s["members"].as_array().map(Vec::len) == Some(members)
+        Ok((s.synced
+            && s.quorate
+            && s.members.len() == members
             && names.iter().all(|n| resource(&s, n).is_some()))
         .then_some(()))
     })
@@ -167,7 +141,7 @@ fn brief(lab: &Lab, r: &Ec2Request) -> (Option<usize>, String, Option<u16>) {
 
 /// Mutating calls (not Describe*, not DryRun) at or after `since`, as (node, action, status).
 fn mutating_since(lab: &Lab, since: f64) -> Vec<(Option<usize>, String, Option<u16>)> {
-    requests(lab).iter().filter(|r| r.t >= since && is_mutating(r)).map(|r| brief(lab, r)).collect()
+    lab.mutating_calls_since(since).expect("request log").into_iter().map(|c| (c.node, c.action, c.status)).collect()
 }
 
 /// Calls as given by `brief`, counted per (node, action, status): compact failure messages.
@@ -181,47 +155,36 @@ fn summary(calls: &[(Option<usize>, String, Option<u16>)]) -> BTreeMap<String, u
 }
 
 /// The `conflicts` item for `unit` in a status, if any.
-fn conflict_for<'a>(status: &'a Value, unit: &str) -> Option<&'a Value> {
-    status["conflicts"].as_array()?.iter().find(|c| c["unit"] == unit)
+fn conflict_for<'a>(status: &'a StatusReport, unit: &str) -> Option<&'a ConflictStatus> {
+    status.conflicts.iter().find(|c| c.unit == unit)
 }
 
 /// A conflict's variants as sets of node ids, sorted (variant order is not part of the contract).
-fn variant_sets(conflict: &Value) -> Vec<BTreeSet<u64>> {
-    let mut v: Vec<BTreeSet<u64>> = conflict["variants"]
-        .as_array()
-        .map(|vs| vs.iter().map(|v| v["nodes"].as_array().map(|n| n.iter().filter_map(Value::as_u64).collect()).unwrap_or_default()).collect())
-        .unwrap_or_default();
+fn variant_sets(conflict: &ConflictStatus) -> Vec<BTreeSet<u32>> {
+    let mut v: Vec<BTreeSet<u32>> = conflict.variants.iter().map(|v| v.nodes.iter().copied().collect()).collect();
     v.sort();
     v
 }
 
 /// Whether a status's `warnings` has a line naming `unit` and saying the configuration differs.
-fn has_differs_warning(status: &Value, unit: &str) -> bool {
-    status["warnings"]
-        .as_array()
-        .is_some_and(|w| w.iter().filter_map(Value::as_str).any(|l| l.contains(unit) && l.to_lowercase().contains("differ")))
+fn has_differs_warning(status: &StatusReport, unit: &str) -> bool {
+    status.warnings.iter().any(|l| l.contains(unit) && l.to_lowercase().contains("differ"))
 }
 
-/// `cannot_serve` of member `node_id` in a status: None when the member is missing or has no
-/// `cannot_serve` array.
-fn cannot_serve(status: &Value, node_id: u32) -> Option<Vec<Value>> {
-    status["members"]
-        .as_array()?
-        .iter()
-        .find(|m| m["node_id"].as_u64() == Some(node_id as u64))?["cannot_serve"]
-        .as_array()
-        .cloned()
+/// `cannot_serve` of member `node_id` in a status: None when the member is missing.
+fn cannot_serve(status: &StatusReport, node_id: u32) -> Option<Vec<Unable>> {
+    status.members.iter().find(|m| m.node_id == node_id).map(|m| m.cannot_serve.clone())
 }
 
 /// Waits until `viewer`'s status shows member `node_id` unable to serve `unit`; returns that
 /// `cannot_serve` entry.
-fn wait_cannot_serve(lab: &Lab, viewer: usize, node_id: u32, unit: &str) -> Value {
+fn wait_cannot_serve(lab: &Lab, viewer: usize, node_id: u32, unit: &str) -> Unable {
     lab.wait_for(&format!("node {viewer}'s status: member {node_id} cannot serve {unit}"), SETTLE, || {
         let s = lab.daemon_status(viewer)?;
-        Ok(cannot_serve(&s, node_id).and_then(|v| v.into_iter().find(|e| e["unit"] == unit)))
+        Ok(cannot_serve(&s, node_id).and_then(|v| v.into_iter().find(|e| e.unit == unit)))
     })
     .unwrap_or_else(|e| {
-        let s = lab.daemon_status(viewer).map(|s| s["members"].to_string()).unwrap_or_else(|e| e.to_string());
+        let s = lab.daemon_status(viewer).map(|s| format!("{:?}", s.members)).unwrap_or_else(|e| e.to_string());
         fail!(lab, "{e:#}\nmembers on node {viewer}: {s}")
     })
 }
@@ -273,10 +236,7 @@ fn drifted_prefer_blocks_placement_until_the_files_agree() {
 
     // Every node reports the conflict: key `prefer`, variants {1,2} / {3}, and a warning.
     let bin = lab.spec().daemon_bin.to_string_lossy().into_owned();
-    let want: Vec<BTreeSet<u64>> = vec![
-        [lab.node_id(0) as u64, lab.node_id(1) as u64].into(),
-        [lab.node_id(2) as u64].into(),
-    ];
+    let want: Vec<BTreeSet<u32>> = vec![[lab.node_id(0), lab.node_id(1)].into(), [lab.node_id(2)].into()];
     for i in 0..3 {
         let s = lab
             .wait_for(&format!("node {i} reports a conflict for eip1"), SETTLE, || {
@@ -284,14 +244,13 @@ fn drifted_prefer_blocks_placement_until_the_files_agree() {
                 Ok(conflict_for(&s, "eip1").is_some().then_some(s))
             })
             .unwrap_or_else(|e| {
-                let s = lab.daemon_status(i).map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
+                let s = lab.daemon_status(i).map(|s| format!("{s:?}")).unwrap_or_else(|e| e.to_string());
                 fail!(&lab, "{e:#}\nstatus of node {i}: {s}")
             });
         let c = conflict_for(&s, "eip1").unwrap();
-        let keys: Vec<&str> = c["keys"].as_array().map(|k| k.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
-        assert_eq!(keys, vec!["prefer"], "node {i}: only `prefer` differs: {c}");
-        assert_eq!(variant_sets(c), want, "node {i}: variants {{1,2}} / {{3}}: {c}");
-        assert!(has_differs_warning(&s, "eip1"), "node {i}: a warning names eip1 and says the configuration differs: {}", s["warnings"]);
+        assert_eq!(c.keys, vec!["prefer"], "node {i}: only `prefer` differs: {c:?}");
+        assert_eq!(variant_sets(c), want, "node {i}: variants {{1,2}} / {{3}}: {c:?}");
+        assert!(has_differs_warning(&s, "eip1"), "node {i}: a warning names eip1 and says the configuration differs: {:?}", s.warnings);
         let out = lab.node_exec(i, &[&bin, "status"]).unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(
@@ -306,14 +265,14 @@ fn drifted_prefer_blocks_placement_until_the_files_agree() {
     lab.wait_for("the conflict clears on every node", SETTLE, || {
         for i in 0..3 {
             let s = lab.daemon_status(i)?;
-            if s["synced"] != true || s["conflicts"].as_array().map(Vec::len) != Some(0) {
+            if !s.synced || !s.conflicts.is_empty() {
                 return Ok(None);
             }
         }
         Ok(Some(()))
     })
     .unwrap_or_else(|e| {
-        let s: Vec<String> = (0..3).map(|i| lab.daemon_status(i).map(|s| s["conflicts"].to_string()).unwrap_or_else(|e| e.to_string())).collect();
+        let s: Vec<String> = (0..3).map(|i| lab.daemon_status(i).map(|s| format!("{:?}", s.conflicts)).unwrap_or_else(|e| e.to_string())).collect();
         fail!(&lab, "{e:#}\nconflicts per node: {s:?}")
     });
     let h = settled(&lab, &[0, 1, 2], 3, &["eip1"]);
@@ -357,7 +316,7 @@ fn adding_an_address_node_by_node_associates_it_once_and_moves_nothing_else() {
         // (monitor rounds, any placement decision) before the next node.
         thread::sleep(2 * MONITOR);
         let views: Vec<String> =
-            (0..3).map(|j| lab.daemon_status(j).map(|s| s["conflicts"].to_string()).unwrap_or_else(|e| e.to_string())).collect();
+            (0..3).map(|j| lab.daemon_status(j).map(|s| format!("{:?}", s.conflicts)).unwrap_or_else(|e| e.to_string())).collect();
         eprintln!("roll-out: node {i} runs eip1+eip2 ({:.1} s after t0); conflicts per node: {views:?}", unix_now() - t0);
     }
     let holders = settled(&lab, &[0, 1, 2], 3, &["eip1", "eip2"]);
@@ -381,7 +340,7 @@ fn adding_an_address_node_by_node_associates_it_once_and_moves_nothing_else() {
     assert!(later.is_empty(), "nothing mutates once settled: {later:?}");
     for i in 0..3 {
         let s = lab.daemon_status(i).unwrap();
-        assert_eq!(s["conflicts"].as_array().map(Vec::len), Some(0), "node {i}: no conflicts at the end: {}", s["conflicts"]);
+        assert!(s.conflicts.is_empty(), "node {i}: no conflicts at the end: {:?}", s.conflicts);
     }
     lab.assert_no_panics();
 }
@@ -434,8 +393,8 @@ fn a_denied_successor_hands_the_address_to_the_next_candidate() {
     // Both survivors show node 1's cannot_serve for eip1, class permission.
     for viewer in [1, 2] {
         let e = wait_cannot_serve(&lab, viewer, lab.node_id(1), "eip1");
-        assert_eq!(e["class"], "permission", "node {viewer}'s view of node 1: {e}");
-        assert!(e["reason"].as_str().is_some_and(|r| !r.is_empty()), "a reason is given: {e}");
+        assert_eq!(e.class, Incapacity::Permission, "node {viewer}'s view of node 1: {e:?}");
+        assert!(!e.reason.is_empty(), "a reason is given: {e:?}");
     }
     assert_eq!(settled(&lab, &[1, 2], 2, &["eip1"]), vec![2], "the survivors agree node 2 holds eip1");
     lab.assert_no_panics();
@@ -461,7 +420,7 @@ fn an_unreachable_successor_hands_the_address_on_and_nothing_moves_back() {
         .wait_for("EC2 shows eip1 on node 2", Duration::from_secs_f64(bound), || {
             if t_elected.is_none() {
                 if let Ok(s) = lab.daemon_status(1) {
-                    if resource(&s, "eip1").and_then(|r| r["holder"]["node_id"].as_u64()) == Some(lab.node_id(1) as u64) {
+                    if resource(&s, "eip1").and_then(|r| r.holder.as_ref()).map(|h| h.node_id) == Some(lab.node_id(1)) {
                         t_elected = Some(unix_now());
                     }
                 }
@@ -484,8 +443,8 @@ fn an_unreachable_successor_hands_the_address_on_and_nothing_moves_back() {
     // Node 2 (and node 1 itself) show node 1's cannot_serve for eip1, class unreachable.
     for viewer in [2, 1] {
         let e = wait_cannot_serve(&lab, viewer, lab.node_id(1), "eip1");
-        assert_eq!(e["class"], "unreachable", "node {viewer}'s view of node 1: {e}");
-        assert!(e["reason"].as_str().is_some_and(|r| !r.is_empty()), "a reason is given: {e}");
+        assert_eq!(e.class, Incapacity::Unreachable, "node {viewer}'s view of node 1: {e:?}");
+        assert!(!e.reason.is_empty(), "a reason is given: {e:?}");
     }
 
     // Node 1 reaches EC2 again: its DryRun checks pass, cannot_serve clears, nothing moves back.
@@ -495,8 +454,8 @@ fn an_unreachable_successor_hands_the_address_on_and_nothing_moves_back() {
     lab.wait_for("node 1's cannot_serve clears on nodes 1 and 2", clear_within, || {
         for viewer in [1, 2] {
             let s = lab.daemon_status(viewer)?;
-            let cs = cannot_serve(&s, lab.node_id(1)).ok_or_else(|| anyhow!("node {viewer}: no cannot_serve array for member 2: {}", s["members"]))?;
-            if cs.iter().any(|e| e["unit"] == "eip1") {
+            let cs = cannot_serve(&s, lab.node_id(1)).ok_or_else(|| anyhow!("node {viewer}: no cannot_serve array for member 2: {:?}", s.members))?;
+            if cs.iter().any(|e| e.unit == "eip1") {
                 return Ok(None);
             }
         }

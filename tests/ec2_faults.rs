@@ -3,8 +3,6 @@
 //! between the daemons and the emulator. Every scenario must converge on the elected holder,
 //! with no duplicate move and a bounded number of calls.
 
-mod lab;
-
 use std::io::{Read, Write};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -99,11 +97,11 @@ fn holder(lab: &Lab, nodes: &[usize]) -> usize {
         let mut agreed = None;
         for &i in nodes {
             let s = lab.daemon_status(i)?;
-            let r = &s["resources"][0];
-            if s["synced"] != true || r["state"] != "held" {
+            let Some(r) = s.resources.first() else { return Ok(None) };
+            if !s.synced || r.state != "held" {
                 return Ok(None);
             }
-            let h = r["holder"]["node_id"].as_u64().ok_or_else(|| anyhow!("no holder"))? as usize - 1;
+            let h = r.holder.as_ref().ok_or_else(|| anyhow!("no holder"))?.node_id as usize - 1;
             if agreed.is_some_and(|a| a != h) {
                 return Ok(None);
             }

@@ -3,8 +3,6 @@
 //! patched emulator's AWS behaviour, source/destination check, the per-node state directory and
 //! the node's addresses on eth0. No daemon runs here.
 //! Needs root and scripts/setup.sh. Run: cargo test --test lab_routes -- --nocapture
-mod lab;
-
 use std::time::Instant;
 
 use lab::{Lab, LabSpec, NODE_INTERFACE, STATE_DIR};

@@ -1,7 +1,5 @@
 //! Smoke test of the multi-node lab itself (tests/lab/mod.rs), with /bin/true as the daemon.
 //! Needs root and scripts/setup.sh. Run: cargo test --test lab_smoke -- --nocapture
-mod lab;
-
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};

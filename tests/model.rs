@@ -94,6 +94,7 @@ use corosync_eip::core::spec::UnitSpec;
 use corosync_eip::core::view::{Event, LeaveReason, Output, View};
 use corosync_eip::core::wire::{Body, HeldMsg, Incapacity, MemberInfo, Unable, PROTOCOL};
 use corosync_eip::core::{MemberId, Ring};
+use lab::cpgsim::{self, Item};
 use stateright::{Checker, Expectation, Model, Property};
 
 const UNITS: &[&str] = &["web", "db"];
@@ -207,15 +208,6 @@ impl Daemon {
     fn caught_up(&self) -> bool {
         !self.stopped && !self.releasing && self.backlog_quorum.is_empty() && self.backlog_cpg.is_empty()
     }
-}
-
-/// One entry of a partition's agreed-order CPG stream.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-enum Item {
-    Msg(MemberId, Body),
-    /// A configuration change: each member's event (the sides of a heal see different
-    /// `joined` lists). `ring`: it comes with a totem ring change.
-    Change { events: Vec<(MemberId, Event)>, ring: bool },
 }
 
 /// The first event of each kind that breaks a property, in words.
@@ -636,12 +628,7 @@ impl Cluster {
     /// The index of the first configuration change in a partition's stream, if only messages
     /// come before it.
     fn next_change(&self, part: u8) -> Option<usize> {
-        let q = self.queues.get(&part)?;
-        let at = q.iter().position(|i| matches!(i, Item::Change { .. }))?;
-        match &q[at] {
-            Item::Change { ring, .. } if *ring || at == 0 => Some(at),
-            _ => None,
-        }
+        cpgsim::next_change(self.queues.get(&part)?)
     }
 
     fn deliver_item(&mut self, part: u8, item: Item) {

@@ -10,14 +10,12 @@
 //! `phs` (10.213.52.0/24). Run one at a time:
 //! `cargo test --test partition_heal -- --test-threads=1 --nocapture`.
 
-mod lab;
-
 use std::thread::sleep;
 use std::time::Duration;
 
 use anyhow::{anyhow, Result};
-use lab::{Lab, LabSpec, Signal};
-use serde_json::Value;
+use corosync_eip::status::ResourceStatus;
+use lab::{Call, Lab, LabSpec, Signal, StatusReport};
 
 // ---------------------------------------------------------------------------------------------
 // shared helpers
@@ -55,20 +53,14 @@ fn alloc(lab: &Lab) -> String {
     lab.allocation_ids()[0].clone()
 }
 
-fn resource(status: &Value) -> Result<&Value> {
-    status["resources"]
-        .get(0)
-        .ok_or_else(|| anyhow!("no resource in status: {status}"))
+fn resource(status: &StatusReport) -> Result<&ResourceStatus> {
+    status.resources.first().ok_or_else(|| anyhow!("no resource in status: {status:?}"))
 }
 
 /// Node index (not corosync node id) of the holder named in a node's status, if any.
-fn status_holder(status: &Value) -> Option<usize> {
-    let id = resource(status).ok()?["holder"]["node_id"].as_u64()?;
+fn status_holder(status: &StatusReport) -> Option<usize> {
+    let id = resource(status).ok()?.holder.as_ref()?.node_id;
     Some(id as usize - 1)
-}
-
-fn member_count(status: &Value) -> Option<usize> {
-    status["members"].as_array().map(|m| m.len())
 }
 
 /// One line per node of `nodes` with what its `status --json` says (synced, quorate, members,
@@ -79,21 +71,17 @@ fn summary(lab: &Lab, nodes: &[usize]) -> String {
     for &i in nodes {
         match lab.daemon_status(i) {
             Ok(s) => {
-                let r = resource(&s).cloned().unwrap_or(Value::Null);
+                let r = resource(&s).ok();
                 out += &format!(
-                    "  node {i}: synced={} quorate={} local_quorate={} members(node indexes)={:?} holder(node index)={:?} state={} role={} last_error={}\n",
-                    s["synced"],
-                    s["quorate"],
-                    s["local_quorate"],
-                    s["members"].as_array().map(|m| {
-                        m.iter()
-                            .filter_map(|x| x["node_id"].as_u64().map(|id| id as usize - 1))
-                            .collect::<Vec<_>>()
-                    }),
+                    "  node {i}: synced={} quorate={} local_quorate={} members(node indexes)={:?} holder(node index)={:?} state={:?} role={:?} last_error={:?}\n",
+                    s.synced,
+                    s.quorate,
+                    s.local_quorate,
+                    s.members.iter().map(|m| m.node_id as usize - 1).collect::<Vec<_>>(),
                     status_holder(&s),
-                    r["state"],
-                    r["local_role"],
-                    r["last_error"],
+                    r.map(|r| &r.state),
+                    r.map(|r| &r.local_role),
+                    r.and_then(|r| r.last_error.as_ref()),
                 )
             }
             Err(e) => out += &format!("  node {i}: status failed: {e:#}\n"),
@@ -126,7 +114,7 @@ fn wait_synced(lab: &Lab, nodes: &[usize], members: usize) {
     lab.wait_for(&format!("nodes {nodes:?} synced and quorate with {members} members"), SETTLE, || {
         for &i in nodes {
             let s = lab.daemon_status(i)?;
-            if !(s["synced"] == true && s["quorate"] == true && member_count(&s) == Some(members)) {
+            if !(s.synced && s.quorate && s.members.len() == members) {
                 return Ok(None);
             }
         }
@@ -136,43 +124,21 @@ fn wait_synced(lab: &Lab, nodes: &[usize], members: usize) {
 }
 
 /// Waits (≤ `SETTLE`) until node i's daemon reports `quorate == false` in `status --json`.
-fn wait_status_not_quorate(lab: &Lab, i: usize) -> Value {
+fn wait_status_not_quorate(lab: &Lab, i: usize) -> StatusReport {
     lab.wait_for(&format!("node {i} reports no quorum in its status"), SETTLE, || {
         let s = lab.daemon_status(i)?;
-        Ok((s["quorate"] == false).then_some(s))
+        Ok((!s.quorate).then_some(s))
     })
     .unwrap_or_else(|e| fail(lab, &[i], e))
-}
-
-/// One mutating EC2 request of the emulator's log.
-#[derive(Clone, Debug, PartialEq)]
-struct Call {
-    /// Arrival, unix seconds.
-    t: f64,
-    /// The node it came from (None: not from a node, e.g. the test harness).
-    node: Option<usize>,
-    action: String,
-    /// HTTP status of the answer.
-    status: Option<u16>,
 }
 
 /// Mutating EC2 calls (see `MUTATING`; DryRun probes excluded) the emulator received at or
 /// after `since` (unix time), whatever their outcome, with the node that sent them.
 fn mutating_calls_since(lab: &Lab, since: f64) -> Vec<Call> {
-    lab.ec2_requests()
+    lab.mutating_calls_since(since)
         .expect("request log")
         .into_iter()
-        .filter(|r| {
-            r.t >= since
-                && MUTATING.contains(&r.action.as_str())
-                && r.param("DryRun") != Some("true")
-        })
-        .map(|r| Call {
-            t: r.t,
-            node: lab.node_by_ip(&r.source),
-            action: r.action,
-            status: r.status,
-        })
+        .filter(|c| MUTATING.contains(&c.action.as_str()))
         .collect()
 }
 
@@ -212,7 +178,7 @@ fn non_holders_cut_off_then_healed(lab: &Lab, holder: usize, minority: &[usize])
     assert!(majority.len() * 2 > n, "the rest must be a majority");
 
     let before = lab.daemon_status(holder).unwrap();
-    let generation = resource(&before).unwrap()["generation"].clone();
+    let generation = resource(&before).unwrap().generation;
     let t_cut = lab::unix_now();
     if let [only] = minority {
         lab.isolate(*only).unwrap();
@@ -234,10 +200,10 @@ fn non_holders_cut_off_then_healed(lab: &Lab, holder: usize, minority: &[usize])
         // has the old holder's generation, and never names a minority node.
         let s = lab.daemon_status(v).unwrap();
         let r = resource(&s).unwrap();
-        assert_eq!(r["generation"], generation, "cut-off node {v} created a generation: {s}");
+        assert_eq!(r.generation, generation, "cut-off node {v} created a generation: {s:?}");
         assert!(
             status_holder(&s).is_none_or(|h| !minority.contains(&h)),
-            "cut-off node {v} names a minority node as holder: {s}"
+            "cut-off node {v} names a minority node as holder: {s:?}"
         );
     }
 
@@ -401,13 +367,11 @@ fn a_member_that_never_syncs_does_not_block_failover() {
     let s = lab
         .wait_for("the survivor's status says it holds the address", SETTLE, || {
             let s = lab.daemon_status(survivor)?;
-            let ok = s["quorate"] == true
-                && status_holder(&s) == Some(survivor)
-                && resource(&s)?["state"] == "held";
+            let ok = s.quorate && status_holder(&s) == Some(survivor) && resource(&s)?.state == "held";
             Ok(ok.then_some(s))
         })
         .unwrap_or_else(|e| fail(&lab, &[survivor], e));
-    assert_eq!(resource(&s).unwrap()["local_role"], "holder", "{s}");
+    assert_eq!(resource(&s).unwrap().local_role, "holder", "{s:?}");
 
     let calls = mutating_calls_since(&lab, t_stop);
     assert!(by_node(&calls, stopped).is_empty(), "the stopped daemon mutated: {calls:?}");

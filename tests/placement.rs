@@ -2,15 +2,13 @@
 //! health checks, standby and planned moves. Assertions read EC2 (the emulator) and each
 //! node's `status --json` and interface addresses.
 
-mod lab;
-
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{anyhow, Result};
-use lab::{Lab, LabSpec, Signal};
-use serde_json::Value;
+use corosync_eip::status::ResourceStatus;
+use lab::{Ec2Proof, Lab, LabSpec, Settle, Signal, StatusReport, Units};
 
 const SETTLE: Duration = Duration::from_secs(40);
 const VIP: &str = "172.31.255.10";
@@ -26,39 +24,22 @@ fn logs(lab: &Lab) -> String {
         .join("\n")
 }
 
-fn resources(status: &Value) -> BTreeMap<String, Value> {
-    status["resources"]
-        .as_array()
-        .map(|a| a.iter().map(|r| (r["name"].as_str().unwrap_or_default().to_owned(), r.clone())).collect())
-        .unwrap_or_default()
+fn resources(status: &StatusReport) -> BTreeMap<String, ResourceStatus> {
+    status.resources.iter().map(|r| (r.name.clone(), r.clone())).collect()
 }
 
 /// Waits until every node in `nodes` is synced and quorate with `members` members, and
 /// every resource is "held" with the same holder on all of them. Returns resource → node index.
 fn settled(lab: &Lab, nodes: &[usize], members: usize) -> BTreeMap<String, usize> {
-    lab.wait_for("all resources held and agreed", SETTLE, || {
-        let mut agreed: Option<BTreeMap<String, usize>> = None;
-        for &i in nodes {
-            let s = lab.daemon_status(i)?;
-            if s["synced"] != true || s["quorate"] != true || s["members"].as_array().map(|m| m.len()) != Some(members) {
-                return Ok(None);
-            }
-            let mut view = BTreeMap::new();
-            for (name, r) in resources(&s) {
-                if r["state"] != "held" {
-                    return Ok(None);
-                }
-                let node = r["holder"]["node_id"].as_u64().ok_or_else(|| anyhow!("no holder for {name}"))?;
-                view.insert(name, node as usize - 1);
-            }
-            if agreed.as_ref().is_some_and(|a| a != &view) {
-                return Ok(None);
-            }
-            agreed = Some(view);
-        }
-        Ok(agreed)
-    })
-    .unwrap_or_else(|e| panic!("{e:#}\n{}", logs(lab)))
+    let rules = Settle {
+        nodes,
+        members,
+        units: Units::All,
+        ec2: Ec2Proof::Nothing,
+        disagreement_fails: false,
+        timeout: SETTLE,
+    };
+    lab.settle(&rules).unwrap_or_else(|e| panic!("{e:#}\n{}", logs(lab)))
 }
 
 fn eip_config(lab: &Lab, extra: &str) -> String {
@@ -96,13 +77,9 @@ fn cli(lab: &Lab, node: usize, args: &[&str]) -> std::process::Output {
     lab.node_exec(node, &argv).unwrap()
 }
 
+/// Mutating EC2 calls since `since` (see `Lab::mutating_calls_since`) as (node, action).
 fn mutating_calls_since(lab: &Lab, since: f64) -> Vec<(Option<usize>, String)> {
-    lab.ec2_requests()
-        .unwrap()
-        .into_iter()
-        .filter(|r| r.t >= since && !r.action.starts_with("Describe") && r.param("DryRun") != Some("true"))
-        .map(|r| (lab.node_by_ip(&r.source), r.action))
-        .collect()
+    lab.mutating_calls_since(since).unwrap().into_iter().map(|c| (c.node, c.action)).collect()
 }
 
 #[test]
@@ -129,8 +106,8 @@ fn vip_and_eip_of_a_group_follow_one_holder_across_two_route_tables() {
     }
     let s = lab.daemon_status(holder).unwrap();
     let db = &resources(&s)["db"];
-    assert_eq!(db["local_address"], true);
-    assert_eq!(db["routes"].as_array().map(|r| r.len()), Some(2), "{db}");
+    assert_eq!(db.local_address, Some(true));
+    assert_eq!(db.routes.as_ref().map(|r| r.len()), Some(2), "{db:?}");
 
     // Hard failure of the holder: routes, EIP and local address all move to one survivor.
     lab.kill_corosync(holder, Signal::SIGKILL);
@@ -210,12 +187,12 @@ fn failing_health_check_moves_away_and_planned_move_is_never_unassociated() {
         })
         .unwrap();
     let s = lab.daemon_status(holder).unwrap();
-    assert_eq!(s["eligible"], false, "{s}");
+    assert!(!s.eligible, "{s:?}");
     assert_eq!(ec2_holders(&lab)[&lab.allocation_ids()[0]], Some(held));
 
     // Recovery moves nothing back.
     lab.node_exec(holder, &["/bin/rm", "/run/app-down"]).unwrap();
-    lab.wait_for("node healthy again", SETTLE, || Ok((lab.daemon_status(holder)?["eligible"] == true).then_some(())))
+    lab.wait_for("node healthy again", SETTLE, || Ok(lab.daemon_status(holder)?.eligible.then_some(())))
         .unwrap();
     assert_eq!(settled(&lab, &[0, 1, 2], 3)["eip01"], held);
 
@@ -275,17 +252,17 @@ fn standby_drains_a_node_persists_across_restart_and_unstandby_moves_nothing_bac
     let s = lab
         .wait_for("restarted daemon still in standby", SETTLE, || {
             let s = lab.daemon_status(node)?;
-            Ok((s["synced"] == true).then_some(s))
+            Ok(s.synced.then_some(s))
         })
         .unwrap();
-    assert_eq!(s["standby"], true);
+    assert!(s.standby);
     assert_eq!(settled(&lab, &[0, 1, 2], 3), drained);
 
     // Unstandby from another node: nothing moves back.
     let t0 = lab::unix_now();
     let out = cli(&lab, (node + 1) % 3, &["unstandby", &lab.node_id(node).to_string()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(lab.daemon_status(node).unwrap()["standby"], false);
+    assert!(!lab.daemon_status(node).unwrap().standby);
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(settled(&lab, &[0, 1, 2], 3), drained);
     assert!(mutating_calls_since(&lab, t0).is_empty());

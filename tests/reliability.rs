@@ -7,8 +7,6 @@
 //! Default: a short run in the test suite. `RELIABILITY_STEPS=100` for a long run;
 //! `RELIABILITY_SEED=<n>` replays a sequence (the seed is printed on failure).
 
-mod lab;
-
 use std::collections::BTreeSet;
 use std::time::Duration;
 
@@ -118,18 +116,18 @@ impl Run {
         };
         let serving: Vec<usize> = part.iter().copied().filter(|i| !self.standby.contains(i)).collect();
         let holders = lab.wait_for("audit: agreed holders verified in EC2", SETTLE, || {
-            let mut agreed: Option<Vec<u64>> = None;
+            let mut agreed: Option<Vec<u32>> = None;
             for &i in &part {
                 let s = lab.daemon_status(i)?;
-                if s["synced"] != true || s["quorate"] != true || s["members"].as_array().map(Vec::len) != Some(part.len()) {
+                if !s.synced || !s.quorate || s.members.len() != part.len() {
                     return Ok(None);
                 }
                 let mut holders = Vec::new();
-                for r in s["resources"].as_array().into_iter().flatten() {
-                    if r["state"] != "held" {
+                for r in &s.resources {
+                    if r.state != "held" {
                         return Ok(None);
                     }
-                    holders.push(r["holder"]["node_id"].as_u64().unwrap_or(0));
+                    holders.push(r.holder.as_ref().map_or(0, |h| h.node_id));
                 }
                 if agreed.as_ref().is_some_and(|a| a != &holders) {
                     return Ok(None);
@@ -169,13 +167,10 @@ impl Run {
     }
 }
 
+/// Mutating EC2 calls since `since` (see `Lab::mutating_calls_since`) as (node, action); an
+/// unreadable request log counts as no call, as the audit always treated it.
 fn mutating_since(lab: &Lab, since: f64) -> Vec<(Option<usize>, String)> {
-    lab.ec2_requests()
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|r| r.t >= since && !r.action.starts_with("Describe") && r.param("DryRun") != Some("true"))
-        .map(|r| (lab.node_by_ip(&r.source), r.action))
-        .collect()
+    lab.mutating_calls_since(since).unwrap_or_default().into_iter().map(|c| (c.node, c.action)).collect()
 }
 
 fn pick(run: &Run, rng: &mut rand::rngs::StdRng) -> Step {
