@@ -40,6 +40,8 @@ use serde::Deserialize;
 
 pub use nix::sys::signal::Signal;
 
+pub mod machine;
+
 /// Port of the per-node IMDS responder (inside each node's netns, on 127.0.0.1).
 pub const IMDS_PORT: u16 = 1338;
 /// Port of the EC2 emulator (on 10.213.<subnet>.250).
