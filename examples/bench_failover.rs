@@ -7,7 +7,7 @@
 //!                  [--no-idle] [--idle-secs S] [--scale-nodes N] [--scale-eips N] [--render-only]
 //!
 //! Every section's raw results go to `bench/results/<section>.json`; `docs/benchmark.md` is
-//! rendered from whatever sections exist there, so a partial run (e.g. `--scale` alone) keeps
+//! rendered from whatever sections exist there, so a partial run (e.g. `--scale-only`) keeps
 //! the others.
 //!
 //! Measurement: the event (kill, move command, SIGTERM) is time zero; from then on the harness
@@ -476,7 +476,7 @@ fn median(v: &mut [f64]) -> f64 {
     if v.is_empty() {
         return f64::NAN;
     }
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v.sort_by(f64::total_cmp);
     let n = v.len();
     if n % 2 == 1 {
         v[n / 2]
@@ -514,6 +514,7 @@ trait System: Sized {
     /// Starts the lab and the system on it; returns once the address is held.
     fn start() -> Result<Self>;
 
+    /// The lab the system runs on.
     fn lab(&self) -> &Lab;
 
     /// Waits until the cluster is steady and one node holds `alloc`; returns that node.
@@ -1229,7 +1230,7 @@ fn run_scale(plan: &Plan, machine: &Machine) -> Result<ScaleSection> {
             count[h] += 1;
         }
     }
-    let victim = (0..lab.node_count()).max_by_key(|&i| count[i]).unwrap();
+    let victim = (0..lab.node_count()).max_by_key(|&i| count[i]).ok_or_else(|| anyhow!("scale: the lab has no node"))?;
     let lost: Vec<String> = before
         .iter()
         .filter(|s| holder_of(&lab, s) == Some(victim))
