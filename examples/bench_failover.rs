@@ -3,11 +3,11 @@
 //! log, per-node IMDSv2). Run it through `bench/run.sh` (see docs/benchmark.md); it needs root,
 //! `scripts/setup.sh`, `bench/setup.sh` and a release build of the daemon.
 //!
-//!   bench_failover [--trials N] [--quick] [--no-scale] [--systems ours,pacemaker] [--no-idle]
-//!                  [--scale-nodes N] [--scale-eips N] [--render-only]
+//!   bench_failover [--trials N] [--quick] [--no-scale | --scale-only] [--systems ours,pacemaker]
+//!                  [--no-idle] [--idle-secs S] [--scale-nodes N] [--scale-eips N] [--render-only]
 //!
 //! Every section's raw results go to `bench/results/<section>.json`; `docs/benchmark.md` is
-//! rendered from whatever sections exist there, so a partial run (e.g. `--scale` alone) keeps
+//! rendered from whatever sections exist there, so a partial run (e.g. `--scale-only`) keeps
 //! the others.
 //!
 //! Measurement: the event (kill, move command, SIGTERM) is time zero; from then on the harness
@@ -18,35 +18,82 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
+use clap::{Parser, ValueEnum};
+use lab::machine::{sh, Facts, PacemakerStack, Totem};
 use lab::{unix_now, Lab, LabSpec, Signal};
 use serde::{Deserialize, Serialize};
 
+/// DescribeAddresses poll period.
 const POLL: Duration = Duration::from_millis(10);
-const SCENARIOS: [&str; 3] = ["hard_failure", "switchover", "process_stop"];
-
-fn scenario_title(s: &str) -> &'static str {
-    match s {
-        "hard_failure" => "hard failure of the holder (kill -9 corosync + cluster daemons)",
-        "switchover" => "planned switchover (`crm_resource --move` / `corosync-eip move`)",
-        "process_stop" => "holder stops its HA service (SIGTERM corosync-eip / stop pacemaker)",
-        _ => "?",
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // arguments
 
+#[derive(Parser, Debug)]
+#[command(
+    about = "Failover benchmark: corosync-eip against Pacemaker + ocf:heartbeat:awseip on the namespace lab",
+    long_about = "Failover benchmark: corosync-eip against Pacemaker + ocf:heartbeat:awseip on the \
+                  namespace lab. Writes bench/results/<section>.json and regenerates \
+                  docs/benchmark.md from whatever sections exist there. Needs root, \
+                  scripts/setup.sh, bench/setup.sh and a release build of the daemon; run it \
+                  through ./bench/run.sh."
+)]
 struct Args {
-    trials: usize,
+    /// Trials per scenario and system [default: 10, 3 with --quick].
+    #[arg(long, value_name = "N")]
+    trials: Option<usize>,
+    /// Short run: 3 trials per scenario and a 15 s idle window, unless given explicitly.
+    #[arg(long)]
     quick: bool,
+    /// Run the scale section (the default; undoes an earlier --no-scale).
+    #[arg(long, overrides_with = "no_scale")]
     scale: bool,
-    ours: bool,
-    pacemaker: bool,
+    /// Skip the scale section.
+    #[arg(long, overrides_with = "scale")]
+    no_scale: bool,
+    /// Only the scale section: no failover trials, no idle costs.
+    #[arg(long, conflicts_with_all = ["systems", "no_scale"])]
+    scale_only: bool,
+    /// Systems to run the failover trials and idle window on, comma-separated
+    /// [default: ours,pacemaker].
+    #[arg(long, value_enum, value_delimiter = ',', default_values = ["ours", "pacemaker"], hide_default_value = true)]
+    systems: Vec<SystemKind>,
+    /// Skip the idle-cost window after the trials.
+    #[arg(long)]
+    no_idle: bool,
+    /// Length of the idle-cost window in seconds [default: 60, 15 with --quick].
+    #[arg(long, value_name = "S")]
+    idle_secs: Option<u64>,
+    /// Nodes of the scale run.
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    scale_nodes: usize,
+    /// Elastic IPs of the scale run.
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    scale_eips: usize,
+    /// Measure nothing: regenerate docs/benchmark.md from bench/results/.
+    #[arg(long)]
+    render_only: bool,
+}
+
+/// A system under test, as named on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum SystemKind {
+    /// corosync-eip.
+    Ours,
+    /// Pacemaker + ocf:heartbeat:awseip.
+    Pacemaker,
+}
+
+/// What a run does, resolved from the arguments.
+struct Plan {
+    trials: usize,
+    systems: Vec<SystemKind>,
+    scale: bool,
     idle: bool,
     idle_secs: u64,
     scale_nodes: usize,
@@ -54,63 +101,77 @@ struct Args {
     render_only: bool,
 }
 
-fn parse_args() -> Result<Args> {
-    let mut a = Args {
-        trials: 10,
-        quick: false,
-        scale: true,
-        ours: true,
-        pacemaker: true,
-        idle: true,
-        idle_secs: 60,
-        scale_nodes: 8,
-        scale_eips: 100,
-        render_only: false,
-    };
-    let mut trials = None;
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        let mut val = |name: &str| it.next().ok_or_else(|| anyhow!("{name} needs a value"));
-        match arg.as_str() {
-            "--trials" => trials = Some(val("--trials")?.parse()?),
-            "--quick" => a.quick = true,
-            "--scale" => a.scale = true,
-            "--no-scale" => a.scale = false,
-            "--no-idle" => a.idle = false,
-            "--idle-secs" => a.idle_secs = val("--idle-secs")?.parse()?,
-            "--scale-nodes" => a.scale_nodes = val("--scale-nodes")?.parse()?,
-            "--scale-eips" => a.scale_eips = val("--scale-eips")?.parse()?,
-            "--render-only" => a.render_only = true,
-            "--systems" => {
-                let v = val("--systems")?;
-                a.ours = v.split(',').any(|s| s == "ours");
-                a.pacemaker = v.split(',').any(|s| s == "pacemaker");
-                if !a.ours && !a.pacemaker {
-                    bail!("--systems takes ours,pacemaker (or one of them)");
-                }
+impl Args {
+    fn plan(self) -> Plan {
+        let mut systems = Vec::new();
+        // the order of the sections, whatever the order on the command line
+        for kind in [SystemKind::Ours, SystemKind::Pacemaker] {
+            if !self.scale_only && self.systems.contains(&kind) {
+                systems.push(kind);
             }
-            "--scale-only" => {
-                a.scale = true;
-                a.ours = false;
-                a.pacemaker = false;
-            }
-            "-h" | "--help" => {
-                println!("see the header of examples/bench_failover.rs and docs/benchmark.md");
-                std::process::exit(0);
-            }
-            other => bail!("unknown argument {other}"),
+        }
+        Plan {
+            trials: self.trials.unwrap_or(if self.quick { 3 } else { 10 }),
+            systems,
+            scale: self.scale || !self.no_scale,
+            idle: !self.no_idle,
+            idle_secs: self.idle_secs.unwrap_or(if self.quick { 15 } else { 60 }),
+            scale_nodes: self.scale_nodes,
+            scale_eips: self.scale_eips,
+            render_only: self.render_only,
         }
     }
-    a.trials = trials.unwrap_or(if a.quick { 3 } else { 10 });
-    if a.quick && a.idle_secs == 60 {
-        a.idle_secs = 15;
+}
+
+// ---------------------------------------------------------------------------------------------
+// scenarios
+
+/// The events each system is put through, in the order they run and are reported.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Scenario {
+    /// kill -9 corosync and the cluster daemons on the holder (a node failure).
+    HardFailure,
+    /// The operator moves the address to the other node.
+    Switchover,
+    /// The holder's HA service is stopped (SIGTERM, what `systemctl stop` sends).
+    ProcessStop,
+}
+
+impl Scenario {
+    const ALL: [Scenario; 3] = [Scenario::HardFailure, Scenario::Switchover, Scenario::ProcessStop];
+
+    /// The name in the results (`Trial::scenario`) and in the tables.
+    fn key(self) -> &'static str {
+        match self {
+            Scenario::HardFailure => "hard_failure",
+            Scenario::Switchover => "switchover",
+            Scenario::ProcessStop => "process_stop",
+        }
     }
-    Ok(a)
+
+    fn title(self) -> &'static str {
+        match self {
+            Scenario::HardFailure => "hard failure of the holder (kill -9 corosync + cluster daemons)",
+            Scenario::Switchover => "planned switchover (`crm_resource --move` / `corosync-eip move`)",
+            Scenario::ProcessStop => "holder stops its HA service (SIGTERM corosync-eip / stop pacemaker)",
+        }
+    }
+
+    /// The median of the earlier measurement (/work/shared/design) shown when the baseline was
+    /// not run side by side.
+    fn reference_baseline_ms(self) -> Option<f64> {
+        match self {
+            Scenario::HardFailure => Some(3500.0),
+            Scenario::Switchover => Some(6430.0),
+            Scenario::ProcessStop => None,
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
 // results
 
+/// The machine record of every section; its fields are part of the results' format.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 struct Machine {
     date: String,
@@ -229,46 +290,31 @@ fn load<T: for<'a> Deserialize<'a>>(name: &str) -> Option<T> {
 // ---------------------------------------------------------------------------------------------
 // helpers
 
-fn sh(cmd: &str) -> String {
-    Command::new("sh")
-        .args(["-c", cmd])
-        .stderr(Stdio::null())
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default()
-}
-
-fn machine_facts() -> Machine {
-    let venv = lab::venv_python();
-    Machine {
-        date: sh("date -u '+%Y-%m-%d %H:%M UTC'"),
-        nproc: sh("nproc"),
-        cpu: sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2-"),
-        kernel: sh("uname -sr"),
-        corosync: sh("corosync -v | head -1"),
-        pacemaker: sh("dpkg-query -W -f='${Version}' pacemaker"),
-        resource_agents: sh("dpkg-query -W -f='${Version}' resource-agents"),
-        awscli: sh("/usr/bin/aws --version 2>&1 | cut -d' ' -f1"),
-        moto: sh(&format!("{} -c 'import moto; print(moto.__version__)'", venv.display())),
-        commit: sh(&format!("git -C {} rev-parse --short HEAD", lab::repo_root().display())),
-        load_at_start: sh("cut -d' ' -f1-3 /proc/loadavg"),
-        token_ms: String::new(),
-        consensus_ms: String::new(),
+impl Machine {
+    /// The sections' machine record; token and consensus are read later, in each lab.
+    fn from_facts(f: &Facts, pm: &PacemakerStack) -> Machine {
+        Machine {
+            date: f.date.clone(),
+            nproc: f.nproc.clone(),
+            cpu: f.cpu.clone(),
+            kernel: f.kernel.clone(),
+            corosync: f.corosync.clone(),
+            pacemaker: pm.pacemaker.clone(),
+            resource_agents: pm.resource_agents.clone(),
+            awscli: pm.awscli.clone(),
+            moto: f.moto.clone(),
+            commit: f.commit.clone(),
+            load_at_start: f.load_at_start.clone(),
+            token_ms: String::new(),
+            consensus_ms: String::new(),
+        }
     }
-}
 
-/// runtime.config.totem.token / consensus as corosync reports them inside node 0.
-fn read_cmap(lab: &Lab, m: &mut Machine) {
-    let get = |key: &str| -> String {
-        lab.node_exec(0, &["/usr/sbin/corosync-cmapctl", "-g", key])
-            .map(|o| {
-                let s = String::from_utf8_lossy(&o.stdout).to_string();
-                s.rsplit('=').next().unwrap_or("").trim().to_string()
-            })
-            .unwrap_or_default()
-    };
-    m.token_ms = get("runtime.config.totem.token");
-    m.consensus_ms = get("runtime.config.totem.consensus");
+    /// This record with the runtime totem timing of `lab` (each section has its own lab).
+    fn with_totem(&self, lab: &Lab) -> Machine {
+        let totem = Totem::read(|argv| lab.node_exec(0, argv));
+        Machine { token_ms: totem.token_ms, consensus_ms: totem.consensus_ms, ..self.clone() }
+    }
 }
 
 fn ms(a: f64, b: f64) -> f64 {
@@ -427,13 +473,170 @@ fn median(v: &mut [f64]) -> f64 {
     if v.is_empty() {
         return f64::NAN;
     }
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v.sort_by(f64::total_cmp);
     let n = v.len();
     if n % 2 == 1 {
         v[n / 2]
     } else {
         (v[n / 2 - 1] + v[n / 2]) / 2.0
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// the trial, common to both systems
+
+/// The event of a trial: its time zero and, for a switchover, the command that causes it (still
+/// running: its return is a measurement of its own).
+struct Event {
+    t0: f64,
+    command: Option<Child>,
+}
+
+/// A system under test, running on its own 2-node lab with one EIP. What both systems share
+/// (the DescribeAddresses polls, EC2's request log, corosync's membership) is in `trial`; the
+/// methods are what differs: how the event is caused, what the system logs about it and how
+/// the old holder is brought back.
+trait System: Sized {
+    /// `Trial::system`, `FailoverSection::system` and `IdleCost::system` in the results.
+    const NAME: &'static str;
+    /// The system in progress lines and error messages.
+    const LABEL: &'static str;
+    /// The section's headline on stderr.
+    const TITLE: &'static str;
+    /// The section's results file, bench/results/<RESULTS>.json.
+    const RESULTS: &'static str;
+    /// How long the address may take to move before a trial fails.
+    const MOVE_TIMEOUT: Duration;
+
+    /// Starts the lab and the system on it; returns once the address is held.
+    fn start() -> Result<Self>;
+
+    /// The lab the system runs on.
+    fn lab(&self) -> &Lab;
+
+    /// Waits until the cluster is steady and one node holds `alloc`; returns that node.
+    fn steady(&self, alloc: &str) -> Result<usize>;
+
+    /// Records what the trial needs to know about the cluster before the event.
+    fn before_event(&self, _holder: usize, _t: &mut Trial) -> Result<()> {
+        Ok(())
+    }
+
+    /// Causes the scenario's event on the holder; `other` is the node the address should go to.
+    fn cause(&mut self, sc: Scenario, holder: usize, other: usize) -> Result<Event>;
+
+    /// Waits for the event's command, after the address moved.
+    fn command_done(&mut self, command: Child, t0: f64, t: &mut Trial) -> Result<()>;
+
+    /// Fills the timings only this system reports (its logs, its status) once the address is
+    /// on `new`.
+    fn explain(&self, t0: f64, new: usize, t: &mut Trial) -> Result<()>;
+
+    /// Brings the old holder back, so that the next trial starts with two working nodes.
+    fn restore(&mut self, sc: Scenario, holder: usize, new: usize, alloc: &str) -> Result<()>;
+
+    /// The processes whose cost the idle window measures, with the names they are reported by.
+    fn idle_processes(&self) -> Vec<(String, u32)>;
+
+    /// The section's `setup` line.
+    fn setup(&self) -> String;
+}
+
+fn trial<S: System>(sys: &mut S, sc: Scenario, k: usize, alloc: &str) -> Result<Trial> {
+    let h = sys.steady(alloc)?;
+    thread::sleep(Duration::from_millis(500));
+    let lab = sys.lab();
+    let other = (0..lab.node_count()).find(|&j| j != h).ok_or_else(|| anyhow!("no node besides the holder"))?;
+    let mut t = Trial {
+        system: S::NAME.into(),
+        scenario: sc.key().into(),
+        trial: k,
+        from_node: lab.node_id(h),
+        ..Default::default()
+    };
+    sys.before_event(h, &mut t)?;
+    let Event { t0, command } = sys.cause(sc, h, other)?;
+    let obs = observe(sys.lab(), alloc, h, t0, S::MOVE_TIMEOUT)?;
+    t.to_node = sys.lab().node_id(obs.to);
+    t.visible_ms = ms(t0, obs.t_visible);
+    t.unassociated_ms = obs.unassociated_ms;
+    t.polls = obs.polls;
+    t.max_poll_gap_ms = obs.max_gap_ms;
+    if let Some(c) = command {
+        sys.command_done(c, t0, &mut t)?;
+    }
+    let new = obs.to;
+    sys.explain(t0, new, &mut t)?;
+    if sc == Scenario::HardFailure {
+        t.corosync_membership_ms = corosync_membership_after(sys.lab(), new, t0).map(|x| ms(t0, x));
+    }
+    fill_calls(sys.lab(), &mut t, t0, obs.t_visible, new)?;
+    sys.restore(sc, h, new, alloc)?;
+    Ok(t)
+}
+
+/// One system's section: every scenario `plan.trials` times, then its idle costs.
+fn run_system<S: System>(plan: &Plan, machine: &Machine) -> Result<(FailoverSection, Option<IdleCost>)> {
+    let mut sys = S::start()?;
+    let m = machine.with_totem(sys.lab());
+    let alloc = sys.lab().allocation_ids().first().cloned().ok_or_else(|| anyhow!("the lab has no EIP"))?;
+    let mut trials = Vec::new();
+    for sc in Scenario::ALL {
+        for k in 0..plan.trials {
+            let t = trial(&mut sys, sc, k, &alloc).with_context(|| format!("{} {} trial {k}", S::LABEL, sc.key()))?;
+            eprintln!(
+                "  {:<12} {:<13} #{k}: {:>8.1} ms (unassociated {:.0} ms) node {} → {}{}",
+                S::LABEL,
+                sc.key(),
+                t.visible_ms,
+                t.unassociated_ms,
+                t.from_node,
+                t.to_node,
+                if t.holder_was_dc == Some(true) { " (holder was DC)" } else { "" }
+            );
+            trials.push(t);
+        }
+    }
+    let idle = if plan.idle {
+        sys.steady(&alloc)?;
+        Some(idle_window(sys.lab(), S::NAME, &sys.idle_processes(), plan.idle_secs)?)
+    } else {
+        None
+    };
+    let sec = FailoverSection { system: S::NAME.into(), machine: m, setup: sys.setup(), trials, notes: vec![] };
+    Ok((sec, idle))
+}
+
+/// Samples RSS and CPU of the given processes (and their children) and the EC2 calls of the
+/// cluster over an idle window.
+fn idle_window(lab: &Lab, system: &str, pids: &[(String, u32)], secs: u64) -> Result<IdleCost> {
+    eprintln!("  {system}: idle window of {secs} s");
+    let tick = sh("getconf CLK_TCK").parse::<f64>().unwrap_or(100.0);
+    let before: Vec<Option<(String, u64, u64)>> = pids.iter().map(|(_, p)| proc_usage(*p)).collect();
+    let t0 = unix_now();
+    thread::sleep(Duration::from_secs(secs));
+    let t1 = unix_now();
+    let mut processes = Vec::new();
+    for ((name, p), b) in pids.iter().zip(before) {
+        if let (Some(b), Some(a)) = (b, proc_usage(*p)) {
+            processes.push((name.clone(), a.1, (a.2.saturating_sub(b.2)) as f64 / tick));
+        }
+    }
+    let mut calls = BTreeMap::new();
+    let mut n = 0u32;
+    for r in lab.ec2_requests()? {
+        if r.t >= t0 && r.t <= t1 && lab.node_by_ip(&r.source).is_some() {
+            *calls.entry(r.action).or_default() += 1;
+            n += 1;
+        }
+    }
+    Ok(IdleCost {
+        system: system.into(),
+        window_s: ((t1 - t0) * 10.0).round() / 10.0,
+        processes,
+        calls_in_window: calls,
+        calls_per_hour: n as f64 * 3600.0 / (t1 - t0),
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -483,46 +686,69 @@ fn log_time_prefix(line: &str) -> Option<f64> {
     parse_rfc3339(line.split_whitespace().next()?)
 }
 
-fn ours_trial(lab: &mut Lab, scenario: &str, k: usize, alloc: &str) -> Result<Trial> {
-    let h = ours_steady(lab, alloc)?;
-    thread::sleep(Duration::from_millis(500));
-    let other = (0..lab.node_count()).find(|&j| j != h).unwrap();
-    let mut t = Trial {
-        system: "corosync-eip".into(),
-        scenario: scenario.into(),
-        trial: k,
-        from_node: lab.node_id(h),
-        ..Default::default()
-    };
-    let t0;
-    let mut mover: Option<Child> = None;
-    match scenario {
-        "hard_failure" => {
-            t0 = unix_now();
-            lab.kill_corosync(h, Signal::SIGKILL);
-            lab.kill_daemon(h);
+/// corosync-eip, the release binary, on lab `bch`.
+struct CorosyncEip {
+    lab: Lab,
+}
+
+impl System for CorosyncEip {
+    const NAME: &'static str = "corosync-eip";
+    const LABEL: &'static str = "corosync-eip";
+    const TITLE: &'static str = "corosync-eip";
+    const RESULTS: &'static str = "failover-ours";
+    const MOVE_TIMEOUT: Duration = Duration::from_secs(60);
+
+    fn start() -> Result<Self> {
+        let mut spec = LabSpec::new("bch", 230, 2);
+        spec.daemon_bin = release_bin();
+        if !spec.daemon_bin.exists() {
+            bail!("{} is missing: cargo build --release --bin corosync-eip", spec.daemon_bin.display());
         }
-        "switchover" => {
-            let bin = lab.spec().daemon_bin.to_string_lossy().into_owned();
-            let to = lab.node_id(other).to_string();
-            let mut cmd = lab.node_command(h, &[&bin, "move", "eip1", "--to", &to]);
-            cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
-            t0 = unix_now();
-            mover = Some(cmd.spawn()?);
+        let mut lab = Lab::start(spec)?;
+        let conf = ours_config(&lab);
+        for i in 0..lab.node_count() {
+            lab.write_daemon_config(i, &conf)?;
+            lab.start_daemon(i)?;
         }
-        "process_stop" => {
-            t0 = unix_now();
-            lab.signal_daemon(h, Signal::SIGTERM)?;
-        }
-        _ => unreachable!(),
+        let alloc = lab.allocation_ids().first().cloned().ok_or_else(|| anyhow!("the lab has no EIP"))?;
+        ours_steady(&lab, &alloc)?;
+        Ok(CorosyncEip { lab })
     }
-    let obs = observe(lab, alloc, h, t0, Duration::from_secs(60))?;
-    t.to_node = lab.node_id(obs.to);
-    t.visible_ms = ms(t0, obs.t_visible);
-    t.unassociated_ms = obs.unassociated_ms;
-    t.polls = obs.polls;
-    t.max_poll_gap_ms = obs.max_gap_ms;
-    if let Some(mut c) = mover {
+
+    fn lab(&self) -> &Lab {
+        &self.lab
+    }
+
+    fn steady(&self, alloc: &str) -> Result<usize> {
+        ours_steady(&self.lab, alloc)
+    }
+
+    fn cause(&mut self, sc: Scenario, h: usize, other: usize) -> Result<Event> {
+        let lab = &mut self.lab;
+        Ok(match sc {
+            Scenario::HardFailure => {
+                let t0 = unix_now();
+                lab.kill_corosync(h, Signal::SIGKILL);
+                lab.kill_daemon(h);
+                Event { t0, command: None }
+            }
+            Scenario::Switchover => {
+                let bin = lab.spec().daemon_bin.to_string_lossy().into_owned();
+                let to = lab.node_id(other).to_string();
+                let mut cmd = lab.node_command(h, &[&bin, "move", "eip1", "--to", &to]);
+                cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+                let t0 = unix_now();
+                Event { t0, command: Some(cmd.spawn()?) }
+            }
+            Scenario::ProcessStop => {
+                let t0 = unix_now();
+                lab.signal_daemon(h, Signal::SIGTERM)?;
+                Event { t0, command: None }
+            }
+        })
+    }
+
+    fn command_done(&mut self, mut c: Child, t0: f64, t: &mut Trial) -> Result<()> {
         let st = c.wait()?;
         t.command_returned_ms = Some(ms(t0, unix_now()));
         if !st.success() {
@@ -531,136 +757,70 @@ fn ours_trial(lab: &mut Lab, scenario: &str, k: usize, alloc: &str) -> Result<Tr
             let _ = c.stderr.take().map(|mut s| s.read_to_string(&mut e));
             bail!("corosync-eip move failed ({st}): {e}");
         }
+        Ok(())
     }
-    // the new holder's timeline
-    let new = obs.to;
-    let st = lab.wait_for("the new holder's timeline", Duration::from_secs(10), || {
-        let st = lab.daemon_status_json(new)?;
-        let lf = &st["resources"][0]["last_failover"];
-        let fresh = lf["detected_at"].as_str().and_then(parse_rfc3339).is_some_and(|d| d >= t0 - 0.001);
-        Ok(fresh.then_some(st))
-    });
-    if let Ok(st) = st {
-        let lf = &st["resources"][0]["last_failover"];
-        let det = lf["detected_at"].as_str().and_then(parse_rfc3339);
-        t.detected_ms = det.map(|d| ms(t0, d));
-        t.elected_ms = lf["elected_ms"].as_f64();
-        t.associate_sent_ms = lf["associate_sent_ms"].as_f64();
-        t.verified_ms = lf["verified_ms"].as_f64();
-    }
-    let dlog = lab.daemon_log(new);
-    t.cpg_confchg_ms = dlog
-        .lines()
-        .filter(|l| l.contains("CPG membership changed") && !l.contains("left=[]"))
-        .filter_map(log_time_prefix)
-        .find(|&x| x >= t0)
-        .map(|x| ms(t0, x));
-    if scenario == "hard_failure" {
-        t.corosync_membership_ms = corosync_membership_after(lab, new, t0).map(|x| ms(t0, x));
-    }
-    fill_calls(lab, &mut t, t0, obs.t_visible, new)?;
-    // restore
-    match scenario {
-        "hard_failure" => {
-            lab.start_corosync(h)?;
-            lab.wait_quorate(&[0, 1], 2, Duration::from_secs(30))?;
-            lab.start_daemon(h)?;
-        }
-        "process_stop" => {
-            lab.wait_daemon_exit(h, Duration::from_secs(15))?;
-            lab.start_daemon(h)?;
-        }
-        _ => {}
-    }
-    Ok(t)
-}
 
-fn run_ours(args: &Args, machine: &Machine) -> Result<(FailoverSection, Option<IdleCost>)> {
-    let mut spec = LabSpec::new("bch", 230, 2);
-    spec.daemon_bin = release_bin();
-    if !spec.daemon_bin.exists() {
-        bail!("{} is missing: cargo build --release --bin corosync-eip", spec.daemon_bin.display());
-    }
-    let mut lab = Lab::start(spec)?;
-    let mut m = machine.clone();
-    read_cmap(&lab, &mut m);
-    let alloc = lab.allocation_ids()[0].clone();
-    let conf = ours_config(&lab);
-    for i in 0..2 {
-        lab.write_daemon_config(i, &conf)?;
-        lab.start_daemon(i)?;
-    }
-    ours_steady(&lab, &alloc)?;
-    let mut trials = Vec::new();
-    for sc in SCENARIOS {
-        for k in 0..args.trials {
-            let t = ours_trial(&mut lab, sc, k, &alloc).with_context(|| format!("corosync-eip {sc} trial {k}"))?;
-            eprintln!(
-                "  corosync-eip {sc:<13} #{k}: {:>8.1} ms (unassociated {:.0} ms) node {} → {}",
-                t.visible_ms, t.unassociated_ms, t.from_node, t.to_node
-            );
-            trials.push(t);
+    fn explain(&self, t0: f64, new: usize, t: &mut Trial) -> Result<()> {
+        let lab = &self.lab;
+        // the new holder's timeline; a trial without it still counts (its fields stay empty)
+        let timeline = lab.wait_for("the new holder's timeline", Duration::from_secs(10), || {
+            let st = lab.daemon_status(new)?;
+            let lf = st.resources.first().and_then(|r| r.last_failover.clone());
+            Ok(lf.filter(|lf| parse_rfc3339(&lf.detected_at).is_some_and(|d| d >= t0 - 0.001)))
+        });
+        if let Ok(lf) = timeline {
+            t.detected_ms = parse_rfc3339(&lf.detected_at).map(|d| ms(t0, d));
+            t.elected_ms = Some(lf.elected_ms as f64);
+            t.associate_sent_ms = lf.associate_sent_ms.map(|m| m as f64);
+            t.verified_ms = Some(lf.verified_ms as f64);
         }
+        t.cpg_confchg_ms = lab
+            .daemon_log(new)
+            .lines()
+            .filter(|l| l.contains("CPG membership changed") && !l.contains("left=[]"))
+            .filter_map(log_time_prefix)
+            .find(|&x| x >= t0)
+            .map(|x| ms(t0, x));
+        Ok(())
     }
-    let idle = if args.idle {
-        ours_steady(&lab, &alloc)?;
-        let pids: Vec<(String, u32)> = (0..2)
-            .filter_map(|i| lab.daemon_pid(i).map(|p| (format!("corosync-eip node{}", i + 1), p)))
-            .collect();
-        Some(idle_window(&lab, "corosync-eip", &pids, args.idle_secs)?)
-    } else {
-        None
-    };
-    let sec = FailoverSection {
-        system: "corosync-eip".into(),
-        machine: m,
-        setup: format!(
+
+    fn restore(&mut self, sc: Scenario, h: usize, _new: usize, _alloc: &str) -> Result<()> {
+        let lab = &mut self.lab;
+        match sc {
+            Scenario::HardFailure => {
+                lab.start_corosync(h)?;
+                lab.wait_quorate(&[0, 1], 2, Duration::from_secs(30))?;
+                lab.start_daemon(h)?;
+            }
+            Scenario::ProcessStop => {
+                lab.wait_daemon_exit(h, Duration::from_secs(15))?;
+                lab.start_daemon(h)?;
+            }
+            Scenario::Switchover => {}
+        }
+        Ok(())
+    }
+
+    fn idle_processes(&self) -> Vec<(String, u32)> {
+        (0..self.lab.node_count())
+            .filter_map(|i| self.lab.daemon_pid(i).map(|p| (format!("corosync-eip node{}", i + 1), p)))
+            .collect()
+    }
+
+    fn setup(&self) -> String {
+        format!(
             "2 nodes, two_node: 1, 1 EIP, release build, monitor_interval 10s, defaults otherwise; \
              daemon: {}",
-            lab.spec().daemon_bin.display()
-        ),
-        trials,
-        notes: vec![],
-    };
-    Ok((sec, idle))
-}
-
-/// Samples RSS and CPU of the given processes (and their children) and the EC2 calls of the
-/// cluster over an idle window.
-fn idle_window(lab: &Lab, system: &str, pids: &[(String, u32)], secs: u64) -> Result<IdleCost> {
-    eprintln!("  {system}: idle window of {secs} s");
-    let tick = sh("getconf CLK_TCK").parse::<f64>().unwrap_or(100.0);
-    let before: Vec<Option<(String, u64, u64)>> = pids.iter().map(|(_, p)| proc_usage(*p)).collect();
-    let t0 = unix_now();
-    thread::sleep(Duration::from_secs(secs));
-    let t1 = unix_now();
-    let mut processes = Vec::new();
-    for ((name, p), b) in pids.iter().zip(before) {
-        if let (Some(b), Some(a)) = (b, proc_usage(*p)) {
-            processes.push((name.clone(), a.1, (a.2.saturating_sub(b.2)) as f64 / tick));
-        }
+            self.lab.spec().daemon_bin.display()
+        )
     }
-    let mut calls = BTreeMap::new();
-    let mut n = 0u32;
-    for r in lab.ec2_requests()? {
-        if r.t >= t0 && r.t <= t1 && lab.node_by_ip(&r.source).is_some() {
-            *calls.entry(r.action).or_default() += 1;
-            n += 1;
-        }
-    }
-    Ok(IdleCost {
-        system: system.into(),
-        window_s: ((t1 - t0) * 10.0).round() / 10.0,
-        processes,
-        calls_in_window: calls,
-        calls_per_hour: n as f64 * 3600.0 / (t1 - t0),
-    })
 }
 
 // ---------------------------------------------------------------------------------------------
 // Pacemaker + awseip
 
-struct Pcmk {
+/// Pacemaker + ocf:heartbeat:awseip on lab `bpm`, pacemakerd started in each node namespace.
+struct Pacemaker {
     pacemakerd: Vec<Option<Child>>,
     imds80: Vec<Option<Child>>,
     wrapper: PathBuf,
@@ -668,7 +828,7 @@ struct Pcmk {
     lab: Lab,
 }
 
-impl Drop for Pcmk {
+impl Drop for Pacemaker {
     fn drop(&mut self) {
         for i in 0..self.pacemakerd.len() {
             self.kill_pacemaker(i, Signal::SIGKILL);
@@ -680,7 +840,7 @@ impl Drop for Pcmk {
     }
 }
 
-impl Pcmk {
+impl Pacemaker {
     fn kill_pacemaker(&mut self, i: usize, sig: Signal) {
         if let Some(mut c) = self.pacemakerd[i].take() {
             for p in process_tree(c.id()) {
@@ -795,6 +955,93 @@ impl Pcmk {
         }
         Ok((online, running, dc, failed))
     }
+}
+
+impl System for Pacemaker {
+    const NAME: &'static str = "pacemaker+awseip";
+    const LABEL: &'static str = "pacemaker";
+    const TITLE: &'static str = "Pacemaker + awseip";
+    const RESULTS: &'static str = "failover-pacemaker";
+    // the agent's stop and start each sleep api_delay (3 s) after several AWS CLI processes
+    const MOVE_TIMEOUT: Duration = Duration::from_secs(120);
+
+    fn start() -> Result<Self> {
+        let mut spec = LabSpec::new("bpm", 231, 2);
+        spec.daemon_bin = release_bin();
+        let lab = Lab::start(spec)?;
+        let work = lab.spec().work_dir.clone();
+        // the AWS CLI: the agent passes --profile default; v2 ignores AWS_ENDPOINT_URL
+        let aws = work.join("aws");
+        fs::create_dir_all(&aws)?;
+        fs::write(aws.join("config"), "[default]\nregion = us-east-1\noutput = json\n")?;
+        fs::write(
+            aws.join("credentials"),
+            "[default]\naws_access_key_id = testing\naws_secret_access_key = testing\n",
+        )?;
+        let wrapper = work.join("aws-lab");
+        fs::write(
+            &wrapper,
+            format!(
+                "#!/bin/sh\n# the lab's AWS CLI: Debian's /usr/bin/aws (v2) pointed at the emulator\n\
+                 export AWS_CONFIG_FILE={c} AWS_SHARED_CREDENTIALS_FILE={k} AWS_PAGER=''\n\
+                 exec /usr/bin/aws --endpoint-url {url} \"$@\"\n",
+                c = aws.join("config").display(),
+                k = aws.join("credentials").display(),
+                url = lab.emulator_url()
+            ),
+        )?;
+        sh(&format!("chmod 0755 {}", wrapper.display()));
+        let n = lab.node_count();
+        let mut pm = Pacemaker {
+            pacemakerd: (0..n).map(|_| None).collect(),
+            imds80: (0..n).map(|_| None).collect(),
+            wrapper,
+            lab,
+        };
+        for i in 0..n {
+            pm.prepare_node(i)?;
+        }
+        for i in 0..n {
+            pm.start_pacemaker(i)?;
+        }
+        pm.lab.wait_for("pacemaker: both nodes online with a DC", Duration::from_secs(120), || {
+            let (online, _, dc, _) = match pm.mon(0) {
+                Ok(v) => v,
+                Err(_) => return Ok(None),
+            };
+            Ok((online.len() == n && dc.is_some()).then_some(()))
+        })?;
+        let alloc = pm.lab.allocation_ids().first().cloned().ok_or_else(|| anyhow!("the lab has no EIP"))?;
+        let public_ip = pm
+            .lab
+            .seed_info()
+            .allocations
+            .first()
+            .map(|a| a.public_ip.clone())
+            .ok_or_else(|| anyhow!("the lab's seed has no EIP"))?;
+        pm.exec(0, &["/usr/sbin/crm_attribute", "--type", "crm_config", "--name", "stonith-enabled", "--update", "false"])?;
+        pm.exec(0, &["/usr/sbin/crm_attribute", "--type", "rsc_defaults", "--name", "resource-stickiness", "--update", "INFINITY"])?;
+        let prim = format!(
+            "<primitive id=\"eip\" class=\"ocf\" provider=\"heartbeat\" type=\"awseip\">\
+             <instance_attributes id=\"eip-ia\">\
+             <nvpair id=\"eip-ia-elastic_ip\" name=\"elastic_ip\" value=\"{public_ip}\"/>\
+             <nvpair id=\"eip-ia-allocation_id\" name=\"allocation_id\" value=\"{alloc}\"/>\
+             <nvpair id=\"eip-ia-awscli\" name=\"awscli\" value=\"{}\"/>\
+             </instance_attributes><operations>\
+             <op id=\"eip-monitor-10s\" name=\"monitor\" interval=\"10s\" timeout=\"30s\"/>\
+             <op id=\"eip-start-0\" name=\"start\" interval=\"0s\" timeout=\"60s\"/>\
+             <op id=\"eip-stop-0\" name=\"stop\" interval=\"0s\" timeout=\"60s\"/>\
+             </operations></primitive>",
+            pm.wrapper.display()
+        );
+        pm.exec(0, &["/usr/sbin/cibadmin", "--create", "-o", "resources", "--xml-text", &prim])?;
+        pm.steady(&alloc).context("pacemaker: initial start of the EIP")?;
+        Ok(pm)
+    }
+
+    fn lab(&self) -> &Lab {
+        &self.lab
+    }
 
     /// Both nodes online, the resource started on exactly one node, EC2 agrees, the cluster idle.
     fn steady(&self, alloc: &str) -> Result<usize> {
@@ -811,90 +1058,104 @@ impl Pcmk {
         self.exec(h, &["/usr/sbin/crm_resource", "--wait", "--timeout", "120s"])?;
         Ok(h)
     }
-}
 
-fn run_pacemaker(args: &Args, machine: &Machine) -> Result<(FailoverSection, Option<IdleCost>)> {
-    let mut spec = LabSpec::new("bpm", 231, 2);
-    spec.daemon_bin = release_bin();
-    let lab = Lab::start(spec)?;
-    let work = lab.spec().work_dir.clone();
-    // the AWS CLI: the agent passes --profile default; v2 ignores AWS_ENDPOINT_URL
-    let aws = work.join("aws");
-    fs::create_dir_all(&aws)?;
-    fs::write(aws.join("config"), "[default]\nregion = us-east-1\noutput = json\n")?;
-    fs::write(
-        aws.join("credentials"),
-        "[default]\naws_access_key_id = testing\naws_secret_access_key = testing\n",
-    )?;
-    let wrapper = work.join("aws-lab");
-    fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/sh\n# the lab's AWS CLI: Debian's /usr/bin/aws (v2) pointed at the emulator\n\
-             export AWS_CONFIG_FILE={c} AWS_SHARED_CREDENTIALS_FILE={k} AWS_PAGER=''\n\
-             exec /usr/bin/aws --endpoint-url {url} \"$@\"\n",
-            c = aws.join("config").display(),
-            k = aws.join("credentials").display(),
-            url = lab.emulator_url()
-        ),
-    )?;
-    sh(&format!("chmod 0755 {}", wrapper.display()));
-    let n = lab.node_count();
-    let mut pm = Pcmk { pacemakerd: (0..n).map(|_| None).collect(), imds80: (0..n).map(|_| None).collect(), wrapper, lab };
-    let mut m = machine.clone();
-    read_cmap(&pm.lab, &mut m);
-    for i in 0..n {
-        pm.prepare_node(i)?;
+    /// Whether the holder is the DC: losing the DC adds an election before anything starts.
+    fn before_event(&self, h: usize, t: &mut Trial) -> Result<()> {
+        let (_, _, dc, _) = self.mon(h)?;
+        t.holder_was_dc = Some(dc.as_deref() == Some(self.lab.node_name(h)));
+        Ok(())
     }
-    for i in 0..n {
-        pm.start_pacemaker(i)?;
+
+    fn cause(&mut self, sc: Scenario, h: usize, other: usize) -> Result<Event> {
+        Ok(match sc {
+            Scenario::HardFailure => {
+                let tree = self.pacemakerd[h].as_ref().map(|c| process_tree(c.id())).unwrap_or_default();
+                let t0 = unix_now();
+                if let Some(p) = self.lab.corosync_pid(h) {
+                    kill_pid(p, Signal::SIGKILL);
+                }
+                for p in tree {
+                    kill_pid(p, Signal::SIGKILL);
+                }
+                self.lab.kill_corosync(h, Signal::SIGKILL); // reaps
+                self.kill_pacemaker(h, Signal::SIGKILL);
+                Event { t0, command: None }
+            }
+            Scenario::Switchover => {
+                let to = self.lab.node_name(other).to_string();
+                let mut cmd =
+                    self.lab.node_command(h, &["/usr/sbin/crm_resource", "--move", "--force", "-r", "eip", "-N", &to]);
+                cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+                let t0 = unix_now();
+                Event { t0, command: Some(cmd.spawn()?) }
+            }
+            Scenario::ProcessStop => {
+                let t0 = unix_now();
+                let c = self.pacemakerd[h].as_ref().ok_or_else(|| anyhow!("no pacemakerd on node {h}"))?;
+                kill_pid(c.id(), Signal::SIGTERM);
+                Event { t0, command: None }
+            }
+        })
     }
-    pm.lab.wait_for("pacemaker: both nodes online with a DC", Duration::from_secs(120), || {
-        let (online, _, dc, _) = match pm.mon(0) {
-            Ok(v) => v,
-            Err(_) => return Ok(None),
-        };
-        Ok((online.len() == n && dc.is_some()).then_some(()))
-    })?;
-    let alloc = pm.lab.allocation_ids()[0].clone();
-    let public_ip = pm.lab.seed_info().allocations[0].public_ip.clone();
-    pm.exec(0, &["/usr/sbin/crm_attribute", "--type", "crm_config", "--name", "stonith-enabled", "--update", "false"])?;
-    pm.exec(0, &["/usr/sbin/crm_attribute", "--type", "rsc_defaults", "--name", "resource-stickiness", "--update", "INFINITY"])?;
-    let prim = format!(
-        "<primitive id=\"eip\" class=\"ocf\" provider=\"heartbeat\" type=\"awseip\">\
-         <instance_attributes id=\"eip-ia\">\
-         <nvpair id=\"eip-ia-elastic_ip\" name=\"elastic_ip\" value=\"{public_ip}\"/>\
-         <nvpair id=\"eip-ia-allocation_id\" name=\"allocation_id\" value=\"{alloc}\"/>\
-         <nvpair id=\"eip-ia-awscli\" name=\"awscli\" value=\"{}\"/>\
-         </instance_attributes><operations>\
-         <op id=\"eip-monitor-10s\" name=\"monitor\" interval=\"10s\" timeout=\"30s\"/>\
-         <op id=\"eip-start-0\" name=\"start\" interval=\"0s\" timeout=\"60s\"/>\
-         <op id=\"eip-stop-0\" name=\"stop\" interval=\"0s\" timeout=\"60s\"/>\
-         </operations></primitive>",
-        pm.wrapper.display()
-    );
-    pm.exec(0, &["/usr/sbin/cibadmin", "--create", "-o", "resources", "--xml-text", &prim])?;
-    pm.steady(&alloc).context("pacemaker: initial start of the EIP")?;
-    let mut trials = Vec::new();
-    for sc in SCENARIOS {
-        for k in 0..args.trials {
-            let t = pcmk_trial(&mut pm, sc, k, &alloc).with_context(|| format!("pacemaker {sc} trial {k}"))?;
-            eprintln!(
-                "  pacemaker    {sc:<13} #{k}: {:>8.1} ms (unassociated {:.0} ms) node {} → {}{}",
-                t.visible_ms,
-                t.unassociated_ms,
-                t.from_node,
-                t.to_node,
-                if t.holder_was_dc == Some(true) { " (holder was DC)" } else { "" }
-            );
-            trials.push(t);
+
+    /// Not recorded: `crm_resource --move` returns once its constraints are in the CIB, before
+    /// anything moves, so its return time says nothing about the failover.
+    fn command_done(&mut self, mut c: Child, _t0: f64, _t: &mut Trial) -> Result<()> {
+        c.wait()?;
+        Ok(())
+    }
+
+    fn explain(&self, t0: f64, _new: usize, t: &mut Trial) -> Result<()> {
+        // the DC's "Initiating start operation eip_start_0" (DC = a node still running pacemaker)
+        let mut init: Option<f64> = None;
+        for i in 0..self.lab.node_count() {
+            for l in self.pacemaker_log(i).lines() {
+                if l.contains("Initiating start operation eip_start_0") {
+                    if let Some(x) = parse_log_time(l).filter(|&x| x >= t0.floor()) {
+                        init = Some(init.map_or(x, |y: f64| y.min(x)));
+                    }
+                }
+            }
         }
+        t.pcmk_start_initiated_ms = init.map(|x| ms(t0, x));
+        Ok(())
     }
-    let idle = if args.idle {
-        pm.steady(&alloc)?;
+
+    fn restore(&mut self, sc: Scenario, h: usize, new: usize, alloc: &str) -> Result<()> {
+        match sc {
+            Scenario::HardFailure => {
+                self.lab.start_corosync(h)?;
+                self.lab.wait_quorate(&[0, 1], 2, Duration::from_secs(30))?;
+                self.start_pacemaker(h)?;
+            }
+            Scenario::Switchover => {
+                self.steady(alloc)?;
+                // the move left a ban on the old holder: lift it or the next move has nowhere to go
+                self.exec(new, &["/usr/sbin/crm_resource", "--clear", "-r", "eip"])?;
+            }
+            Scenario::ProcessStop => {
+                if let Some(mut c) = self.pacemakerd[h].take() {
+                    let deadline = Instant::now() + Duration::from_secs(60);
+                    while Instant::now() < deadline && c.try_wait()?.is_none() {
+                        thread::sleep(Duration::from_millis(50));
+                    }
+                    if c.try_wait()?.is_none() {
+                        self.pacemakerd[h] = Some(c);
+                        self.kill_pacemaker(h, Signal::SIGKILL);
+                    }
+                }
+                self.start_pacemaker(h)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every process of each node's pacemakerd tree (the agent and AWS CLI runs are reaped
+    /// children: their CPU shows in cutime/cstime).
+    fn idle_processes(&self) -> Vec<(String, u32)> {
         let mut pids = Vec::new();
-        for i in 0..n {
-            if let Some(c) = &pm.pacemakerd[i] {
+        for (i, c) in self.pacemakerd.iter().enumerate() {
+            if let Some(c) = c {
                 for p in process_tree(c.id()) {
                     if let Some((comm, _, _)) = proc_usage(p) {
                         pids.push((format!("{comm} node{}", i + 1), p));
@@ -902,119 +1163,16 @@ fn run_pacemaker(args: &Args, machine: &Machine) -> Result<(FailoverSection, Opt
                 }
             }
         }
-        Some(idle_window(&pm.lab, "pacemaker+awseip", &pids, args.idle_secs)?)
-    } else {
-        None
-    };
-    let sec = FailoverSection {
-        system: "pacemaker+awseip".into(),
-        machine: m,
-        setup: "2 nodes, two_node: 1, 1 EIP; stonith-enabled=false, resource-stickiness=INFINITY; \
-                primitive eip ocf:heartbeat:awseip (elastic_ip, allocation_id, awscli=wrapper adding \
-                --endpoint-url to /usr/bin/aws), op monitor interval=10s, start/stop timeout 60s, \
-                api_delay default (3 s)"
-            .into(),
-        trials,
-        notes: vec![],
-    };
-    Ok((sec, idle))
-}
+        pids
+    }
 
-fn pcmk_trial(pm: &mut Pcmk, scenario: &str, k: usize, alloc: &str) -> Result<Trial> {
-    let h = pm.steady(alloc)?;
-    thread::sleep(Duration::from_millis(500));
-    let other = (0..pm.lab.node_count()).find(|&j| j != h).unwrap();
-    let (_, _, dc, _) = pm.mon(h)?;
-    let mut t = Trial {
-        system: "pacemaker+awseip".into(),
-        scenario: scenario.into(),
-        trial: k,
-        from_node: pm.lab.node_id(h),
-        holder_was_dc: Some(dc.as_deref() == Some(pm.lab.node_name(h))),
-        ..Default::default()
-    };
-    let t0;
-    let mut mover: Option<Child> = None;
-    match scenario {
-        "hard_failure" => {
-            let tree = pm.pacemakerd[h].as_ref().map(|c| process_tree(c.id())).unwrap_or_default();
-            t0 = unix_now();
-            if let Some(p) = pm.lab.corosync_pid(h) {
-                kill_pid(p, Signal::SIGKILL);
-            }
-            for p in tree {
-                kill_pid(p, Signal::SIGKILL);
-            }
-            pm.lab.kill_corosync(h, Signal::SIGKILL); // reaps
-            pm.kill_pacemaker(h, Signal::SIGKILL);
-        }
-        "switchover" => {
-            let to = pm.lab.node_name(other).to_string();
-            let mut cmd = pm.lab.node_command(h, &["/usr/sbin/crm_resource", "--move", "--force", "-r", "eip", "-N", &to]);
-            cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
-            t0 = unix_now();
-            mover = Some(cmd.spawn()?);
-        }
-        "process_stop" => {
-            t0 = unix_now();
-            let c = pm.pacemakerd[h].as_ref().ok_or_else(|| anyhow!("no pacemakerd on node {h}"))?;
-            kill_pid(c.id(), Signal::SIGTERM);
-        }
-        _ => unreachable!(),
+    fn setup(&self) -> String {
+        "2 nodes, two_node: 1, 1 EIP; stonith-enabled=false, resource-stickiness=INFINITY; \
+         primitive eip ocf:heartbeat:awseip (elastic_ip, allocation_id, awscli=wrapper adding \
+         --endpoint-url to /usr/bin/aws), op monitor interval=10s, start/stop timeout 60s, \
+         api_delay default (3 s)"
+            .into()
     }
-    let obs = observe(&pm.lab, alloc, h, t0, Duration::from_secs(120))?;
-    t.to_node = pm.lab.node_id(obs.to);
-    t.visible_ms = ms(t0, obs.t_visible);
-    t.unassociated_ms = obs.unassociated_ms;
-    t.polls = obs.polls;
-    t.max_poll_gap_ms = obs.max_gap_ms;
-    if let Some(mut c) = mover {
-        c.wait()?;
-    }
-    let new = obs.to;
-    if scenario == "hard_failure" {
-        t.corosync_membership_ms = corosync_membership_after(&pm.lab, new, t0).map(|x| ms(t0, x));
-    }
-    // the DC's "Initiating start operation eip_start_0" (DC = a node still running pacemaker)
-    let mut init: Option<f64> = None;
-    for i in 0..pm.lab.node_count() {
-        for l in pm.pacemaker_log(i).lines() {
-            if l.contains("Initiating start operation eip_start_0") {
-                if let Some(x) = parse_log_time(l).filter(|&x| x >= t0.floor()) {
-                    init = Some(init.map_or(x, |y: f64| y.min(x)));
-                }
-            }
-        }
-    }
-    t.pcmk_start_initiated_ms = init.map(|x| ms(t0, x));
-    fill_calls(&pm.lab, &mut t, t0, obs.t_visible, new)?;
-    // restore
-    match scenario {
-        "hard_failure" => {
-            pm.lab.start_corosync(h)?;
-            pm.lab.wait_quorate(&[0, 1], 2, Duration::from_secs(30))?;
-            pm.start_pacemaker(h)?;
-        }
-        "switchover" => {
-            pm.steady(alloc)?;
-            pm.exec(new, &["/usr/sbin/crm_resource", "--clear", "-r", "eip"])?;
-        }
-        "process_stop" => {
-            if let Some(mut c) = pm.pacemakerd[h].take() {
-                let deadline = Instant::now() + Duration::from_secs(60);
-                while Instant::now() < deadline && c.try_wait()?.is_none() {
-                    thread::sleep(Duration::from_millis(50));
-                }
-                if c.try_wait()?.is_none() {
-                    pm.pacemakerd[h] = Some(c);
-                    pm.kill_pacemaker(h, Signal::SIGKILL);
-                }
-            }
-            pm.start_pacemaker(h)?;
-        }
-        _ => {}
-    }
-    Ok(t)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1024,13 +1182,12 @@ fn holder_of(lab: &Lab, s: &lab::EipState) -> Option<usize> {
     s.instance_id.as_deref().or(s.network_interface_id.as_deref()).and_then(|x| lab.node_of(x))
 }
 
-fn run_scale(args: &Args, machine: &Machine) -> Result<ScaleSection> {
-    let mut spec = LabSpec::new("bsc", 232, args.scale_nodes);
-    spec.eips = args.scale_eips;
+fn run_scale(plan: &Plan, machine: &Machine) -> Result<ScaleSection> {
+    let mut spec = LabSpec::new("bsc", 232, plan.scale_nodes);
+    spec.eips = plan.scale_eips;
     spec.daemon_bin = release_bin();
     let mut lab = Lab::start(spec)?;
-    let mut m = machine.clone();
-    read_cmap(&lab, &mut m);
+    let m = machine.with_totem(&lab);
     let conf = ours_config(&lab);
     let t_start = Instant::now();
     for i in 0..lab.node_count() {
@@ -1067,7 +1224,7 @@ fn run_scale(args: &Args, machine: &Machine) -> Result<ScaleSection> {
             count[h] += 1;
         }
     }
-    let victim = (0..lab.node_count()).max_by_key(|&i| count[i]).unwrap();
+    let victim = (0..lab.node_count()).max_by_key(|&i| count[i]).ok_or_else(|| anyhow!("scale: the lab has no node"))?;
     let lost: Vec<String> = before
         .iter()
         .filter(|s| holder_of(&lab, s) == Some(victim))
@@ -1219,15 +1376,9 @@ fn render() -> Result<String> {
     }
     s += "\nTime from the event until EC2 (DescribeAddresses) shows the new holder, min / median / max:\n\n";
     s += "| scenario | corosync-eip (n) | Pacemaker + awseip (n) | ratio ours / baseline (median) | unassociated: ours / baseline (median, max) |\n|---|---|---|---|---|\n";
-    let reference = |sc: &str| -> Option<f64> {
-        match sc {
-            "hard_failure" => Some(3500.0),
-            "switchover" => Some(6430.0),
-            _ => None,
-        }
-    };
     let mut console = String::new();
-    for sc in SCENARIOS {
+    for scenario in Scenario::ALL {
+        let sc = scenario.key();
         let pick = |sec: &Option<FailoverSection>| -> Vec<Trial> {
             sec.as_ref().map(|x| x.trials.iter().filter(|t| t.scenario == sc).cloned().collect()).unwrap_or_default()
         };
@@ -1242,7 +1393,7 @@ fn render() -> Result<String> {
         let (oc, om) = cell(&o);
         let (mut bc, mut bm) = cell(&b);
         if b.is_empty() {
-            if let Some(r) = reference(sc) {
+            if let Some(r) = scenario.reference_baseline_ms() {
                 bc = format!("{} median (reference, measured earlier, not side by side)", fmt_ms(r));
                 bm = r;
             }
@@ -1255,7 +1406,7 @@ fn render() -> Result<String> {
             let (_, med, hi) = stats(&v.iter().map(|t| t.unassociated_ms).collect::<Vec<_>>());
             format!("{}, {}", fmt_ms(med), fmt_ms(hi))
         };
-        s += &format!("| {} | {oc} | {bc} | {ratio} | {} / {} |\n", scenario_title(sc), un(&o), un(&b));
+        s += &format!("| {} | {oc} | {bc} | {ratio} | {} / {} |\n", scenario.title(), un(&o), un(&b));
         console += &format!("{:<14} ours {:>10}  baseline {:>10}  ratio {}\n", sc, fmt_ms(om), fmt_ms(bm), ratio);
     }
     let gaps = |sec: &Option<FailoverSection>| -> String {
@@ -1279,7 +1430,7 @@ fn render() -> Result<String> {
           (`status --json` `resources[].last_failover`, relative to detection); AssociateAddress \
           at EC2 = arrival in the emulator's request log.\n\n";
     s += "| scenario | corosync membership | CPG confchg | detected | + elected | + associate sent | + verified | AssociateAddress at EC2 | visible to the poller | move command returned | EC2 calls per failover (median) |\n|---|---|---|---|---|---|---|---|---|---|---|\n";
-    for sc in SCENARIOS {
+    for sc in Scenario::ALL.map(Scenario::key) {
         let v: Vec<&Trial> = ours.as_ref().map(|x| x.trials.iter().filter(|t| t.scenario == sc).collect()).unwrap_or_default();
         if v.is_empty() {
             continue;
@@ -1307,7 +1458,7 @@ fn render() -> Result<String> {
               AssociateAddress = arrival in the emulator's request log (each call is one AWS CLI \
               process).\n\n";
         s += "| scenario | corosync membership | start initiated | first mutating call at EC2 | AssociateAddress at EC2 | visible to the poller | EC2 calls per failover (median) | trials where the holder was the DC |\n|---|---|---|---|---|---|---|---|\n";
-        for sc in SCENARIOS {
+        for sc in Scenario::ALL.map(Scenario::key) {
             let v: Vec<&Trial> = b.trials.iter().filter(|t| t.scenario == sc).collect();
             if v.is_empty() {
                 continue;
@@ -1427,34 +1578,36 @@ fn render() -> Result<String> {
     Ok(s)
 }
 
+/// Runs one system's section and writes its results; returns its idle costs.
+fn section<S: System>(plan: &Plan, machine: &Machine) -> Result<Option<IdleCost>> {
+    eprintln!("== {}: {} trials per scenario", S::TITLE, plan.trials);
+    let t = Instant::now();
+    let (sec, idle) = run_system::<S>(plan, machine)?;
+    save(S::RESULTS, &sec)?;
+    eprintln!("   ({:.0} s)", t.elapsed().as_secs_f64());
+    Ok(idle)
+}
+
 fn main() -> Result<()> {
-    let args = parse_args()?;
-    if !args.render_only {
-        let machine = machine_facts();
+    let plan = Args::parse().plan();
+    if !plan.render_only {
+        let facts = Facts::collect(&lab::repo_root(), &lab::venv_python());
+        let machine = Machine::from_facts(&facts, &PacemakerStack::collect());
         let mut idle = Vec::new();
         let t = Instant::now();
-        if args.ours {
-            eprintln!("== corosync-eip: {} trials per scenario", args.trials);
-            let (sec, ic) = run_ours(&args, &machine)?;
-            save("failover-ours", &sec)?;
-            idle.extend(ic);
-            eprintln!("   ({:.0} s)", t.elapsed().as_secs_f64());
-        }
-        if args.pacemaker {
-            eprintln!("== Pacemaker + awseip: {} trials per scenario", args.trials);
-            let t = Instant::now();
-            let (sec, ic) = run_pacemaker(&args, &machine)?;
-            save("failover-pacemaker", &sec)?;
-            idle.extend(ic);
-            eprintln!("   ({:.0} s)", t.elapsed().as_secs_f64());
+        for &kind in &plan.systems {
+            idle.extend(match kind {
+                SystemKind::Ours => section::<CorosyncEip>(&plan, &machine)?,
+                SystemKind::Pacemaker => section::<Pacemaker>(&plan, &machine)?,
+            });
         }
         if !idle.is_empty() {
             save("costs", &CostSection { machine: machine.clone(), idle })?;
         }
-        if args.scale {
-            eprintln!("== scale: {} nodes, {} EIPs", args.scale_nodes, args.scale_eips);
+        if plan.scale {
+            eprintln!("== scale: {} nodes, {} EIPs", plan.scale_nodes, plan.scale_eips);
             let t = Instant::now();
-            let sec = run_scale(&args, &machine)?;
+            let sec = run_scale(&plan, &machine)?;
             save("scale", &sec)?;
             eprintln!("   ({:.0} s)", t.elapsed().as_secs_f64());
         }

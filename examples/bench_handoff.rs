@@ -27,14 +27,15 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{bail, Context, Result};
-use clap::Parser;
+use clap::{Parser, ValueEnum};
+use lab::machine::{self, Facts, Totem};
 use lab::{unix_now, Ec2Request, Lab, LabSpec, Signal};
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -56,35 +57,46 @@ const TARGET_UNREACHABLE_MS: f64 = 45_000.0;
 #[command(about = "corosync-eip hand-over benchmark: denied and unreachable successors against a plain hard failure")]
 struct Args {
     /// Trials per scenario (each on a fresh 3-node lab).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = at_least_one)]
     trials: usize,
     /// Daemon binary (default: target/release/corosync-eip if it exists, else target/debug/corosync-eip).
-    #[arg(long)]
+    #[arg(long, value_name = "PATH")]
     bin: Option<PathBuf>,
-    /// Scenarios to run, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "hard,denied,unreachable")]
-    scenarios: Vec<String>,
+    /// Scenarios to run, comma-separated [default: hard,denied,unreachable] (`hard_failure` is
+    /// accepted for `hard`).
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_values = ["hard", "denied", "unreachable"],
+        hide_default_value = true
+    )]
+    scenarios: Vec<Scenario>,
+}
+
+fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
 // scenarios and metrics
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Scenario {
+    /// Every user may associate; node 1 takes over (the baseline).
+    #[value(alias = "hard_failure")]
     Hard,
+    /// Node 1's user lacks ec2:AssociateAddress and ec2:CreateTags; node 2 must take over.
     Denied,
+    /// Node 1's traffic to EC2 is dropped; node 2 must take over.
     Unreachable,
 }
 
 impl Scenario {
-    fn parse(s: &str) -> Result<Scenario> {
-        match s {
-            "hard" | "hard_failure" => Ok(Scenario::Hard),
-            "denied" => Ok(Scenario::Denied),
-            "unreachable" => Ok(Scenario::Unreachable),
-            _ => bail!("unknown scenario {s:?} (hard, denied, unreachable)"),
-        }
-    }
     fn key(self) -> &'static str {
         match self {
             Scenario::Hard => "hard_failure",
@@ -157,6 +169,7 @@ fn metrics_of(sc: Scenario) -> Vec<(&'static str, &'static str, Kind, Option<f64
 // ---------------------------------------------------------------------------------------------
 // results
 
+/// The machine record of handoff.json; its fields are part of the report's format.
 #[derive(Clone, Debug, Default, Serialize)]
 struct Machine {
     date: String,
@@ -237,39 +250,27 @@ struct Report {
 // ---------------------------------------------------------------------------------------------
 // helpers
 
-fn sh(cmd: &str) -> String {
-    Command::new("sh")
-        .args(["-c", cmd])
-        .stderr(Stdio::null())
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default()
-}
-
-fn machine_facts() -> Machine {
-    let root = lab::repo_root();
-    let dirty = !sh(&format!("git -C {} status --porcelain -- src Cargo.toml Cargo.lock", root.display())).is_empty();
-    Machine {
-        date: sh("date -u '+%Y-%m-%d %H:%M UTC'"),
-        nproc: sh("nproc"),
-        cpu: sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2-"),
-        kernel: sh("uname -sr"),
-        corosync: sh("corosync -v | head -1"),
-        moto: sh(&format!("{} -c 'import moto; print(moto.__version__)'", lab::venv_python().display())),
-        commit: sh(&format!("git -C {} rev-parse --short HEAD", root.display())) + if dirty { " (src modified)" } else { "" },
-        load_at_start: sh("cut -d' ' -f1-3 /proc/loadavg"),
-        ..Default::default()
+impl Machine {
+    /// The report's machine record; token and consensus come later, from the first lab.
+    fn from_facts(f: &Facts) -> Machine {
+        Machine {
+            date: f.date.clone(),
+            nproc: f.nproc.clone(),
+            cpu: f.cpu.clone(),
+            kernel: f.kernel.clone(),
+            corosync: f.corosync.clone(),
+            moto: f.moto.clone(),
+            commit: f.commit_marked(),
+            load_at_start: f.load_at_start.clone(),
+            ..Default::default()
+        }
     }
-}
 
-fn read_cmap(lab: &Lab, m: &mut Machine) {
-    let get = |key: &str| -> String {
-        lab.node_exec(0, &["/usr/sbin/corosync-cmapctl", "-g", key])
-            .map(|o| String::from_utf8_lossy(&o.stdout).rsplit('=').next().unwrap_or("").trim().to_string())
-            .unwrap_or_default()
-    };
-    m.token_ms = get("runtime.config.totem.token");
-    m.consensus_ms = get("runtime.config.totem.consensus");
+    fn set_totem(&mut self, lab: &Lab) {
+        let totem = Totem::read(|argv| lab.node_exec(0, argv));
+        self.token_ms = totem.token_ms;
+        self.consensus_ms = totem.consensus_ms;
+    }
 }
 
 fn daemon_bin(arg: Option<PathBuf>) -> Result<PathBuf> {
@@ -502,7 +503,7 @@ fn trial_body(sc: Scenario, bin: &Path, machine: &mut Machine, t: &mut Trial) ->
     let started = Instant::now();
     let mut lab = Lab::start(spec)?;
     if machine.token_ms.is_empty() {
-        read_cmap(&lab, machine);
+        machine.set_totem(&lab);
     }
     let alloc = lab.allocation_ids()[0].clone();
     let config = config_text(&lab);
@@ -674,7 +675,7 @@ fn median(v: &mut [f64]) -> f64 {
     if v.is_empty() {
         return f64::NAN;
     }
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v.sort_by(f64::total_cmp);
     let n = v.len();
     if n % 2 == 1 {
         v[n / 2]
@@ -760,17 +761,14 @@ fn render_table(scenarios: &[Scenario], rows: &[SummaryRow], trials: &[Trial]) -
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let scenarios: Vec<Scenario> = args.scenarios.iter().map(|s| Scenario::parse(s.trim())).collect::<Result<_>>()?;
-    if args.trials == 0 {
-        bail!("--trials must be at least 1");
-    }
+    let scenarios = args.scenarios;
     let bin = daemon_bin(args.bin)?;
     let profile = build_profile(&bin);
     let stale = newer_sources(&bin);
     if !stale.is_empty() {
         eprintln!("bench: warning: {} is older than {} file(s) under src/ (e.g. {}): rebuild it", bin.display(), stale.len(), stale[0].display());
     }
-    let mut machine = machine_facts();
+    let mut machine = Machine::from_facts(&Facts::collect(&lab::repo_root(), &lab::venv_python()));
     eprintln!("bench: daemon {} ({profile} build); {} trials per scenario", bin.display(), args.trials);
 
     let t_all = Instant::now();
@@ -795,7 +793,7 @@ fn main() -> Result<()> {
             trials.push(t);
         }
     }
-    machine.load_at_end = sh("cut -d' ' -f1-3 /proc/loadavg");
+    machine.load_at_end = machine::load_average();
     let rows = summarise(&scenarios, &trials);
     let table = render_table(&scenarios, &rows, &trials);
     let failed = trials.iter().filter(|t| !t.ok).count();

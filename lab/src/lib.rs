@@ -47,6 +47,8 @@ pub mod cpgsim;
 pub mod daemon;
 /// The EC2 emulator and the lab's view of EC2.
 pub mod ec2;
+/// Facts about the machine a benchmark ran on.
+pub mod machine;
 /// Partitions and EC2 outages.
 pub mod net;
 /// Per-node access and IMDS.
