@@ -12,6 +12,9 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use crate::config::{Config, VipConfig};
+use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+
 use crate::ec2::{attempt_within, Ec2Error, ErrorClass};
 
 /// Bound of one DryRun call (they all run at once).
@@ -137,6 +140,29 @@ fn settled<'a>(action: &'static str, target: Option<String>, outcome: Outcome) -
     })
 }
 
+/// One DryRun call as a pending probe: what it proves is in `action` and `target`.
+fn dry_run<'a, T, E>(
+    action: &'static str,
+    target: Option<String>,
+    optional: bool,
+    mutating: bool,
+    call: impl Future<Output = Result<T, SdkError<E, HttpResponse>>> + Send + 'a,
+) -> Pending<'a>
+where
+    T: Send + 'a,
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    Box::pin(async move {
+        let result = attempt_within(action, CALL_BUDGET, call).await;
+        Probe {
+            action,
+            target,
+            optional,
+            outcome: outcome(mutating, result),
+        }
+    })
+}
+
 /// Every permission the configuration needs, proven with DryRun calls all at once, in a
 /// stable order: per EIP AssociateAddress and CreateTags, per route table ReplaceRoute (and
 /// CreateRoute), then the reads. `instance_id` and `eni` are who would take the addresses.
@@ -165,16 +191,7 @@ pub async fn probe(
         if let Some(ip) = eip.private_ip {
             req = req.private_ip_address(ip.to_string());
         }
-        let t = target.clone();
-        probes.push(Box::pin(async move {
-            let result = attempt_within("AssociateAddress", CALL_BUDGET, req.send()).await;
-            Probe {
-                action: "AssociateAddress",
-                target: t,
-                optional: false,
-                outcome: outcome(true, result),
-            }
-        }));
+        probes.push(dry_run("AssociateAddress", target.clone(), false, true, req.send()));
         let tag = aws_sdk_ec2::types::Tag::builder()
             .key(crate::core::reconcile::OWNER_TAG)
             .value(instance_id.clone().unwrap_or_default())
@@ -184,15 +201,7 @@ pub async fn probe(
             .dry_run(true)
             .resources(&eip.allocation_id)
             .tags(tag);
-        probes.push(Box::pin(async move {
-            let result = attempt_within("CreateTags", CALL_BUDGET, req.send()).await;
-            Probe {
-                action: "CreateTags",
-                target,
-                optional: true,
-                outcome: outcome(true, result),
-            }
-        }));
+        probes.push(dry_run("CreateTags", target, true, true, req.send()));
     }
     // one ReplaceRoute (and CreateRoute) per route table, for the first VIP routed through it
     let mut tables: BTreeMap<&str, (&VipConfig, bool)> = BTreeMap::new();
@@ -215,16 +224,7 @@ pub async fn probe(
             .route_table_id(table)
             .destination_cidr_block(&dest)
             .network_interface_id(&eni);
-        let t = target.clone();
-        probes.push(Box::pin(async move {
-            let result = attempt_within("ReplaceRoute", CALL_BUDGET, req.send()).await;
-            Probe {
-                action: "ReplaceRoute",
-                target: t,
-                optional: false,
-                outcome: outcome(true, result),
-            }
-        }));
+        probes.push(dry_run("ReplaceRoute", target.clone(), false, true, req.send()));
         if create {
             let req = client
                 .create_route()
@@ -232,40 +232,18 @@ pub async fn probe(
                 .route_table_id(table)
                 .destination_cidr_block(&dest)
                 .network_interface_id(&eni);
-            probes.push(Box::pin(async move {
-                let result = attempt_within("CreateRoute", CALL_BUDGET, req.send()).await;
-                Probe {
-                    action: "CreateRoute",
-                    target,
-                    optional: false,
-                    outcome: outcome(true, result),
-                }
-            }));
+            probes.push(dry_run("CreateRoute", target, false, true, req.send()));
         }
     }
-    // Read permissions: one DryRun Describe each. The request types differ, hence a macro.
-    macro_rules! read_permission {
-        ($req:expr, $action:literal) => {{
-            let req = $req;
-            probes.push(Box::pin(async move {
-                let result = attempt_within($action, CALL_BUDGET, req.send()).await;
-                Probe {
-                    action: $action,
-                    target: None,
-                    optional: false,
-                    outcome: outcome(false, result),
-                }
-            }));
-        }};
-    }
+    // Read permissions: one DryRun Describe each.
     if !config.eips.is_empty() {
-        read_permission!(client.describe_addresses().dry_run(true), "DescribeAddresses");
+        probes.push(dry_run("DescribeAddresses", None, false, false, client.describe_addresses().dry_run(true).send()));
     }
     if !config.vips.is_empty() {
-        read_permission!(client.describe_route_tables().dry_run(true), "DescribeRouteTables");
+        probes.push(dry_run("DescribeRouteTables", None, false, false, client.describe_route_tables().dry_run(true).send()));
     }
-    read_permission!(client.describe_instances().dry_run(true), "DescribeInstances");
-    read_permission!(client.describe_network_interfaces().dry_run(true), "DescribeNetworkInterfaces");
+    probes.push(dry_run("DescribeInstances", None, false, false, client.describe_instances().dry_run(true).send()));
+    probes.push(dry_run("DescribeNetworkInterfaces", None, false, false, client.describe_network_interfaces().dry_run(true).send()));
 
     futures_util::future::join_all(probes).await
 }

@@ -70,28 +70,18 @@ impl CheckItem {
             remedy: None,
         }
     }
-    fn fail(
-        name: impl Into<String>,
-        detail: impl Into<String>,
-        remedy: impl Into<String>,
-    ) -> CheckItem {
-        CheckItem {
-            name: name.into(),
-            status: CheckStatus::Fail,
-            detail: detail.into(),
-            remedy: Some(remedy.into()),
-        }
+    fn fail(name: impl Into<String>, detail: impl Into<String>, remedy: impl Into<String>) -> CheckItem {
+        CheckItem::pass(name, detail).needs(CheckStatus::Fail, remedy)
     }
-    fn warn(
-        name: impl Into<String>,
-        detail: impl Into<String>,
-        remedy: impl Into<String>,
-    ) -> CheckItem {
+    fn warn(name: impl Into<String>, detail: impl Into<String>, remedy: impl Into<String>) -> CheckItem {
+        CheckItem::pass(name, detail).needs(CheckStatus::Warn, remedy)
+    }
+    /// An item that is not a pass always says what to do about it.
+    fn needs(self, status: CheckStatus, remedy: impl Into<String>) -> CheckItem {
         CheckItem {
-            name: name.into(),
-            status: CheckStatus::Warn,
-            detail: detail.into(),
+            status,
             remedy: Some(remedy.into()),
+            ..self
         }
     }
 }
