@@ -119,8 +119,12 @@ pub struct HolderStatus {
 pub struct ResourceStatus {
     pub name: String,
     pub kind: String,
-    /// The placement unit: the group name, or the resource's own name.
+    /// The placement unit: the group name, or the resource's own name. Kept under this name
+    /// because schema v1 only adds fields; `unit` says the same.
     pub group: String,
+    /// The placement unit (the same value as `group`, named as everywhere else).
+    #[serde(default)]
+    pub unit: String,
     /// EIP: the allocation id; VIP: the address.
     pub allocation_id: Option<String>,
     pub address: Option<String>,
@@ -271,6 +275,7 @@ pub fn resource(
         name: name.to_owned(),
         kind: local.kind.label().into(),
         group: local.unit.to_owned(),
+        unit: local.unit.to_owned(),
         allocation_id,
         address,
         holder: holder.map(|h| HolderStatus {
