@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Parser, ValueEnum};
+use lab::timing::{corosync_log_time, corosync_membership_after, fmt_ms, median, ms, parse_rfc3339};
 use lab::machine::{sh, Facts, PacemakerStack, Totem};
 use lab::{unix_now, Lab, LabSpec, Signal};
 use serde::{Deserialize, Serialize};
@@ -317,39 +318,6 @@ impl Machine {
     }
 }
 
-fn ms(a: f64, b: f64) -> f64 {
-    ((b - a) * 1000.0 * 10.0).round() / 10.0
-}
-
-/// "Nov 24 07:10:39.934 ..." (corosync hires / pacemaker log, UTC here) → unix seconds.
-fn parse_log_time(line: &str) -> Option<f64> {
-    let mut w = line.split_whitespace();
-    let (mon, day, hms) = (w.next()?, w.next()?, w.next()?);
-    let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
-    let m = months.iter().position(|x| *x == mon)? + 1;
-    let d: u32 = day.parse().ok()?;
-    let year: i32 = sh("date -u +%Y").parse().ok()?;
-    let (hh, rest) = hms.split_once(':')?;
-    let (mm, ss) = rest.split_once(':')?;
-    let s = format!("{year}-{m:02}-{d:02}T{hh}:{mm}:{ss}Z");
-    let t = humantime::parse_rfc3339_weak(&s).ok()?;
-    Some(t.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs_f64())
-}
-
-fn parse_rfc3339(s: &str) -> Option<f64> {
-    let t = humantime::parse_rfc3339_weak(s.trim_end_matches('Z')).ok()?;
-    Some(t.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs_f64())
-}
-
-/// First corosync "A new membership ... Members left" line at or after t0 in node i's log.
-fn corosync_membership_after(lab: &Lab, i: usize, t0: f64) -> Option<f64> {
-    let log = lab.corosync_log(i);
-    log.lines()
-        .filter(|l| l.contains("A new membership") && l.contains("Members left"))
-        .filter_map(parse_log_time)
-        .find(|&t| t >= t0 - 0.0005)
-}
-
 /// All /proc pids whose ancestry includes `root` (root included).
 fn process_tree(root: u32) -> Vec<u32> {
     let mut parent: Vec<(u32, u32)> = Vec::new();
@@ -467,19 +435,6 @@ fn fill_calls(lab: &Lab, t: &mut Trial, t0: f64, t_end: f64, new_holder: usize) 
         }
     }
     Ok(())
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1111,7 +1066,7 @@ impl System for Pacemaker {
         for i in 0..self.lab.node_count() {
             for l in self.pacemaker_log(i).lines() {
                 if l.contains("Initiating start operation eip_start_0") {
-                    if let Some(x) = parse_log_time(l).filter(|&x| x >= t0.floor()) {
+                    if let Some(x) = corosync_log_time(l).filter(|&x| x >= t0.floor()) {
                         init = Some(init.map_or(x, |y: f64| y.min(x)));
                     }
                 }
@@ -1314,16 +1269,6 @@ fn stats(v: &[f64]) -> (f64, f64, f64) {
     let mut s = v.to_vec();
     let med = median(&mut s);
     (s.first().copied().unwrap_or(f64::NAN), med, s.last().copied().unwrap_or(f64::NAN))
-}
-
-fn fmt_ms(x: f64) -> String {
-    if x.is_nan() {
-        "–".into()
-    } else if x >= 1000.0 {
-        format!("{:.2} s", x / 1000.0)
-    } else {
-        format!("{x:.0} ms")
-    }
 }
 
 fn med_opt(trials: &[&Trial], f: impl Fn(&Trial) -> Option<f64>) -> String {

@@ -31,10 +31,11 @@ use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, ValueEnum};
+use lab::timing::{corosync_membership_after, fmt_ms, median, ms, parse_rfc3339};
 use lab::machine::{self, Facts, Totem};
 use lab::{unix_now, Ec2Request, Lab, LabSpec, Signal};
 use serde::Serialize;
@@ -322,15 +323,6 @@ fn newer_sources(bin: &Path) -> Vec<PathBuf> {
     out
 }
 
-fn ms(a: f64, b: f64) -> f64 {
-    ((b - a) * 10_000.0).round() / 10.0
-}
-
-fn parse_rfc3339(s: &str) -> Option<f64> {
-    let t = humantime::parse_rfc3339_weak(s.trim_end_matches('Z')).ok()?;
-    Some(t.duration_since(SystemTime::UNIX_EPOCH).ok()?.as_secs_f64())
-}
-
 /// First line of node i's daemon log at or after t0 containing every needle; its timestamp.
 fn daemon_log_time(lab: &Lab, i: usize, t0: f64, needles: &[&str]) -> Option<f64> {
     lab.daemon_log(i)
@@ -338,26 +330,6 @@ fn daemon_log_time(lab: &Lab, i: usize, t0: f64, needles: &[&str]) -> Option<f64
         .filter(|l| needles.iter().all(|n| l.contains(n)))
         .filter_map(|l| parse_rfc3339(l.split_whitespace().next()?))
         .find(|&t| t >= t0)
-}
-
-/// "Dec 01 06:57:24.059 ..." (corosync hires timestamps, UTC on the lab host) → unix seconds.
-fn parse_corosync_time(line: &str) -> Option<f64> {
-    let mut w = line.split_whitespace();
-    let (mon, day, hms) = (w.next()?, w.next()?, w.next()?);
-    let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
-    let m = months.iter().position(|x| *x == mon)? + 1;
-    let d: u32 = day.parse().ok()?;
-    let year = &humantime::format_rfc3339(SystemTime::now()).to_string()[..4];
-    parse_rfc3339(&format!("{year}-{m:02}-{d:02}T{hms}"))
-}
-
-/// First "A new membership ... Members left" at or after t0 in node i's corosync log.
-fn corosync_membership_after(lab: &Lab, i: usize, t0: f64) -> Option<f64> {
-    lab.corosync_log(i)
-        .lines()
-        .filter(|l| l.contains("A new membership") && l.contains("Members left"))
-        .filter_map(parse_corosync_time)
-        .find(|&t| t >= t0 - 0.0005)
 }
 
 fn is_dry_run(r: &Ec2Request) -> bool {
@@ -670,29 +642,6 @@ fn calls_since(lab: &Lab, t0: f64, t1: f64) -> BTreeMap<String, u32> {
 
 // ---------------------------------------------------------------------------------------------
 // table
-
-fn median(v: &mut [f64]) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
-fn fmt_ms(x: f64) -> String {
-    if x.is_nan() {
-        "–".into()
-    } else if x >= 1000.0 {
-        format!("{:.2} s", x / 1000.0)
-    } else {
-        format!("{x:.0} ms")
-    }
-}
 
 fn fmt_val(x: f64, kind: Kind) -> String {
     match kind {

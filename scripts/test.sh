@@ -9,4 +9,4 @@ cd "$ROOT"
 "$ROOT/scripts/setup.sh"
 export COROSYNC_EIP_RPM_TEST="${COROSYNC_EIP_RPM_TEST:-1}"
 # One test at a time: the cluster scenarios are timing-sensitive on a 2-core machine.
-cargo test --all-targets -- --test-threads=1
+cargo test --workspace --all-targets -- --test-threads=1

@@ -57,6 +57,8 @@ pub mod node;
 pub mod process;
 /// Building and tearing down a lab.
 pub mod setup;
+/// Times and summaries for the benchmarks.
+pub mod timing;
 
 pub use asserts::{tail, Call, Ec2Proof, Settle, Units};
 pub use corosync_eip::status::StatusReport;
