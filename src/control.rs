@@ -14,35 +14,73 @@ use tokio::net::{UnixListener, UnixStream};
 
 use crate::status::StatusReport;
 
+/// Why the control socket could not be served or used; the message names the socket path.
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
+    /// The daemon could not create its socket (directory, stale file, permissions).
     #[error("cannot create control socket {path}: {source}")]
-    Bind { path: PathBuf, source: std::io::Error },
+    Bind {
+        /// The configured `control_socket`.
+        path: PathBuf,
+        /// The failing filesystem or socket call.
+        source: std::io::Error,
+    },
+    /// A command-line client could not talk to the daemon, usually because it is not running.
     #[error("cannot reach the daemon at {path} (is corosync-eip running?): {source}")]
-    Connect { path: PathBuf, source: std::io::Error },
+    Connect {
+        /// The socket the client tried.
+        path: PathBuf,
+        /// The connect, write or read error.
+        source: std::io::Error,
+    },
+    /// The daemon answered something the client cannot read (e.g. another version).
     #[error("control socket {path}: {message}")]
-    Protocol { path: PathBuf, message: String },
+    Protocol {
+        /// The socket that answered.
+        path: PathBuf,
+        /// What was wrong with the reply, with the reply itself.
+        message: String,
+    },
 }
 
+/// The latest status report, published by the main loop and read by `status` clients
+/// without waiting on the loop.
 pub type SharedStatus = Arc<Mutex<StatusReport>>;
 
 /// An admin command the daemon's main loop must carry out (through CPG).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
-    Standby { node: Option<String>, standby: bool },
-    Move { unit: String, to: String },
+    /// `standby` / `unstandby`: drain a node, or let it hold addresses again.
+    Standby {
+        /// A corosync node id or instance id; `None` means this node.
+        node: Option<String>,
+        /// `true` drains the node, `false` ends standby (nothing moves back by itself).
+        standby: bool,
+    },
+    /// `move`: a planned switchover of one unit.
+    Move {
+        /// The resource or group name.
+        unit: String,
+        /// The target node: a corosync node id or an instance id.
+        to: String,
+    },
 }
 
+/// A command from a client on its way to the main loop, with the way back to that client.
 pub struct Request {
+    /// What the operator asked for.
     pub command: Command,
+    /// Gets `Ok(message)` once the cluster carried it out, `Err(message)` when refused.
     pub reply: tokio::sync::oneshot::Sender<Result<String, String>>,
 }
 
+/// Where the control socket hands commands to the main loop, which alone acts through CPG.
 pub type Requests = tokio::sync::mpsc::Sender<Request>;
 
 /// How long a client waits for a command to complete in the cluster.
 const COMMAND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// Reads one command line from a client; `Err` is the message sent back for an unknown one.
 pub fn parse_command(line: &str) -> Result<Command, String> {
     let words: Vec<&str> = line.split_whitespace().collect();
     match words.as_slice() {
@@ -55,6 +93,8 @@ pub fn parse_command(line: &str) -> Result<Command, String> {
     }
 }
 
+/// Creates the root-only socket (directory 0700, socket 0600), replacing a stale file left by
+/// a crashed or re-executed daemon.
 pub fn bind(path: &Path) -> Result<UnixListener, ControlError> {
     let err = |source| ControlError::Bind {
         path: path.to_owned(),
@@ -74,6 +114,7 @@ pub fn bind(path: &Path) -> Result<UnixListener, ControlError> {
     Ok(listener)
 }
 
+/// Answers clients forever, each on its own task, so a slow client never stalls the daemon.
 pub async fn serve(listener: UnixListener, status: SharedStatus, requests: Requests) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
@@ -142,6 +183,7 @@ async fn exchange(path: &Path, line: &str) -> Result<String, ControlError> {
     Ok(reply)
 }
 
+/// What `corosync-eip status` shows: the running daemon's current report.
 pub async fn request_status(path: &Path) -> Result<StatusReport, ControlError> {
     let reply = exchange(path, "status").await?;
     serde_json::from_str(reply.trim()).map_err(|e| ControlError::Protocol {

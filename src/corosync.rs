@@ -15,10 +15,19 @@ use tokio::io::unix::AsyncFd;
 use crate::core::view::LeaveReason;
 use crate::core::{MemberId, Ring};
 
+/// Why the daemon's corosync connection failed or died: it then stops acting, drops its
+/// local addresses and reconnects with backoff.
 #[derive(Debug, thiserror::Error)]
 pub enum CorosyncError {
+    /// Corosync refused a library call (not running, not ready, or it evicted us).
     #[error("corosync {call} failed: {error}")]
-    Call { call: &'static str, error: CsError },
+    Call {
+        /// The library function, e.g. `cpg_join`, so the log names what failed.
+        call: &'static str,
+        /// What corosync answered.
+        error: CsError,
+    },
+    /// The connection's descriptor could not be watched, so nothing more would be heard.
     #[error("cannot watch the corosync connection: {0}")]
     Poll(std::io::Error),
 }
@@ -27,34 +36,54 @@ fn call_err(call: &'static str) -> impl Fn(CsError) -> CorosyncError {
     move |error| CorosyncError::Call { call, error }
 }
 
+/// One piece of news from corosync, handed to the daemon in the order corosync delivered it.
 #[derive(Debug, Clone)]
 pub enum CorosyncEvent {
+    /// The CPG group's membership changed: daemons joined, left or vanished.
     Confchg {
+        /// Every daemon in the group after the change.
         members: Vec<MemberId>,
+        /// Daemons gone, and whether their node left too (take over at once) or only the process.
         left: Vec<(MemberId, LeaveReason)>,
+        /// Daemons new in the group; their arrival starts a sync round.
         joined: Vec<MemberId>,
     },
+    /// A message a member multicast to the group, still encoded.
     Deliver {
+        /// The sending daemon.
         from: MemberId,
+        /// The wire message as sent, decoded by the daemon.
         bytes: Vec<u8>,
     },
+    /// The node-level (totem) membership changed; reported apart from the CPG change.
     Totem {
+        /// The new ring, which quorum facts are matched against.
         ring: Ring,
+        /// Corosync node ids in the new ring.
         nodes: Vec<u32>,
     },
+    /// Corosync's quorum service reported, on its own schedule, for some ring.
     Quorum {
+        /// Whether this node's partition has quorum by corosync's count.
         quorate: bool,
+        /// The ring this report belongs to; a report for an older ring is not trusted.
         ring: Ring,
+        /// Corosync node ids the quorum service counts in that ring.
         nodes: Vec<u32>,
     },
 }
 
 static PENDING: Mutex<Vec<CorosyncEvent>> = Mutex::new(Vec::new());
 
+/// Votequorum's arithmetic on this node, shown in `status` so an operator sees how close the
+/// partition is to losing quorum.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Votes {
+    /// Votes the cluster expects in total.
     pub expected: u32,
+    /// Votes present in this partition, qdevice included.
     pub present: u32,
+    /// Votes needed for quorum.
     pub needed: u32,
 }
 
@@ -176,6 +205,8 @@ pub struct Corosync {
 }
 
 impl Corosync {
+    /// Connects to CPG and quorum, reads the current quorum and node list, and joins `group`
+    /// (the `[cluster] group` every node's daemon shares).
     pub fn connect(group: &str) -> Result<Corosync, CorosyncError> {
         PENDING.lock().unwrap_or_else(|p| p.into_inner()).clear();
         let model = cpg::ModelData::ModelV1(cpg::Model1Data {
@@ -252,10 +283,12 @@ impl Corosync {
         self.probe.clone()
     }
 
+    /// This daemon as the group knows it: corosync node id and our pid.
     pub fn local(&self) -> MemberId {
         self.local
     }
 
+    /// Corosync's quorum when we connected: the fact our first announcement carries.
     pub fn initially_quorate(&self) -> bool {
         self.initially_quorate
     }

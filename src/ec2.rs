@@ -42,9 +42,13 @@ pub type WriteGate<'a> = &'a (dyn Fn() -> bool + Send + Sync);
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("EC2 {api} failed ({class:?}{code}): {message}", code = code.as_deref().map(|c| format!(", {c}")).unwrap_or_default())]
 pub struct Ec2Error {
+    /// The EC2 action, e.g. `AssociateAddress`, as in the IAM policy and the metrics.
     pub api: &'static str,
+    /// What to do about it: retry, tell the admin, or stop.
     pub class: ErrorClass,
+    /// EC2's error code, e.g. `UnauthorizedOperation`, when it sent one.
     pub code: Option<String>,
+    /// EC2's or the SDK's explanation, shown in logs and `last_error`.
     pub message: String,
 }
 
@@ -200,7 +204,9 @@ impl ErrorClass {
 /// Where an instance sits: its primary interface and zone (identity and status need both).
 #[derive(Debug, Clone, Default)]
 pub struct InstancePlacement {
+    /// The device-index-0 ENI, where this node's addresses are pointed by default.
     pub primary_interface: Option<String>,
+    /// The instance's zone, shown per member in `status`.
     pub availability_zone: Option<String>,
 }
 

@@ -10,10 +10,18 @@ use crate::ec2::{Ec2, Ec2Error};
 /// Why this node cannot say who it is in EC2 (the daemon cannot start without it).
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
+    /// IMDSv2 gave no instance id and the configuration names none.
     #[error("instance metadata (IMDSv2) did not give an instance id: {0} (set [node] instance_id, or check that IMDS is enabled and the hop limit allows it)")]
     Imds(String),
+    /// DescribeInstances failed, so the primary ENI that addresses should point at is unknown.
     #[error("cannot find the network interface of {instance}: {source}")]
-    Interface { instance: String, source: Ec2Error },
+    Interface {
+        /// The instance whose ENI was looked up.
+        instance: String,
+        /// Why EC2 did not answer (permission, not found, unreachable).
+        source: Ec2Error,
+    },
+    /// EC2 knows the instance but it has no device-index-0 ENI to point addresses at.
     #[error("instance {0} has no network interface at device index 0; set [node] network_interface_id")]
     NoInterface(String),
 }

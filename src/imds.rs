@@ -23,6 +23,7 @@ pub enum ImdsError {
     Get {
         /// The metadata path asked for, so the reader knows which step failed.
         path: String,
+        /// The SDK's error: unreachable endpoint, refused token, HTTP status.
         source: aws_config::imds::client::error::ImdsError,
     },
     /// IMDS answered something that is not an instance id (e.g. a captive web page).
@@ -76,7 +77,7 @@ pub async fn within<T>(budget: Duration, work: impl Future<Output = Result<T, Im
     tokio::time::timeout(budget, work).await.unwrap_or(Err(ImdsError::Timeout(budget)))
 }
 
-/// A client to the instance metadata service.
+/// The IMDSv2 client, built either patient (daemon start-up) or quick (pre-flight check).
 #[derive(Debug, Clone)]
 pub struct Imds {
     client: aws_config::imds::Client,

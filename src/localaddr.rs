@@ -25,41 +25,72 @@ const ENODEV: i32 = 19;
 const EEXIST: i32 = 17;
 const EADDRNOTAVAIL: i32 = 99;
 
+/// Why a VIP could not be put on or taken off this node's interface; shown as the
+/// resource's error, since a VIP routed to us but not configured carries no traffic.
 #[derive(Debug, thiserror::Error)]
 pub enum LocalAddrError {
+    /// No netlink socket (no tokio runtime, or the kernel refused one).
     #[error("cannot open a netlink route socket: {source}")]
-    Socket { source: io::Error },
+    Socket {
+        /// The underlying error.
+        source: io::Error,
+    },
+    /// The VIP's configured `interface` does not exist on this node.
     #[error("interface {interface} not found")]
-    InterfaceNotFound { interface: String },
+    InterfaceNotFound {
+        /// The configured interface name.
+        interface: String,
+    },
+    /// The kernel would not say whether the interface exists.
     #[error("cannot look up interface {interface}: {source}")]
     Interface {
+        /// The configured interface name.
         interface: String,
+        /// The netlink error, with the kernel's errno.
         source: io::Error,
     },
+    /// The interface's addresses could not be read, so presence is unknown.
     #[error("cannot list the addresses of {interface}: {source}")]
     List {
+        /// The configured interface name.
         interface: String,
+        /// The netlink error, with the kernel's errno.
         source: io::Error,
     },
+    /// The request itself is wrong (prefix, non-unicast address, bad label); nothing was sent.
     #[error("cannot add {address}/{prefix_len} to {interface}: {reason}")]
     Invalid {
+        /// The configured interface name.
         interface: String,
+        /// The VIP.
         address: Ipv4Addr,
+        /// The prefix length asked for.
         prefix_len: u8,
+        /// What is wrong with the request.
         reason: String,
     },
+    /// The kernel refused to add the VIP.
     #[error("cannot add {address}/{prefix_len} to {interface}: {source}")]
     Add {
+        /// The configured interface name.
         interface: String,
+        /// The VIP.
         address: Ipv4Addr,
+        /// The prefix length asked for.
         prefix_len: u8,
+        /// The netlink error, with the kernel's errno.
         source: io::Error,
     },
+    /// The kernel refused to remove the VIP, so this node may still answer for it.
     #[error("cannot remove {address}/{prefix_len} from {interface}: {source}")]
     Remove {
+        /// The configured interface name.
         interface: String,
+        /// The VIP.
         address: Ipv4Addr,
+        /// The prefix length found on the interface.
         prefix_len: u8,
+        /// The netlink error, with the kernel's errno.
         source: io::Error,
     },
 }
@@ -89,7 +120,8 @@ struct Found {
     label: Option<String>,
 }
 
-/// Handle on the address configuration of one network namespace.
+/// Handle on the address configuration of one network namespace: how the holder puts a VIP
+/// on its interface and every other node takes it off.
 #[derive(Debug)]
 pub struct LocalAddresses {
     handle: Handle,

@@ -14,19 +14,26 @@ use prometheus_client::registry::Registry;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
+/// The `{resource}` label: one series per configured address.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResourceLabel {
+    /// The resource's configured `name`.
     pub resource: String,
 }
 
+/// The `{api,outcome}` labels of EC2 call counts, to tell throttling from denied permissions.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CallLabels {
+    /// The EC2 action, e.g. `AssociateAddress`.
     pub api: String,
+    /// The error class: ok, transient, permission, not_found or refused.
     pub outcome: String,
 }
 
+/// The `{api}` label of the EC2 latency histogram.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ApiLabel {
+    /// The EC2 action, e.g. `DescribeAddresses`.
     pub api: String,
 }
 
@@ -35,19 +42,29 @@ fn latency_histogram() -> Histogram {
     Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(0.001, 2.0, 13))
 }
 
+/// Every series this node exports under `corosync_eip_`, shared by the daemon's tasks.
 pub struct Metrics {
     registry: Registry,
+    /// `failovers_total`: takeovers by this node, so alerting sees addresses moving.
     pub failovers: Family<ResourceLabel, Counter>,
+    /// `drift_repairs_total`: someone else changed EC2 or the interface and the holder fixed it.
     pub drift_repairs: Family<ResourceLabel, Counter>,
+    /// `ec2_calls_total`: EC2 calls by API and outcome class.
     pub ec2_calls: Family<CallLabels, Counter>,
+    /// `ec2_call_duration_seconds`: EC2 latency; its tail shows throttling.
     pub ec2_latency: Family<ApiLabel, Histogram, fn() -> Histogram>,
+    /// `verification_age_seconds`: how stale the holder's proof from EC2 is.
     pub verification_age: Family<ResourceLabel, Gauge<f64, AtomicU64>>,
+    /// `holder_node`: corosync node id of the elected holder, 0 when there is none.
     pub holder_node: Family<ResourceLabel, Gauge>,
+    /// `quorate`: 1 when the partition agreed on quorum and may elect holders.
     pub quorate: Gauge,
+    /// `members`: daemons in the CPG group.
     pub members: Gauge,
 }
 
 impl Metrics {
+    /// Registers every family up front, so a scrape shows them before the first event.
     pub fn new() -> Arc<Metrics> {
         let mut registry = Registry::with_prefix("corosync_eip");
         let failovers = Family::<ResourceLabel, Counter>::default();
@@ -79,6 +96,7 @@ impl Metrics {
         })
     }
 
+    /// Counts one EC2 call attempt and records its latency.
     pub fn ec2_call(&self, api: &str, outcome: &str, elapsed: Duration) {
         self.ec2_calls
             .get_or_create(&CallLabels {
@@ -91,10 +109,12 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
+    /// The label for a resource's series.
     pub fn resource(name: &str) -> ResourceLabel {
         ResourceLabel { resource: name.to_owned() }
     }
 
+    /// The scrape body, in the OpenMetrics text format.
     pub fn render(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.

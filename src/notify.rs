@@ -8,14 +8,19 @@ use tracing::{info, warn};
 
 use crate::config::NotifyConfig;
 
+/// What happened to a resource on this node; hooks choose theirs with `events`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HookEvent {
+    /// This node took the resource and EC2 confirmed it.
     Acquire,
+    /// This node gave the resource up.
     Release,
+    /// This node was to hold the resource but could not; `COROSYNC_EIP_DETAIL` says why.
     Fault,
 }
 
 impl HookEvent {
+    /// The name used in `events` and in `COROSYNC_EIP_EVENT`.
     pub fn as_str(self) -> &'static str {
         match self {
             HookEvent::Acquire => "acquire",
@@ -28,19 +33,28 @@ impl HookEvent {
 /// What a hook learns, as COROSYNC_EIP_* environment variables.
 #[derive(Debug, Clone)]
 pub struct HookContext {
+    /// `COROSYNC_EIP_EVENT`: what happened.
     pub event: HookEvent,
+    /// `COROSYNC_EIP_RESOURCE`: the resource's configured name.
     pub resource: String,
+    /// `COROSYNC_EIP_GROUP`: its unit, the group name or its own name when ungrouped.
     pub group: String,
+    /// `COROSYNC_EIP_KIND`: `eip` or `vip`.
     pub kind: &'static str,
     /// "holder" after acquire, "standby" after release, the intended role on fault.
     pub role: &'static str,
     /// EIP: the public IP if known, else the allocation id; VIP: the address.
     pub address: String,
+    /// `COROSYNC_EIP_NODE_ID`: this node's corosync node id.
     pub node_id: u32,
+    /// `COROSYNC_EIP_INSTANCE_ID`: this node's EC2 instance.
     pub instance_id: String,
+    /// `COROSYNC_EIP_DETAIL`: the error on fault, else empty.
     pub detail: String,
 }
 
+/// Starts every hook subscribed to the event in the background and returns at once, so a
+/// slow or failing hook never delays a failover.
 pub fn fire(hooks: &[NotifyConfig], context: HookContext) {
     for hook in hooks.iter().filter(|h| h.events.contains(&context.event.as_str().to_owned())) {
         let hook = hook.clone();

@@ -11,10 +11,12 @@ fn send(states: &[NotifyState]) {
     }
 }
 
+/// READY=1 once joined and the holders are known, so `systemctl start` returns then.
 pub fn ready(status: &str) {
     send(&[NotifyState::Ready, NotifyState::Status(status)]);
 }
 
+/// STATUS=: the holder summary `systemctl status` shows.
 pub fn status(status: &str) {
     send(&[NotifyState::Status(status)]);
 }
@@ -27,10 +29,12 @@ pub fn reloading() {
     }
 }
 
+/// STOPPING=1 at the start of the planned release on stop.
 pub fn stopping() {
     send(&[NotifyState::Stopping]);
 }
 
+/// WATCHDOG=1 from the main loop: a wedged loop stops pinging and systemd restarts it.
 pub fn watchdog() {
     send(&[NotifyState::Watchdog]);
 }

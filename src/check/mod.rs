@@ -54,6 +54,7 @@ impl CheckStatus {
 pub struct CheckItem {
     /// The question, e.g. `region` or `permission ec2:AssociateAddress (web eipalloc-…)`.
     pub name: String,
+    /// ✔, ✖ (the check exits 1) or ! (works, but worth a look).
     pub status: CheckStatus,
     /// What was found, on the item's line.
     pub detail: String,

@@ -212,9 +212,9 @@ impl VipConfig {
 pub struct HealthConfig {
     /// Names the check in status and logs.
     pub name: String,
-    /// What is run.
+    /// A command or a systemd unit; its failure makes this node ineligible after `fall` runs.
     pub check: HealthCheck,
-    /// How often it runs.
+    /// How often it runs: with `fall`, how quickly a failing node gives up its addresses.
     pub interval: Duration,
     /// A run that takes longer counts as a failure.
     pub timeout: Duration,

@@ -23,7 +23,9 @@ const CPG_GROUP_MAX: usize = 127;
 #[derive(Debug, thiserror::Error)]
 #[error("key `{key}`: {message}")]
 pub(super) struct Invalid {
+    /// The offending key, with the entry's index for arrays, e.g. `vip[1].address`.
     pub key: String,
+    /// What is wrong and what is accepted.
     pub message: String,
 }
 
@@ -83,6 +85,7 @@ fn short(d: Duration) -> String {
     }
 }
 
+/// `[cluster]`: the group name's length and every timer's bounds, with the defaults.
 pub(super) fn cluster(raw: RawCluster) -> Result<ClusterConfig, Invalid> {
     let group = raw.group.unwrap_or_else(|| "corosync-eip".to_owned());
     if group.is_empty() || group.len() > CPG_GROUP_MAX {
@@ -131,6 +134,7 @@ pub(super) fn cluster(raw: RawCluster) -> Result<ClusterConfig, Invalid> {
     })
 }
 
+/// `[aws]`: a plausible region and endpoint scheme, and bounded timers.
 pub(super) fn aws(raw: RawAws) -> Result<AwsConfig, Invalid> {
     if let Some(region) = &raw.region {
         if region.is_empty() || !region.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
@@ -176,6 +180,7 @@ pub(super) fn aws(raw: RawAws) -> Result<AwsConfig, Invalid> {
     })
 }
 
+/// `[node]`: ids that look like EC2's, so a typo fails here rather than at the first failover.
 pub(super) fn node(raw: RawNode) -> Result<NodeConfig, Invalid> {
     if let Some(id) = &raw.instance_id {
         if !looks_like_aws_id(id, "i-") {
@@ -196,6 +201,7 @@ pub(super) fn node(raw: RawNode) -> Result<NodeConfig, Invalid> {
     })
 }
 
+/// `[daemon]`: absolute paths (the daemon's working directory is not the operator's).
 pub(super) fn daemon(raw: RawDaemon) -> Result<DaemonConfig, Invalid> {
     let control_socket = raw.control_socket.unwrap_or_else(|| PathBuf::from(DEFAULT_CONTROL_SOCKET));
     if !control_socket.is_absolute() {
@@ -359,6 +365,7 @@ fn vip(index: usize, v: RawVip, names: &mut BTreeSet<String>, addresses: &mut BT
     })
 }
 
+/// `[[health]]`: unique names, exactly one of `command`/`systemd_unit`, bounded timing.
 pub(super) fn health(raw: Vec<RawHealth>) -> Result<Vec<HealthConfig>, Invalid> {
     let mut seen = BTreeSet::new();
     raw.into_iter()
@@ -422,6 +429,7 @@ fn health_check(index: usize, h: RawHealth, seen: &mut BTreeSet<String>) -> Resu
     })
 }
 
+/// `[[notify]]`: a command, a bounded timeout and known event names.
 pub(super) fn notify(raw: Vec<RawNotify>) -> Result<Vec<NotifyConfig>, Invalid> {
     raw.into_iter().enumerate().map(|(index, n)| hook(index, n)).collect()
 }
@@ -452,6 +460,7 @@ fn hook(index: usize, n: RawNotify) -> Result<NotifyConfig, Invalid> {
     })
 }
 
+/// `[metrics]`: the listen address, if any.
 pub(super) fn metrics(raw: RawMetrics) -> Result<Option<SocketAddr>, Invalid> {
     raw.listen
         .map(|text| {

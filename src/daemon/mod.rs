@@ -55,6 +55,7 @@ const HEARTBEAT: Duration = Duration::from_millis(250);
 
 /// What the process does when `run` returns.
 pub enum Exit {
+    /// Stopped on request after releasing to peers: exit 0, nothing for systemd to restart.
     Stopped,
 }
 

@@ -22,7 +22,9 @@ use crate::localaddr::LocalAddresses;
 /// A configured address and everything needed to move it.
 #[derive(Debug, Clone)]
 pub enum Kind {
+    /// An Elastic IP, moved with one atomic AssociateAddress.
     Eip(EipConfig),
+    /// A private address routed to the holder's ENI through VPC route tables.
     Vip(VipConfig),
 }
 
@@ -45,7 +47,9 @@ impl Kind {
 /// What EC2 (and the local interface) last said about one address.
 #[derive(Debug, Clone)]
 pub enum Observed {
+    /// The address's association as DescribeAddresses showed it.
     Eip(ObservedEip),
+    /// The VIP's route in every listed table, as DescribeRouteTables showed it.
     Vip(Vec<ObservedRouteTable>),
 }
 
@@ -55,7 +59,9 @@ pub type Gate = Arc<dyn Fn() -> bool + Send + Sync>;
 /// What an acquisition needs besides the address itself.
 #[derive(Clone)]
 pub struct Context {
+    /// The EC2 client all calls go through (retries, metrics).
     pub ec2: Ec2,
+    /// This node's instance and ENI: where the address must point.
     pub me: Identity,
     /// Present when some address of this node has a local side.
     pub addresses: Option<Arc<LocalAddresses>>,
@@ -64,9 +70,11 @@ pub struct Context {
 /// A verified acquisition: EC2 points the address at us and said so when read back.
 #[derive(Debug, Clone)]
 pub struct Acquired {
+    /// EC2's read-back that proved it, kept for status and peers.
     pub observed: Observed,
     /// When the mutating call went out (None: EC2 already pointed at us).
     pub sent: Option<Instant>,
+    /// When the read-back showed us: the end of the failover timeline.
     pub verified: Instant,
     /// EIP: the ownership epoch we hold the address with (None: the record could not be
     /// written, which only costs the split-brain protection).
@@ -152,6 +160,7 @@ impl Batch {
         }
     }
 
+    /// Nothing to read in EC2: the monitor round can be skipped.
     pub fn is_empty(&self) -> bool {
         self.allocations.is_empty() && self.tables.is_empty()
     }
@@ -190,7 +199,9 @@ impl Batch {
 /// What a monitor round saw.
 #[derive(Debug)]
 pub struct Observation {
+    /// DescribeAddresses for every held EIP (None: no EIP in the round; Err: read failed).
     pub eips: Option<Result<Vec<ObservedEip>, Ec2Error>>,
+    /// DescribeRouteTables for every table of every held VIP (None: no VIP in the round).
     pub routes: Option<Result<Vec<ObservedRouteTable>, Ec2Error>>,
     /// Resource name and whether its address is on our interface.
     pub local: Vec<(String, bool)>,
@@ -199,6 +210,7 @@ pub struct Observation {
 /// The monitor's reading of one held address.
 #[derive(Debug)]
 pub struct Judgement {
+    /// Ours, drifted (repair), taken by a newer owner (yield), or unknown (EC2 did not answer).
     pub verdict: Verdict,
     /// What EC2 showed, to keep for status.
     pub observed: Option<Observed>,
