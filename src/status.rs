@@ -19,43 +19,71 @@ use serde::{Deserialize, Serialize};
 
 use crate::core::reconcile::{ObservedEip, ObservedRouteTable};
 
+/// Schema id in every report's `schema`: a reader that finds another id must not assume the v1
+/// fields.
 pub const SCHEMA: &str = "corosync-eip/status/v1";
 
+/// What `corosync-eip status --json` prints: this node, the cluster as this node sees it, and
+/// every configured address. Fields are only ever added within v1.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 pub struct StatusReport {
+    /// Always [`SCHEMA`]: tells a reader which fields to expect.
     pub schema: String,
+    /// The daemon's version; compare with `members[].version` to follow a roll-out.
     pub version: String,
     /// The CPG group (cluster.group).
     pub group: String,
+    /// This node's corosync node id; null until the daemon first connected to corosync.
     pub node_id: Option<u32>,
+    /// The daemon's process id: with `node_id`, how `members[]` and `holder` name this daemon.
     pub pid: u32,
+    /// The EC2 instance this node points addresses at when it holds them; null until connected.
     pub instance_id: Option<String>,
+    /// The network interface this node points addresses at; null when it points them at the
+    /// instance.
     pub network_interface_id: Option<String>,
+    /// `"connected"` or `"disconnected"`: while disconnected this node holds and changes nothing.
     pub corosync: String,
+    /// This member has merged the cluster's state and knows the holders; until then holders shown
+    /// here may be stale.
     pub synced: bool,
+    /// Every member of the partition announced quorum for the same ring in this membership:
+    /// holders are elected only while this is true.
     pub quorate: bool,
+    /// Corosync reports quorum on this node; it may differ from `quorate` briefly after a change.
     pub local_quorate: bool,
-    /// votequorum's count on this node: expected, present, needed.
+    /// votequorum's count on this node: expected, present, needed; null when votequorum is
+    /// unavailable.
     pub votes: Option<crate::corosync::Votes>,
+    /// Every daemon in the CPG group (this one included) with what it announced about itself.
     pub members: Vec<MemberStatus>,
+    /// Daemons that vanished while their node stayed up: their addresses stay put during the
+    /// reattach grace, so a restart moves nothing.
     pub reattaching: Vec<MemberRef>,
+    /// One entry per configured address: its holder, its state and what EC2 last said.
     pub resources: Vec<ResourceStatus>,
     /// This node may hold addresses: health checks pass and it is not in standby.
     pub eligible: bool,
+    /// An admin put this node in standby: it is elected for nothing until taken out of it.
     pub standby: bool,
+    /// Each configured health check with its rise/fall-damped result; one failing makes the node
+    /// ineligible.
     pub health: Vec<HealthStatus>,
     /// Problems an admin should fix that do not stop the daemon.
     pub warnings: Vec<String>,
     /// Units whose members' configuration files differ: not placed or moved while it lasts.
     #[serde(default)]
     pub conflicts: Vec<ConflictStatus>,
-    /// Members that said nothing for the sync timeout after a membership change.
+    /// Members that said nothing for the sync timeout after a membership change: they hold up
+    /// nothing and serve nothing until they speak.
     #[serde(default)]
     pub muted: Vec<MemberRef>,
 }
 
+/// A unit whose members' configuration files differ: neither placed nor moved until they agree.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ConflictStatus {
+    /// The unit (group or ungrouped resource) whose settings differ.
     pub unit: String,
     /// The settings that differ.
     pub keys: Vec<String>,
@@ -63,8 +91,10 @@ pub struct ConflictStatus {
     pub variants: Vec<VariantStatus>,
 }
 
+/// One version of the unit's settings and the nodes whose files have it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct VariantStatus {
+    /// Corosync node ids of the nodes whose files share this variant.
     pub nodes: Vec<u32>,
 }
 
@@ -78,29 +108,47 @@ impl From<&crate::core::spec::Conflict> for ConflictStatus {
     }
 }
 
+/// One configured health check as this node last ran it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HealthStatus {
+    /// The check's name in the configuration.
     pub name: String,
+    /// The check passes after rise/fall damping: one slow run does not flip it.
     pub healthy: bool,
+    /// Why the check last failed; null when its last run passed.
     pub last_error: Option<String>,
 }
 
+/// Names one daemon process: after a restart the same node shows up with a new pid.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct MemberRef {
+    /// Corosync node id of the daemon's node.
     pub node_id: u32,
+    /// The daemon's process id on that node.
     pub pid: u32,
 }
 
+/// One daemon in the CPG group as it announced itself; its fields are null until its first
+/// State arrived (the member is still joining).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MemberStatus {
+    /// Corosync node id of the member's node.
     pub node_id: u32,
+    /// The member daemon's pid; a new pid on the same node means the daemon restarted.
     pub pid: u32,
+    /// The EC2 instance the member points addresses at when it holds them.
     pub instance_id: Option<String>,
+    /// The network interface the member points addresses at; null when it uses the instance.
     pub network_interface_id: Option<String>,
+    /// The member's daemon version: mixed versions mean a roll-out is under way.
     pub version: Option<String>,
+    /// Corosync quorum as the member announced it for the current ring.
     pub quorate: Option<bool>,
+    /// The member's health checks pass (standby is shown on its own).
     pub eligible: Option<bool>,
+    /// An admin put the member's node in standby: it is elected for nothing.
     pub standby: Option<bool>,
+    /// The member's availability zone, when its node could tell.
     pub availability_zone: Option<String>,
     /// Units this member failed to take (it keeps proving its permissions and announces when
     /// it can serve them again).
@@ -108,16 +156,23 @@ pub struct MemberStatus {
     pub cannot_serve: Vec<crate::core::wire::Unable>,
 }
 
+/// The daemon the cluster elected to hold an address.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HolderStatus {
+    /// Corosync node id of the holder's node.
     pub node_id: u32,
+    /// The holder daemon's pid.
     pub pid: u32,
+    /// The instance the holder points the address at; null until the holder announced itself.
     pub instance_id: Option<String>,
 }
 
+/// One configured address: who holds it in the cluster, and what this node knows of it in EC2.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ResourceStatus {
+    /// The resource's name in the configuration.
     pub name: String,
+    /// `"eip"` (Elastic IP association) or `"vip"` (route-table VIP).
     pub kind: String,
     /// The placement unit: the group name, or the resource's own name. Kept under this name
     /// because schema v1 only adds fields; `unit` says the same.
@@ -125,43 +180,66 @@ pub struct ResourceStatus {
     /// The placement unit (the same value as `group`, named as everywhere else).
     #[serde(default)]
     pub unit: String,
-    /// EIP: the allocation id; VIP: the address.
+    /// EIP: the allocation id of the address; null for a VIP (see `address`).
     pub allocation_id: Option<String>,
+    /// VIP: the address routed to the holder; null for an EIP.
     pub address: Option<String>,
+    /// The daemon elected to hold the address; null while no eligible member could be found.
     pub holder: Option<HolderStatus>,
+    /// Increments on every change of holder: a higher number than before means the address moved.
     pub generation: u64,
+    /// `"holder"` when this node is the elected holder, else `"standby"`.
     pub local_role: String,
+    /// `"held"` (verified in EC2), `"acquiring"`, `"reattaching"`, `"syncing"`,
+    /// `"waiting_quorum"`, `"yielded"` or `"unassigned"`: where the address stands now.
     pub state: String,
+    /// EIP: what EC2 last said about the address; on standby nodes, as the holder announced it.
     pub ec2: Option<ObservedEip>,
     /// VIP: the route of each configured table as last verified.
     pub routes: Option<Vec<RouteStatus>>,
     /// VIP: whether this node has the address on its interface.
     pub local_address: Option<bool>,
+    /// When this node, as holder, last verified in EC2 that the address points at it (RFC 3339).
     pub verified_at: Option<String>,
+    /// Milliseconds since `verified_at` when the report was made (holder only).
     pub verified_age_ms: Option<u64>,
+    /// The last error this node met for the address; cleared when it next succeeds.
     pub last_error: Option<String>,
+    /// How often this node put the address back after someone moved it outside the cluster.
     pub drift_repairs: u64,
+    /// Timings of this node's last takeover of the address; null if it never took it over.
     pub last_failover: Option<FailoverTimeline>,
 }
 
 /// Milliseconds from the event that made us holder to each step.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct FailoverTimeline {
+    /// The daemon that held the address before; null when it had no holder.
     pub previous: Option<MemberRef>,
+    /// When the event that made this node holder arrived (RFC 3339); the steps count from here.
     pub detected_at: String,
+    /// Milliseconds until this node was elected holder.
     pub elected_ms: u64,
+    /// Milliseconds until the association or route change was sent; null when EC2 already
+    /// pointed at this node.
     pub associate_sent_ms: Option<u64>,
+    /// Milliseconds until EC2 was verified to point at this node: the takeover's total.
     pub verified_ms: u64,
 }
 
+/// One route table of a VIP and where its route for the address points.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct RouteStatus {
+    /// The VPC route table that carries the VIP's route.
     pub route_table_id: String,
+    /// The network interface the route targets; null when the route is missing.
     pub network_interface_id: Option<String>,
+    /// The instance the route targets, as EC2 reports it.
     pub instance_id: Option<String>,
 }
 
 impl RouteStatus {
+    /// The entry for `destination` in one observed table (targets null when the route is missing).
     pub fn of(table: &ObservedRouteTable, destination: &str) -> RouteStatus {
         let route = table.routes.iter().find(|r| r.destination == destination);
         RouteStatus {
@@ -175,14 +253,19 @@ impl RouteStatus {
 /// What this node keeps about one of its configured addresses, as the status projection reads
 /// it (the daemon owns the data; the projection only looks).
 pub struct LocalAddress<'a> {
+    /// The resource's name in the configuration.
     pub name: &'a str,
+    /// The address's kind and its configured settings.
     pub kind: &'a crate::kinds::Kind,
     /// The placement unit: the group, or the resource itself.
     pub unit: &'a str,
+    /// This node's own progress with the address: held, acquiring, yielded, errors, repairs.
     pub holding: &'a crate::core::holder::Holding,
     /// What EC2 last said (set while we hold).
     pub observed: Option<&'a crate::kinds::Observed>,
+    /// When this node last verified in EC2 that the address points at it.
     pub verified_at: Option<std::time::SystemTime>,
+    /// Timings of this node's last takeover of the address.
     pub last_failover: Option<&'a FailoverTimeline>,
 }
 

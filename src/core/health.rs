@@ -2,6 +2,7 @@
 //! eligibility only after `fall` consecutive failures or `rise` consecutive successes, so one
 //! slow check does not move addresses.
 
+/// One health check's damped result: whether this node counts as healthy for elections.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthTracker {
     rise: u32,
@@ -21,6 +22,7 @@ impl HealthTracker {
         }
     }
 
+    /// The damped result: false makes this node ineligible to hold addresses.
     pub fn healthy(&self) -> bool {
         self.healthy
     }

@@ -49,11 +49,17 @@ pub enum Failure {
 /// What the monitor found for a resource we hold.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
+    /// EC2 points the address at us: nothing to do.
     Ours,
     /// Moved by someone without a newer ownership record: take it back.
     Repair,
     /// A holder elected in another partition took it after us: leave it.
-    Yield { to: String, epoch: u64 },
+    Yield {
+        /// The instance that took the address, as its ownership tag names it.
+        to: String,
+        /// The epoch it wrote: newer than ours, or the same with a lower instance id.
+        epoch: u64,
+    },
     /// The monitor could not tell (EC2 error). Never a reason to move.
     Unknown(String),
 }
@@ -64,7 +70,10 @@ pub enum Effect {
     /// Stop a running acquisition.
     Abort,
     /// Start acquiring for this generation.
-    Acquire { generation: u64 },
+    Acquire {
+        /// The generation we are elected for; its outcome counts only while it is still wanted.
+        generation: u64,
+    },
     /// Take the (VIP) address off our interface.
     RemoveAddress,
     /// We held the resource and stopped: tell the hooks.
@@ -72,7 +81,12 @@ pub enum Effect {
     /// Try again at this time (the daemon wakes its loop then).
     RetryAt(Instant),
     /// We cannot serve the unit: announce it so the others elect the next candidate.
-    CannotServe { class: Incapacity, reason: String },
+    CannotServe {
+        /// What kind of failure it is (shown to admins as `cannot_serve[].class`).
+        class: Incapacity,
+        /// The error that decided it, for the admin.
+        reason: String,
+    },
     /// The monitor found drift that we repair.
     Drift,
 }
@@ -102,6 +116,8 @@ pub struct Holding {
 }
 
 impl Holding {
+    /// A resource this node has done nothing about yet; `local_address_managed` for a VIP, whose
+    /// address also lives on our interface.
     pub fn new(local_address_managed: bool) -> Holding {
         Holding {
             local_address_managed,
@@ -126,26 +142,33 @@ impl Holding {
         self.held
     }
 
+    /// The generation an acquisition is running for (at most one at a time).
     pub fn acquiring(&self) -> Option<u64> {
         self.acquiring
     }
 
+    /// The generation we left to a holder elected in another partition: not acquired again.
     pub fn yielded(&self) -> Option<u64> {
         self.yielded
     }
 
+    /// EIP: the ownership epoch we wrote, against which the monitor judges a newer owner.
     pub fn epoch(&self) -> Option<u64> {
         self.epoch
     }
 
+    /// VIP: whether the address is on our interface (None: not known yet).
     pub fn local_address(&self) -> Option<bool> {
         self.local_address
     }
 
+    /// How often the monitor found the address moved outside the cluster and we took it back.
     pub fn drift_repairs(&self) -> u64 {
         self.drift_repairs
     }
 
+    /// The last error met for this resource (acquire, monitor, address removal); cleared on
+    /// the next success.
     pub fn last_error(&self) -> Option<&str> {
         self.last_error.as_deref()
     }

@@ -12,13 +12,16 @@ pub mod spec;
 pub mod view;
 pub mod wire;
 
+/// A corosync node id (`nodelist.node.nodeid`): how members, placement and status name a node.
 pub type NodeId = u32;
 
 /// One daemon process in the CPG group. A node may host a new process (restart) or, after a
 /// re-exec, the same pid again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 pub struct MemberId {
+    /// The corosync node the daemon runs on.
     pub node: NodeId,
+    /// The daemon's process id: tells a restarted daemon apart from the one it replaced.
     pub pid: u32,
 }
 
@@ -35,6 +38,7 @@ impl std::fmt::Display for MemberId {
 pub struct Ring {
     /// Node id of the ring's representative.
     pub rep: NodeId,
+    /// The ring's sequence number: with `rep`, tells one membership epoch from the next.
     pub seq: u64,
 }
 

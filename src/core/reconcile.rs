@@ -6,6 +6,7 @@ use std::time::Duration;
 /// Where this node wants its addresses to point.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
+    /// This node's instance: the target when no interface is known, and the name in ownership tags.
     pub instance_id: String,
     /// Associating by ENI is exact even on multi-ENI instances; without it we use the instance.
     pub network_interface_id: Option<String>,
@@ -14,11 +15,17 @@ pub struct Identity {
 /// One address as DescribeAddresses reported it.
 #[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct ObservedEip {
+    /// The address's allocation id, as configured.
     pub allocation_id: String,
+    /// The public IP the allocation stands for.
     pub public_ip: Option<String>,
+    /// Set while the address is associated with anything.
     pub association_id: Option<String>,
+    /// The instance the address is associated with now.
     pub instance_id: Option<String>,
+    /// The network interface the address is associated with now.
     pub network_interface_id: Option<String>,
+    /// The private IP on that interface the address maps to.
     pub private_ip: Option<String>,
     /// The ownership record the last holder wrote on the address (tags).
     #[serde(default)]
@@ -31,11 +38,15 @@ pub struct ObservedEip {
 /// it back: one move, no ping-pong.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Ownership {
+    /// The instance of the holder that took the address.
     pub instance_id: String,
+    /// Grows by one with every deliberate take-over; a higher epoch wins.
     pub epoch: u64,
 }
 
+/// Tag on the address naming the instance of the holder that took it last.
 pub const OWNER_TAG: &str = "corosync-eip:holder";
+/// Tag on the address carrying that holder's ownership epoch.
 pub const EPOCH_TAG: &str = "corosync-eip:epoch";
 
 impl Ownership {
@@ -62,13 +73,20 @@ pub fn next_epoch(observed: &ObservedEip) -> u64 {
     observed.owner.as_ref().map_or(0, |o| o.epoch).saturating_add(1)
 }
 
+/// What the holder makes of an EIP its monitor read: keep, repair or leave it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DriftVerdict {
+    /// The address points at us.
     Ours,
     /// Someone moved it without a newer ownership record (an operator, a script): put it back.
     Repair,
     /// A holder elected elsewhere took it after us: leave it there.
-    Yield { to: String, epoch: u64 },
+    Yield {
+        /// The instance that took the address, as its ownership tag names it.
+        to: String,
+        /// The epoch it wrote: newer than ours, or the same with a lower instance id.
+        epoch: u64,
+    },
 }
 
 /// What the holder does when its monitor reads the address. `our_epoch` is the epoch we wrote.
@@ -93,36 +111,51 @@ pub fn judge_eip(observed: &ObservedEip, me: &Identity, private_ip: Option<Ipv4A
     }
 }
 
+/// What the elected holder does to make an EIP point at it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EipAction {
     /// EC2 already points the address at us: nothing to call.
     AlreadyOurs,
     /// Reassociate atomically (AllowReassociation=true). `drift` is set when the address was
     /// attached to someone else, as opposed to attached to nothing.
-    Associate { drift: bool },
+    Associate {
+        /// It was taken from another target, not from nothing: logged as such.
+        drift: bool,
+    },
 }
 
 /// One route table as DescribeRouteTables reported it.
 #[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct ObservedRouteTable {
+    /// The table's id, as configured or discovered.
     pub route_table_id: String,
+    /// Every route of the table, as EC2 returned it.
     pub routes: Vec<ObservedRoute>,
 }
 
+/// One route of a table, with the target EC2 reports for it.
 #[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct ObservedRoute {
+    /// The destination CIDR (a VIP's is its address as a /32).
     pub destination: String,
+    /// The network interface the route sends traffic to.
     pub network_interface_id: Option<String>,
+    /// The instance the route sends traffic to, as EC2 reports it.
     pub instance_id: Option<String>,
     /// The target is gone (e.g. the ENI was deleted): traffic is dropped.
     pub blackhole: bool,
 }
 
+/// What the holder of a VIP does to one route table to make it route the address to us.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RouteAction {
+    /// The route already sends the address to our interface: nothing to call.
     AlreadyOurs,
     /// ReplaceRoute; `drift` when it pointed at another live target.
-    Replace { drift: bool },
+    Replace {
+        /// The route pointed at another live target, not at a dead one.
+        drift: bool,
+    },
     /// The route does not exist: CreateRoute (only when allowed).
     Create,
     /// The route does not exist and creating it is not allowed.
@@ -131,6 +164,7 @@ pub enum RouteAction {
     NoTable,
 }
 
+/// `table` routes `destination` to `eni` (a blackholed route does not count).
 pub fn route_points_at(table: &ObservedRouteTable, destination: &str, eni: &str) -> bool {
     table
         .routes
@@ -146,6 +180,7 @@ pub fn all_routes_point_at(tables: &[ObservedRouteTable], route_table_ids: &[Str
         .all(|id| tables.iter().any(|t| &t.route_table_id == id && route_points_at(t, destination, eni)))
 }
 
+/// Which call, if any, makes `table` route `destination` to `eni`.
 pub fn decide_route(table: Option<&ObservedRouteTable>, destination: &str, eni: &str, create_route: bool) -> RouteAction {
     let Some(table) = table else { return RouteAction::NoTable };
     match table.routes.iter().find(|r| r.destination == destination) {
@@ -158,6 +193,8 @@ pub fn decide_route(table: Option<&ObservedRouteTable>, destination: &str, eni: 
     }
 }
 
+/// EC2 points the address at us: our interface (or instance when we have none), and the
+/// configured private IP if there is one.
 pub fn points_at(observed: &ObservedEip, me: &Identity, private_ip: Option<Ipv4Addr>) -> bool {
     let target_ok = match &me.network_interface_id {
         Some(eni) => observed.network_interface_id.as_deref() == Some(eni.as_str()),
@@ -170,6 +207,7 @@ pub fn points_at(observed: &ObservedEip, me: &Identity, private_ip: Option<Ipv4A
     target_ok && ip_ok
 }
 
+/// Which call, if any, makes the address point at us.
 pub fn decide_eip(observed: &ObservedEip, me: &Identity, private_ip: Option<Ipv4Addr>) -> EipAction {
     if points_at(observed, me, private_ip) {
         EipAction::AlreadyOurs

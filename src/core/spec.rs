@@ -14,7 +14,9 @@ use super::NodeId;
 /// One unit (an ungrouped resource or a group) as this node's file describes it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct UnitSpec {
+    /// The unit's name: the group name, or the resource's own name.
     pub name: String,
+    /// Node ids in the order the file prefers them as holder.
     pub prefer: Vec<NodeId>,
     /// Setting name → fingerprint of its value, for every setting that decides placement or
     /// action (kind, allocation or address, route tables, interface, group members, prefer).
@@ -40,6 +42,7 @@ impl UnitSpec {
         self
     }
 
+    /// What this member announces about the unit, so members can compare their files.
     pub fn digest(&self) -> UnitDigest {
         UnitDigest {
             prefer: self.prefer.clone(),
@@ -62,6 +65,7 @@ pub fn fingerprint(value: &str) -> String {
 /// Members' specs of one unit that differ.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Conflict {
+    /// The unit (group or ungrouped resource) whose files differ.
     pub unit: String,
     /// Settings whose values are not the same on every member.
     pub keys: Vec<String>,

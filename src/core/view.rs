@@ -31,12 +31,14 @@ use super::{MemberId, NodeId, Ring};
 /// a broken or hostile peer gets anywhere near it, and `generation + 1` must never overflow.
 pub const MAX_GENERATION: u64 = 1 << 53;
 
+/// Who holds one unit, as every synced member of the partition agrees.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Assignment {
     /// None while the previous holder is gone and no eligible member was found yet.
     pub holder: Option<MemberId>,
     /// Who held it before the current holder (for the failover timeline).
     pub previous: Option<MemberId>,
+    /// Increments on every change of holder; the higher generation wins when partitions merge.
     pub generation: u64,
     /// The holder's announcements that EC2 points a resource of the unit at it (this
     /// generation), one per resource.
@@ -52,32 +54,51 @@ pub enum LeaveReason {
     NodeDown,
 }
 
+/// What the corosync adapter feeds into the view, in the order CPG delivered it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Event {
     /// A CPG configuration change: the full new member list and who left.
     Confchg {
+        /// Every member of the group after the change.
         members: Vec<MemberId>,
+        /// Members that left, and whether their node went with them.
         left: Vec<(MemberId, LeaveReason)>,
+        /// Members that joined: a non-empty list starts a sync round.
         joined: Vec<MemberId>,
     },
     /// A message delivered by CPG (already decoded).
-    Message { from: MemberId, body: Body },
+    Message {
+        /// The member that sent it.
+        from: MemberId,
+        /// What it announced.
+        body: Body,
+    },
     /// The totem (node-level) membership changed: corosync reports it ahead of the CPG
     /// configuration change.
-    Totem { ring: Ring, nodes: Vec<NodeId> },
+    Totem {
+        /// The new ring: our quorum fact for any other ring is stale from now on.
+        ring: Ring,
+        /// The corosync nodes in the new ring.
+        nodes: Vec<NodeId>,
+    },
 }
 
 /// What the adapter must do after feeding an event.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Output {
+    /// Multicast this message to the group.
     Send(Body),
     /// A member vanished holding addresses: start its reattach grace timer.
     StartGrace(MemberId),
     /// A unit got a (new) holder.
     Elected {
+        /// The unit (group or ungrouped resource).
         unit: String,
+        /// The member elected to hold it.
         holder: MemberId,
+        /// The unit's new generation, which the holder's outcome and Held messages carry.
         generation: u64,
+        /// The holder before, if any (`previous` in the failover timeline).
         previous: Option<MemberId>,
     },
 }
@@ -113,6 +134,8 @@ struct LocalQuorum {
     stale: bool,
 }
 
+/// This member's copy of the cluster's state: members, holders, quorum and conflicts. Every
+/// member feeds it the same events and so reaches the same holders.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct View {
     local: MemberId,
@@ -195,26 +218,33 @@ impl View {
         self.placed = true;
     }
 
+    /// This daemon, as the others name it.
     pub fn local(&self) -> MemberId {
         self.local
     }
 
+    /// The last sync round completed: our table is the cluster's, so the holders we show and act
+    /// on are current.
     pub fn is_synced(&self) -> bool {
         self.phase == Phase::Synced
     }
 
+    /// The daemons in the CPG group now, this one included.
     pub fn members(&self) -> &BTreeSet<MemberId> {
         &self.members
     }
 
+    /// What `member` announced about itself; None until its State arrived.
     pub fn info(&self, member: &MemberId) -> Option<&MemberInfo> {
         self.infos.get(member)
     }
 
+    /// The holder of every unit, by unit name.
     pub fn assignments(&self) -> &BTreeMap<String, Assignment> {
         &self.assignments
     }
 
+    /// Vanished holders whose addresses are kept during the reattach grace.
     pub fn vanished(&self) -> &BTreeSet<MemberId> {
         &self.vanished
     }
@@ -417,6 +447,7 @@ impl View {
         vec![Output::Send(Body::Capability { cannot_serve })]
     }
 
+    /// The health checks changed this node's eligibility: announce it if it differs.
     pub fn set_local_eligible(&mut self, eligible: bool) -> Vec<Output> {
         if self.local_info.eligible == eligible {
             return Vec::new();
@@ -425,6 +456,7 @@ impl View {
         vec![Output::Send(Body::Eligibility { eligible })]
     }
 
+    /// What this member announces about itself in its States.
     pub fn local_info(&self) -> &MemberInfo {
         &self.local_info
     }
@@ -480,6 +512,7 @@ impl View {
         }
     }
 
+    /// Applies one event; returns what the adapter must send or start.
     pub fn handle(&mut self, event: Event) -> Vec<Output> {
         match event {
             Event::Confchg {

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{MemberId, Ring};
 
+/// The major wire version this build speaks: a message with another `v` is logged and dropped.
 pub const WIRE_VERSION: u32 = 1;
 /// The rules this build follows: 2 = quorum facts bound to a configuration and a ring, unit
 /// digests, cannot-serve announcements.
@@ -18,13 +19,17 @@ pub const PROTOCOL: u32 = 2;
 /// Larger messages are refused before parsing: a State for hundreds of resources is a few KiB.
 pub const MAX_MESSAGE_BYTES: usize = 1 << 20;
 
+/// One CPG message as sent: the version every receiver checks first, then the message.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Envelope {
+    /// The sender's wire version ([`WIRE_VERSION`]).
     pub v: u32,
+    /// What the sender announces; its `type` names the kind.
     #[serde(flatten)]
     pub body: Body,
 }
 
+/// What a member announces to the group; every member applies it in the same agreed order.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Body {
@@ -33,7 +38,9 @@ pub enum Body {
     /// The sender's corosync quorum fact: sent after every configuration change and whenever
     /// its quorum service reports something new. Counts only in the configuration it names.
     Quorum {
+        /// Corosync counts the sender's partition quorate.
         quorate: bool,
+        /// Corosync nodes in the sender's quorum membership.
         #[serde(default)]
         nodes: Vec<u32>,
         /// The ring the fact belongs to (None from protocol 1 peers).
@@ -45,17 +52,38 @@ pub enum Body {
     },
     /// The units the sender cannot serve now (replaces its previous list): it failed to take
     /// them, so the others elect the next candidate.
-    Capability { cannot_serve: Vec<Unable> },
+    Capability {
+        /// Every unit the sender cannot serve now, and why.
+        cannot_serve: Vec<Unable>,
+    },
     /// `member` sent nothing in `config` for the sync timeout (hung, another wire version, or
     /// not corosync-eip): it no longer holds up rounds or quorum, and serves nothing until it
     /// speaks.
-    Unresponsive { member: MemberId, config: Vec<MemberId> },
+    Unresponsive {
+        /// The silent member.
+        member: MemberId,
+        /// The configuration it was silent in: ignored in any other.
+        config: Vec<MemberId>,
+    },
     /// The sender's health checks changed its eligibility.
-    Eligibility { eligible: bool },
+    Eligibility {
+        /// The sender's health checks pass: it may be elected.
+        eligible: bool,
+    },
     /// An admin put a node in standby (or back): its members hold nothing while it lasts.
-    Standby { node: u32, standby: bool },
+    Standby {
+        /// The corosync node put in (or out of) standby.
+        node: u32,
+        /// True: its members give up and take nothing until it is lifted.
+        standby: bool,
+    },
     /// An admin asked for a planned move of a unit (resource or group) to a node.
-    Move { unit: String, to: u32 },
+    Move {
+        /// The unit to move.
+        unit: String,
+        /// The corosync node that should hold it.
+        to: u32,
+    },
     /// The startup wait ran out on the sender's clock: place units although some corosync
     /// nodes have no daemon in the group yet.
     PlaceNow,
@@ -64,26 +92,37 @@ pub enum Body {
     /// The holder verified in EC2 that the address points at it.
     Held(HeldMsg),
     /// The reattach grace of a vanished member ran out on the sender's clock.
-    GraceExpired { member: MemberId },
+    GraceExpired {
+        /// The vanished member whose addresses are now handed to another member.
+        member: MemberId,
+    },
 }
 
+/// What a member announces about itself in its States: where it points addresses, what it is
+/// configured for, and whether it may be elected.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct MemberInfo {
+    /// The EC2 instance the member points addresses at when it holds them.
     pub instance_id: String,
+    /// The network interface it points addresses at; None when it uses the instance.
     #[serde(default)]
     pub network_interface_id: Option<String>,
+    /// Its daemon version, shown in status to follow a roll-out.
     pub version: String,
     /// Names of the resources this member is configured for.
     pub resources: Vec<String>,
+    /// Corosync counts the member's partition quorate (for `ring`).
     pub quorate: bool,
-    /// Health checks pass.
+    /// Its health checks pass (standby is separate): it may be elected.
     #[serde(default = "yes")]
     pub eligible: bool,
+    /// An admin put the member's node in standby: it is elected for nothing.
     #[serde(default)]
     pub standby: bool,
     /// Corosync nodes in the sender's quorum membership.
     #[serde(default)]
     pub nodes: Vec<u32>,
+    /// The member's availability zone, when its node could tell (shown in status).
     #[serde(default)]
     pub availability_zone: Option<String>,
     /// The rules the sender follows (see [`PROTOCOL`]); 1 for peers that predate the field.
@@ -113,7 +152,9 @@ fn one() -> u32 {
 /// fingerprint per setting (which is enough to name what differs).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 pub struct UnitDigest {
+    /// Node ids in the order the member's file prefers them as holder.
     pub prefer: Vec<u32>,
+    /// Setting name → fingerprint of its value: equal maps mean the files agree.
     pub keys: BTreeMap<String, String>,
 }
 
@@ -130,6 +171,7 @@ pub enum Incapacity {
 }
 
 impl Incapacity {
+    /// The name status and logs show for the class.
     pub fn as_str(self) -> &'static str {
         match self {
             Incapacity::Permission => "permission",
@@ -139,32 +181,46 @@ impl Incapacity {
     }
 }
 
+/// One unit a member failed to take, and why: the others elect the next candidate for it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Unable {
+    /// The unit (group or ungrouped resource).
     pub unit: String,
+    /// What kind of failure: decides how an admin fixes it.
     pub class: Incapacity,
+    /// The error EC2 or the node gave, for the admin.
     pub reason: String,
 }
 
+/// A member's State in a sync round: its own info and the table it knows, which every member
+/// of the round merges the same way.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct StateMsg {
+    /// What the sender announces about itself.
     pub info: MemberInfo,
     /// The membership the sender saw when it sent this; a State from an older round is ignored.
     pub round: Vec<MemberId>,
     /// Whether `assignments` is a real cluster view (false for a member that is still joining).
     pub synced: bool,
+    /// The holder of every unit the sender knows.
     pub assignments: Vec<WireAssignment>,
+    /// Vanished members whose addresses the sender keeps during the reattach grace.
     pub vanished: Vec<MemberId>,
+    /// Members the sender saw leave (or release), so a joiner frees their units the same way.
     pub departed: Vec<WireDeparture>,
     /// The sender saw a PlaceNow (startup wait over).
     #[serde(default)]
     pub placed: bool,
 }
 
+/// Who holds one unit, as the sender's table says.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct WireAssignment {
+    /// The unit (group or ungrouped resource); named `resource` since the first release.
     pub resource: String,
+    /// The holder; None while no eligible member was found.
     pub holder: Option<MemberId>,
+    /// Counts changes of holder: the merge keeps the higher generation.
     pub generation: u64,
     /// The holder's Held messages for this generation (one per verified resource), so
     /// joiners see them verified too.
@@ -172,6 +228,7 @@ pub struct WireAssignment {
     pub verified: Vec<HeldMsg>,
 }
 
+/// How a member left the group, which decides when its units are taken over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Departure {
@@ -184,32 +241,46 @@ pub enum Departure {
     NodeDown,
 }
 
+/// A member that left, and how, as a State carries it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct WireDeparture {
+    /// The daemon that left.
     pub member: MemberId,
+    /// How it left: whether its units move at once or after the reattach grace.
     pub kind: Departure,
 }
 
+/// The holder's announcement that EC2 points one resource of its unit at it, so status on
+/// every node shows the address as held.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct HeldMsg {
     /// The unit (group or ungrouped resource) whose holder verified.
     pub unit: String,
+    /// The resource of the unit that now points at the holder.
     pub resource: String,
+    /// The generation it was verified for; a Held for another generation is ignored.
     pub generation: u64,
+    /// The instance EC2 points the address at (shown in status on standby nodes).
     pub instance_id: Option<String>,
+    /// The network interface EC2 points the address at.
     pub network_interface_id: Option<String>,
 }
 
+/// Why a received message was dropped (it is logged, never trusted).
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
+    /// Larger than [`MAX_MESSAGE_BYTES`]: refused before parsing.
     #[error("message of {0} bytes exceeds the {MAX_MESSAGE_BYTES}-byte limit")]
     TooLarge(usize),
+    /// Not JSON of a known message type (another program in the group, or a newer message).
     #[error("not a corosync-eip message: {0}")]
     Malformed(String),
+    /// Another major wire version than [`WIRE_VERSION`].
     #[error("wire version {0} is not supported (this build speaks {WIRE_VERSION})")]
     Version(u32),
 }
 
+/// The bytes to multicast for `body`, tagged with this build's wire version.
 pub fn encode(body: &Body) -> Vec<u8> {
     let envelope = Envelope {
         v: WIRE_VERSION,
@@ -219,6 +290,7 @@ pub fn encode(body: &Body) -> Vec<u8> {
     serde_json::to_vec(&envelope).unwrap_or_default()
 }
 
+/// A received message, or why it must be dropped; never panics on a peer's bytes.
 pub fn decode(bytes: &[u8]) -> Result<Body, DecodeError> {
     if bytes.len() > MAX_MESSAGE_BYTES {
         return Err(DecodeError::TooLarge(bytes.len()));
