@@ -2,6 +2,9 @@
 //!
 //! `core` is pure decision logic; the other modules are thin adapters around it.
 
+// Every public item says why it exists.
+#![warn(missing_docs)]
+
 pub mod check;
 pub mod config;
 pub mod control;
