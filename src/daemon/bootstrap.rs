@@ -14,7 +14,7 @@ use tracing::{error, info, warn};
 use super::holding::{Liveness, LocalResource};
 use super::monitor::HealthState;
 use super::report::Undecodable;
-use super::{Asked, Daemon, Signals, TaskResult, VERSION};
+use super::{Daemon, Signals, TaskResult, VERSION};
 use crate::config::{Config, VipConfig};
 use crate::control::{self, SharedStatus};
 use crate::core::health::HealthTracker;
@@ -154,7 +154,7 @@ async fn resolve_identity(config: &Config, ec2: &Ec2, signals: &mut Signals) -> 
                 loop {
                     tokio::select! {
                         _ = tokio::time::sleep_until(deadline) => break,
-                        asked = signals.recv() => if asked == Asked::Stop { return None },
+                        _ = signals.stopped() => return None,
                     }
                 }
             }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tracing::{error, info, warn};
 
-use super::{Asked, Daemon, Signals};
+use super::{Daemon, Signals};
 use crate::config::Config;
 use crate::core::view::View;
 use crate::core::wire::{self, Body, WireAssignment};
@@ -137,7 +137,7 @@ impl Daemon {
         loop {
             tokio::select! {
                 _ = tokio::time::sleep_until(deadline) => return false,
-                asked = signals.recv() => if asked == Asked::Stop { return true },
+                _ = signals.stopped() => return true,
                 Some(request) = self.requests.recv() => {
                     let _ = request.reply.send(Err("not connected to corosync".into()));
                 }

@@ -65,6 +65,9 @@ pub struct Signals {
     term: Signal,
     int: Signal,
     hup: Signal,
+    /// A reload asked for while there was no session to reload (identity not known yet, or
+    /// corosync away): carried out as soon as a session runs, as systemd's `reload` expects.
+    reload_pending: bool,
 }
 
 impl Signals {
@@ -74,15 +77,35 @@ impl Signals {
             term: signal(SignalKind::terminate())?,
             int: signal(SignalKind::interrupt())?,
             hup: signal(SignalKind::hangup())?,
+            reload_pending: false,
         })
     }
 
-    /// Resolves with the next request from outside.
+    /// Resolves with the next request from outside, a kept reload first.
     async fn recv(&mut self) -> Asked {
+        if std::mem::take(&mut self.reload_pending) {
+            return Asked::Reload;
+        }
+        self.next().await
+    }
+
+    /// The next signal as it arrives.
+    async fn next(&mut self) -> Asked {
         tokio::select! {
             _ = self.term.recv() => Asked::Stop,
             _ = self.int.recv() => Asked::Stop,
             _ = self.hup.recv() => Asked::Reload,
+        }
+    }
+
+    /// Resolves when the daemon is asked to stop; a reload asked meanwhile is kept for the
+    /// next session.
+    async fn stopped(&mut self) {
+        loop {
+            match self.next().await {
+                Asked::Stop => return,
+                Asked::Reload => self.reload_pending = true,
+            }
         }
     }
 }
@@ -518,5 +541,23 @@ impl Daemon {
             info!(wait_ms = self.config.cluster.startup_wait.as_millis() as u64, "waiting for the daemons of all corosync nodes before the first placement");
             self.after(self.config.cluster.startup_wait, TaskResult::StartupWaitOver);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nix::sys::signal::{raise, Signal as Sig};
+
+    #[tokio::test]
+    async fn a_reload_asked_while_there_is_no_session_is_kept_for_the_next_one() {
+        let mut signals = Signals::install().expect("signal handlers");
+        raise(Sig::SIGHUP).expect("raise SIGHUP");
+        // Waiting for a stop does not end on a reload, and does not drop it either.
+        assert!(tokio::time::timeout(Duration::from_millis(300), signals.stopped()).await.is_err());
+        assert_eq!(signals.recv().await, Asked::Reload);
+        raise(Sig::SIGTERM).expect("raise SIGTERM");
+        let asked = tokio::time::timeout(Duration::from_secs(5), signals.recv()).await;
+        assert_eq!(asked, Ok(Asked::Stop));
     }
 }
