@@ -27,6 +27,10 @@ rm -rf "$STAGE" "$TOP/BUILD" "$TOP/BUILDROOT" "$TOP/RPMS" "$TOP/SRPMS"
 mkdir -p "$STAGE/$NV" "$TOP/SOURCES"
 # The working tree, not HEAD: CI packages exactly what it tests.
 cp -a Cargo.toml Cargo.lock README.md src docs contrib selinux corosync-conf rpm "$STAGE/$NV/"
+# The test lab is a member of the workspace: cargo needs its manifest to read the lock file,
+# though the package never builds it.
+mkdir -p "$STAGE/$NV/lab"
+cp -a lab/Cargo.toml lab/src "$STAGE/$NV/lab/"
 rm -f "$STAGE/$NV/selinux/"*.pp "$STAGE/$NV/selinux/"*.pp.bz2
 rm -rf "$STAGE/$NV/selinux/tmp"
 cargo vendor --quiet --locked --versioned-dirs --manifest-path "$STAGE/$NV/Cargo.toml" \
