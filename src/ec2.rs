@@ -14,7 +14,9 @@ use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 
 use crate::config::AwsConfig;
 use crate::metrics::Metrics;
-use crate::core::reconcile::{backoff, Identity, ObservedEip, ObservedRoute, ObservedRouteTable, Ownership, EPOCH_TAG, OWNER_TAG};
+use crate::core::reconcile::{
+    backoff, Identity, ObservedEip, ObservedInterface, ObservedRoute, ObservedRouteTable, Ownership, EPOCH_TAG, OWNER_TAG,
+};
 
 /// How an EC2 failure should be handled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -208,6 +210,44 @@ pub struct InstancePlacement {
     pub primary_interface: Option<String>,
     /// The instance's zone, shown per member in `status`.
     pub availability_zone: Option<String>,
+}
+
+/// A subnet as EC2 describes it: where a secondary IP may live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subnet {
+    /// The subnet's id.
+    pub subnet_id: String,
+    /// Its IPv4 range, e.g. `10.0.1.0/24`.
+    pub cidr: String,
+}
+
+impl Subnet {
+    /// Whether `address` lies inside the subnet's IPv4 range (false when the range is unreadable).
+    pub fn contains(&self, address: std::net::Ipv4Addr) -> bool {
+        let Some((net, bits)) = self.cidr.split_once('/') else { return false };
+        let (Ok(net), Ok(bits)) = (net.parse::<std::net::Ipv4Addr>(), bits.parse::<u32>()) else { return false };
+        if bits > 32 {
+            return false;
+        }
+        let mask = u32::MAX.checked_shl(32 - bits).unwrap_or(0);
+        u32::from(address) & mask == u32::from(net) & mask
+    }
+}
+
+/// One ENI as the daemon reads it (interfaces carry secondary IPs).
+pub fn observed_interface(n: &aws_sdk_ec2::types::NetworkInterface) -> ObservedInterface {
+    ObservedInterface {
+        network_interface_id: n.network_interface_id().unwrap_or_default().to_owned(),
+        subnet_id: n.subnet_id().map(str::to_owned),
+        instance_id: n.attachment().and_then(|a| a.instance_id()).filter(|s| !s.is_empty()).map(str::to_owned),
+        primary_ip: n.private_ip_address().map(str::to_owned),
+        secondary_ips: n
+            .private_ip_addresses()
+            .iter()
+            .filter(|a| a.primary() != Some(true))
+            .filter_map(|a| a.private_ip_address().map(str::to_owned))
+            .collect(),
+    }
 }
 
 /// The daemon's EC2 calls, each retried on transient errors and counted in the metrics.
@@ -484,6 +524,97 @@ impl Ec2 {
         .await
     }
 
+    /// One DescribeNetworkInterfaces for every ENI that carries any of `addresses` (as its
+    /// primary or a secondary IP): where all our secondary IPs are, whatever their number.
+    pub async fn describe_interfaces_with(
+        &self,
+        addresses: &[std::net::Ipv4Addr],
+        budget: Duration,
+    ) -> Result<Vec<ObservedInterface>, Ec2Error> {
+        let values: Vec<String> = addresses.iter().map(|a| a.to_string()).collect();
+        self.with_retry("DescribeNetworkInterfaces", budget, || async {
+            let filter = aws_sdk_ec2::types::Filter::builder()
+                .name("addresses.private-ip-address")
+                .set_values(Some(values.clone()))
+                .build();
+            let out = self
+                .client
+                .describe_network_interfaces()
+                .filters(filter)
+                .send()
+                .await
+                .map_err(|e| classify("DescribeNetworkInterfaces", e))?;
+            Ok(out.network_interfaces().iter().map(observed_interface).collect())
+        })
+        .await
+    }
+
+    /// Assigns `addresses` to our ENI in one call, taking them from wherever they are
+    /// (AllowReassignment): never unassigned first, so the address is never nowhere.
+    pub async fn assign_private_ips(
+        &self,
+        network_interface_id: &str,
+        addresses: &[std::net::Ipv4Addr],
+        budget: Duration,
+        gate: WriteGate<'_>,
+    ) -> Result<(), Ec2Error> {
+        let values: Vec<String> = addresses.iter().map(|a| a.to_string()).collect();
+        self.gated("AssignPrivateIpAddresses", budget, gate, || async {
+            self.client
+                .assign_private_ip_addresses()
+                .network_interface_id(network_interface_id)
+                .set_private_ip_addresses(Some(values.clone()))
+                .allow_reassignment(true)
+                .send()
+                .await
+                .map_err(|e| classify("AssignPrivateIpAddresses", e))?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The subnet of one ENI, with its range: secondary IPs must lie inside it.
+    pub async fn subnet_of(&self, network_interface_id: &str, budget: Duration) -> Result<Subnet, Ec2Error> {
+        let subnet_id = self
+            .with_retry("DescribeNetworkInterfaces", budget, || async {
+                let out = self
+                    .client
+                    .describe_network_interfaces()
+                    .network_interface_ids(network_interface_id)
+                    .send()
+                    .await
+                    .map_err(|e| classify("DescribeNetworkInterfaces", e))?;
+                Ok(out.network_interfaces().first().and_then(|n| n.subnet_id()).map(str::to_owned))
+            })
+            .await?
+            .ok_or_else(|| Ec2Error {
+                api: "DescribeNetworkInterfaces",
+                class: ErrorClass::NotFound,
+                code: None,
+                message: format!("interface {network_interface_id} has no subnet"),
+            })?;
+        self.with_retry("DescribeSubnets", budget, || async {
+            let out = self
+                .client
+                .describe_subnets()
+                .subnet_ids(&subnet_id)
+                .send()
+                .await
+                .map_err(|e| classify("DescribeSubnets", e))?;
+            let cidr = out.subnets().first().and_then(|s| s.cidr_block()).map(str::to_owned).ok_or_else(|| Ec2Error {
+                api: "DescribeSubnets",
+                class: ErrorClass::NotFound,
+                code: None,
+                message: format!("subnet {subnet_id} has no IPv4 range"),
+            })?;
+            Ok(Subnet {
+                subnet_id: subnet_id.clone(),
+                cidr,
+            })
+        })
+        .await
+    }
+
     /// The primary (device index 0) network interface of an instance and its availability zone.
     pub async fn instance_placement(&self, instance_id: &str, budget: Duration) -> Result<InstancePlacement, Ec2Error> {
         self.with_retry("DescribeInstances", budget, || async {
@@ -520,5 +651,20 @@ mod tests {
         assert_eq!(class_of(Some("InvalidAllocationID.NotFound"), 400), ErrorClass::NotFound);
         assert_eq!(class_of(Some("InvalidInstanceID.NotFound"), 400), ErrorClass::NotFound);
         assert_eq!(class_of(Some("InvalidParameterValue"), 400), ErrorClass::Refused);
+    }
+
+    #[test]
+    fn subnet_ranges() {
+        let s = |cidr: &str| Subnet {
+            subnet_id: "subnet-1".into(),
+            cidr: cidr.into(),
+        };
+        let a = |t: &str| t.parse::<std::net::Ipv4Addr>().unwrap();
+        assert!(s("10.0.1.0/24").contains(a("10.0.1.50")));
+        assert!(!s("10.0.1.0/24").contains(a("10.0.2.50")));
+        assert!(s("10.0.0.0/16").contains(a("10.0.255.1")));
+        assert!(s("0.0.0.0/0").contains(a("192.168.1.1")));
+        assert!(!s("10.0.1.0/33").contains(a("10.0.1.1")));
+        assert!(!s("garbage").contains(a("10.0.1.1")));
     }
 }

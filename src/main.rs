@@ -197,7 +197,13 @@ fn run(path: PathBuf, check_only: bool) -> ExitCode {
         }
     };
     if check_only {
-        println!("{}: OK ({} EIP(s), {} VIP(s))", path.display(), config.eips.len(), config.vips.len());
+        println!(
+            "{}: OK ({} EIP(s), {} VIP(s), {} secondary IP(s))",
+            path.display(),
+            config.eips.len(),
+            config.vips.len(),
+            config.secondary_ips.len()
+        );
         return ExitCode::SUCCESS;
     }
     init_logging();
@@ -211,10 +217,19 @@ fn run(path: PathBuf, check_only: bool) -> ExitCode {
         });
     match result {
         Ok(daemon::Exit::Stopped) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "corosync-eip stopped on an error");
-            ExitCode::FAILURE
-        }
+        Err(e) => match e.downcast_ref::<corosync_eip::config::ConfigError>() {
+            // The file is valid on its own but not on this node (e.g. a secondary IP outside
+            // this node's subnet): still the file's fault, so the same exit code.
+            Some(bad) => {
+                tracing::error!(error = %bad, "invalid configuration for this node");
+                eprintln!("corosync-eip: invalid configuration: {bad}");
+                ExitCode::from(EXIT_BAD_CONFIG)
+            }
+            None => {
+                tracing::error!(error = format!("{e:#}"), "corosync-eip stopped on an error");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 

@@ -46,6 +46,9 @@ pub enum Outcome {
     NotProven(Ec2Error),
     /// Not sent: what the call needs is unknown.
     NotChecked(Unknown),
+    /// EC2 offers no DryRun for this action (AssignPrivateIpAddresses): only a real change
+    /// would prove it, and a probe must never change anything.
+    Unprovable,
 }
 
 /// What a probe could not be sent without.
@@ -85,6 +88,12 @@ impl Probe {
         matches!(self.outcome, Outcome::Allowed | Outcome::AllowedIgnoringDryRun)
     }
 
+    /// Whether an admin should look at this probe: neither proven allowed nor impossible to
+    /// prove without a change.
+    pub fn needs_attention(&self) -> bool {
+        !self.allowed() && !matches!(self.outcome, Outcome::Unprovable)
+    }
+
     /// Whether the probe proved the call impossible: credentials rejected or action denied.
     pub fn refused(&self) -> bool {
         matches!(self.outcome, Outcome::CredentialsRejected(_) | Outcome::Denied(_))
@@ -101,6 +110,9 @@ impl Probe {
             Outcome::NotProven(e) => format!("not proven: {}", e.summary()),
             Outcome::NotChecked(Unknown::Instance) => "not checked: this instance is unknown".to_string(),
             Outcome::NotChecked(Unknown::Interface) => "not checked: our ENI is unknown".to_string(),
+            Outcome::Unprovable => {
+                "cannot be proven: EC2 has no DryRun for this action, and only a real change would prove it".to_string()
+            }
         };
         if self.optional && self.refused() {
             detail += " (the daemon then runs without its split-brain ownership record)";
@@ -235,12 +247,20 @@ pub async fn probe(
             probes.push(dry_run("CreateRoute", target, false, true, req.send()));
         }
     }
+    // AssignPrivateIpAddresses has no DryRun: listed, so the report names what is unproven.
+    for secondary in &config.secondary_ips {
+        let target = Some(format!("{} {}", secondary.name, secondary.address));
+        probes.push(settled("AssignPrivateIpAddresses", target, Outcome::Unprovable));
+    }
     // Read permissions: one DryRun Describe each.
     if !config.eips.is_empty() {
         probes.push(dry_run("DescribeAddresses", None, false, false, client.describe_addresses().dry_run(true).send()));
     }
     if !config.vips.is_empty() {
         probes.push(dry_run("DescribeRouteTables", None, false, false, client.describe_route_tables().dry_run(true).send()));
+    }
+    if !config.secondary_ips.is_empty() {
+        probes.push(dry_run("DescribeSubnets", None, false, false, client.describe_subnets().dry_run(true).send()));
     }
     probes.push(dry_run("DescribeInstances", None, false, false, client.describe_instances().dry_run(true).send()));
     probes.push(dry_run("DescribeNetworkInterfaces", None, false, false, client.describe_network_interfaces().dry_run(true).send()));

@@ -172,7 +172,7 @@ pub struct HolderStatus {
 pub struct ResourceStatus {
     /// The resource's name in the configuration.
     pub name: String,
-    /// `"eip"` (Elastic IP association) or `"vip"` (route-table VIP).
+    /// `"eip"` (Elastic IP association), `"vip"` (route-table VIP) or `"secondary_ip"`.
     pub kind: String,
     /// The placement unit: the group name, or the resource's own name. Kept under this name
     /// because schema v1 only adds fields; `unit` says the same.
@@ -182,7 +182,7 @@ pub struct ResourceStatus {
     pub unit: String,
     /// EIP: the allocation id of the address; null for a VIP (see `address`).
     pub allocation_id: Option<String>,
-    /// VIP: the address routed to the holder; null for an EIP.
+    /// VIP and secondary IP: the private address; null for an EIP.
     pub address: Option<String>,
     /// The daemon elected to hold the address; null while no eligible member could be found.
     pub holder: Option<HolderStatus>,
@@ -197,8 +197,12 @@ pub struct ResourceStatus {
     pub ec2: Option<ObservedEip>,
     /// VIP: the route of each configured table as last verified.
     pub routes: Option<Vec<RouteStatus>>,
-    /// VIP: whether this node has the address on its interface.
+    /// VIP and secondary IP: whether this node has the address on its interface.
     pub local_address: Option<bool>,
+    /// Secondary IP: the network interfaces EC2 shows the address on (only the holder's, when
+    /// held); on standby nodes, as the holder announced it. Null for the other kinds.
+    #[serde(default)]
+    pub interfaces: Option<Vec<String>>,
     /// When this node, as holder, last verified in EC2 that the address points at it (RFC 3339).
     pub verified_at: Option<String>,
     /// Milliseconds since `verified_at` when the report was made (holder only).
@@ -320,6 +324,14 @@ pub fn resource(
     let (allocation_id, address, destination) = match local.kind {
         Kind::Eip(e) => (Some(e.allocation_id.clone()), None, None),
         Kind::Vip(v) => (None, Some(v.address.to_string()), Some(v.destination())),
+        Kind::Secondary(s) => (None, Some(s.address.to_string()), None),
+    };
+    let interfaces = match (local.kind, local.observed, is_local) {
+        (Kind::Secondary(_), Some(Observed::Secondary(seen)), true) => {
+            Some(seen.iter().map(|i| i.network_interface_id.clone()).collect())
+        }
+        (Kind::Secondary(_), _, _) => announced.map(|h| h.network_interface_id.iter().cloned().collect()),
+        _ => None,
     };
     let (ec2, routes) = match (local.observed, is_local) {
         (Some(Observed::Eip(o)), true) => (Some(o.clone()), None),
@@ -372,6 +384,7 @@ pub fn resource(
         ec2,
         routes,
         local_address: if local.kind.has_local_address() { holding.local_address() } else { None },
+        interfaces,
         verified_at: verified_at.map(|t| humantime::format_rfc3339_millis(t).to_string()),
         verified_age_ms: verified_at
             .and_then(|t| now.duration_since(t).ok())
@@ -495,6 +508,10 @@ pub fn render(r: &StatusReport, color: bool) -> String {
             format!("node {} {}", h.node_id, h.instance_id.as_deref().unwrap_or(""))
         });
         let ec2 = match (&res.ec2, &res.routes) {
+            (None, None) if res.interfaces.is_some() => {
+                let on = res.interfaces.clone().unwrap_or_default();
+                if on.is_empty() { "on no interface".to_string() } else { format!("on {}", on.join(" ")) }
+            }
             (Some(e), _) => format!(
                 "{} {}",
                 e.instance_id.as_deref().unwrap_or("-"),

@@ -163,11 +163,14 @@ fn iam_policy_is_least_privilege() {
         "ec2:AssociateAddress",
         "ec2:ReplaceRoute",
         "ec2:CreateRoute",
+        "ec2:AssignPrivateIpAddresses",
+        "ec2:DescribeSubnets",
     ] {
         assert!(allowed.iter().any(|a| a == needed), "{needed} not granted");
     }
-    // Moves are atomic reassociations: the daemon never disassociates.
-    assert!(!allowed.iter().any(|a| a == "ec2:DisassociateAddress"));
+    // Moves are atomic reassociations and reassignments: the daemon never disassociates or
+    // unassigns an IPv4 address.
+    assert!(!allowed.iter().any(|a| a == "ec2:DisassociateAddress" || a == "ec2:UnassignPrivateIpAddresses"));
 }
 
 #[test]

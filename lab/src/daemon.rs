@@ -43,6 +43,12 @@ impl Lab {
         )
     }
 
+    /// A `[[secondary_ip]]` block (leading blank line, so it can be appended to
+    /// `default_daemon_config`) for `address` of the lab subnet, on `eth0`.
+    pub fn secondary_ip_config(&self, name: &str, address: &str) -> String {
+        format!("\n[[secondary_ip]]\nname = \"{name}\"\naddress = \"{address}\"\ninterface = \"{NODE_INTERFACE}\"\n")
+    }
+
     /// Writes node i's /etc/corosync-eip/corosync-eip.toml.
     pub fn write_daemon_config(&self, i: usize, toml: &str) -> Result<()> {
         let p = self.nodes[i].dir.join("etc-corosync-eip/corosync-eip.toml");

@@ -518,6 +518,57 @@ impl Lab {
         })
     }
 
+    /// The ENIs (of any instance, not only the lab's nodes) that carry `address` as a
+    /// secondary private IP, read from every ENI of the emulator so that nothing is missed
+    /// by a filter: the lab's own view of EC2.
+    pub fn secondary_ip_enis(&self, address: &str) -> Result<Vec<String>> {
+        let address = address.to_string();
+        self.with_ec2(move |rt, c| {
+            let out = rt
+                .block_on(c.describe_network_interfaces().send())
+                .map_err(|e| anyhow!("DescribeNetworkInterfaces: {}", aws_sdk_ec2::error::DisplayErrorContext(e)))?;
+            let mut enis: Vec<String> = out
+                .network_interfaces()
+                .iter()
+                .filter(|n| {
+                    n.private_ip_addresses()
+                        .iter()
+                        .any(|a| a.primary() != Some(true) && a.private_ip_address() == Some(address.as_str()))
+                })
+                .filter_map(|n| n.network_interface_id().map(str::to_string))
+                .collect();
+            enis.sort();
+            Ok(enis)
+        })
+    }
+
+    /// The nodes whose ENI carries `address` as a secondary IP (an ENI outside the lab shows
+    /// as an error: the lab never creates one).
+    pub fn secondary_ip_holders(&self, address: &str) -> Result<Vec<usize>> {
+        self.secondary_ip_enis(address)?
+            .iter()
+            .map(|eni| self.node_of(eni).ok_or_else(|| anyhow!("{address} is on {eni}, which is no lab node's ENI")))
+            .collect()
+    }
+
+    /// Assigns `address` to node i's ENI as an operator would, taking it from any other ENI
+    /// (AllowReassignment): how the tests make a secondary IP drift.
+    pub fn assign_secondary_ip(&self, i: usize, address: &str) -> Result<()> {
+        let eni = self.eni(i).to_string();
+        let address = address.to_string();
+        self.with_ec2(move |rt, c| {
+            rt.block_on(
+                c.assign_private_ip_addresses()
+                    .network_interface_id(&eni)
+                    .private_ip_addresses(&address)
+                    .allow_reassignment(true)
+                    .send(),
+            )
+            .map(|_| ())
+            .map_err(|e| anyhow!("AssignPrivateIpAddresses {address} to {eni}: {}", aws_sdk_ec2::error::DisplayErrorContext(e)))
+        })
+    }
+
     /// SourceDestCheck of node i's ENI (DescribeNetworkInterfaces).
     pub fn source_dest_check(&self, i: usize) -> Result<bool> {
         let eni = self.eni(i).to_string();
@@ -604,7 +655,8 @@ pub fn full_policy() -> serde_json::Value {
         "Version": "2012-10-17",
         "Statement": [{
             "Effect": "Allow",
-            "Action": ["ec2:Describe*", "ec2:AssociateAddress", "ec2:DisassociateAddress", "ec2:CreateTags", "ec2:DeleteTags"],
+            "Action": ["ec2:Describe*", "ec2:AssociateAddress", "ec2:DisassociateAddress", "ec2:CreateTags", "ec2:DeleteTags",
+                       "ec2:AssignPrivateIpAddresses"],
             "Resource": "*"
         }]
     })

@@ -144,6 +144,15 @@ fn permission_item(p: &Probe) -> CheckItem {
             "the DryRun call failed for another reason than permissions; see the resource items",
         ),
         Outcome::NotChecked(_) => CheckItem::warn(name, detail, "see the item `this instance`"),
+        Outcome::Unprovable => CheckItem::warn(
+            name,
+            detail,
+            format!(
+                "make sure the instance role allows ec2:{action} on the nodes' network interfaces \
+                 (contrib/iam-policy.json); the first move proves it, and a denied node hands the address on",
+                action = p.action
+            ),
+        ),
     };
     if p.optional && item.status == CheckStatus::Fail {
         // the daemon still works without it, only without its ownership record
@@ -300,10 +309,98 @@ async fn resource_checks(config: &Config, client: &aws_sdk_ec2::Client, me: &Me)
         })
     };
 
-    let (eips, tables, sdc) = tokio::join!(eips, tables, sdc);
+    let (eips, tables, sdc, secondary) = tokio::join!(eips, tables, sdc, secondary_checks(config, client, me));
     let mut items = eips;
     items.extend(tables.into_iter().flatten());
     items.extend(sdc);
+    items.extend(secondary);
     items
+}
+
+/// Each secondary IP must lie in the subnet of this node's ENI (every node's, run on each) and
+/// must not be some ENI's primary address; says where EC2 has it now.
+async fn secondary_checks(config: &Config, client: &aws_sdk_ec2::Client, me: &Me) -> Vec<CheckItem> {
+    if config.secondary_ips.is_empty() {
+        return Vec::new();
+    }
+    let Some(eni) = me.eni.as_deref() else {
+        return vec![CheckItem::warn(
+            "secondary IPs",
+            "not checked: our ENI is unknown",
+            "see the item `this instance`",
+        )];
+    };
+    let subnet = async {
+        let out = attempt_within(
+            "DescribeNetworkInterfaces",
+            CALL_BUDGET,
+            client.describe_network_interfaces().network_interface_ids(eni).send(),
+        )
+        .await?;
+        let Some(subnet_id) = out.network_interfaces().first().and_then(|n| n.subnet_id()).map(str::to_owned) else {
+            return Ok(None);
+        };
+        let out = attempt_within("DescribeSubnets", CALL_BUDGET, client.describe_subnets().subnet_ids(&subnet_id).send()).await?;
+        Ok::<_, crate::ec2::Ec2Error>(out.subnets().first().and_then(|s| s.cidr_block()).map(|cidr| crate::ec2::Subnet {
+            subnet_id,
+            cidr: cidr.to_owned(),
+        }))
+    };
+    let values: Vec<String> = config.secondary_ips.iter().map(|s| s.address.to_string()).collect();
+    let holders = attempt_within(
+        "DescribeNetworkInterfaces",
+        CALL_BUDGET,
+        client
+            .describe_network_interfaces()
+            .filters(
+                aws_sdk_ec2::types::Filter::builder()
+                    .name("addresses.private-ip-address")
+                    .set_values(Some(values))
+                    .build(),
+            )
+            .send(),
+    );
+    let (subnet, holders) = tokio::join!(subnet, holders);
+    let interfaces: Option<Vec<crate::core::reconcile::ObservedInterface>> =
+        holders.ok().map(|out| out.network_interfaces().iter().map(crate::ec2::observed_interface).collect());
+    config
+        .secondary_ips
+        .iter()
+        .map(|s| {
+            let name = format!("secondary IP {} ({})", s.name, s.address);
+            let subnet = match &subnet {
+                Ok(Some(subnet)) => subnet,
+                Ok(None) => return CheckItem::warn(name, format!("not checked: EC2 reports no subnet for {eni}"), "check [node] network_interface_id"),
+                Err(e) => return CheckItem::warn(name, format!("not checked: {}", e.summary()), "see the permission items"),
+            };
+            if !subnet.contains(s.address) {
+                return CheckItem::fail(
+                    name,
+                    format!(
+                        "outside {} ({}), the subnet of this node's ENI {eni}: EC2 refuses to assign it here, and the daemon refuses to start",
+                        subnet.subnet_id, subnet.cidr
+                    ),
+                    "a secondary IP moves only between ENIs of one subnet: put every node's ENI in the address's subnet, or pick an address of this subnet (a [[vip]] or a Route 53 record spans subnets)",
+                );
+            }
+            let Some(seen) = &interfaces else {
+                return CheckItem::pass(name, format!("in {} ({}) of this node's ENI", subnet.subnet_id, subnet.cidr));
+            };
+            if let Some(of) = crate::core::reconcile::primary_owner(seen, s.address) {
+                return CheckItem::fail(
+                    name,
+                    format!("it is the primary address of {of}, which EC2 never moves"),
+                    "choose a free address of the subnet; a primary address belongs to its ENI for life",
+                );
+            }
+            let on = crate::core::reconcile::interfaces_with(seen, s.address);
+            let at = match on.as_slice() {
+                [] => "assigned to no ENI".to_string(),
+                [one] if one == eni => "assigned to this node's ENI".to_string(),
+                list => format!("assigned to {}", list.join(", ")),
+            };
+            CheckItem::pass(name, format!("in {} ({}) of this node's ENI; {at}", subnet.subnet_id, subnet.cidr))
+        })
+        .collect()
 }
 

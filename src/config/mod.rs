@@ -71,6 +71,8 @@ pub struct Config {
     pub eips: Vec<EipConfig>,
     /// Route-table VIPs to keep on a live node (`[[vip]]`).
     pub vips: Vec<VipConfig>,
+    /// Secondary private IPs to keep on a live node's ENI (`[[secondary_ip]]`).
+    pub secondary_ips: Vec<SecondaryIpConfig>,
     /// Local checks that must pass for this node to hold anything (`[[health]]`).
     pub health: Vec<HealthConfig>,
     /// Hooks run when this node acquires, releases or fails a resource (`[[notify]]`).
@@ -189,6 +191,24 @@ pub struct VipConfig {
     pub group: Option<String>,
 }
 
+/// A private address of the nodes' subnet, assigned to the holder's ENI as a secondary IP
+/// (`AssignPrivateIpAddresses` with reassignment: one call moves it, never unassigned first).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SecondaryIpConfig {
+    /// Names the resource in commands, status and logs; unique among all resources.
+    pub name: String,
+    /// The floating address; it must lie in the subnet of every node's ENI.
+    pub address: Ipv4Addr,
+    /// Where the holder configures the address (as a /32) so it answers for it.
+    pub interface: String,
+    /// Linux address label, so operators' tools can tell the floating address apart.
+    pub label: Option<String>,
+    /// Node ids in order of preference; empty: `[cluster] prefer`.
+    pub prefer: Vec<u32>,
+    /// Resources of one group always share one holder.
+    pub group: Option<String>,
+}
+
 /// Finds a VIP's route tables by tag, so operators need not list every table id.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RouteTableQuery {
@@ -272,14 +292,15 @@ impl Config {
         let aws = validate::aws(raw.aws)?;
         let node = validate::node(raw.node)?;
         let daemon = validate::daemon(raw.daemon)?;
-        validate::some_resource(&raw.eip, &raw.vip)?;
+        validate::some_resource(&raw.eip, &raw.vip, &raw.secondary_ip)?;
         let mut names = BTreeSet::new();
         let eips = validate::eips(raw.eip, &mut names)?;
         let vips = validate::vips(raw.vip, &mut names)?;
+        let secondary_ips = validate::secondary_ips(raw.secondary_ip, &mut names, &vips)?;
         let health = validate::health(raw.health)?;
         let notify = validate::notify(raw.notify)?;
         let metrics_listen = validate::metrics(raw.metrics)?;
-        let units = validate::units(&cluster.prefer, &eips, &vips)?;
+        let units = validate::units(&cluster.prefer, &eips, &vips, &secondary_ips)?;
         Ok(Config {
             cluster,
             aws,
@@ -287,6 +308,7 @@ impl Config {
             daemon,
             eips,
             vips,
+            secondary_ips,
             health,
             notify,
             metrics_listen,
@@ -299,9 +321,14 @@ impl Config {
         &self.units
     }
 
-    /// Every resource name, EIPs first, in file order.
+    /// Every resource name, EIPs first, then VIPs, then secondary IPs, in file order.
     pub fn resource_names(&self) -> Vec<String> {
-        self.eips.iter().map(|e| e.name.clone()).chain(self.vips.iter().map(|v| v.name.clone())).collect()
+        self.eips
+            .iter()
+            .map(|e| e.name.clone())
+            .chain(self.vips.iter().map(|v| v.name.clone()))
+            .chain(self.secondary_ips.iter().map(|s| s.name.clone()))
+            .collect()
     }
 
     /// The unit (group or the resource itself) a resource is placed with.
@@ -312,6 +339,12 @@ impl Config {
             .find(|e| e.name == resource)
             .map(|e| group(&e.group, &e.name))
             .or_else(|| self.vips.iter().find(|v| v.name == resource).map(|v| group(&v.group, &v.name)))
+            .or_else(|| {
+                self.secondary_ips
+                    .iter()
+                    .find(|s| s.name == resource)
+                    .map(|s| group(&s.group, &s.name))
+            })
     }
 
     /// Every unit with everything that decides its placement and action, as this node announces
@@ -342,6 +375,11 @@ impl Config {
                             .with_key(&key("route_tables"), &tables.join(","))
                             .with_key(&key("interface"), &v.interface)
                             .with_key(&key("create_route"), if v.create_route { "true" } else { "false" });
+                    } else if let Some(s) = self.secondary_ips.iter().find(|s| &s.name == name) {
+                        spec = spec
+                            .with_key(&key("kind"), "secondary_ip")
+                            .with_key(&key("address"), &s.address.to_string())
+                            .with_key(&key("interface"), &s.interface);
                     }
                 }
                 spec
@@ -469,11 +507,11 @@ allocation_id = "eipalloc-2"
             Just("\"10s\"".to_string()), Just("\"0ms\"".to_string()), Just("[1, 2]".to_string()),
             Just("[0]".to_string()), Just("\"eipalloc-1\"".to_string()), Just("\"rtb-1\"".to_string()),
             Just("[\"rtb-1\", \"rtb-1\"]".to_string()), Just("4294967295".to_string()), Just("-1".to_string()),
-            Just("\"172.31.255.10\"".to_string()), "\"[^\"\\\\]{0,12}\"".prop_map(|s| s),
+            Just("\"172.31.255.10\"".to_string()), Just("\"10.0.1.50\"".to_string()), "\"[^\"\\\\]{0,12}\"".prop_map(|s| s),
         ];
         let section = prop_oneof![
             Just("[cluster]"), Just("[aws]"), Just("[node]"), Just("[daemon]"), Just("[metrics]"),
-            Just("[[eip]]"), Just("[[vip]]"), Just("[[health]]"), Just("[[notify]]"),
+            Just("[[eip]]"), Just("[[vip]]"), Just("[[secondary_ip]]"), Just("[[health]]"), Just("[[notify]]"),
         ];
         prop_oneof![
             section.prop_map(String::from),
@@ -520,5 +558,40 @@ allocation_id = "eipalloc-2"
         assert!(error_of(&format!("{MINIMAL}[[health]]\nname = \"h\"\ncommand = \"true\"\nrise = 0\n")).contains("health[0].rise"));
         assert!(error_of(&format!("{MINIMAL}[[notify]]\nname = \"n\"\ncommand = \"true\"\nevents = [\"boot\"]\n")).contains("notify[0].events"));
         assert!(error_of(&format!("[metrics]\nlisten = \"localhost\"\n{MINIMAL}")).contains("metrics.listen"));
+    }
+
+    const SECONDARY: &str = "[[secondary_ip]]\nname = \"db\"\naddress = \"10.0.1.50\"\n";
+
+    #[test]
+    fn secondary_ips_parse_group_and_are_announced() {
+        let c = parse(&format!("{MINIMAL}group = \"svc\"\n{SECONDARY}group = \"svc\"\nlabel = \"eth0:db\"\n")).unwrap();
+        assert_eq!(c.secondary_ips[0].address, Ipv4Addr::new(10, 0, 1, 50));
+        assert_eq!(c.secondary_ips[0].interface, "eth0");
+        assert_eq!(c.resource_names(), vec!["web".to_string(), "db".to_string()]);
+        assert_eq!(c.unit_of("db").as_deref(), Some("svc"));
+        let units: Vec<(&str, Vec<&str>)> =
+            c.units().iter().map(|u| (u.name.as_str(), u.resources.iter().map(String::as_str).collect())).collect();
+        assert_eq!(units, vec![("svc", vec!["web", "db"])]);
+        let spec = &c.unit_specs()[0];
+        assert!(spec.keys.contains_key("db.kind") && spec.keys.contains_key("db.address"), "{spec:?}");
+        // a file with only a secondary IP is a complete file
+        assert!(parse(SECONDARY).is_ok());
+    }
+
+    #[test]
+    fn bad_secondary_ips_are_refused_naming_the_key() {
+        let bad = |from: &str, to: &str| error_of(&SECONDARY.replace(from, to));
+        assert!(bad("10.0.1.50", "10.0.1").contains("secondary_ip[0].address"));
+        assert!(bad("10.0.1.50", "8.8.8.8").contains("not a private address"));
+        let v6 = bad("10.0.1.50", "fd00::5");
+        assert!(v6.contains("secondary_ip[0].address") && v6.contains("IPv6"), "{v6}");
+        assert!(error_of(&format!("{SECONDARY}label = \"eth1:db\"\n")).contains("secondary_ip[0].label"));
+        assert!(error_of(&format!("{SECONDARY}interface = \"eth 0\"\n")).contains("secondary_ip[0].interface"));
+        assert!(error_of(&format!("{SECONDARY}{}", SECONDARY.replace("db", "db2"))).contains("secondary_ip[1].address"));
+        assert!(error_of(&format!("{SECONDARY}{SECONDARY}")).contains("secondary_ip[1].name"));
+        assert!(error_of(&format!("{SECONDARY}prefer = [0]\n")).contains("secondary_ip[0].prefer"));
+        let clash = "[[vip]]\nname = \"v\"\naddress = \"10.0.1.50\"\nroute_tables = [\"rtb-1\"]\n";
+        assert!(error_of(&format!("{clash}{SECONDARY}")).contains("already managed"));
+        assert!(error_of(&format!("{SECONDARY}addres = \"10.0.1.51\"\n")).contains("addres"));
     }
 }

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
-/// The whole file; every section may be left out except at least one `[[eip]]` or `[[vip]]`.
+/// The whole file; every section may be left out except at least one address
+/// (`[[eip]]`, `[[vip]]` or `[[secondary_ip]]`).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawConfig {
@@ -31,6 +32,9 @@ pub(super) struct RawConfig {
     /// `[[vip]]`: private addresses routed to the holder through route tables.
     #[serde(default)]
     pub vip: Vec<RawVip>,
+    /// `[[secondary_ip]]`: private addresses of the nodes' subnet, assigned to the holder's ENI.
+    #[serde(default)]
+    pub secondary_ip: Vec<RawSecondaryIp>,
     /// `[[health]]`: checks a node must pass to be eligible.
     #[serde(default)]
     pub health: Vec<RawHealth>,
@@ -167,6 +171,25 @@ pub(super) struct RawVip {
     /// Where the holder configures the address (default eth0).
     pub interface: Option<String>,
     /// Linux address label, so `ip addr` shows which address is the VIP.
+    pub label: Option<String>,
+    /// Overrides `[cluster] prefer` for this address.
+    #[serde(default)]
+    pub prefer: Vec<u32>,
+    /// Resources of one group always share one holder.
+    pub group: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+/// One `[[secondary_ip]]` as written.
+pub(super) struct RawSecondaryIp {
+    /// How status, commands, metrics and hooks refer to the address.
+    pub name: String,
+    /// The private IPv4 address of the nodes' subnet that follows the holder.
+    pub address: String,
+    /// Where the holder configures the address (default eth0).
+    pub interface: Option<String>,
+    /// Linux address label, so `ip addr` shows which address floats.
     pub label: Option<String>,
     /// Overrides `[cluster] prefer` for this address.
     #[serde(default)]

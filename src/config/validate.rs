@@ -10,10 +10,10 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::raw::{RawAws, RawCluster, RawDaemon, RawEip, RawHealth, RawMetrics, RawNode, RawNotify, RawVip};
+use super::raw::{RawAws, RawCluster, RawDaemon, RawEip, RawHealth, RawMetrics, RawNode, RawNotify, RawSecondaryIp, RawVip};
 use super::{
     AwsConfig, ClusterConfig, DaemonConfig, EipConfig, HealthCheck, HealthConfig, NodeConfig, NotifyConfig,
-    RouteTableQuery, Unit, VipConfig, DEFAULT_CONTROL_SOCKET, DEFAULT_STATE_DIR,
+    RouteTableQuery, SecondaryIpConfig, Unit, VipConfig, DEFAULT_CONTROL_SOCKET, DEFAULT_STATE_DIR,
 };
 
 /// CPG group names are limited to 128 bytes including the terminating NUL.
@@ -216,9 +216,12 @@ pub(super) fn daemon(raw: RawDaemon) -> Result<DaemonConfig, Invalid> {
 
 /// A file without resources is almost certainly a mistake (a section header misspelt as
 /// `[eip]`), and a daemon with nothing to manage would still take part in elections.
-pub(super) fn some_resource(eips: &[RawEip], vips: &[RawVip]) -> Result<(), Invalid> {
-    if eips.is_empty() && vips.is_empty() {
-        return Err(invalid("eip", "no [[eip]] or [[vip]] resource is configured: nothing to manage"));
+pub(super) fn some_resource(eips: &[RawEip], vips: &[RawVip], secondary: &[RawSecondaryIp]) -> Result<(), Invalid> {
+    if eips.is_empty() && vips.is_empty() && secondary.is_empty() {
+        return Err(invalid(
+            "eip",
+            "no [[eip]], [[vip]] or [[secondary_ip]] resource is configured: nothing to manage",
+        ));
     }
     Ok(())
 }
@@ -335,19 +338,7 @@ fn vip(index: usize, v: RawVip, names: &mut BTreeSet<String>, addresses: &mut BT
             return Err(invalid(key("route_tables"), format!("`{t}` is listed twice")));
         }
     }
-    let interface = v.interface.unwrap_or_else(|| "eth0".to_owned());
-    // Linux interface names: at most 15 bytes, no '/' or whitespace.
-    if interface.is_empty() || interface.len() > 15 || interface.contains(['/', ' ', ':']) {
-        return Err(invalid(key("interface"), format!("`{interface}` is not a network interface name")));
-    }
-    if let Some(label) = &v.label {
-        if !label.starts_with(&interface) || label.len() > 15 {
-            return Err(invalid(
-                key("label"),
-                format!("`{label}` must start with the interface name `{interface}` and be at most 15 characters"),
-            ));
-        }
-    }
+    let interface = local_side(v.interface, v.label.as_deref(), &key)?;
     check_prefer(&v.prefer).map_err(|m| invalid(key("prefer"), m))?;
     if let Some(g) = &v.group {
         check_name(g).map_err(|m| invalid(key("group"), m))?;
@@ -362,6 +353,85 @@ fn vip(index: usize, v: RawVip, names: &mut BTreeSet<String>, addresses: &mut BT
         label: v.label,
         prefer: v.prefer,
         group: v.group,
+    })
+}
+
+/// Where the holder puts a floating address: a Linux interface name, and a label that Linux
+/// accepts for it (it must start with the interface's name).
+fn local_side(interface: Option<String>, label: Option<&str>, key: &dyn Fn(&str) -> String) -> Result<String, Invalid> {
+    let interface = interface.unwrap_or_else(|| "eth0".to_owned());
+    // Linux interface names: at most 15 bytes, no '/' or whitespace.
+    if interface.is_empty() || interface.len() > 15 || interface.contains(['/', ' ', ':']) {
+        return Err(invalid(key("interface"), format!("`{interface}` is not a network interface name")));
+    }
+    if let Some(label) = label {
+        if !label.starts_with(&interface) || label.len() > 15 {
+            return Err(invalid(
+                key("label"),
+                format!("`{label}` must start with the interface name `{interface}` and be at most 15 characters"),
+            ));
+        }
+    }
+    Ok(interface)
+}
+
+/// `names` already holds the `[[eip]]` and `[[vip]]` names; `vips` are the VIPs, whose
+/// addresses a secondary IP may not repeat.
+pub(super) fn secondary_ips(
+    raw: Vec<RawSecondaryIp>,
+    names: &mut BTreeSet<String>,
+    vips: &[VipConfig],
+) -> Result<Vec<SecondaryIpConfig>, Invalid> {
+    let mut addresses: BTreeSet<Ipv4Addr> = vips.iter().map(|v| v.address).collect();
+    raw.into_iter()
+        .enumerate()
+        .map(|(index, s)| secondary_ip(index, s, names, &mut addresses))
+        .collect()
+}
+
+fn secondary_ip(
+    index: usize,
+    s: RawSecondaryIp,
+    names: &mut BTreeSet<String>,
+    addresses: &mut BTreeSet<Ipv4Addr>,
+) -> Result<SecondaryIpConfig, Invalid> {
+    let key = |field: &str| format!("secondary_ip[{index}].{field}");
+    check_name(&s.name).map_err(|m| invalid(key("name"), m))?;
+    if !names.insert(s.name.clone()) {
+        return Err(invalid(key("name"), format!("resource name `{}` is used twice", s.name)));
+    }
+    let address: Ipv4Addr = match s.address.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(a)) => a,
+        Ok(std::net::IpAddr::V6(_)) => {
+            return Err(invalid(
+                key("address"),
+                format!("`{}` is IPv6: secondary IPv6 addresses are not supported yet; use a [[vip]]", s.address),
+            ))
+        }
+        Err(_) => return Err(invalid(key("address"), format!("`{}` is not an IPv4 address", s.address))),
+    };
+    // EC2 assigns private addresses only: anything else can never be on an ENI.
+    if !address.is_private() {
+        return Err(invalid(
+            key("address"),
+            format!("{address} is not a private address (10/8, 172.16/12 or 192.168/16), so EC2 cannot assign it"),
+        ));
+    }
+    if !addresses.insert(address) {
+        return Err(invalid(key("address"), format!("{address} is already managed by another [[vip]] or [[secondary_ip]]")));
+    }
+    let interface = local_side(s.interface, s.label.as_deref(), &key)?;
+    check_prefer(&s.prefer).map_err(|m| invalid(key("prefer"), m))?;
+    if let Some(g) = &s.group {
+        check_name(g).map_err(|m| invalid(key("group"), m))?;
+    }
+    Ok(SecondaryIpConfig {
+        name: s.name,
+        address,
+        interface,
+        label: s.label,
+        prefer: s.prefer,
+        group: s.group,
     })
 }
 
@@ -473,12 +543,14 @@ pub(super) fn metrics(raw: RawMetrics) -> Result<Option<SocketAddr>, Invalid> {
 /// Groups resources into placement units, in a stable order (by unit name). A group's
 /// members must agree on `prefer`, and a group may not share its name with a resource
 /// outside it: either would leave the cluster unable to say where the unit belongs.
-pub(super) fn units(cluster_prefer: &[u32], eips: &[EipConfig], vips: &[VipConfig]) -> Result<Vec<Unit>, Invalid> {
+pub(super) fn units(
+    cluster_prefer: &[u32],
+    eips: &[EipConfig],
+    vips: &[VipConfig],
+    secondary: &[SecondaryIpConfig],
+) -> Result<Vec<Unit>, Invalid> {
     let preference = |own: &[u32]| if own.is_empty() { cluster_prefer.to_vec() } else { own.to_vec() };
-    let ungrouped = |name: &str| {
-        eips.iter().any(|e| e.group.is_none() && e.name == name) || vips.iter().any(|v| v.group.is_none() && v.name == name)
-    };
-    let entries = eips
+    let entries: Vec<(String, &String, &Option<String>, Vec<u32>)> = eips
         .iter()
         .enumerate()
         .map(|(i, e)| (format!("eip[{i}]"), &e.name, &e.group, preference(&e.prefer)))
@@ -486,9 +558,17 @@ pub(super) fn units(cluster_prefer: &[u32], eips: &[EipConfig], vips: &[VipConfi
             vips.iter()
                 .enumerate()
                 .map(|(i, v)| (format!("vip[{i}]"), &v.name, &v.group, preference(&v.prefer))),
-        );
+        )
+        .chain(
+            secondary
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (format!("secondary_ip[{i}]"), &s.name, &s.group, preference(&s.prefer))),
+        )
+        .collect();
+    let ungrouped = |name: &str| entries.iter().any(|(_, n, g, _)| g.is_none() && n.as_str() == name);
     let mut units: BTreeMap<String, Unit> = BTreeMap::new();
-    for (key, name, group, prefer) in entries {
+    for (key, name, group, prefer) in entries.iter().cloned() {
         let unit_name = group.clone().unwrap_or_else(|| name.clone());
         let unit = units.entry(unit_name.clone()).or_insert_with(|| Unit {
             name: unit_name.clone(),

@@ -220,6 +220,79 @@ pub fn decide_eip(observed: &ObservedEip, me: &Identity, private_ip: Option<Ipv4
     }
 }
 
+/// One network interface as DescribeNetworkInterfaces reported it: what a secondary IP's
+/// holder needs to know where the address is.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct ObservedInterface {
+    /// The ENI's id.
+    pub network_interface_id: String,
+    /// The subnet the ENI sits in: a secondary IP can only move between ENIs of one subnet.
+    pub subnet_id: Option<String>,
+    /// The instance the ENI is attached to.
+    pub instance_id: Option<String>,
+    /// The ENI's primary private IPv4 address.
+    pub primary_ip: Option<String>,
+    /// Every secondary private IPv4 address assigned to the ENI.
+    pub secondary_ips: Vec<String>,
+}
+
+/// The ENIs that carry `address` as a secondary IP (exact comparison of parsed addresses).
+pub fn interfaces_with(interfaces: &[ObservedInterface], address: Ipv4Addr) -> Vec<String> {
+    let mut found: Vec<String> = interfaces
+        .iter()
+        .filter(|i| i.secondary_ips.iter().any(|ip| ip.parse::<Ipv4Addr>().ok() == Some(address)))
+        .map(|i| i.network_interface_id.clone())
+        .collect();
+    found.sort();
+    found.dedup();
+    found
+}
+
+/// The ENI whose *primary* address is `address`: EC2 never moves a primary address, so a
+/// secondary IP configured with one is a configuration error every node would meet.
+pub fn primary_owner(interfaces: &[ObservedInterface], address: Ipv4Addr) -> Option<String> {
+    interfaces
+        .iter()
+        .find(|i| i.primary_ip.as_deref().and_then(|ip| ip.parse::<Ipv4Addr>().ok()) == Some(address))
+        .map(|i| i.network_interface_id.clone())
+}
+
+/// What the holder of a secondary IP does to get the address onto its ENI.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecondaryAction {
+    /// The address is on our ENI and on no other: nothing to call.
+    AlreadyOurs,
+    /// AssignPrivateIpAddresses with AllowReassignment; `from` names the ENIs it leaves.
+    Assign {
+        /// The ENIs that carried the address before (empty: it was unassigned).
+        from: Vec<String>,
+    },
+    /// The address is another ENI's primary address: it can never move.
+    Primary {
+        /// The ENI whose primary address it is.
+        of: String,
+    },
+}
+
+/// The address is on `eni`, and only there: what the holder verifies after assigning and at
+/// every monitor interval.
+pub fn secondary_points_at(interfaces: &[ObservedInterface], address: Ipv4Addr, eni: &str) -> bool {
+    interfaces_with(interfaces, address) == [eni.to_owned()]
+}
+
+/// Which call, if any, puts `address` on `eni` alone.
+pub fn decide_secondary(interfaces: &[ObservedInterface], address: Ipv4Addr, eni: &str) -> SecondaryAction {
+    if let Some(of) = primary_owner(interfaces, address) {
+        return SecondaryAction::Primary { of };
+    }
+    if secondary_points_at(interfaces, address, eni) {
+        return SecondaryAction::AlreadyOurs;
+    }
+    SecondaryAction::Assign {
+        from: interfaces_with(interfaces, address).into_iter().filter(|i| i != eni).collect(),
+    }
+}
+
 /// Exponential backoff: `attempt` 0 is the first retry. `jitter` in [0, 1) spreads retries of
 /// several nodes apart ("full jitter" over the upper half of the window).
 pub fn backoff(attempt: u32, base: Duration, cap: Duration, jitter: f64) -> Duration {
@@ -232,6 +305,37 @@ pub fn backoff(attempt: u32, base: Duration, cap: Duration, jitter: f64) -> Dura
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn eni(id: &str, primary: &str, secondary: &[&str]) -> ObservedInterface {
+        ObservedInterface {
+            network_interface_id: id.into(),
+            subnet_id: Some("subnet-1".into()),
+            instance_id: None,
+            primary_ip: Some(primary.into()),
+            secondary_ips: secondary.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn secondary_ip_decisions() {
+        let a: Ipv4Addr = "10.0.1.50".parse().unwrap();
+        let ours = [eni("eni-me", "10.0.1.4", &["10.0.1.50"]), eni("eni-b", "10.0.1.5", &[])];
+        assert_eq!(decide_secondary(&ours, a, "eni-me"), SecondaryAction::AlreadyOurs);
+        assert!(secondary_points_at(&ours, a, "eni-me"));
+        let theirs = [eni("eni-me", "10.0.1.4", &[]), eni("eni-b", "10.0.1.5", &["10.0.1.50"])];
+        assert_eq!(decide_secondary(&theirs, a, "eni-me"), SecondaryAction::Assign { from: vec!["eni-b".into()] });
+        assert!(!secondary_points_at(&theirs, a, "eni-me"));
+        assert_eq!(decide_secondary(&[], a, "eni-me"), SecondaryAction::Assign { from: vec![] });
+        // on ours and (impossible in AWS, but read defensively) also elsewhere: not only ours
+        let both = [eni("eni-me", "10.0.1.4", &["10.0.1.50"]), eni("eni-b", "10.0.1.5", &["10.0.1.50"])];
+        assert!(!secondary_points_at(&both, a, "eni-me"));
+        assert_eq!(decide_secondary(&both, a, "eni-me"), SecondaryAction::Assign { from: vec!["eni-b".into()] });
+        // exact addresses, never substrings: 10.0.1.5 is not 10.0.1.50
+        let near = [eni("eni-me", "10.0.1.4", &["10.0.1.5", "10.0.1.500"])];
+        assert!(interfaces_with(&near, a).is_empty());
+        let primary = [eni("eni-b", "10.0.1.50", &[])];
+        assert_eq!(decide_secondary(&primary, a, "eni-me"), SecondaryAction::Primary { of: "eni-b".into() });
+    }
 
     fn me(eni: Option<&str>) -> Identity {
         Identity {

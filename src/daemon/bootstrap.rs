@@ -15,7 +15,7 @@ use super::holding::{Liveness, LocalResource};
 use super::monitor::HealthState;
 use super::report::Undecodable;
 use super::{Daemon, Signals, TaskResult, VERSION};
-use crate::config::{Config, VipConfig};
+use crate::config::{Config, ConfigError, SecondaryIpConfig, VipConfig};
 use crate::control::{self, SharedStatus};
 use crate::core::health::HealthTracker;
 use crate::core::reconcile::{backoff, Identity};
@@ -59,10 +59,22 @@ impl Daemon {
         info!(instance = %identity.instance_id, eni = ?identity.network_interface_id, az = ?availability_zone, "node identity");
 
         let mut warnings = discover_route_tables(&ec2, &mut config.vips).await;
-        let addresses = if config.vips.is_empty() {
+        if !config.vips.is_empty() {
+            warnings.extend(source_dest_check(&ec2, &identity).await);
+        }
+        match same_subnet(&ec2, &identity, &config.secondary_ips, &config_path).await {
+            Ok(w) => warnings.extend(w),
+            // A reload must never end the daemon that holds addresses: the address is refused
+            // by EC2 at the first move instead, and the warning says why.
+            Err(e) if super::lifecycle::reexecuted() => {
+                error!(error = %e, "the reloaded configuration does not fit this node");
+                warnings.push(e.to_string());
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let addresses = if config.vips.is_empty() && config.secondary_ips.is_empty() {
             None
         } else {
-            warnings.extend(source_dest_check(&ec2, &identity).await);
             Some(Arc::new(LocalAddresses::new()?))
         };
         let health = first_health_checks(&config).await;
@@ -75,7 +87,8 @@ impl Daemon {
             .eips
             .iter()
             .map(|e| (e.name.clone(), Kind::Eip(e.clone())))
-            .chain(config.vips.iter().map(|v| (v.name.clone(), Kind::Vip(v.clone()))));
+            .chain(config.vips.iter().map(|v| (v.name.clone(), Kind::Vip(v.clone()))))
+            .chain(config.secondary_ips.iter().map(|s| (s.name.clone(), Kind::Secondary(s.clone()))));
         for (name, kind) in kinds {
             let unit = config.unit_of(&name).unwrap_or_else(|| name.clone());
             resources.insert(name, LocalResource::new(kind, unit));
@@ -212,6 +225,46 @@ async fn source_dest_check(ec2: &Ec2, identity: &Identity) -> Option<String> {
             None
         }
     }
+}
+
+/// Secondary IPs move between ENIs of one subnet only: an address outside our ENI's subnet is
+/// a configuration error on this node (typically a node in another subnet or zone), refused at
+/// start with the key named. Warnings when it cannot be told.
+async fn same_subnet(
+    ec2: &Ec2,
+    identity: &Identity,
+    secondary: &[SecondaryIpConfig],
+    config_path: &std::path::Path,
+) -> Result<Vec<String>, ConfigError> {
+    if secondary.is_empty() {
+        return Ok(Vec::new());
+    }
+    let Some(eni) = identity.network_interface_id.as_ref() else {
+        return Ok(vec!["secondary IPs need this node's network interface id; set [node] network_interface_id".into()]);
+    };
+    let subnet = match ec2.subnet_of(eni, Duration::from_secs(10)).await {
+        Ok(subnet) => subnet,
+        Err(e) => {
+            let w = format!("cannot read the subnet of {eni}, so the secondary IPs' subnet is not checked: {e}");
+            warn!("{w}");
+            return Ok(vec![w]);
+        }
+    };
+    info!(eni = %eni, subnet = %subnet.subnet_id, cidr = %subnet.cidr, "subnet of this node's interface");
+    for (index, s) in secondary.iter().enumerate() {
+        if !subnet.contains(s.address) {
+            return Err(ConfigError::Invalid {
+                path: config_path.to_owned(),
+                key: format!("secondary_ip[{index}].address"),
+                message: format!(
+                    "{} is outside {} ({}), the subnet of this node's interface {eni}: a secondary IP moves \
+                     only between interfaces of one subnet, so every node's interface must be in its subnet",
+                    s.address, subnet.subnet_id, subnet.cidr
+                ),
+            });
+        }
+    }
+    Ok(Vec::new())
 }
 
 /// Health checks run once before we join, so our first announcement is already right.

@@ -177,12 +177,15 @@ impl Daemon {
 
     pub(super) fn spawn_remove_address(&mut self, name: &str) {
         let Some(local) = self.resources.get_mut(name) else { return };
-        let Kind::Vip(vip) = local.kind.clone() else { return };
+        if !local.kind.has_local_address() {
+            return;
+        }
+        let kind = local.kind.clone();
         let Some(addresses) = self.kinds.addresses.clone() else { return };
         let tx = self.results_tx.clone();
         let resource = name.to_owned();
         tokio::spawn(async move {
-            let result = kinds::vip::remove_local(&addresses, &vip).await.map_err(|e| e.to_string());
+            let result = kinds::remove_local(&addresses, &kind).await.map_err(|e| e.to_string());
             let _ = tx.send(TaskResult::LocalAddressRemoved { resource, result });
         });
     }
@@ -255,7 +258,7 @@ impl Daemon {
         self.hook(view.local().node, resource, HookEvent::Acquire, "holder", String::new());
         let (instance_id, network_interface_id) = match &acquired.observed {
             Observed::Eip(o) => (o.instance_id.clone(), o.network_interface_id.clone()),
-            Observed::Vip(_) => (Some(self.identity.instance_id.clone()), self.identity.network_interface_id.clone()),
+            Observed::Vip(_) | Observed::Secondary(_) => (Some(self.identity.instance_id.clone()), self.identity.network_interface_id.clone()),
         };
         cs.send(&wire::encode(&Body::Held(HeldMsg {
             unit,
@@ -339,11 +342,7 @@ impl Daemon {
             return;
         }
         let Some(local) = self.resources.get(resource) else { return };
-        let address = match (&local.kind, &local.observed) {
-            (Kind::Eip(e), Some(Observed::Eip(o))) => o.public_ip.clone().unwrap_or_else(|| e.allocation_id.clone()),
-            (Kind::Eip(e), _) => e.allocation_id.clone(),
-            (Kind::Vip(v), _) => v.address.to_string(),
-        };
+        let address = local.kind.address(local.observed.as_ref());
         notify::fire(
             &self.config.notify,
             HookContext {

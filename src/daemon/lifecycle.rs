@@ -13,7 +13,7 @@ use crate::core::view::View;
 use crate::core::wire::{self, Body, WireAssignment};
 use crate::core::holder::Effect;
 use crate::corosync::{Corosync, CorosyncError, CorosyncEvent};
-use crate::kinds::{self, Kind};
+use crate::kinds;
 use crate::systemd;
 
 /// Environment variable carrying the cluster view across a reload re-exec.
@@ -27,6 +27,11 @@ pub(super) enum SessionEnd {
     Shutdown,
     /// Re-execute, handing this table to the new process.
     Reload(Vec<WireAssignment>),
+}
+
+/// Whether this process was re-executed by a running daemon (a reload), rather than started.
+pub(super) fn reexecuted() -> bool {
+    std::env::var_os(REEXEC_STATE_ENV).is_some()
 }
 
 /// The table handed over by the process we were re-executed from, if any.
@@ -91,8 +96,8 @@ impl Daemon {
     async fn remove_local_addresses(&mut self) {
         let Some(addresses) = self.kinds.addresses.clone() else { return };
         for (name, local) in self.resources.iter_mut() {
-            if let Kind::Vip(vip) = &local.kind {
-                match kinds::vip::remove_local(&addresses, vip).await {
+            if local.kind.has_local_address() {
+                match kinds::remove_local(&addresses, &local.kind).await {
                     Ok(true) => info!(resource = %name, "address removed from the local interface"),
                     Ok(false) => {}
                     Err(e) => error!(resource = %name, error = %e, "cannot remove the address from the local interface"),

@@ -88,7 +88,7 @@ impl Daemon {
         let tx = self.results_tx.clone();
         tokio::spawn(async move {
             let probes = crate::permissions::probe(&config, &client, instance, eni).await;
-            let failing = probes.into_iter().filter(|p| !p.allowed()).map(|p| p.to_string()).collect();
+            let failing = probes.into_iter().filter(|p| p.needs_attention()).map(|p| p.to_string()).collect();
             let _ = tx.send(TaskResult::Permissions(failing));
         });
     }

@@ -7,17 +7,18 @@
 //! whose class decides what happens next (`AcquireError::failure`).
 
 pub mod eip;
+pub mod secondary;
 pub mod vip;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::config::{EipConfig, VipConfig};
+use crate::config::{EipConfig, SecondaryIpConfig, VipConfig};
 use crate::core::holder::{Failure, Verdict};
-use crate::core::reconcile::{Identity, ObservedEip, ObservedRouteTable};
+use crate::core::reconcile::{Identity, ObservedEip, ObservedInterface, ObservedRouteTable};
 use crate::ec2::{Ec2, Ec2Error, ErrorClass};
-use crate::localaddr::LocalAddresses;
+use crate::localaddr::{LocalAddrError, LocalAddresses};
 
 /// A configured address and everything needed to move it.
 #[derive(Debug, Clone)]
@@ -26,6 +27,19 @@ pub enum Kind {
     Eip(EipConfig),
     /// A private address routed to the holder's ENI through VPC route tables.
     Vip(VipConfig),
+    /// A private address of the nodes' subnet, assigned to the holder's ENI.
+    Secondary(SecondaryIpConfig),
+}
+
+/// Where the holder of an address with a local side configures it.
+#[derive(Debug, Clone, Copy)]
+pub struct LocalSide<'a> {
+    /// The Linux interface.
+    pub interface: &'a str,
+    /// The address, configured as a /32.
+    pub address: std::net::Ipv4Addr,
+    /// The Linux address label, if configured.
+    pub label: Option<&'a str>,
 }
 
 impl Kind {
@@ -34,13 +48,52 @@ impl Kind {
         match self {
             Kind::Eip(_) => "eip",
             Kind::Vip(_) => "vip",
+            Kind::Secondary(_) => "secondary_ip",
+        }
+    }
+
+    /// Where the holder puts the address on its own interface; None for kinds without a local
+    /// side (an EIP is translated by AWS to the ENI's private address).
+    pub fn local_side(&self) -> Option<LocalSide<'_>> {
+        match self {
+            Kind::Eip(_) => None,
+            Kind::Vip(v) => Some(LocalSide {
+                interface: &v.interface,
+                address: v.address,
+                label: v.label.as_deref(),
+            }),
+            Kind::Secondary(s) => Some(LocalSide {
+                interface: &s.interface,
+                address: s.address,
+                label: s.label.as_deref(),
+            }),
         }
     }
 
     /// Whether holding this address also means having it on our interface (only then does the
     /// holder have a local side to add, monitor and remove).
     pub fn has_local_address(&self) -> bool {
-        matches!(self, Kind::Vip(_))
+        self.local_side().is_some()
+    }
+
+    /// The address as people name it: the EIP's public IP when known, else its allocation id;
+    /// the private address of the other kinds.
+    pub fn address(&self, observed: Option<&Observed>) -> String {
+        match (self, observed) {
+            (Kind::Eip(e), Some(Observed::Eip(o))) => o.public_ip.clone().unwrap_or_else(|| e.allocation_id.clone()),
+            (Kind::Eip(e), _) => e.allocation_id.clone(),
+            (Kind::Vip(v), _) => v.address.to_string(),
+            (Kind::Secondary(s), _) => s.address.to_string(),
+        }
+    }
+}
+
+/// Takes a kind's address off our interface; `Ok(true)` when it was there, `Ok(false)` also
+/// for kinds without a local side.
+pub async fn remove_local(addresses: &LocalAddresses, kind: &Kind) -> Result<bool, LocalAddrError> {
+    match kind.local_side() {
+        Some(side) => addresses.ensure_absent(side.interface, side.address).await,
+        None => Ok(false),
     }
 }
 
@@ -51,6 +104,8 @@ pub enum Observed {
     Eip(ObservedEip),
     /// The VIP's route in every listed table, as DescribeRouteTables showed it.
     Vip(Vec<ObservedRouteTable>),
+    /// Every ENI that carries the secondary IP, as DescribeNetworkInterfaces showed them.
+    Secondary(Vec<ObservedInterface>),
 }
 
 /// Asked right before every mutating call of an acquisition (see the daemon's write gate).
@@ -135,6 +190,7 @@ pub async fn acquire(kind: &Kind, ctx: &Context, gate: Gate, budget: Duration) -
     match kind {
         Kind::Eip(eip) => eip::acquire(&ctx.ec2, eip, &ctx.me, gate, budget).await,
         Kind::Vip(vip) => vip::acquire(&ctx.ec2, ctx.addresses.as_deref(), vip, &ctx.me, gate, budget).await,
+        Kind::Secondary(s) => secondary::acquire(&ctx.ec2, ctx.addresses.as_deref(), s, &ctx.me, gate, budget).await,
     }
 }
 
@@ -144,8 +200,9 @@ pub async fn acquire(kind: &Kind, ctx: &Context, gate: Gate, budget: Duration) -
 pub struct Batch {
     allocations: Vec<String>,
     tables: BTreeSet<String>,
-    /// Resource name, interface and address of every VIP whose local side is checked.
-    vips: Vec<(String, String, std::net::Ipv4Addr)>,
+    secondary: BTreeSet<std::net::Ipv4Addr>,
+    /// Resource name, interface and address of every address whose local side is checked.
+    local: Vec<(String, String, std::net::Ipv4Addr)>,
 }
 
 impl Batch {
@@ -153,16 +210,19 @@ impl Batch {
     pub fn add(&mut self, name: &str, kind: &Kind) {
         match kind {
             Kind::Eip(e) => self.allocations.push(e.allocation_id.clone()),
-            Kind::Vip(v) => {
-                self.tables.extend(v.route_tables.iter().cloned());
-                self.vips.push((name.to_owned(), v.interface.clone(), v.address));
+            Kind::Vip(v) => self.tables.extend(v.route_tables.iter().cloned()),
+            Kind::Secondary(s) => {
+                self.secondary.insert(s.address);
             }
+        }
+        if let Some(side) = kind.local_side() {
+            self.local.push((name.to_owned(), side.interface.to_owned(), side.address));
         }
     }
 
     /// Nothing to read in EC2: the monitor round can be skipped.
     pub fn is_empty(&self) -> bool {
-        self.allocations.is_empty() && self.tables.is_empty()
+        self.allocations.is_empty() && self.tables.is_empty() && self.secondary.is_empty()
     }
 
     /// Reads everything in the batch. EC2 errors are kept per kind: a failed read is never a
@@ -183,16 +243,29 @@ impl Batch {
                 Some(ctx.ec2.describe_route_tables(&tables, budget).await)
             }
         };
-        let (eips, routes) = tokio::join!(eips, routes);
+        let secondary: Vec<std::net::Ipv4Addr> = self.secondary.into_iter().collect();
+        let interfaces = async {
+            if secondary.is_empty() {
+                None
+            } else {
+                Some(ctx.ec2.describe_interfaces_with(&secondary, budget).await)
+            }
+        };
+        let (eips, routes, interfaces) = tokio::join!(eips, routes, interfaces);
         let mut local = Vec::new();
         if let Some(addresses) = &ctx.addresses {
-            for (name, interface, address) in self.vips {
+            for (name, interface, address) in self.local {
                 if let Ok(present) = addresses.is_present(&interface, address).await {
                     local.push((name, present));
                 }
             }
         }
-        Observation { eips, routes, local }
+        Observation {
+            eips,
+            routes,
+            interfaces,
+            local,
+        }
     }
 }
 
@@ -203,6 +276,8 @@ pub struct Observation {
     pub eips: Option<Result<Vec<ObservedEip>, Ec2Error>>,
     /// DescribeRouteTables for every table of every held VIP (None: no VIP in the round).
     pub routes: Option<Result<Vec<ObservedRouteTable>, Ec2Error>>,
+    /// DescribeNetworkInterfaces for every held secondary IP (None: none in the round).
+    pub interfaces: Option<Result<Vec<ObservedInterface>, Ec2Error>>,
     /// Resource name and whether its address is on our interface.
     pub local: Vec<(String, bool)>,
 }
@@ -220,12 +295,12 @@ pub struct Judgement {
 
 /// Judges one held address from a monitor round; None when the round did not read its kind.
 pub fn judge(name: &str, kind: &Kind, seen: &Observation, me: &Identity, epoch: Option<u64>) -> Option<Judgement> {
+    // An interface that could not be read counts as present: only EC2 decides a move.
+    let present = || seen.local.iter().find(|(r, _)| r == name).is_none_or(|(_, p)| *p);
     match kind {
         Kind::Eip(eip) => eip::judge(eip, seen.eips.as_ref()?, me, epoch),
-        Kind::Vip(vip) => {
-            let present = seen.local.iter().find(|(r, _)| r == name).is_none_or(|(_, p)| *p);
-            vip::judge(vip, seen.routes.as_ref()?, me, present)
-        }
+        Kind::Vip(vip) => vip::judge(vip, seen.routes.as_ref()?, me, present()),
+        Kind::Secondary(s) => secondary::judge(s, seen.interfaces.as_ref()?, me, present()),
     }
 }
 

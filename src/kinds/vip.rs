@@ -11,7 +11,7 @@ use crate::config::VipConfig;
 use crate::core::holder::Verdict;
 use crate::core::reconcile::{all_routes_point_at, backoff, decide_route, Identity, ObservedRouteTable, RouteAction};
 use crate::ec2::{Ec2, Ec2Error};
-use crate::localaddr::{LocalAddrError, LocalAddresses};
+use crate::localaddr::LocalAddresses;
 
 /// DescribeRouteTables → ReplaceRoute/CreateRoute in every table at once → verify → put the
 /// address on our interface.
@@ -81,11 +81,6 @@ pub async fn acquire(
         verified: Instant::now(),
         epoch: None,
     })
-}
-
-/// Takes the address off our interface; `Ok(true)` when it was there.
-pub async fn remove_local(addresses: &LocalAddresses, vip: &VipConfig) -> Result<bool, LocalAddrError> {
-    addresses.ensure_absent(&vip.interface, vip.address).await
 }
 
 /// Reads a monitor round's DescribeRouteTables (and our interface) for one VIP we hold.

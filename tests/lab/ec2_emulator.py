@@ -34,6 +34,16 @@ Patches applied to moto's EC2 model before serving (see patch_moto()):
         authorized to perform this operation. User: ARN is not authorized to perform:
         ec2:ACTION ..." in EC2's <Response><Errors> envelope; moto answered the IAM/STS-style
         AccessDenied in an <ErrorResponse> envelope.
+  (i) Secondary private IPs, as AWS assigns them:
+      - AssignPrivateIpAddresses honours AllowReassignment: with it, an address assigned to
+        another ENI moves to this one in the same call (moto added it to the new ENI and left
+        it on the old one too, so an address sat on two ENIs); without it, the call fails with
+        PrivateIpAddressInUse;
+      - an address outside the ENI's subnet fails with InvalidParameterValue, and another
+        ENI's primary address can never be taken (moto assigned anything it was given);
+      - the filters private-ip-address / addresses.private-ip-address of
+        DescribeNetworkInterfaces match secondary addresses too (moto matched only the
+        primary one).
   Not patched, because moto already matches AWS: ReplaceRoute on a destination the table
   does not have fails with InvalidParameterValue ("There is no route defined for '<cidr>'
   in the route table. Use CreateRoute instead."), not InvalidRoute.NotFound (AWS's real
@@ -102,6 +112,7 @@ def patch_moto():
     patch_routes()
     patch_source_dest_check()
     patch_route_dry_run()
+    patch_secondary_ips()
     patch_iam()
 
 
@@ -233,6 +244,81 @@ def patch_route_dry_run():
 
     for name in ("create_route", "replace_route", "delete_route", "describe_route_tables"):
         setattr(RouteTables, name, with_dry_run(getattr(RouteTables, name)))
+
+
+def patch_secondary_ips():
+    import ipaddress
+    from moto.ec2.exceptions import EC2ClientError
+    from moto.ec2.models.elastic_network_interfaces import NetworkInterfaceBackend
+    from moto.ec2.responses.elastic_network_interfaces import ElasticNetworkInterfaces
+
+    orig_response = ElasticNetworkInterfaces.assign_private_ip_addresses
+
+    def assign_response(self):
+        self.error_on_dryrun()
+        _tls.allow_reassignment = str(self._get_param("AllowReassignment", False)).lower() == "true"
+        try:
+            return orig_response(self)
+        finally:
+            _tls.allow_reassignment = False
+
+    def assign_model(self, eni_id, private_ip_addresses=None, secondary_ips_count=None):
+        eni = self.get_network_interface(eni_id)
+        if private_ip_addresses:
+            subnet = ipaddress.ip_network(eni.subnet.cidr_block)
+            for ip in private_ip_addresses:
+                if ipaddress.ip_address(ip) not in subnet:
+                    raise EC2ClientError("InvalidParameterValue",
+                                         f"Address {ip} does not fall within the subnet's address range")
+            for other in self.get_all_network_interfaces():
+                if other is eni:
+                    continue
+                for item in list(other.private_ip_addresses):
+                    if item.get("PrivateIpAddress") not in private_ip_addresses:
+                        continue
+                    if item.get("Primary") or other.private_ip_address == item.get("PrivateIpAddress"):
+                        raise EC2ClientError("InvalidParameterValue",
+                                             f"Address {item['PrivateIpAddress']} is the primary address of {other.id}")
+                    if not getattr(_tls, "allow_reassignment", False):
+                        raise EC2ClientError("PrivateIpAddressInUse",
+                                             f"Address {item['PrivateIpAddress']} is in use.")
+            for other in self.get_all_network_interfaces():
+                if other is not eni:
+                    other.private_ip_addresses[:] = [
+                        item for item in other.private_ip_addresses
+                        if item.get("Primary") or item.get("PrivateIpAddress") not in private_ip_addresses]
+            assigned = [item.get("PrivateIpAddress") for item in eni.private_ip_addresses]
+            eni.private_ip_addresses.extend(
+                {"Primary": False, "PrivateIpAddress": ip}
+                for ip in private_ip_addresses if ip not in assigned)
+            return eni
+        return orig_model(self, eni_id, private_ip_addresses, secondary_ips_count)
+
+    # AWS ORs the values of one filter: an ENI matches when any of its addresses is listed.
+    # moto's generic matcher compared the sets by inclusion, and only the primary address.
+    address_filters = ("addresses.private-ip-address", "private-ip-address")
+
+    def get_all_network_interfaces(self, eni_ids=None, filters=None):
+        wanted = None
+        if filters:
+            filters = dict(filters)
+            for name in address_filters:
+                values = filters.pop(name, None)
+                if values is not None:
+                    values = set(values if isinstance(values, list) else [values])
+                    wanted = values if wanted is None else wanted & values
+        enis = orig_get_all(self, eni_ids, filters or None)
+        if wanted is None:
+            return enis
+        return [eni for eni in enis
+                if wanted & ({item.get("PrivateIpAddress") for item in eni.private_ip_addresses}
+                             | {eni.private_ip_address})]
+
+    orig_get_all = NetworkInterfaceBackend.get_all_network_interfaces
+    NetworkInterfaceBackend.get_all_network_interfaces = get_all_network_interfaces
+    orig_model = NetworkInterfaceBackend.assign_private_ip_addresses
+    ElasticNetworkInterfaces.assign_private_ip_addresses = assign_response
+    NetworkInterfaceBackend.assign_private_ip_addresses = assign_model
 
 
 def patch_iam():

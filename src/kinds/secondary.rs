@@ -1,0 +1,106 @@
+//! Secondary private IPs: an address of the nodes' subnet, assigned to the holder's ENI with
+//! `AssignPrivateIpAddresses` and reassignment allowed, so one call takes it from the old
+//! holder's ENI and the address is never unassigned during a move. The holder also puts the
+//! address on its interface (as a /32, so no second route to the subnet appears).
+
+use std::time::{Duration, Instant};
+
+use tracing::info;
+
+use super::{AcquireError, Acquired, Gate, Judgement, Observed};
+use crate::config::SecondaryIpConfig;
+use crate::core::holder::Verdict;
+use crate::core::reconcile::{backoff, decide_secondary, secondary_points_at, Identity, ObservedInterface, SecondaryAction};
+use crate::ec2::{Ec2, Ec2Error};
+use crate::localaddr::LocalAddresses;
+
+/// DescribeNetworkInterfaces → AssignPrivateIpAddresses (AllowReassignment) → verify that the
+/// address is on our ENI and only there → put it on our interface.
+pub async fn acquire(
+    ec2: &Ec2,
+    addresses: Option<&LocalAddresses>,
+    secondary: &SecondaryIpConfig,
+    me: &Identity,
+    gate: Gate,
+    budget: Duration,
+) -> Result<Acquired, AcquireError> {
+    let eni = me.network_interface_id.clone().ok_or(AcquireError::NoInterface)?;
+    let addresses = addresses.ok_or_else(|| AcquireError::Setup("local address management is not available".into()))?;
+    let address = secondary.address;
+    let seen = ec2.describe_interfaces_with(&[address], budget).await?;
+    let mut sent = None;
+    match decide_secondary(&seen, address, &eni) {
+        SecondaryAction::AlreadyOurs => {}
+        SecondaryAction::Primary { of } => {
+            return Err(AcquireError::Setup(format!(
+                "{address} is the primary address of {of}; EC2 never moves a primary address"
+            )))
+        }
+        SecondaryAction::Assign { from } => {
+            info!(resource = %secondary.name, %address, from = ?from, "assigning the address to this node's interface (AllowReassignment)");
+            sent = Some(Instant::now());
+            // Assigning again to the same ENI changes nothing, so a retry after a timeout that
+            // EC2 did apply is harmless.
+            ec2.assign_private_ips(&eni, &[address], budget, gate.as_ref()).await?;
+        }
+    }
+    let mut attempt = 0;
+    let deadline = Instant::now() + budget;
+    let verified = loop {
+        let seen = ec2.describe_interfaces_with(&[address], budget).await?;
+        if secondary_points_at(&seen, address, &eni) {
+            break seen;
+        }
+        if Instant::now() >= deadline {
+            return Err(AcquireError::NotVerified(format!(
+                "after AssignPrivateIpAddresses EC2 shows {address} on {:?}, not on {eni} alone",
+                crate::core::reconcile::interfaces_with(&seen, address)
+            )));
+        }
+        tokio::time::sleep(backoff(attempt, Duration::from_millis(10), Duration::from_millis(500), rand::random())).await;
+        attempt += 1;
+    };
+    addresses
+        .ensure_present(&secondary.interface, address, 32, secondary.label.as_deref())
+        .await
+        .map_err(|e| AcquireError::Local(e.to_string()))?;
+    Ok(Acquired {
+        observed: Observed::Secondary(mine(&verified, secondary)),
+        sent,
+        verified: Instant::now(),
+        epoch: None,
+    })
+}
+
+/// The interfaces that carry this address (a monitor round reads them for every address).
+fn mine(seen: &[ObservedInterface], secondary: &SecondaryIpConfig) -> Vec<ObservedInterface> {
+    let holders = crate::core::reconcile::interfaces_with(seen, secondary.address);
+    seen.iter().filter(|i| holders.contains(&i.network_interface_id)).cloned().collect()
+}
+
+/// Reads a monitor round's DescribeNetworkInterfaces (and our interface) for one secondary IP
+/// we hold.
+pub fn judge(
+    secondary: &SecondaryIpConfig,
+    seen: &Result<Vec<ObservedInterface>, Ec2Error>,
+    me: &Identity,
+    present: bool,
+) -> Option<Judgement> {
+    let seen = match seen {
+        Err(e) => {
+            return Some(Judgement {
+                verdict: Verdict::Unknown(e.to_string()),
+                observed: None,
+                address_present: None,
+            })
+        }
+        Ok(seen) => seen,
+    };
+    let eni = me.network_interface_id.clone().unwrap_or_default();
+    let ours = secondary_points_at(seen, secondary.address, &eni);
+    Some(Judgement {
+        verdict: if ours && present { Verdict::Ours } else { Verdict::Repair },
+        observed: Some(Observed::Secondary(mine(seen, secondary))),
+        address_present: Some(present),
+    })
+}
