@@ -9,8 +9,32 @@ use corosync_eip::{control, daemon, status};
 /// Exit code for a configuration error (sysexits EX_USAGE family: EX_USAGE = 64).
 const EXIT_BAD_CONFIG: u8 = 64;
 
+/// The man page's description: what each kind of address does in EC2.
+const LONG_ABOUT: &str = "Keeps AWS floating addresses on a live, quorate member of a Corosync cluster. Every daemon \
+joins a Corosync closed process group and computes the same holder for every address; only that holder, in a quorate \
+partition, changes EC2, and it reads EC2 back before it declares an address held.
+
+Address kinds, one configuration section each (/etc/corosync-eip/corosync-eip.toml):
+
+[[eip]]: an Elastic IP, moved by one AssociateAddress with reassociation allowed, never disassociated.
+
+[[vip]]: a private address outside the VPC's ranges, routed as a /32 to the holder's ENI by ReplaceRoute \
+(or CreateRoute) in every listed route table, and configured on the holder's interface.
+
+[[secondary_ip]]: a private address of the nodes' subnet, moved to the holder's ENI by one \
+AssignPrivateIpAddresses with reassignment allowed (never unassigned first), verified on that ENI alone with \
+DescribeNetworkInterfaces, and configured as a /32 on the holder's interface. Every node's ENI must be in the \
+address's subnet: a node whose subnet does not hold it refuses to start (exit 64).
+
+Exit status: 0 on success, 64 for an invalid configuration, 1 for other failures.";
+
 #[derive(Parser)]
-#[command(name = "corosync-eip", version, about = "Keeps AWS Elastic IPs on a live, quorate member of a Corosync cluster")]
+#[command(
+    name = "corosync-eip",
+    version,
+    about = "Keeps AWS Elastic IPs, route-table VIPs and secondary IPs on a live, quorate member of a Corosync cluster",
+    long_about = LONG_ABOUT
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
