@@ -439,8 +439,9 @@ impl Ec2 {
                         .routes()
                         .iter()
                         .filter_map(|r| {
+                            let destination = r.destination_cidr_block().or(r.destination_ipv6_cidr_block())?;
                             Some(ObservedRoute {
-                                destination: r.destination_cidr_block()?.to_owned(),
+                                destination: crate::core::reconcile::canonical_destination(destination),
                                 network_interface_id: r.network_interface_id().filter(|s| !s.is_empty()).map(str::to_owned),
                                 instance_id: r.instance_id().filter(|s| !s.is_empty()).map(str::to_owned),
                                 blackhole: r.state().is_some_and(|s| s.as_str() == "blackhole"),
@@ -484,24 +485,16 @@ impl Ec2 {
         gate: WriteGate<'_>,
     ) -> Result<(), Ec2Error> {
         self.gated(if create { "CreateRoute" } else { "ReplaceRoute" }, budget, gate, || async {
+            // IPv6 destinations go in their own parameter (DestinationIpv6CidrBlock).
+            let ipv6 = destination.contains(':');
             if create {
-                self.client
-                    .create_route()
-                    .route_table_id(route_table_id)
-                    .destination_cidr_block(destination)
-                    .network_interface_id(network_interface_id)
-                    .send()
-                    .await
-                    .map_err(|e| classify("CreateRoute", e))?;
+                let req = self.client.create_route().route_table_id(route_table_id).network_interface_id(network_interface_id);
+                let req = if ipv6 { req.destination_ipv6_cidr_block(destination) } else { req.destination_cidr_block(destination) };
+                req.send().await.map_err(|e| classify("CreateRoute", e))?;
             } else {
-                self.client
-                    .replace_route()
-                    .route_table_id(route_table_id)
-                    .destination_cidr_block(destination)
-                    .network_interface_id(network_interface_id)
-                    .send()
-                    .await
-                    .map_err(|e| classify("ReplaceRoute", e))?;
+                let req = self.client.replace_route().route_table_id(route_table_id).network_interface_id(network_interface_id);
+                let req = if ipv6 { req.destination_ipv6_cidr_block(destination) } else { req.destination_cidr_block(destination) };
+                req.send().await.map_err(|e| classify("ReplaceRoute", e))?;
             }
             Ok(())
         })

@@ -1,4 +1,4 @@
-//! Local configuration of route-table VIPs.
+//! Local configuration of floating addresses (route-table VIPs, secondary IPs), IPv4 and IPv6.
 //!
 //! A route-table VIP only works on the node the VPC route points at if that node also owns the
 //! address: the kernel must accept packets for it and answer from it. The holder therefore puts
@@ -11,7 +11,7 @@
 //! in the wanted state.
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 
 use futures_util::stream::TryStreamExt;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
@@ -62,8 +62,8 @@ pub enum LocalAddrError {
     Invalid {
         /// The configured interface name.
         interface: String,
-        /// The VIP.
-        address: Ipv4Addr,
+        /// The floating address.
+        address: IpAddr,
         /// The prefix length asked for.
         prefix_len: u8,
         /// What is wrong with the request.
@@ -74,8 +74,8 @@ pub enum LocalAddrError {
     Add {
         /// The configured interface name.
         interface: String,
-        /// The VIP.
-        address: Ipv4Addr,
+        /// The floating address.
+        address: IpAddr,
         /// The prefix length asked for.
         prefix_len: u8,
         /// The netlink error, with the kernel's errno.
@@ -86,8 +86,8 @@ pub enum LocalAddrError {
     Remove {
         /// The configured interface name.
         interface: String,
-        /// The VIP.
-        address: Ipv4Addr,
+        /// The floating address.
+        address: IpAddr,
         /// The prefix length found on the interface.
         prefix_len: u8,
         /// The netlink error, with the kernel's errno.
@@ -111,12 +111,12 @@ fn errno(e: &rtnetlink::Error) -> Option<i32> {
     }
 }
 
-/// An IPv4 address of an interface as the kernel reported it.
+/// An address of an interface as the kernel reported it.
 struct Found {
     prefix_len: u8,
     /// IFA_ADDRESS: differs from the local address on point-to-point links, and deletion must
     /// repeat it or the kernel matches nothing.
-    peer: Option<Ipv4Addr>,
+    peer: Option<IpAddr>,
     label: Option<String>,
 }
 
@@ -164,23 +164,29 @@ impl LocalAddresses {
     pub async fn ensure_present(
         &self,
         interface: &str,
-        address: Ipv4Addr,
+        address: impl Into<IpAddr>,
         prefix_len: u8,
         label: Option<&str>,
     ) -> Result<bool, LocalAddrError> {
+        let address = address.into();
         let invalid = |reason: String| LocalAddrError::Invalid {
             interface: interface.to_owned(),
             address,
             prefix_len,
             reason,
         };
-        if prefix_len > 32 {
-            return Err(invalid("the prefix length must be at most 32".into()));
+        let max_prefix = if address.is_ipv4() { 32 } else { 128 };
+        if prefix_len > max_prefix {
+            return Err(invalid(format!("the prefix length must be at most {max_prefix}")));
         }
-        if address.is_unspecified() || address.is_multicast() || address.is_broadcast() {
+        let broadcast = matches!(address, IpAddr::V4(a) if a.is_broadcast());
+        if address.is_unspecified() || address.is_multicast() || broadcast {
             return Err(invalid("not a unicast address".into()));
         }
         if let Some(label) = label {
+            if address.is_ipv6() {
+                return Err(invalid("Linux keeps address labels for IPv4 only".into()));
+            }
             validate_label(interface, label).map_err(invalid)?;
         }
 
@@ -203,10 +209,12 @@ impl LocalAddresses {
             return Ok(false);
         }
 
-        let mut request = self
-            .handle
-            .address()
-            .add(index, IpAddr::V4(address), prefix_len);
+        let mut request = self.handle.address().add(index, address, prefix_len);
+        if address.is_ipv6() {
+            // Only the holder has the address, and it must answer at once: duplicate address
+            // detection would hold it "tentative" for a second or more after every move.
+            request.message_mut().header.flags |= rtnetlink::packet_route::address::AddressHeaderFlags::Nodad;
+        }
         if let Some(label) = label {
             request
                 .message_mut()
@@ -232,24 +240,21 @@ impl LocalAddresses {
     pub async fn ensure_absent(
         &self,
         interface: &str,
-        address: Ipv4Addr,
+        address: impl Into<IpAddr>,
     ) -> Result<bool, LocalAddrError> {
+        let address = address.into();
         let index = self.link_index(interface).await?;
         let found = self.find(interface, index, address).await?;
         let mut removed = false;
         for f in found {
             let mut message = AddressMessage::default();
-            message.header.family = AddressFamily::Inet;
+            message.header.family = family(address);
             message.header.index = index;
             message.header.prefix_len = f.prefix_len;
+            message.attributes.push(AddressAttribute::Local(address));
             message
                 .attributes
-                .push(AddressAttribute::Local(IpAddr::V4(address)));
-            message
-                .attributes
-                .push(AddressAttribute::Address(IpAddr::V4(
-                    f.peer.unwrap_or(address),
-                )));
+                .push(AddressAttribute::Address(f.peer.unwrap_or(address)));
             match self.handle.address().del(message).execute().await {
                 Ok(()) => removed = true,
                 // Gone meanwhile, e.g. removed together with the primary address of its
@@ -272,8 +277,9 @@ impl LocalAddresses {
     pub async fn is_present(
         &self,
         interface: &str,
-        address: Ipv4Addr,
+        address: impl Into<IpAddr>,
     ) -> Result<bool, LocalAddrError> {
+        let address = address.into();
         let index = self.link_index(interface).await?;
         Ok(!self.find(interface, index, address).await?.is_empty())
     }
@@ -308,11 +314,11 @@ impl LocalAddresses {
         &self,
         interface: &str,
         index: u32,
-        address: Ipv4Addr,
+        address: IpAddr,
     ) -> Result<Vec<Found>, LocalAddrError> {
         let mut request = self.handle.address().get().set_link_index_filter(index);
-        // The kernel honours the family of a dump request, which spares us the IPv6 addresses.
-        request.message_mut().header.family = AddressFamily::Inet;
+        // The kernel honours the family of a dump request, which spares us the other family.
+        request.message_mut().header.family = family(address);
         let mut stream = request.execute();
         let mut found = Vec::new();
         loop {
@@ -326,7 +332,7 @@ impl LocalAddresses {
                     })
                 }
             };
-            if message.header.family != AddressFamily::Inet {
+            if message.header.family != family(address) {
                 continue;
             }
             let mut local = None;
@@ -334,8 +340,8 @@ impl LocalAddresses {
             let mut label = None;
             for attribute in &message.attributes {
                 match attribute {
-                    AddressAttribute::Local(IpAddr::V4(a)) => local = Some(*a),
-                    AddressAttribute::Address(IpAddr::V4(a)) => peer = Some(*a),
+                    AddressAttribute::Local(a) => local = Some(*a),
+                    AddressAttribute::Address(a) => peer = Some(*a),
                     AddressAttribute::Label(l) => label = Some(l.clone()),
                     _ => {}
                 }
@@ -351,6 +357,14 @@ impl LocalAddresses {
             }
         }
         Ok(found)
+    }
+}
+
+fn family(address: IpAddr) -> AddressFamily {
+    if address.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
     }
 }
 

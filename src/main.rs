@@ -18,8 +18,8 @@ Address kinds, one configuration section each (/etc/corosync-eip/corosync-eip.to
 
 [[eip]]: an Elastic IP, moved by one AssociateAddress with reassociation allowed, never disassociated.
 
-[[vip]]: a private address outside the VPC's ranges, routed as a /32 to the holder's ENI by ReplaceRoute \
-(or CreateRoute) in every listed route table, and configured on the holder's interface.
+[[vip]]: a private address outside the VPC's ranges, routed as a /32 (IPv6: a /128) to the holder's ENI by \
+ReplaceRoute (or CreateRoute) in every listed route table, and configured on the holder's interface.
 
 [[secondary_ip]]: a private address of the nodes' subnet, moved to the holder's ENI by one \
 AssignPrivateIpAddresses with reassignment allowed (never unassigned first), verified on that ENI alone with \

@@ -230,20 +230,13 @@ pub async fn probe(
         };
         let dest = vip.destination();
         let target = Some(format!("{table} {dest}"));
-        let req = client
-            .replace_route()
-            .dry_run(true)
-            .route_table_id(table)
-            .destination_cidr_block(&dest)
-            .network_interface_id(&eni);
+        let ipv6 = vip.address.is_ipv6();
+        let req = client.replace_route().dry_run(true).route_table_id(table).network_interface_id(&eni);
+        let req = if ipv6 { req.destination_ipv6_cidr_block(&dest) } else { req.destination_cidr_block(&dest) };
         probes.push(dry_run("ReplaceRoute", target.clone(), false, true, req.send()));
         if create {
-            let req = client
-                .create_route()
-                .dry_run(true)
-                .route_table_id(table)
-                .destination_cidr_block(&dest)
-                .network_interface_id(&eni);
+            let req = client.create_route().dry_run(true).route_table_id(table).network_interface_id(&eni);
+            let req = if ipv6 { req.destination_ipv6_cidr_block(&dest) } else { req.destination_cidr_block(&dest) };
             probes.push(dry_run("CreateRoute", target, false, true, req.send()));
         }
     }

@@ -243,10 +243,36 @@ impl Lab {
             .collect())
     }
 
-    /// Whether node i has `address` (bare, or with a prefix length that must then match) on
-    /// `dev`.
+    /// Global IPv6 addresses with prefix length on `dev` inside node i, from
+    /// `ip -o -6 addr show dev DEV scope global` (link-local ones are left out).
+    pub fn node_ipv6_addresses(&self, i: usize, dev: &str) -> Result<Vec<String>> {
+        let out = self.node_exec(i, &["/usr/sbin/ip", "-o", "-6", "addr", "show", "dev", dev, "scope", "global"])?;
+        if !out.status.success() {
+            bail!(
+                "`ip -o -6 addr show dev {dev}` in node {i} failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| {
+                let mut w = l.split_whitespace();
+                w.find(|&t| t == "inet6")?;
+                w.next().map(str::to_string)
+            })
+            .collect())
+    }
+
+    /// Whether node i has `address` (IPv4 or IPv6; bare, or with a prefix length that must
+    /// then match) on `dev`.
     pub fn node_has_address(&self, i: usize, dev: &str, address: &str) -> Result<bool> {
-        Ok(self.node_addresses(i, dev)?.iter().any(|a| {
+        let listed = if address.contains(':') {
+            self.node_ipv6_addresses(i, dev)?
+        } else {
+            self.node_addresses(i, dev)?
+        };
+        Ok(listed.iter().any(|a| {
             if address.contains('/') {
                 a == address
             } else {

@@ -226,7 +226,12 @@ async fn resource_checks(config: &Config, client: &aws_sdk_ec2::Client, me: &Me)
                     for vip in vips {
                         let dest = vip.destination();
                         let rname = format!("VIP {} route {dest} in {table}", vip.name);
-                        match t.routes().iter().find(|r| r.destination_cidr_block() == Some(dest.as_str())) {
+                        let destination_of = |r: &aws_sdk_ec2::types::Route| {
+                            r.destination_cidr_block()
+                                .or(r.destination_ipv6_cidr_block())
+                                .map(crate::core::reconcile::canonical_destination)
+                        };
+                        match t.routes().iter().find(|r| destination_of(r).as_deref() == Some(dest.as_str())) {
                             Some(r) => {
                                 let target = r
                                     .network_interface_id()
@@ -253,7 +258,8 @@ async fn resource_checks(config: &Config, client: &aws_sdk_ec2::Client, me: &Me)
                                 rname,
                                 "missing, and create_route is false: the holder will fail to take the VIP",
                                 format!(
-                                    "create it (aws ec2 create-route --route-table-id {table} --destination-cidr-block {dest} --network-interface-id ENI) or set create_route = true for VIP {}",
+                                    "create it (aws ec2 create-route --route-table-id {table} --destination-{}cidr-block {dest} --network-interface-id ENI) or set create_route = true for VIP {}",
+                                    if vip.address.is_ipv6() { "ipv6-" } else { "" },
                                     vip.name
                                 ),
                             )),

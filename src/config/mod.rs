@@ -10,7 +10,7 @@ mod raw;
 mod validate;
 
 use std::collections::BTreeSet;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -173,8 +173,8 @@ pub struct EipConfig {
 pub struct VipConfig {
     /// Names the resource in commands, status and logs; unique among all resources.
     pub name: String,
-    /// The floating address, routed as a /32.
-    pub address: Ipv4Addr,
+    /// The floating address, routed as a /32 (IPv4) or a /128 (IPv6).
+    pub address: IpAddr,
     /// Every table whose route must point at the holder.
     pub route_tables: Vec<String>,
     /// Route tables found at start by tag (and VPC), added to `route_tables`.
@@ -221,9 +221,12 @@ pub struct RouteTableQuery {
 }
 
 impl VipConfig {
-    /// The route destination, as EC2 writes it.
+    /// The route destination, as EC2 writes it: a /32, or a /128 for IPv6.
     pub fn destination(&self) -> String {
-        format!("{}/32", self.address)
+        match self.address {
+            IpAddr::V4(a) => format!("{a}/32"),
+            IpAddr::V6(a) => format!("{a}/128"),
+        }
     }
 }
 
@@ -558,6 +561,18 @@ allocation_id = "eipalloc-2"
         assert!(error_of(&format!("{MINIMAL}[[health]]\nname = \"h\"\ncommand = \"true\"\nrise = 0\n")).contains("health[0].rise"));
         assert!(error_of(&format!("{MINIMAL}[[notify]]\nname = \"n\"\ncommand = \"true\"\nevents = [\"boot\"]\n")).contains("notify[0].events"));
         assert!(error_of(&format!("[metrics]\nlisten = \"localhost\"\n{MINIMAL}")).contains("metrics.listen"));
+    }
+
+    #[test]
+    fn ipv6_vips_route_a_128_and_refuse_what_cannot_float() {
+        let vip = |address: &str| format!("[[vip]]\nname = \"db\"\naddress = \"{address}\"\nroute_tables = [\"rtb-1\"]\n");
+        let c = parse(&vip("fd00:ec2::10")).unwrap();
+        assert_eq!(c.vips[0].destination(), "fd00:ec2::10/128");
+        assert_eq!(parse(&vip("172.31.255.10")).unwrap().vips[0].destination(), "172.31.255.10/32");
+        for bad in ["fe80::1", "::1", "::", "ff02::1", "::ffff:10.0.0.1"] {
+            assert!(error_of(&vip(bad)).contains("vip[0].address"), "{bad}");
+        }
+        assert!(error_of(&format!("{}label = \"eth0:db\"\n", vip("fd00:ec2::10"))).contains("vip[0].label"));
     }
 
     const SECONDARY: &str = "[[secondary_ip]]\nname = \"db\"\naddress = \"10.0.1.50\"\n";

@@ -6,7 +6,7 @@
 //! an address unserved for an absurd time or overflows the daemon's clock arithmetic.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -282,18 +282,27 @@ pub(super) fn vips(raw: Vec<RawVip>, names: &mut BTreeSet<String>) -> Result<Vec
         .collect()
 }
 
-fn vip(index: usize, v: RawVip, names: &mut BTreeSet<String>, addresses: &mut BTreeSet<Ipv4Addr>) -> Result<VipConfig, Invalid> {
+fn vip(index: usize, v: RawVip, names: &mut BTreeSet<String>, addresses: &mut BTreeSet<IpAddr>) -> Result<VipConfig, Invalid> {
     let key = |field: &str| format!("vip[{index}].{field}");
     check_name(&v.name).map_err(|m| invalid(key("name"), m))?;
     if !names.insert(v.name.clone()) {
         return Err(invalid(key("name"), format!("resource name `{}` is used twice", v.name)));
     }
-    let address: Ipv4Addr = v
+    let address: IpAddr = v
         .address
         .parse()
-        .map_err(|_| invalid(key("address"), format!("`{}` is not an IPv4 address", v.address)))?;
-    if address.is_unspecified() || address.is_loopback() || address.is_multicast() || address.is_broadcast() {
+        .map_err(|_| invalid(key("address"), format!("`{}` is not an IPv4 or IPv6 address", v.address)))?;
+    let unroutable = match address {
+        IpAddr::V4(a) => a.is_broadcast(),
+        // Link-local addresses never leave their link, and a mapped IPv4 address is an IPv4
+        // address written another way.
+        IpAddr::V6(a) => (a.segments()[0] & 0xffc0) == 0xfe80 || a.to_ipv4_mapped().is_some(),
+    };
+    if address.is_unspecified() || address.is_loopback() || address.is_multicast() || unroutable {
         return Err(invalid(key("address"), format!("{address} cannot be a floating address")));
+    }
+    if address.is_ipv6() && v.label.is_some() {
+        return Err(invalid(key("label"), "Linux keeps address labels for IPv4 addresses only; remove it for an IPv6 VIP"));
     }
     if !addresses.insert(address) {
         return Err(invalid(key("address"), format!("{address} is already managed by another [[vip]]")));
@@ -382,7 +391,7 @@ pub(super) fn secondary_ips(
     names: &mut BTreeSet<String>,
     vips: &[VipConfig],
 ) -> Result<Vec<SecondaryIpConfig>, Invalid> {
-    let mut addresses: BTreeSet<Ipv4Addr> = vips.iter().map(|v| v.address).collect();
+    let mut addresses: BTreeSet<IpAddr> = vips.iter().map(|v| v.address).collect();
     raw.into_iter()
         .enumerate()
         .map(|(index, s)| secondary_ip(index, s, names, &mut addresses))
@@ -393,7 +402,7 @@ fn secondary_ip(
     index: usize,
     s: RawSecondaryIp,
     names: &mut BTreeSet<String>,
-    addresses: &mut BTreeSet<Ipv4Addr>,
+    addresses: &mut BTreeSet<IpAddr>,
 ) -> Result<SecondaryIpConfig, Invalid> {
     let key = |field: &str| format!("secondary_ip[{index}].{field}");
     check_name(&s.name).map_err(|m| invalid(key("name"), m))?;
@@ -417,7 +426,7 @@ fn secondary_ip(
             format!("{address} is not a private address (10/8, 172.16/12 or 192.168/16), so EC2 cannot assign it"),
         ));
     }
-    if !addresses.insert(address) {
+    if !addresses.insert(IpAddr::V4(address)) {
         return Err(invalid(key("address"), format!("{address} is already managed by another [[vip]] or [[secondary_ip]]")));
     }
     let interface = local_side(s.interface, s.label.as_deref(), &key)?;

@@ -164,6 +164,17 @@ pub enum RouteAction {
     NoTable,
 }
 
+/// A route destination in one spelling, so that an IPv6 destination EC2 writes differently
+/// (leading zeros, upper case) still compares equal to ours: the address as Rust prints it
+/// (RFC 5952 for IPv6) and the prefix length. Anything unparsable stays as it is.
+pub fn canonical_destination(destination: &str) -> String {
+    let Some((address, len)) = destination.split_once('/') else { return destination.to_owned() };
+    match (address.parse::<std::net::IpAddr>(), len.parse::<u8>()) {
+        (Ok(address), Ok(len)) => format!("{address}/{len}"),
+        _ => destination.to_owned(),
+    }
+}
+
 /// `table` routes `destination` to `eni` (a blackholed route does not count).
 pub fn route_points_at(table: &ObservedRouteTable, destination: &str, eni: &str) -> bool {
     table
@@ -314,6 +325,13 @@ mod tests {
             primary_ip: Some(primary.into()),
             secondary_ips: secondary.iter().map(|s| s.to_string()).collect(),
         }
+    }
+
+    #[test]
+    fn destinations_compare_in_one_spelling() {
+        assert_eq!(canonical_destination("FD00:0EC2:0:0::10/128"), "fd00:ec2::10/128");
+        assert_eq!(canonical_destination("172.31.255.10/32"), "172.31.255.10/32");
+        assert_eq!(canonical_destination("pl-123"), "pl-123");
     }
 
     #[test]

@@ -36,8 +36,8 @@ pub enum Kind {
 pub struct LocalSide<'a> {
     /// The Linux interface.
     pub interface: &'a str,
-    /// The address, configured as a /32.
-    pub address: std::net::Ipv4Addr,
+    /// The address, configured as a /32 (or /128).
+    pub address: std::net::IpAddr,
     /// The Linux address label, if configured.
     pub label: Option<&'a str>,
 }
@@ -64,7 +64,7 @@ impl Kind {
             }),
             Kind::Secondary(s) => Some(LocalSide {
                 interface: &s.interface,
-                address: s.address,
+                address: s.address.into(),
                 label: s.label.as_deref(),
             }),
         }
@@ -202,7 +202,7 @@ pub struct Batch {
     tables: BTreeSet<String>,
     secondary: BTreeSet<std::net::Ipv4Addr>,
     /// Resource name, interface and address of every address whose local side is checked.
-    local: Vec<(String, String, std::net::Ipv4Addr)>,
+    local: Vec<(String, String, std::net::IpAddr)>,
 }
 
 impl Batch {

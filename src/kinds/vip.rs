@@ -72,7 +72,7 @@ pub async fn acquire(
         attempt += 1;
     };
     addresses
-        .ensure_present(&vip.interface, vip.address, 32, vip.label.as_deref())
+        .ensure_present(&vip.interface, vip.address, if vip.address.is_ipv4() { 32 } else { 128 }, vip.label.as_deref())
         .await
         .map_err(|e| AcquireError::Local(e.to_string()))?;
     Ok(Acquired {

@@ -1,0 +1,101 @@
+//! IPv6 route-table VIPs on the lab cluster: a /128 route (DestinationIpv6CidrBlock) in every
+//! listed table points at the holder's ENI and the holder has the address on its interface; a
+//! node loss moves the routes once per table and the address with them. Assertions read EC2
+//! (the emulator), each node's `status --json` and each node's interface addresses.
+//! Needs root and scripts/setup.sh. Run: cargo test --test ipv6 -- --nocapture
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use lab::{Ec2Proof, Lab, LabSpec, Settle, Signal, Units, NODE_INTERFACE};
+
+const SETTLE: Duration = Duration::from_secs(40);
+const VIP6: &str = "fd00:ec2::10";
+const DEST6: &str = "fd00:ec2::10/128";
+
+fn logs(lab: &Lab) -> String {
+    (0..lab.node_count())
+        .map(|i| format!("---- node {i} ----\n{}", lab::tail(&lab.daemon_log(i), 40)))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn settled(lab: &Lab, nodes: &[usize], members: usize) -> BTreeMap<String, usize> {
+    let rules = Settle {
+        nodes,
+        members,
+        units: Units::All,
+        ec2: Ec2Proof::Nothing,
+        disagreement_fails: false,
+        timeout: SETTLE,
+    };
+    lab.settle(&rules).unwrap_or_else(|e| panic!("{e:#}\n{}", logs(lab)))
+}
+
+/// Waits until every table routes the /128 to node `holder` and only `holder` (of `nodes`)
+/// has the address on its interface.
+fn wait_routed_to(lab: &Lab, holder: usize, nodes: &[usize], what: &str) {
+    lab.wait_for(what, SETTLE, || {
+        for t in lab.route_table_ids() {
+            if lab.route_target(&t, DEST6)?.as_deref() != Some(lab.eni(holder)) {
+                return Ok(None);
+            }
+        }
+        for &i in nodes {
+            if lab.node_has_address(i, NODE_INTERFACE, VIP6)? != (i == holder) {
+                return Ok(None);
+            }
+        }
+        Ok(Some(()))
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", logs(lab)));
+}
+
+#[test]
+fn ipv6_vip_routes_a_128_to_the_holder_and_fails_over_once() {
+    let mut spec = LabSpec::new("v6", 72, 3);
+    spec.route_tables = 2;
+    let mut lab = Lab::start(spec).expect("lab starts");
+    let config = format!(
+        "[cluster]\nmonitor_interval = \"2s\"\nreattach_grace = \"5s\"\n{}create_route = true\n",
+        lab.vip_config("db6", VIP6)
+    );
+    for i in 0..3 {
+        lab.write_daemon_config(i, &config).unwrap();
+        lab.start_daemon(i).unwrap();
+    }
+    let holder = settled(&lab, &[0, 1, 2], 3)["db6"];
+    wait_routed_to(&lab, holder, &[0, 1, 2], "the /128 routed to the holder, address on it only");
+    let s = lab.daemon_status(holder).unwrap();
+    let db = s.resources.iter().find(|r| r.name == "db6").unwrap();
+    assert_eq!(db.address.as_deref(), Some(VIP6));
+    assert_eq!(db.local_address, Some(true));
+    let routes = db.routes.clone().unwrap_or_default();
+    assert_eq!(routes.len(), 2, "{routes:?}");
+    assert!(routes.iter().all(|r| r.network_interface_id.as_deref() == Some(lab.eni(holder))), "{routes:?}");
+    // the routes went in as IPv6 destinations, never as IPv4 ones
+    let creates: Vec<_> = lab
+        .ec2_requests()
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.action == "CreateRoute" && r.param("DryRun") != Some("true"))
+        .collect();
+    assert_eq!(creates.len(), 2, "one CreateRoute per table: {creates:?}");
+    assert!(creates.iter().all(|r| r.param("DestinationIpv6CidrBlock") == Some(DEST6) && r.param("DestinationCidrBlock").is_none()));
+
+    // Hard failure of the holder: one ReplaceRoute per table, by the survivor that takes over.
+    let t = lab::unix_now();
+    lab.kill_corosync(holder, Signal::SIGKILL);
+    let rest: Vec<usize> = (0..3).filter(|i| *i != holder).collect();
+    let new = settled(&lab, &rest, 2)["db6"];
+    assert_ne!(new, holder);
+    wait_routed_to(&lab, new, &[0, 1, 2], "routes and address moved to the survivor; the lost node dropped it");
+    let calls: Vec<(Option<usize>, String)> =
+        lab.mutating_calls_since(t).unwrap().into_iter().map(|c| (c.node, c.action)).collect();
+    assert_eq!(
+        calls,
+        vec![(Some(new), "ReplaceRoute".to_string()), (Some(new), "ReplaceRoute".to_string())],
+        "one ReplaceRoute per table"
+    );
+    lab.assert_no_panics();
+}
