@@ -14,11 +14,14 @@ use prometheus_client::registry::Registry;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-/// The `{resource}` label: one series per configured address.
+/// The `{resource,kind}` labels: one series per configured address, with its kind so a
+/// dashboard can sum EIPs, VIPs and secondary IPs apart.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResourceLabel {
     /// The resource's configured `name`.
     pub resource: String,
+    /// `eip`, `vip` or `secondary_ip`.
+    pub kind: String,
 }
 
 /// The `{api,outcome}` labels of EC2 call counts, to tell throttling from denied permissions.
@@ -109,9 +112,12 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
-    /// The label for a resource's series.
-    pub fn resource(name: &str) -> ResourceLabel {
-        ResourceLabel { resource: name.to_owned() }
+    /// The labels of a resource's series.
+    pub fn resource(name: &str, kind: &str) -> ResourceLabel {
+        ResourceLabel {
+            resource: name.to_owned(),
+            kind: kind.to_owned(),
+        }
     }
 
     /// The scrape body, in the OpenMetrics text format.
@@ -159,11 +165,11 @@ mod tests {
     fn renders_registered_families() {
         let m = Metrics::new();
         m.ec2_call("AssociateAddress", "ok", Duration::from_millis(4));
-        m.failovers.get_or_create(&Metrics::resource("web")).inc();
+        m.failovers.get_or_create(&Metrics::resource("web", "eip")).inc();
         m.quorate.set(1);
         let text = m.render();
         assert!(text.contains(r#"corosync_eip_ec2_calls_total{api="AssociateAddress",outcome="ok"} 1"#), "{text}");
-        assert!(text.contains(r#"corosync_eip_failovers_total{resource="web"} 1"#), "{text}");
+        assert!(text.contains(r#"corosync_eip_failovers_total{resource="web",kind="eip"} 1"#), "{text}");
         assert!(text.contains("corosync_eip_quorate 1"), "{text}");
         assert!(text.contains("corosync_eip_ec2_call_duration_seconds_bucket"), "{text}");
         assert!(text.ends_with("# EOF\n"));

@@ -115,10 +115,10 @@ fn status_metrics_and_notify_hooks() {
     let m = lab.wait_for("metrics endpoint", SETTLE, || scrape(&lab, h).map(Some)).unwrap();
     assert_eq!(m.get("corosync_eip_quorate"), Some(&1.0), "{m:?}");
     assert_eq!(m.get("corosync_eip_members"), Some(&3.0));
-    assert_eq!(m.get(r#"corosync_eip_holder_node{resource="eip1"}"#), Some(&(lab.node_id(h) as f64)));
+    assert_eq!(m.get(r#"corosync_eip_holder_node{resource="eip1",kind="eip"}"#), Some(&(lab.node_id(h) as f64)));
     assert!(m.get(r#"corosync_eip_ec2_calls_total{api="AssociateAddress",outcome="ok"}"#).is_some_and(|v| *v >= 1.0), "{m:?}");
     assert!(m.keys().any(|k| k.starts_with("corosync_eip_ec2_call_duration_seconds_bucket")));
-    assert!(m.get(r#"corosync_eip_verification_age_seconds{resource="eip1"}"#).is_some());
+    assert!(m.get(r#"corosync_eip_verification_age_seconds{resource="eip1",kind="eip"}"#).is_some());
 
     // Notify hook on acquire, with the documented environment.
     let events = lab
@@ -146,7 +146,7 @@ fn status_metrics_and_notify_hooks() {
     })
     .unwrap();
     let m = scrape(&lab, to).unwrap();
-    assert_eq!(m.get(r#"corosync_eip_failovers_total{resource="eip1"}"#), Some(&1.0), "{m:?}");
+    assert_eq!(m.get(r#"corosync_eip_failovers_total{resource="eip1",kind="eip"}"#), Some(&1.0), "{m:?}");
 }
 
 #[test]

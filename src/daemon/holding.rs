@@ -125,8 +125,9 @@ impl Daemon {
                     error!(resource = %name, class = class.as_str(), reason = %reason, "this node cannot serve the address; handing it to the next candidate");
                 }
                 Effect::Drift => {
-                    let repairs = self.resources.get(name).map_or(0, |l| l.holding.drift_repairs());
-                    self.metrics.drift_repairs.get_or_create(&Metrics::resource(name)).inc();
+                    let (repairs, kind) =
+                        self.resources.get(name).map_or((0, ""), |l| (l.holding.drift_repairs(), l.kind.label()));
+                    self.metrics.drift_repairs.get_or_create(&Metrics::resource(name, kind)).inc();
                     warn!(resource = %name, drift_repairs = repairs, "drift: EC2 or the local interface no longer matches this holder; repairing");
                 }
             }
@@ -250,7 +251,7 @@ impl Daemon {
             );
             local.last_failover = Some(timeline);
             if acquired.sent.is_some() {
-                self.metrics.failovers.get_or_create(&Metrics::resource(resource)).inc();
+                self.metrics.failovers.get_or_create(&Metrics::resource(resource, local.kind.label())).inc();
             }
         } else {
             info!(resource = %resource, instance = %self.identity.instance_id, generation, "address verified on this node");

@@ -62,7 +62,7 @@ impl Daemon {
         self.metrics.quorate.set(i64::from(view.partition_quorate()));
         self.metrics.members.set(i64::try_from(view.members().len()).unwrap_or(i64::MAX));
         for r in resources {
-            let label = Metrics::resource(&r.name);
+            let label = Metrics::resource(&r.name, &r.kind);
             self.metrics.holder_node.get_or_create(&label).set(r.holder.as_ref().map_or(0, |h| i64::from(h.node_id)));
             if let Some(age) = r.verified_age_ms {
                 self.metrics.verification_age.get_or_create(&label).set(age as f64 / 1000.0);
