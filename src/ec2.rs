@@ -86,7 +86,7 @@ pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     parts.join(": ")
 }
 
-fn classify<E>(api: &'static str, err: SdkError<E, HttpResponse>) -> Ec2Error
+pub(crate) fn classify<E>(api: &'static str, err: SdkError<E, HttpResponse>) -> Ec2Error
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
@@ -176,9 +176,11 @@ pub fn class_of(code: Option<&str>, http_status: u16) -> ErrorClass {
         Some(c) if c.ends_with(".NotFound") || c.ends_with(".Malformed") && c.starts_with("InvalidAllocationID") => {
             ErrorClass::NotFound
         }
+        // Route 53's names for the same things.
+        Some("NoSuchHostedZone" | "NoSuchChange") => ErrorClass::NotFound,
         Some(
             "RequestLimitExceeded" | "Throttling" | "ThrottlingException" | "InternalError" | "InternalFailure"
-            | "ServiceUnavailable" | "Unavailable" | "RequestTimeout",
+            | "ServiceUnavailable" | "Unavailable" | "RequestTimeout" | "PriorRequestNotComplete",
         ) => ErrorClass::Transient,
         Some(
             "UnauthorizedOperation" | "AuthFailure" | "AccessDenied" | "AccessDeniedException" | "Blocked"
@@ -280,6 +282,51 @@ pub async fn sdk_config(aws: &AwsConfig) -> aws_config::SdkConfig {
     loader.load().await
 }
 
+/// Runs `call` until it succeeds, fails for a non-transient reason, or `budget` is spent,
+/// asking `gate` before every attempt (retries included) and counting every attempt in the
+/// metrics by API and outcome. Shared by every AWS adapter (EC2, Route 53).
+pub(crate) async fn retrying<T, F, Fut>(
+    metrics: &Metrics,
+    api: &'static str,
+    budget: Duration,
+    gate: WriteGate<'_>,
+    mut call: F,
+) -> Result<T, Ec2Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, Ec2Error>>,
+{
+    let started = Instant::now();
+    let mut attempt = 0;
+    loop {
+        if !gate() {
+            return Err(Ec2Error {
+                api,
+                class: ErrorClass::Cancelled,
+                code: None,
+                message: "not sent: this node is no longer the quorate partition's elected holder".into(),
+            });
+        }
+        let sent = Instant::now();
+        let result = call().await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(e) => e.class.as_str(),
+        };
+        metrics.ec2_call(api, outcome, sent.elapsed());
+        match result {
+            Ok(v) => return Ok(v),
+            Err(e) if e.class == ErrorClass::Transient && started.elapsed() < budget => {
+                let wait = backoff(attempt, RETRY_BASE, RETRY_CAP, rand::random::<f64>());
+                tracing::warn!(api = e.api, error = %e.message, retry_in_ms = wait.as_millis() as u64, "transient AWS error, retrying");
+                tokio::time::sleep(wait).await;
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 const RETRY_BASE: Duration = Duration::from_millis(40);
 const RETRY_CAP: Duration = Duration::from_secs(2);
 
@@ -308,40 +355,12 @@ impl Ec2 {
     }
 
     /// `with_retry` for mutating calls: `gate` is asked before every attempt, retries included.
-    async fn gated<T, F, Fut>(&self, api: &'static str, budget: Duration, gate: WriteGate<'_>, mut call: F) -> Result<T, Ec2Error>
+    async fn gated<T, F, Fut>(&self, api: &'static str, budget: Duration, gate: WriteGate<'_>, call: F) -> Result<T, Ec2Error>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, Ec2Error>>,
     {
-        let started = Instant::now();
-        let mut attempt = 0;
-        loop {
-            if !gate() {
-                return Err(Ec2Error {
-                    api,
-                    class: ErrorClass::Cancelled,
-                    code: None,
-                    message: "not sent: this node is no longer the quorate partition's elected holder".into(),
-                });
-            }
-            let sent = Instant::now();
-            let result = call().await;
-            let outcome = match &result {
-                Ok(_) => "ok",
-                Err(e) => e.class.as_str(),
-            };
-            self.metrics.ec2_call(api, outcome, sent.elapsed());
-            match result {
-                Ok(v) => return Ok(v),
-                Err(e) if e.class == ErrorClass::Transient && started.elapsed() < budget => {
-                    let wait = backoff(attempt, RETRY_BASE, RETRY_CAP, rand::random::<f64>());
-                    tracing::warn!(api = e.api, error = %e.message, retry_in_ms = wait.as_millis() as u64, "transient EC2 error, retrying");
-                    tokio::time::sleep(wait).await;
-                    attempt += 1;
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        retrying(&self.metrics, api, budget, gate, call).await
     }
 
     /// One DescribeAddresses for all of `allocation_ids`.
@@ -562,6 +581,32 @@ impl Ec2 {
                 .await
                 .map_err(|e| classify("AssignPrivateIpAddresses", e))?;
             Ok(())
+        })
+        .await
+    }
+
+    /// An ENI's primary private IPv4 address and its public IPv4 address (an EIP or the
+    /// auto-assigned one), if any: the values of `private`/`public` DNS records.
+    pub async fn interface_addresses(
+        &self,
+        network_interface_id: &str,
+        budget: Duration,
+    ) -> Result<(Option<std::net::Ipv4Addr>, Option<std::net::Ipv4Addr>), Ec2Error> {
+        self.with_retry("DescribeNetworkInterfaces", budget, || async {
+            let out = self
+                .client
+                .describe_network_interfaces()
+                .network_interface_ids(network_interface_id)
+                .send()
+                .await
+                .map_err(|e| classify("DescribeNetworkInterfaces", e))?;
+            let eni = out.network_interfaces().first();
+            let private = eni.and_then(|n| n.private_ip_address()).and_then(|a| a.parse().ok());
+            let public = eni
+                .and_then(|n| n.association())
+                .and_then(|a| a.public_ip())
+                .and_then(|a| a.parse().ok());
+            Ok((private, public))
         })
         .await
     }

@@ -20,5 +20,6 @@ pub mod localaddr;
 pub mod metrics;
 pub mod notify;
 pub mod permissions;
+pub mod route53;
 pub mod status;
 pub mod systemd;

@@ -26,6 +26,10 @@ AssignPrivateIpAddresses with reassignment allowed (never unassigned first), ver
 DescribeNetworkInterfaces, and configured as a /32 on the holder's interface. Every node's ENI must be in the \
 address's subnet: a node whose subnet does not hold it refuses to start (exit 64).
 
+[[dns]]: a Route 53 A or AAAA record pointed at the holder (its private or public IP, or an address of its group) \
+by one ChangeResourceRecordSets UPSERT, followed until GetChange reports INSYNC and verified with \
+ListResourceRecordSets (exact values and TTL). A failed read never moves anything.
+
 Exit status: 0 on success, 64 for an invalid configuration, 1 for other failures.";
 
 #[derive(Parser)]
@@ -222,11 +226,12 @@ fn run(path: PathBuf, check_only: bool) -> ExitCode {
     };
     if check_only {
         println!(
-            "{}: OK ({} EIP(s), {} VIP(s), {} secondary IP(s))",
+            "{}: OK ({} EIP(s), {} VIP(s), {} secondary IP(s), {} DNS record(s))",
             path.display(),
             config.eips.len(),
             config.vips.len(),
-            config.secondary_ips.len()
+            config.secondary_ips.len(),
+            config.dns.len()
         );
         return ExitCode::SUCCESS;
     }

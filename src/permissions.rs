@@ -78,8 +78,18 @@ impl Probe {
     /// `permission ec2:Action (target)`: the name under which check and status show it.
     pub fn name(&self) -> String {
         match &self.target {
-            Some(t) => format!("permission ec2:{} ({t})", self.action),
-            None => format!("permission ec2:{}", self.action),
+            Some(t) => format!("permission {} ({t})", self.iam_action()),
+            None => format!("permission {}", self.iam_action()),
+        }
+    }
+
+    /// The action as IAM names it: `ec2:Action`, or the action as given when it names its
+    /// service (`route53:ChangeResourceRecordSets`).
+    pub fn iam_action(&self) -> String {
+        if self.action.contains(':') {
+            self.action.to_owned()
+        } else {
+            format!("ec2:{}", self.action)
         }
     }
 
@@ -111,7 +121,7 @@ impl Probe {
             Outcome::NotChecked(Unknown::Instance) => "not checked: this instance is unknown".to_string(),
             Outcome::NotChecked(Unknown::Interface) => "not checked: our ENI is unknown".to_string(),
             Outcome::Unprovable => {
-                "cannot be proven: EC2 has no DryRun for this action, and only a real change would prove it".to_string()
+                "cannot be proven: the API has no DryRun for this action, and only a real change would prove it".to_string()
             }
         };
         if self.optional && self.refused() {
@@ -181,6 +191,7 @@ where
 pub async fn probe(
     config: &Config,
     client: &aws_sdk_ec2::Client,
+    route53: &aws_sdk_route53::Client,
     instance_id: Option<String>,
     eni: Option<String>,
 ) -> Vec<Probe> {
@@ -251,6 +262,23 @@ pub async fn probe(
     }
     if !config.vips.is_empty() {
         probes.push(dry_run("DescribeRouteTables", None, false, false, client.describe_route_tables().dry_run(true).send()));
+    }
+    // Route 53 has no DryRun at all: reading each zone proves read access, and the change is
+    // listed as unproven.
+    let mut zones = std::collections::BTreeSet::new();
+    for d in &config.dns {
+        probes.push(settled(
+            "route53:ChangeResourceRecordSets",
+            Some(format!("{} {} {}", d.name, d.record, d.record_type.as_str())),
+            Outcome::Unprovable,
+        ));
+        if zones.insert(d.hosted_zone_id.clone()) {
+            let req = route53
+                .list_resource_record_sets()
+                .hosted_zone_id(&d.hosted_zone_id)
+                .max_items(1);
+            probes.push(dry_run("route53:ListResourceRecordSets", Some(d.hosted_zone_id.clone()), false, false, req.send()));
+        }
     }
     if !config.secondary_ips.is_empty() {
         probes.push(dry_run("DescribeSubnets", None, false, false, client.describe_subnets().dry_run(true).send()));

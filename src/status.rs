@@ -203,6 +203,9 @@ pub struct ResourceStatus {
     /// held); on standby nodes, as the holder announced it. Null for the other kinds.
     #[serde(default)]
     pub interfaces: Option<Vec<String>>,
+    /// DNS: the Route 53 record and, on the holder, its values as last verified.
+    #[serde(default)]
+    pub record: Option<RecordStatus>,
     /// When this node, as holder, last verified in EC2 that the address points at it (RFC 3339).
     pub verified_at: Option<String>,
     /// Milliseconds since `verified_at` when the report was made (holder only).
@@ -229,6 +232,22 @@ pub struct FailoverTimeline {
     pub associate_sent_ms: Option<u64>,
     /// Milliseconds until EC2 was verified to point at this node: the takeover's total.
     pub verified_ms: u64,
+}
+
+/// A `[[dns]]` record as status shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RecordStatus {
+    /// The hosted zone.
+    pub hosted_zone_id: String,
+    /// The record's name, with its trailing dot.
+    pub name: String,
+    /// `A` or `AAAA`.
+    #[serde(rename = "type")]
+    pub record_type: String,
+    /// The configured TTL in seconds.
+    pub ttl: u32,
+    /// The values Route 53 listed when the holder last verified the record; null elsewhere.
+    pub values: Option<Vec<String>>,
 }
 
 /// One route table of a VIP and where its route for the address points.
@@ -325,6 +344,20 @@ pub fn resource(
         Kind::Eip(e) => (Some(e.allocation_id.clone()), None, None),
         Kind::Vip(v) => (None, Some(v.address.to_string()), Some(v.destination())),
         Kind::Secondary(s) => (None, Some(s.address.to_string()), None),
+        Kind::Dns(_) => (None, None, None),
+    };
+    let record = match local.kind {
+        Kind::Dns(d) => Some(RecordStatus {
+            hosted_zone_id: d.config.hosted_zone_id.clone(),
+            name: d.config.record.clone(),
+            record_type: d.config.record_type.as_str().to_owned(),
+            ttl: d.config.ttl,
+            values: match (local.observed, is_local) {
+                (Some(Observed::Dns(r)), true) => Some(r.values.clone()),
+                _ => None,
+            },
+        }),
+        _ => None,
     };
     let interfaces = match (local.kind, local.observed, is_local) {
         (Kind::Secondary(_), Some(Observed::Secondary(seen)), true) => {
@@ -385,6 +418,7 @@ pub fn resource(
         routes,
         local_address: if local.kind.has_local_address() { holding.local_address() } else { None },
         interfaces,
+        record,
         verified_at: verified_at.map(|t| humantime::format_rfc3339_millis(t).to_string()),
         verified_age_ms: verified_at
             .and_then(|t| now.duration_since(t).ok())
@@ -507,22 +541,26 @@ pub fn render(r: &StatusReport, color: bool) -> String {
         let holder = res.holder.as_ref().map_or("-".to_string(), |h| {
             format!("node {} {}", h.node_id, h.instance_id.as_deref().unwrap_or(""))
         });
-        let ec2 = match (&res.ec2, &res.routes) {
-            (None, None) if res.interfaces.is_some() => {
+        let ec2 = match (&res.ec2, &res.routes, &res.record) {
+            (None, None, Some(r)) => match &r.values {
+                Some(v) => format!("{} {} → {}", r.name, r.record_type, v.join(",")),
+                None => format!("{} {}", r.name, r.record_type),
+            },
+            (None, None, _) if res.interfaces.is_some() => {
                 let on = res.interfaces.clone().unwrap_or_default();
                 if on.is_empty() { "on no interface".to_string() } else { format!("on {}", on.join(" ")) }
             }
-            (Some(e), _) => format!(
+            (Some(e), _, _) => format!(
                 "{} {}",
                 e.instance_id.as_deref().unwrap_or("-"),
                 e.network_interface_id.as_deref().unwrap_or("")
             ),
-            (None, Some(routes)) => routes
+            (None, Some(routes), _) => routes
                 .iter()
                 .map(|r| format!("{}→{}", r.route_table_id, r.network_interface_id.as_deref().unwrap_or("-")))
                 .collect::<Vec<_>>()
                 .join(" "),
-            (None, None) => "-".to_string(),
+            (None, None, _) => "-".to_string(),
         };
         let what = res.allocation_id.clone().or_else(|| res.address.clone()).unwrap_or_default();
         let state = match res.state.as_str() {

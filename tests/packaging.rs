@@ -148,6 +148,15 @@ fn iam_policy_is_least_privilege() {
         let res = resources(s);
         if res.iter().any(|r| r == "*") {
             assert!(acts.iter().all(|a| a.starts_with("ec2:Describe")), "only Describe* may use Resource \"*\": {s}");
+        } else if acts.iter().all(|a| a.starts_with("route53:")) {
+            // Route 53 has no tag conditions on records: scoped by zone, and a change by record
+            // name, type and action instead.
+            assert!(res.iter().all(|r| r.starts_with("arn:aws:route53:::hostedzone/") || r == "arn:aws:route53:::change/*"), "{s}");
+            if acts.iter().any(|a| a == "route53:ChangeResourceRecordSets") {
+                let cond = s["Condition"]["ForAllValues:StringEquals"].as_object().unwrap_or_else(|| panic!("no record condition: {s}"));
+                assert_eq!(cond["route53:ChangeResourceRecordSetsActions"], serde_json::json!(["UPSERT"]), "only UPSERT: {s}");
+                assert!(cond.contains_key("route53:ChangeResourceRecordSetsNormalizedRecordNames"), "{s}");
+            }
         } else {
             // Every mutating grant is scoped to the cluster's tagged resources.
             let cond = s["Condition"]["StringEquals"].as_object().unwrap_or_else(|| panic!("no tag condition: {s}"));
@@ -165,6 +174,10 @@ fn iam_policy_is_least_privilege() {
         "ec2:CreateRoute",
         "ec2:AssignPrivateIpAddresses",
         "ec2:DescribeSubnets",
+        "route53:ChangeResourceRecordSets",
+        "route53:ListResourceRecordSets",
+        "route53:GetHostedZone",
+        "route53:GetChange",
     ] {
         assert!(allowed.iter().any(|a| a == needed), "{needed} not granted");
     }

@@ -49,6 +49,15 @@ impl Lab {
         format!("\n[[secondary_ip]]\nname = \"{name}\"\naddress = \"{address}\"\ninterface = \"{NODE_INTERFACE}\"\n")
     }
 
+    /// A `[[dns]]` block (leading blank line) for record `record` of the lab zone, with `value`
+    /// (`private`, `public`, `eip:NAME`, ...) and a 10 s TTL.
+    pub fn dns_config(&self, name: &str, record: &str, value: &str) -> String {
+        format!(
+            "\n[[dns]]\nname = \"{name}\"\nhosted_zone_id = \"{}\"\nrecord = \"{record}\"\nvalue = \"{value}\"\nttl = 10\n",
+            self.seed_info().hosted_zone_id
+        )
+    }
+
     /// Writes node i's /etc/corosync-eip/corosync-eip.toml.
     pub fn write_daemon_config(&self, i: usize, toml: &str) -> Result<()> {
         let p = self.nodes[i].dir.join("etc-corosync-eip/corosync-eip.toml");

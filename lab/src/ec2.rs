@@ -75,6 +75,12 @@ pub struct Seed {
     pub allocations: Vec<SeededAllocation>,
     #[serde(default)]
     pub route_tables: Vec<String>,
+    /// The Route 53 hosted zone of the lab (`lab.internal.`).
+    #[serde(default)]
+    pub hosted_zone_id: String,
+    /// Its name, with the trailing dot.
+    #[serde(default)]
+    pub zone: String,
 }
 
 /// One route of a lab route table as DescribeRouteTables reports it (empty strings → None).
@@ -567,6 +573,60 @@ impl Lab {
             .map(|_| ())
             .map_err(|e| anyhow!("AssignPrivateIpAddresses {address} to {eni}: {}", aws_sdk_ec2::error::DisplayErrorContext(e)))
         })
+    }
+
+    /// Runs `body` with boto3's `r53` client inside the emulator's network namespace (so its
+    /// calls come from no node) and parses the JSON it prints last. boto3 retries Route 53's
+    /// Throttling, which the emulator enforces at 5 requests/s for everyone, as AWS does.
+    pub fn route53_script(&self, body: &str) -> Result<serde_json::Value> {
+        let script = format!(
+            "import boto3, json\n\
+             r53 = boto3.client('route53', endpoint_url='{}', region_name='us-east-1', \
+             aws_access_key_id='testing', aws_secret_access_key='testing')\n{body}\n",
+            self.emulator_url()
+        );
+        let py = crate::venv_python();
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", self.emulator_netns()])
+            .arg(&py)
+            .args(["-c", &script])
+            .output()
+            .context("running boto3 in the emulator's namespace")?;
+        if !out.status.success() {
+            bail!("boto3 route53 script failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr));
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        let last = text.lines().last().unwrap_or_default();
+        serde_json::from_str(last).with_context(|| format!("boto3 route53 output {text:?}"))
+    }
+
+    /// The values and TTL of record `name`/`record_type` in the lab zone; None when it does
+    /// not exist.
+    pub fn dns_record(&self, name: &str, record_type: &str) -> Result<Option<(Vec<String>, Option<i64>)>> {
+        let v = self.route53_script(&format!(
+            "out = r53.list_resource_record_sets(HostedZoneId='{zone}', StartRecordName='{name}', StartRecordType='{record_type}', MaxItems='1')\n\
+             rs = [r for r in out['ResourceRecordSets'] if r['Name'].lower() == '{name}'.lower() and r['Type'] == '{record_type}']\n\
+             print(json.dumps([{{'values': [v['Value'] for v in r.get('ResourceRecords', [])], 'ttl': r.get('TTL')}} for r in rs]))",
+            zone = self.seed_info().hosted_zone_id
+        ))?;
+        let Some(first) = v.as_array().and_then(|a| a.first()) else { return Ok(None) };
+        let values = first["values"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
+            .unwrap_or_default();
+        Ok(Some((values, first["ttl"].as_i64())))
+    }
+
+    /// UPSERTs record `name` (A) in the lab zone to `value`, as an operator would: how the
+    /// tests make a record drift.
+    pub fn set_dns_record(&self, name: &str, value: &str, ttl: i64) -> Result<()> {
+        self.route53_script(&format!(
+            "r53.change_resource_record_sets(HostedZoneId='{zone}', ChangeBatch={{'Changes': [{{'Action': 'UPSERT', \
+             'ResourceRecordSet': {{'Name': '{name}', 'Type': 'A', 'TTL': {ttl}, 'ResourceRecords': [{{'Value': '{value}'}}]}}}}]}})\n\
+             print('{{}}')",
+            zone = self.seed_info().hosted_zone_id
+        ))?;
+        Ok(())
     }
 
     /// SourceDestCheck of node i's ENI (DescribeNetworkInterfaces).

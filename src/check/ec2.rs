@@ -19,6 +19,7 @@ struct Me {
 pub(super) async fn ec2_checks(
     config: &Config,
     client: &aws_sdk_ec2::Client,
+    route53: &aws_sdk_route53::Client,
     imds: Option<&ImdsInfo>,
 ) -> Vec<CheckItem> {
     let mut items = Vec::new();
@@ -98,15 +99,82 @@ pub(super) async fn ec2_checks(
     }
 
     // 4. permissions, beside 5. resources and 6. source/dest check
-    let (perm_items, res_items) = tokio::join!(permission_items(config, client, &me), resource_checks(config, client, &me));
+    let (perm_items, res_items, dns_items) = tokio::join!(
+        permission_items(config, client, route53, &me),
+        resource_checks(config, client, &me),
+        dns_checks(config, route53)
+    );
     items.extend(perm_items);
     items.extend(res_items);
+    items.extend(dns_items);
+    items
+}
+
+/// Each `[[dns]]` zone exists and holds its record's name; says where the record points now.
+async fn dns_checks(config: &Config, route53: &aws_sdk_route53::Client) -> Vec<CheckItem> {
+    let mut items = Vec::new();
+    for d in &config.dns {
+        let name = format!("DNS {} ({} {} in {})", d.name, d.record, d.record_type.as_str(), d.hosted_zone_id);
+        let zone = match attempt_within("GetHostedZone", CALL_BUDGET, route53.get_hosted_zone().id(&d.hosted_zone_id).send()).await {
+            Ok(out) => out.hosted_zone().map(|z| z.name().to_ascii_lowercase()).unwrap_or_default(),
+            Err(e) if e.class == ErrorClass::NotFound => {
+                items.push(CheckItem::fail(
+                    name,
+                    format!("hosted zone not found: {}", e.summary()),
+                    "check hosted_zone_id against `aws route53 list-hosted-zones` (a zone of another account is not visible)",
+                ));
+                continue;
+            }
+            Err(e) => {
+                items.push(CheckItem::warn(name, format!("not checked: {}", e.summary()), "see the permission items"));
+                continue;
+            }
+        };
+        if !(d.record == zone || d.record.ends_with(&format!(".{zone}"))) {
+            items.push(CheckItem::fail(
+                name,
+                format!("{} is not in the zone {zone}", d.record),
+                "a record can only be changed in the zone that holds its name: fix `record` or `hosted_zone_id`",
+            ));
+            continue;
+        }
+        let listed = attempt_within(
+            "ListResourceRecordSets",
+            CALL_BUDGET,
+            route53
+                .list_resource_record_sets()
+                .hosted_zone_id(&d.hosted_zone_id)
+                .start_record_name(&d.record)
+                .start_record_type(aws_sdk_route53::types::RrType::from(d.record_type.as_str()))
+                .max_items(1)
+                .send(),
+        )
+        .await;
+        let now = match listed {
+            Ok(out) => {
+                let found = out
+                    .resource_record_sets()
+                    .iter()
+                    .find(|r| r.name().eq_ignore_ascii_case(&d.record) && r.r#type().as_str() == d.record_type.as_str());
+                match found {
+                    Some(r) => format!(
+                        "exists → {} (TTL {})",
+                        r.resource_records().iter().map(|v| v.value()).collect::<Vec<_>>().join(","),
+                        r.ttl().map_or("-".to_string(), |t| t.to_string())
+                    ),
+                    None => "does not exist yet; the holder will create it".to_string(),
+                }
+            }
+            Err(e) => format!("not read: {}", e.summary()),
+        };
+        items.push(CheckItem::pass(name, format!("zone {zone}; {now}; value {}", d.value)));
+    }
     items
 }
 
 /// The permission probes as items: each non-allowed outcome with the remedy that fixes it.
-async fn permission_items(config: &Config, client: &aws_sdk_ec2::Client, me: &Me) -> Vec<CheckItem> {
-    permissions::probe(config, client, me.instance_id.clone(), me.eni.clone())
+async fn permission_items(config: &Config, client: &aws_sdk_ec2::Client, route53: &aws_sdk_route53::Client, me: &Me) -> Vec<CheckItem> {
+    permissions::probe(config, client, route53, me.instance_id.clone(), me.eni.clone())
         .await
         .into_iter()
         .map(|p| permission_item(&p))
@@ -127,10 +195,10 @@ fn permission_item(p: &Probe) -> CheckItem {
             name,
             detail,
             format!(
-                "allow ec2:{action} in the policy of the instance role (every node's), e.g. \
-                 {{\"Effect\": \"Allow\", \"Action\": \"ec2:{action}\", \"Resource\": \"*\"}};\n\
+                "allow {action} in the policy of the instance role (every node's), e.g. \
+                 {{\"Effect\": \"Allow\", \"Action\": \"{action}\", \"Resource\": \"*\"}};\n\
                  an SCP or permission boundary can deny it too (aws sts decode-authorization-message tells which)",
-                action = p.action
+                action = p.iam_action()
             ),
         ),
         Outcome::PerformedDespiteDryRun => CheckItem::warn(
@@ -148,9 +216,9 @@ fn permission_item(p: &Probe) -> CheckItem {
             name,
             detail,
             format!(
-                "make sure the instance role allows ec2:{action} on the nodes' network interfaces \
-                 (contrib/iam-policy.json); the first move proves it, and a denied node hands the address on",
-                action = p.action
+                "make sure the instance role allows {action} (contrib/iam-policy.json); \
+                 the first move proves it, and a denied node hands the address on",
+                action = p.iam_action()
             ),
         ),
     };

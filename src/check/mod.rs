@@ -181,7 +181,8 @@ pub async fn run_checks(config: &Config) -> CheckReport {
     match sdk {
         Some(sdk) if endpoint_ok && creds_ok => {
             let client = aws_sdk_ec2::Client::new(&sdk);
-            items.extend(ec2::ec2_checks(config, &client, imds.as_ref().ok()).await);
+            let route53 = aws_sdk_route53::Client::new(&sdk);
+            items.extend(ec2::ec2_checks(config, &client, &route53, imds.as_ref().ok()).await);
         }
         _ => {
             let why = if !endpoint_ok {

@@ -73,6 +73,8 @@ pub struct Config {
     pub vips: Vec<VipConfig>,
     /// Secondary private IPs to keep on a live node's ENI (`[[secondary_ip]]`).
     pub secondary_ips: Vec<SecondaryIpConfig>,
+    /// Route 53 records to keep pointed at a live node (`[[dns]]`).
+    pub dns: Vec<DnsConfig>,
     /// Local checks that must pass for this node to hold anything (`[[health]]`).
     pub health: Vec<HealthConfig>,
     /// Hooks run when this node acquires, releases or fails a resource (`[[notify]]`).
@@ -209,6 +211,74 @@ pub struct SecondaryIpConfig {
     pub group: Option<String>,
 }
 
+/// A Route 53 record kept pointed at the holder (`ChangeResourceRecordSets` UPSERT, verified
+/// INSYNC and read back).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DnsConfig {
+    /// Names the resource in commands, status and logs; unique among all resources.
+    pub name: String,
+    /// The hosted zone that holds the record.
+    pub hosted_zone_id: String,
+    /// The record's name, lower case, with its trailing dot.
+    pub record: String,
+    /// A or AAAA.
+    pub record_type: RecordType,
+    /// Seconds resolvers may cache the answer.
+    pub ttl: u32,
+    /// What the record points at.
+    pub value: DnsValue,
+    /// Node ids in order of preference; empty: `[cluster] prefer`.
+    pub prefer: Vec<u32>,
+    /// Resources of one group always share one holder.
+    pub group: Option<String>,
+}
+
+/// The record types a floating address can have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordType {
+    /// An IPv4 address.
+    A,
+    /// An IPv6 address.
+    Aaaa,
+}
+
+impl RecordType {
+    /// As Route 53 writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordType::A => "A",
+            RecordType::Aaaa => "AAAA",
+        }
+    }
+}
+
+/// What a `[[dns]]` record points at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DnsValue {
+    /// The holder's primary private IPv4 address.
+    Private,
+    /// The holder's public IPv4 address.
+    Public,
+    /// The public IP of an `[[eip]]` of the same group.
+    Eip(String),
+    /// The address of a `[[vip]]` of the same group.
+    Vip(String),
+    /// The address of a `[[secondary_ip]]` of the same group.
+    SecondaryIp(String),
+}
+
+impl std::fmt::Display for DnsValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DnsValue::Private => write!(f, "private"),
+            DnsValue::Public => write!(f, "public"),
+            DnsValue::Eip(n) => write!(f, "eip:{n}"),
+            DnsValue::Vip(n) => write!(f, "vip:{n}"),
+            DnsValue::SecondaryIp(n) => write!(f, "secondary_ip:{n}"),
+        }
+    }
+}
+
 /// Finds a VIP's route tables by tag, so operators need not list every table id.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RouteTableQuery {
@@ -295,15 +365,16 @@ impl Config {
         let aws = validate::aws(raw.aws)?;
         let node = validate::node(raw.node)?;
         let daemon = validate::daemon(raw.daemon)?;
-        validate::some_resource(&raw.eip, &raw.vip, &raw.secondary_ip)?;
+        validate::some_resource(&raw.eip, &raw.vip, &raw.secondary_ip, &raw.dns)?;
         let mut names = BTreeSet::new();
         let eips = validate::eips(raw.eip, &mut names)?;
         let vips = validate::vips(raw.vip, &mut names)?;
         let secondary_ips = validate::secondary_ips(raw.secondary_ip, &mut names, &vips)?;
+        let dns = validate::dns(raw.dns, &mut names, &eips, &vips, &secondary_ips)?;
         let health = validate::health(raw.health)?;
         let notify = validate::notify(raw.notify)?;
         let metrics_listen = validate::metrics(raw.metrics)?;
-        let units = validate::units(&cluster.prefer, &eips, &vips, &secondary_ips)?;
+        let units = validate::units(&cluster.prefer, &eips, &vips, &secondary_ips, &dns)?;
         Ok(Config {
             cluster,
             aws,
@@ -312,6 +383,7 @@ impl Config {
             eips,
             vips,
             secondary_ips,
+            dns,
             health,
             notify,
             metrics_listen,
@@ -331,6 +403,7 @@ impl Config {
             .map(|e| e.name.clone())
             .chain(self.vips.iter().map(|v| v.name.clone()))
             .chain(self.secondary_ips.iter().map(|s| s.name.clone()))
+            .chain(self.dns.iter().map(|d| d.name.clone()))
             .collect()
     }
 
@@ -348,6 +421,7 @@ impl Config {
                     .find(|s| s.name == resource)
                     .map(|s| group(&s.group, &s.name))
             })
+            .or_else(|| self.dns.iter().find(|d| d.name == resource).map(|d| group(&d.group, &d.name)))
     }
 
     /// Every unit with everything that decides its placement and action, as this node announces
@@ -383,6 +457,14 @@ impl Config {
                             .with_key(&key("kind"), "secondary_ip")
                             .with_key(&key("address"), &s.address.to_string())
                             .with_key(&key("interface"), &s.interface);
+                    } else if let Some(d) = self.dns.iter().find(|d| &d.name == name) {
+                        spec = spec
+                            .with_key(&key("kind"), "dns")
+                            .with_key(&key("hosted_zone_id"), &d.hosted_zone_id)
+                            .with_key(&key("record"), &d.record)
+                            .with_key(&key("type"), d.record_type.as_str())
+                            .with_key(&key("ttl"), &d.ttl.to_string())
+                            .with_key(&key("value"), &d.value.to_string());
                     }
                 }
                 spec
@@ -514,7 +596,7 @@ allocation_id = "eipalloc-2"
         ];
         let section = prop_oneof![
             Just("[cluster]"), Just("[aws]"), Just("[node]"), Just("[daemon]"), Just("[metrics]"),
-            Just("[[eip]]"), Just("[[vip]]"), Just("[[secondary_ip]]"), Just("[[health]]"), Just("[[notify]]"),
+            Just("[[eip]]"), Just("[[vip]]"), Just("[[secondary_ip]]"), Just("[[dns]]"), Just("[[health]]"), Just("[[notify]]"),
         ];
         prop_oneof![
             section.prop_map(String::from),
@@ -573,6 +655,35 @@ allocation_id = "eipalloc-2"
             assert!(error_of(&vip(bad)).contains("vip[0].address"), "{bad}");
         }
         assert!(error_of(&format!("{}label = \"eth0:db\"\n", vip("fd00:ec2::10"))).contains("vip[0].label"));
+    }
+
+    #[test]
+    fn dns_records_parse_and_refuse_mismatches_naming_the_key() {
+        let dns = "[[dns]]\nname = \"db\"\nhosted_zone_id = \"Z0ABC\"\nrecord = \"DB.Example.com\"\nttl = 30\n";
+        let c = parse(dns).unwrap();
+        let d = &c.dns[0];
+        assert_eq!((d.record.as_str(), d.record_type, d.ttl, &d.value), ("db.example.com.", RecordType::A, 30, &DnsValue::Private));
+        assert_eq!(parse(&dns.replace("Z0ABC", "/hostedzone/Z0ABC")).unwrap().dns[0].hosted_zone_id, "Z0ABC");
+        let err = |text: &str| error_of(text);
+        assert!(err(&dns.replace("Z0ABC", "zone-1")).contains("dns[0].hosted_zone_id"));
+        assert!(err(&dns.replace("Z0ABC", "example.com")).contains("dns[0].hosted_zone_id"));
+        assert!(err(&dns.replace("DB.Example.com", "db")).contains("dns[0].record"));
+        assert!(err(&dns.replace("DB.Example.com", "d b.example.com")).contains("dns[0].record"));
+        assert!(err(&dns.replace("ttl = 30", "ttl = -1")).contains("dns[0].ttl"));
+        assert!(err(&format!("{dns}type = \"CNAME\"\n")).contains("dns[0].type"));
+        assert!(err(&format!("{dns}type = \"AAAA\"\n")).contains("dns[0].type"), "private is IPv4");
+        assert!(err(&format!("{dns}value = \"eip:nope\"\n")).contains("dns[0].value"));
+        assert!(err(&format!("{dns}value = \"somewhere\"\n")).contains("dns[0].value"));
+        assert!(err(&format!("{dns}{dns}")).contains("dns[1].name"));
+        // an address of another group would not move with the record
+        let with_eip = format!("{MINIMAL}{dns}value = \"eip:web\"\n");
+        assert!(err(&with_eip).contains("not in this record's group"));
+        let c = parse(&format!("{MINIMAL}group = \"svc\"\n{dns}value = \"eip:web\"\ngroup = \"svc\"\n")).unwrap();
+        assert_eq!(c.dns[0].value, DnsValue::Eip("web".into()));
+        assert_eq!(c.unit_of("db").as_deref(), Some("svc"));
+        let v6 = "[[vip]]\nname = \"v6\"\naddress = \"fd00::10\"\nroute_tables = [\"rtb-1\"]\ngroup = \"g\"\n";
+        assert!(parse(&format!("{v6}{dns}value = \"vip:v6\"\ntype = \"AAAA\"\ngroup = \"g\"\n")).is_ok());
+        assert!(err(&format!("{v6}{dns}value = \"vip:v6\"\ngroup = \"g\"\n")).contains("must be AAAA"));
     }
 
     const SECONDARY: &str = "[[secondary_ip]]\nname = \"db\"\naddress = \"10.0.1.50\"\n";

@@ -35,6 +35,9 @@ pub(super) struct RawConfig {
     /// `[[secondary_ip]]`: private addresses of the nodes' subnet, assigned to the holder's ENI.
     #[serde(default)]
     pub secondary_ip: Vec<RawSecondaryIp>,
+    /// `[[dns]]`: Route 53 records pointed at the holder.
+    #[serde(default)]
+    pub dns: Vec<RawDns>,
     /// `[[health]]`: checks a node must pass to be eligible.
     #[serde(default)]
     pub health: Vec<RawHealth>,
@@ -192,6 +195,30 @@ pub(super) struct RawSecondaryIp {
     /// Linux address label, so `ip addr` shows which address floats.
     pub label: Option<String>,
     /// Overrides `[cluster] prefer` for this address.
+    #[serde(default)]
+    pub prefer: Vec<u32>,
+    /// Resources of one group always share one holder.
+    pub group: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+/// One `[[dns]]` record as written.
+pub(super) struct RawDns {
+    /// How status, commands, metrics and hooks refer to the record.
+    pub name: String,
+    /// The Route 53 hosted zone (`Z...`).
+    pub hosted_zone_id: String,
+    /// The record's name (a trailing dot is added when missing).
+    pub record: String,
+    /// `A` (default) or `AAAA`.
+    #[serde(rename = "type")]
+    pub record_type: Option<String>,
+    /// Seconds resolvers may cache the answer.
+    pub ttl: Option<i64>,
+    /// `private`, `public`, or `eip:NAME` / `vip:NAME` / `secondary_ip:NAME` of the same group.
+    pub value: Option<String>,
+    /// Overrides `[cluster] prefer` for this record.
     #[serde(default)]
     pub prefer: Vec<u32>,
     /// Resources of one group always share one holder.

@@ -10,9 +10,9 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::raw::{RawAws, RawCluster, RawDaemon, RawEip, RawHealth, RawMetrics, RawNode, RawNotify, RawSecondaryIp, RawVip};
+use super::raw::{RawAws, RawCluster, RawDaemon, RawEip, RawHealth, RawMetrics, RawNode, RawNotify, RawSecondaryIp, RawVip, RawDns};
 use super::{
-    AwsConfig, ClusterConfig, DaemonConfig, EipConfig, HealthCheck, HealthConfig, NodeConfig, NotifyConfig,
+    AwsConfig, ClusterConfig, DaemonConfig, DnsConfig, DnsValue, EipConfig, RecordType, HealthCheck, HealthConfig, NodeConfig, NotifyConfig,
     RouteTableQuery, SecondaryIpConfig, Unit, VipConfig, DEFAULT_CONTROL_SOCKET, DEFAULT_STATE_DIR,
 };
 
@@ -216,11 +216,11 @@ pub(super) fn daemon(raw: RawDaemon) -> Result<DaemonConfig, Invalid> {
 
 /// A file without resources is almost certainly a mistake (a section header misspelt as
 /// `[eip]`), and a daemon with nothing to manage would still take part in elections.
-pub(super) fn some_resource(eips: &[RawEip], vips: &[RawVip], secondary: &[RawSecondaryIp]) -> Result<(), Invalid> {
-    if eips.is_empty() && vips.is_empty() && secondary.is_empty() {
+pub(super) fn some_resource(eips: &[RawEip], vips: &[RawVip], secondary: &[RawSecondaryIp], dns: &[RawDns]) -> Result<(), Invalid> {
+    if eips.is_empty() && vips.is_empty() && secondary.is_empty() && dns.is_empty() {
         return Err(invalid(
             "eip",
-            "no [[eip]], [[vip]] or [[secondary_ip]] resource is configured: nothing to manage",
+            "no [[eip]], [[vip]], [[secondary_ip]] or [[dns]] resource is configured: nothing to manage",
         ));
     }
     Ok(())
@@ -444,6 +444,155 @@ fn secondary_ip(
     })
 }
 
+/// `names` already holds every other resource's name; a record's `value` may name an address
+/// of those kinds, which must then be in the record's group (so they move together) and of
+/// the record's family.
+pub(super) fn dns(
+    raw: Vec<RawDns>,
+    names: &mut BTreeSet<String>,
+    eips: &[EipConfig],
+    vips: &[VipConfig],
+    secondary: &[SecondaryIpConfig],
+) -> Result<Vec<DnsConfig>, Invalid> {
+    let mut records = BTreeSet::new();
+    raw.into_iter()
+        .enumerate()
+        .map(|(index, d)| dns_record(index, d, names, &mut records, eips, vips, secondary))
+        .collect()
+}
+
+/// Route 53 TTLs: up to 2147483647 seconds; anything over a day is surely a typo for a
+/// floating address, whose clients must follow a move quickly.
+const DNS_TTL_MAX: i64 = 86_400;
+
+fn dns_record(
+    index: usize,
+    d: RawDns,
+    names: &mut BTreeSet<String>,
+    records: &mut BTreeSet<(String, String, &'static str)>,
+    eips: &[EipConfig],
+    vips: &[VipConfig],
+    secondary: &[SecondaryIpConfig],
+) -> Result<DnsConfig, Invalid> {
+    let key = |field: &str| format!("dns[{index}].{field}");
+    check_name(&d.name).map_err(|m| invalid(key("name"), m))?;
+    if !names.insert(d.name.clone()) {
+        return Err(invalid(key("name"), format!("resource name `{}` is used twice", d.name)));
+    }
+    let zone = d.hosted_zone_id.trim_start_matches("/hostedzone/").to_owned();
+    // Route 53's ids are upper-case letters and digits ("Z0123..."); a lower-case or dotted
+    // value is a zone name pasted into the wrong key.
+    if !(zone.len() >= 2 && zone.len() <= 32 && zone.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())) {
+        return Err(invalid(
+            key("hosted_zone_id"),
+            format!("`{}` is not a hosted zone id like \"Z0123456789ABCDEFGHIJ\"", d.hosted_zone_id),
+        ));
+    }
+    let record = check_record_name(&d.record).map_err(|m| invalid(key("record"), m))?;
+    let record_type = match d.record_type.as_deref().unwrap_or("A") {
+        "A" | "a" => RecordType::A,
+        "AAAA" | "aaaa" => RecordType::Aaaa,
+        other => return Err(invalid(key("type"), format!("`{other}` is not A or AAAA"))),
+    };
+    let ttl = d.ttl.unwrap_or(10);
+    if !(0..=DNS_TTL_MAX).contains(&ttl) {
+        return Err(invalid(key("ttl"), format!("must be 0 to {DNS_TTL_MAX} seconds (clients cache the old holder this long)")));
+    }
+    let ttl = u32::try_from(ttl).map_err(|_| invalid(key("ttl"), "out of range"))?;
+    if !records.insert((zone.clone(), record.clone(), record_type.as_str())) {
+        return Err(invalid(key("record"), format!("{record} {} is already managed by another [[dns]]", record_type.as_str())));
+    }
+    let text = d.value.unwrap_or_else(|| "private".to_owned());
+    let group_of = |g: &Option<String>, n: &str| g.clone().unwrap_or_else(|| n.to_owned());
+    let own_unit = group_of(&d.group, &d.name);
+    let same_unit = |kind: &str, other: &str, unit: String| {
+        if unit == own_unit {
+            Ok(())
+        } else {
+            Err(invalid(
+                key("value"),
+                format!("{kind} `{other}` is not in this record's group: set the same `group` on both, so they move together"),
+            ))
+        }
+    };
+    let (value, family_v6) = match text.split_once(':') {
+        None if text == "private" => (DnsValue::Private, false),
+        None if text == "public" => (DnsValue::Public, false),
+        Some(("eip", n)) => {
+            let e = eips.iter().find(|e| e.name == n).ok_or_else(|| invalid(key("value"), format!("no [[eip]] named `{n}`")))?;
+            same_unit("[[eip]]", n, group_of(&e.group, &e.name))?;
+            (DnsValue::Eip(n.to_owned()), false)
+        }
+        Some(("vip", n)) => {
+            let v = vips.iter().find(|v| v.name == n).ok_or_else(|| invalid(key("value"), format!("no [[vip]] named `{n}`")))?;
+            same_unit("[[vip]]", n, group_of(&v.group, &v.name))?;
+            (DnsValue::Vip(n.to_owned()), v.address.is_ipv6())
+        }
+        Some(("secondary_ip", n)) => {
+            let s = secondary
+                .iter()
+                .find(|s| s.name == n)
+                .ok_or_else(|| invalid(key("value"), format!("no [[secondary_ip]] named `{n}`")))?;
+            same_unit("[[secondary_ip]]", n, group_of(&s.group, &s.name))?;
+            (DnsValue::SecondaryIp(n.to_owned()), false)
+        }
+        _ => {
+            return Err(invalid(
+                key("value"),
+                format!("`{text}` is not private, public, eip:NAME, vip:NAME or secondary_ip:NAME"),
+            ))
+        }
+    };
+    match (record_type, family_v6) {
+        (RecordType::A, true) => {
+            return Err(invalid(key("type"), format!("`{value}` is an IPv6 address: the record must be AAAA")))
+        }
+        (RecordType::Aaaa, false) => {
+            return Err(invalid(key("type"), format!("`{value}` is an IPv4 address: the record must be A")))
+        }
+        _ => {}
+    }
+    check_prefer(&d.prefer).map_err(|m| invalid(key("prefer"), m))?;
+    if let Some(g) = &d.group {
+        check_name(g).map_err(|m| invalid(key("group"), m))?;
+    }
+    Ok(DnsConfig {
+        name: d.name,
+        hosted_zone_id: zone,
+        record,
+        record_type,
+        ttl,
+        value,
+        prefer: d.prefer,
+        group: d.group,
+    })
+}
+
+/// A DNS name Route 53 accepts for a record: labels of letters, digits, '-' and '_' (a leading
+/// `*.` for a wildcard), at most 63 bytes each and 255 in all; returned in lower case with its
+/// trailing dot, the way Route 53 lists it.
+fn check_record_name(name: &str) -> Result<String, String> {
+    let lower = name.trim().to_ascii_lowercase();
+    let bare = lower.strip_suffix('.').unwrap_or(&lower);
+    if bare.is_empty() || bare.len() > 253 {
+        return Err(format!("`{name}` is not a DNS name like \"db.example.com.\""));
+    }
+    for (i, label) in bare.split('.').enumerate() {
+        let wildcard = i == 0 && label == "*";
+        if !wildcard
+            && (label.is_empty()
+                || label.len() > 63
+                || !label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+        {
+            return Err(format!("`{name}`: `{label}` is not a DNS label (letters, digits, '-', '_', at most 63)"));
+        }
+    }
+    if !bare.contains('.') {
+        return Err(format!("`{name}` has no zone part; write the full name, e.g. \"db.example.com.\""));
+    }
+    Ok(format!("{bare}."))
+}
+
 /// `[[health]]`: unique names, exactly one of `command`/`systemd_unit`, bounded timing.
 pub(super) fn health(raw: Vec<RawHealth>) -> Result<Vec<HealthConfig>, Invalid> {
     let mut seen = BTreeSet::new();
@@ -557,6 +706,7 @@ pub(super) fn units(
     eips: &[EipConfig],
     vips: &[VipConfig],
     secondary: &[SecondaryIpConfig],
+    dns: &[DnsConfig],
 ) -> Result<Vec<Unit>, Invalid> {
     let preference = |own: &[u32]| if own.is_empty() { cluster_prefer.to_vec() } else { own.to_vec() };
     let entries: Vec<(String, &String, &Option<String>, Vec<u32>)> = eips
@@ -573,6 +723,11 @@ pub(super) fn units(
                 .iter()
                 .enumerate()
                 .map(|(i, s)| (format!("secondary_ip[{i}]"), &s.name, &s.group, preference(&s.prefer))),
+        )
+        .chain(
+            dns.iter()
+                .enumerate()
+                .map(|(i, d)| (format!("dns[{i}]"), &d.name, &d.group, preference(&d.prefer))),
         )
         .collect();
     let ungrouped = |name: &str| entries.iter().any(|(_, n, g, _)| g.is_none() && n.as_str() == name);

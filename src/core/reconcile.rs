@@ -304,6 +304,39 @@ pub fn decide_secondary(interfaces: &[ObservedInterface], address: Ipv4Addr, eni
     }
 }
 
+/// One Route 53 record set as ListResourceRecordSets reported it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct ObservedRecord {
+    /// The record's name, lower case, with its trailing dot.
+    pub name: String,
+    /// `A` or `AAAA`.
+    pub record_type: String,
+    /// Seconds resolvers may cache it.
+    pub ttl: Option<i64>,
+    /// Every value of the record, as Route 53 returned it.
+    pub values: Vec<String>,
+}
+
+/// The record `name`/`record_type` among those read (names compared case-insensitively, with
+/// or without the trailing dot).
+pub fn find_record<'a>(records: &'a [ObservedRecord], name: &str, record_type: &str) -> Option<&'a ObservedRecord> {
+    let bare = |n: &str| n.trim_end_matches('.').to_ascii_lowercase();
+    records
+        .iter()
+        .find(|r| bare(&r.name) == bare(name) && r.record_type.eq_ignore_ascii_case(record_type))
+}
+
+/// The record exists with exactly one value, `value` (compared as parsed addresses, never as
+/// substrings), and the configured TTL: what the holder verifies after its UPSERT and at every
+/// monitor interval.
+pub fn record_points_at(record: Option<&ObservedRecord>, value: std::net::IpAddr, ttl: u32) -> bool {
+    record.is_some_and(|r| {
+        r.ttl == Some(i64::from(ttl))
+            && r.values.len() == 1
+            && r.values.iter().all(|v| v.parse::<std::net::IpAddr>().ok() == Some(value))
+    })
+}
+
 /// Exponential backoff: `attempt` 0 is the first retry. `jitter` in [0, 1) spreads retries of
 /// several nodes apart ("full jitter" over the upper half of the window).
 pub fn backoff(attempt: u32, base: Duration, cap: Duration, jitter: f64) -> Duration {
@@ -332,6 +365,26 @@ mod tests {
         assert_eq!(canonical_destination("FD00:0EC2:0:0::10/128"), "fd00:ec2::10/128");
         assert_eq!(canonical_destination("172.31.255.10/32"), "172.31.255.10/32");
         assert_eq!(canonical_destination("pl-123"), "pl-123");
+    }
+
+    #[test]
+    fn records_match_exact_values_and_ttl() {
+        let r = |values: &[&str], ttl| ObservedRecord {
+            name: "db.lab.internal.".into(),
+            record_type: "A".into(),
+            ttl: Some(ttl),
+            values: values.iter().map(|v| v.to_string()).collect(),
+        };
+        let ip: std::net::IpAddr = "10.0.1.5".parse().unwrap();
+        assert!(record_points_at(Some(&r(&["10.0.1.5"], 10)), ip, 10));
+        assert!(!record_points_at(Some(&r(&["10.0.1.5"], 60)), ip, 10), "TTL differs");
+        assert!(!record_points_at(Some(&r(&["10.0.1.50"], 10)), ip, 10), "never a substring match");
+        assert!(!record_points_at(Some(&r(&["10.0.1.5", "10.0.1.6"], 10)), ip, 10), "only our value");
+        assert!(!record_points_at(None, ip, 10));
+        let list = [r(&["10.0.1.5"], 10)];
+        assert!(find_record(&list, "DB.lab.internal", "a").is_some());
+        assert!(find_record(&list, "db.lab.internal.", "AAAA").is_none());
+        assert!(find_record(&list, "b.lab.internal.", "A").is_none());
     }
 
     #[test]

@@ -15,7 +15,7 @@ use super::holding::{Liveness, LocalResource};
 use super::monitor::HealthState;
 use super::report::Undecodable;
 use super::{Daemon, Signals, TaskResult, VERSION};
-use crate::config::{Config, ConfigError, SecondaryIpConfig, VipConfig};
+use crate::config::{Config, ConfigError, DnsValue, SecondaryIpConfig, VipConfig};
 use crate::control::{self, SharedStatus};
 use crate::core::health::HealthTracker;
 use crate::core::reconcile::{backoff, Identity};
@@ -72,6 +72,16 @@ impl Daemon {
             }
             Err(e) => return Err(e.into()),
         }
+        let route53 = crate::route53::Route53::new(&sdk, metrics.clone());
+        match zones_hold_records(&route53, &config, &config_path).await {
+            Ok(w) => warnings.extend(w),
+            Err(e) if super::lifecycle::reexecuted() => {
+                error!(error = %e, "the reloaded configuration does not fit Route 53");
+                warnings.push(e.to_string());
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let targets = dns_targets(&ec2, &identity, &config).await;
         let addresses = if config.vips.is_empty() && config.secondary_ips.is_empty() {
             None
         } else {
@@ -88,7 +98,8 @@ impl Daemon {
             .iter()
             .map(|e| (e.name.clone(), Kind::Eip(e.clone())))
             .chain(config.vips.iter().map(|v| (v.name.clone(), Kind::Vip(v.clone()))))
-            .chain(config.secondary_ips.iter().map(|s| (s.name.clone(), Kind::Secondary(s.clone()))));
+            .chain(config.secondary_ips.iter().map(|s| (s.name.clone(), Kind::Secondary(s.clone()))))
+            .chain(targets.into_iter().map(|t| (t.config.name.clone(), Kind::Dns(t))));
         for (name, kind) in kinds {
             let unit = config.unit_of(&name).unwrap_or_else(|| name.clone());
             resources.insert(name, LocalResource::new(kind, unit));
@@ -96,6 +107,7 @@ impl Daemon {
         let daemon = Daemon {
             kinds: kinds::Context {
                 ec2: ec2.clone(),
+                route53,
                 me: identity.clone(),
                 addresses,
             },
@@ -265,6 +277,94 @@ async fn same_subnet(
         }
     }
     Ok(Vec::new())
+}
+
+/// Every `[[dns]]` zone must exist and hold its record's name: a missing zone or a record
+/// outside it is a configuration error every node meets, refused at start with the key named.
+/// Warnings when Route 53 cannot be asked.
+async fn zones_hold_records(route53: &crate::route53::Route53, config: &Config, config_path: &std::path::Path) -> Result<Vec<String>, ConfigError> {
+    let mut warnings = Vec::new();
+    let mut zones: BTreeMap<&str, Result<String, crate::ec2::Ec2Error>> = BTreeMap::new();
+    for (index, d) in config.dns.iter().enumerate() {
+        if !zones.contains_key(d.hosted_zone_id.as_str()) {
+            let name = route53.zone_name(&d.hosted_zone_id, Duration::from_secs(10)).await;
+            zones.insert(&d.hosted_zone_id, name);
+        }
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            path: config_path.to_owned(),
+            key: format!("dns[{index}].{key}"),
+            message,
+        };
+        match zones.get(d.hosted_zone_id.as_str()) {
+            Some(Ok(zone)) => {
+                let inside = d.record == *zone || d.record.ends_with(&format!(".{zone}"));
+                if !inside {
+                    return Err(invalid("record", format!("{} is not in hosted zone {} ({zone})", d.record, d.hosted_zone_id)));
+                }
+            }
+            Some(Err(e)) if e.class == crate::ec2::ErrorClass::NotFound => {
+                let code = e.code.as_deref().unwrap_or("not found");
+                return Err(invalid("hosted_zone_id", format!("Route 53 has no hosted zone {} ({code})", d.hosted_zone_id)));
+            }
+            Some(Err(e)) => {
+                let w = format!(
+                    "{}: cannot read hosted zone {} ({}), so the record's zone is not checked",
+                    d.name,
+                    d.hosted_zone_id,
+                    e.code.as_deref().unwrap_or(e.class.as_str())
+                );
+                warn!("{w}");
+                warnings.push(w);
+            }
+            None => {}
+        }
+    }
+    Ok(warnings)
+}
+
+/// What each `[[dns]]` record points at on this node: our own private or public address
+/// (read from our ENI), an EIP's public IP, or a VIP's or secondary IP's address.
+async fn dns_targets(ec2: &Ec2, identity: &Identity, config: &Config) -> Vec<kinds::dns::DnsTarget> {
+    if config.dns.is_empty() {
+        return Vec::new();
+    }
+    let budget = Duration::from_secs(10);
+    let own = match &identity.network_interface_id {
+        Some(eni) => ec2.interface_addresses(eni, budget).await.map_err(|e| e.summary()),
+        None => Err("this node's network interface is unknown".to_owned()),
+    };
+    let mut targets = Vec::new();
+    for d in &config.dns {
+        let value: Result<std::net::IpAddr, String> = match &d.value {
+            DnsValue::Private => own.clone().and_then(|(p, _)| p.map(Into::into).ok_or_else(|| "this node's interface has no private IPv4 address".into())),
+            DnsValue::Public => own.clone().and_then(|(_, p)| p.map(Into::into).ok_or_else(|| "this node's interface has no public IPv4 address".into())),
+            DnsValue::Vip(n) => config.vips.iter().find(|v| &v.name == n).map(|v| v.address).ok_or_else(|| format!("no [[vip]] {n}")),
+            DnsValue::SecondaryIp(n) => config
+                .secondary_ips
+                .iter()
+                .find(|s| &s.name == n)
+                .map(|s| s.address.into())
+                .ok_or_else(|| format!("no [[secondary_ip]] {n}")),
+            DnsValue::Eip(n) => match config.eips.iter().find(|e| &e.name == n) {
+                None => Err(format!("no [[eip]] {n}")),
+                Some(e) => match ec2.describe_addresses(std::slice::from_ref(&e.allocation_id), budget).await {
+                    Ok(found) => found
+                        .iter()
+                        .find(|o| o.allocation_id == e.allocation_id)
+                        .and_then(|o| o.public_ip.as_deref())
+                        .and_then(|ip| ip.parse().ok())
+                        .ok_or_else(|| format!("EC2 shows no public IP for {}", e.allocation_id)),
+                    Err(err) => Err(err.summary()),
+                },
+            },
+        };
+        match &value {
+            Ok(v) => info!(resource = %d.name, record = %d.record, value = %v, "this node's value for the record"),
+            Err(e) => error!(resource = %d.name, record = %d.record, error = %e, "this node cannot point the record at itself"),
+        }
+        targets.push(kinds::dns::DnsTarget { config: d.clone(), value });
+    }
+    targets
 }
 
 /// Health checks run once before we join, so our first announcement is already right.

@@ -259,7 +259,7 @@ impl Daemon {
         self.hook(view.local().node, resource, HookEvent::Acquire, "holder", String::new());
         let (instance_id, network_interface_id) = match &acquired.observed {
             Observed::Eip(o) => (o.instance_id.clone(), o.network_interface_id.clone()),
-            Observed::Vip(_) | Observed::Secondary(_) => (Some(self.identity.instance_id.clone()), self.identity.network_interface_id.clone()),
+            Observed::Vip(_) | Observed::Secondary(_) | Observed::Dns(_) => (Some(self.identity.instance_id.clone()), self.identity.network_interface_id.clone()),
         };
         cs.send(&wire::encode(&Body::Held(HeldMsg {
             unit,

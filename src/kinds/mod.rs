@@ -6,6 +6,7 @@
 //! acquire and what a verdict means; the kinds only carry out and report, with typed errors
 //! whose class decides what happens next (`AcquireError::failure`).
 
+pub mod dns;
 pub mod eip;
 pub mod secondary;
 pub mod vip;
@@ -16,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::{EipConfig, SecondaryIpConfig, VipConfig};
 use crate::core::holder::{Failure, Verdict};
-use crate::core::reconcile::{Identity, ObservedEip, ObservedInterface, ObservedRouteTable};
+use crate::core::reconcile::{Identity, ObservedEip, ObservedInterface, ObservedRecord, ObservedRouteTable};
 use crate::ec2::{Ec2, Ec2Error, ErrorClass};
 use crate::localaddr::{LocalAddrError, LocalAddresses};
 
@@ -29,6 +30,8 @@ pub enum Kind {
     Vip(VipConfig),
     /// A private address of the nodes' subnet, assigned to the holder's ENI.
     Secondary(SecondaryIpConfig),
+    /// A Route 53 record pointed at the holder's address.
+    Dns(dns::DnsTarget),
 }
 
 /// Where the holder of an address with a local side configures it.
@@ -49,6 +52,7 @@ impl Kind {
             Kind::Eip(_) => "eip",
             Kind::Vip(_) => "vip",
             Kind::Secondary(_) => "secondary_ip",
+            Kind::Dns(_) => "dns",
         }
     }
 
@@ -56,7 +60,7 @@ impl Kind {
     /// side (an EIP is translated by AWS to the ENI's private address).
     pub fn local_side(&self) -> Option<LocalSide<'_>> {
         match self {
-            Kind::Eip(_) => None,
+            Kind::Eip(_) | Kind::Dns(_) => None,
             Kind::Vip(v) => Some(LocalSide {
                 interface: &v.interface,
                 address: v.address,
@@ -84,6 +88,7 @@ impl Kind {
             (Kind::Eip(e), _) => e.allocation_id.clone(),
             (Kind::Vip(v), _) => v.address.to_string(),
             (Kind::Secondary(s), _) => s.address.to_string(),
+            (Kind::Dns(d), _) => d.value.as_ref().map_or_else(|_| d.config.record.clone(), |v| v.to_string()),
         }
     }
 }
@@ -106,6 +111,8 @@ pub enum Observed {
     Vip(Vec<ObservedRouteTable>),
     /// Every ENI that carries the secondary IP, as DescribeNetworkInterfaces showed them.
     Secondary(Vec<ObservedInterface>),
+    /// The record as ListResourceRecordSets showed it (empty values: it does not exist).
+    Dns(ObservedRecord),
 }
 
 /// Asked right before every mutating call of an acquisition (see the daemon's write gate).
@@ -116,6 +123,8 @@ pub type Gate = Arc<dyn Fn() -> bool + Send + Sync>;
 pub struct Context {
     /// The EC2 client all calls go through (retries, metrics).
     pub ec2: Ec2,
+    /// The Route 53 client of `[[dns]]` records.
+    pub route53: crate::route53::Route53,
     /// This node's instance and ENI: where the address must point.
     pub me: Identity,
     /// Present when some address of this node has a local side.
@@ -191,6 +200,7 @@ pub async fn acquire(kind: &Kind, ctx: &Context, gate: Gate, budget: Duration) -
         Kind::Eip(eip) => eip::acquire(&ctx.ec2, eip, &ctx.me, gate, budget).await,
         Kind::Vip(vip) => vip::acquire(&ctx.ec2, ctx.addresses.as_deref(), vip, &ctx.me, gate, budget).await,
         Kind::Secondary(s) => secondary::acquire(&ctx.ec2, ctx.addresses.as_deref(), s, &ctx.me, gate, budget).await,
+        Kind::Dns(d) => dns::acquire(&ctx.route53, d, gate, budget).await,
     }
 }
 
@@ -201,6 +211,8 @@ pub struct Batch {
     allocations: Vec<String>,
     tables: BTreeSet<String>,
     secondary: BTreeSet<std::net::Ipv4Addr>,
+    /// Hosted zone → name and type of every held record in it.
+    zones: std::collections::BTreeMap<String, Vec<(String, String)>>,
     /// Resource name, interface and address of every address whose local side is checked.
     local: Vec<(String, String, std::net::IpAddr)>,
 }
@@ -214,6 +226,11 @@ impl Batch {
             Kind::Secondary(s) => {
                 self.secondary.insert(s.address);
             }
+            Kind::Dns(d) => self
+                .zones
+                .entry(d.config.hosted_zone_id.clone())
+                .or_default()
+                .push((d.config.record.clone(), d.config.record_type.as_str().to_owned())),
         }
         if let Some(side) = kind.local_side() {
             self.local.push((name.to_owned(), side.interface.to_owned(), side.address));
@@ -222,7 +239,7 @@ impl Batch {
 
     /// Nothing to read in EC2: the monitor round can be skipped.
     pub fn is_empty(&self) -> bool {
-        self.allocations.is_empty() && self.tables.is_empty() && self.secondary.is_empty()
+        self.allocations.is_empty() && self.tables.is_empty() && self.secondary.is_empty() && self.zones.is_empty()
     }
 
     /// Reads everything in the batch. EC2 errors are kept per kind: a failed read is never a
@@ -251,7 +268,15 @@ impl Batch {
                 Some(ctx.ec2.describe_interfaces_with(&secondary, budget).await)
             }
         };
-        let (eips, routes, interfaces) = tokio::join!(eips, routes, interfaces);
+        // One zone after the other: Route 53 allows 5 requests per second per account.
+        let zones = async {
+            let mut read = std::collections::BTreeMap::new();
+            for (zone, names) in &self.zones {
+                read.insert(zone.clone(), ctx.route53.zone_records(zone, names, budget).await);
+            }
+            read
+        };
+        let (eips, routes, interfaces, records) = tokio::join!(eips, routes, interfaces, zones);
         let mut local = Vec::new();
         if let Some(addresses) = &ctx.addresses {
             for (name, interface, address) in self.local {
@@ -264,6 +289,7 @@ impl Batch {
             eips,
             routes,
             interfaces,
+            records,
             local,
         }
     }
@@ -278,6 +304,8 @@ pub struct Observation {
     pub routes: Option<Result<Vec<ObservedRouteTable>, Ec2Error>>,
     /// DescribeNetworkInterfaces for every held secondary IP (None: none in the round).
     pub interfaces: Option<Result<Vec<ObservedInterface>, Ec2Error>>,
+    /// ListResourceRecordSets per hosted zone of the held records.
+    pub records: std::collections::BTreeMap<String, Result<Vec<ObservedRecord>, Ec2Error>>,
     /// Resource name and whether its address is on our interface.
     pub local: Vec<(String, bool)>,
 }
@@ -301,6 +329,7 @@ pub fn judge(name: &str, kind: &Kind, seen: &Observation, me: &Identity, epoch: 
         Kind::Eip(eip) => eip::judge(eip, seen.eips.as_ref()?, me, epoch),
         Kind::Vip(vip) => vip::judge(vip, seen.routes.as_ref()?, me, present()),
         Kind::Secondary(s) => secondary::judge(s, seen.interfaces.as_ref()?, me, present()),
+        Kind::Dns(d) => dns::judge(d, seen.records.get(&d.config.hosted_zone_id)?),
     }
 }
 

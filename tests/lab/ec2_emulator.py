@@ -44,6 +44,12 @@ Patches applied to moto's EC2 model before serving (see patch_moto()):
       - the filters private-ip-address / addresses.private-ip-address of
         DescribeNetworkInterfaces match secondary addresses too (moto matched only the
         primary one).
+  (j) Route 53, as AWS answers it:
+      - a change is PENDING for a while (LAB_ROUTE53_PENDING_MS, default 500) before GetChange
+        reports INSYNC, and every change has its own id (moto answered INSYNC at once, with one
+        fixed id for every change);
+      - the account's API limit: more than 5 Route 53 requests within one second fail with
+        HTTP 400 Throttling ("Rate exceeded"), as AWS does per account (moto had no limit).
   Not patched, because moto already matches AWS: ReplaceRoute on a destination the table
   does not have fails with InvalidParameterValue ("There is no route defined for '<cidr>'
   in the route table. Use CreateRoute instead."), not InvalidRoute.NotFound (AWS's real
@@ -52,7 +58,8 @@ Patches applied to moto's EC2 model before serving (see patch_moto()):
   unknown ENI InvalidNetworkInterfaceID.NotFound; instances and ENIs start with
   SourceDestCheck true.
 
-Request log: one JSON line per EC2 API request
+Request log: one JSON line per EC2 API request (Route 53's REST calls are logged under their
+action names too)
   {"t": arrival unix time, "source": client ip, "action": "AssociateAddress",
    "params": {...form/query params...}, "status": http status, "duration_ms": float}
 """
@@ -113,6 +120,7 @@ def patch_moto():
     patch_source_dest_check()
     patch_route_dry_run()
     patch_secondary_ips()
+    patch_route53_changes()
     patch_iam()
 
 
@@ -321,6 +329,63 @@ def patch_secondary_ips():
     NetworkInterfaceBackend.assign_private_ip_addresses = assign_model
 
 
+ROUTE53_PENDING = float(os.environ.get("LAB_ROUTE53_PENDING_MS", "500")) / 1000.0
+ROUTE53_RATE = 5
+
+
+def patch_route53_changes():
+    import itertools
+    from moto.core.responses import ActionResult
+    from moto.route53.responses import Route53
+
+    orig_change = Route53.change_resource_record_sets
+    submitted = {}
+    counter = itertools.count(1)
+    lock = threading.Lock()
+
+    def change_resource_record_sets(self):
+        orig_change(self)
+        with lock:
+            change_id = "/change/CLAB%012d" % next(counter)
+            submitted[change_id] = time.time()
+        return ActionResult({"ChangeInfo": {"Id": change_id, "Status": "PENDING",
+                                            "SubmittedAt": _utc(submitted[change_id])}})
+
+    def get_change(self):
+        change_id = self._get_param("Id")
+        if not change_id.startswith("/change/"):
+            change_id = "/change/" + change_id
+        with lock:
+            at = submitted.get(change_id)
+        if at is None:
+            from moto.route53.exceptions import Route53ClientError
+            raise Route53ClientError("NoSuchChange", f"Could not find resource with ID: {change_id}")
+        status = "INSYNC" if time.time() - at >= ROUTE53_PENDING else "PENDING"
+        return ActionResult({"ChangeInfo": {"Id": change_id, "Status": status, "SubmittedAt": _utc(at)}})
+
+    Route53.change_resource_record_sets = change_resource_record_sets
+    Route53.get_change = get_change
+
+
+def _utc(t):
+    import datetime
+    return datetime.datetime.fromtimestamp(t, datetime.timezone.utc)
+
+
+def route53_action(method, path):
+    """The action name of a Route 53 REST request, for the request log and the rate limit."""
+    parts = [p for p in path.split("/") if p]
+    if len(parts) < 2 or parts[0] != "2013-04-01":
+        return None
+    if parts[1] == "change":
+        return "GetChange"
+    if parts[1] == "hostedzone" and len(parts) >= 4 and parts[3] == "rrset":
+        return "ChangeResourceRecordSets" if method == "POST" else "ListResourceRecordSets"
+    if parts[1] == "hostedzone":
+        return {"POST": "CreateHostedZone", "DELETE": "DeleteHostedZone"}.get(method, "GetHostedZone" if len(parts) >= 3 else "ListHostedZones")
+    return parts[1]
+
+
 def patch_iam():
     import secrets
     from xml.sax.saxutils import escape
@@ -418,6 +483,23 @@ def logging_middleware(inner, log_path):
         environ["wsgi.input"] = io.BytesIO(body)
         environ["CONTENT_LENGTH"] = str(len(body))
         status = {}
+        path = environ.get("PATH_INFO", "")
+        r53 = route53_action(environ.get("REQUEST_METHOD", "GET"), path)
+        if r53 is not None:
+            # (j) the account's Route 53 limit: 5 requests per second.
+            with lock:
+                recent = [x for x in route53_times if t - x < 1.0]
+                throttled = len(recent) >= ROUTE53_RATE
+                if not throttled:
+                    recent.append(t)
+                route53_times[:] = recent
+            if throttled:
+                body_out = (b'<?xml version="1.0"?>\n<ErrorResponse xmlns="https://route53.amazonaws.com/doc/2013-04-01/">'
+                            b"<Error><Type>Sender</Type><Code>Throttling</Code><Message>Rate exceeded</Message></Error>"
+                            b"<RequestId>lab-throttled</RequestId></ErrorResponse>")
+                start_response("400 Bad Request", [("Content-Type", "text/xml"), ("Content-Length", str(len(body_out)))])
+                _log(logf, lock, t, environ, r53, {"Path": path}, 400)
+                return [body_out]
 
         def sr(st, headers, exc_info=None):
             status["code"] = int(st.split()[0])
@@ -431,28 +513,36 @@ def logging_middleware(inner, log_path):
         finally:
             if hasattr(result, "close"):
                 result.close()
-        path = environ.get("PATH_INFO", "")
         params = {}
         ctype = environ.get("CONTENT_TYPE", "")
         if body and "x-www-form-urlencoded" in ctype:
             params.update(_flatten(parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)))
         params.update(_flatten(parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)))
-        action = params.get("Action")
+        action = params.get("Action") or r53
         if action and not path.startswith("/moto-api"):
-            rec = {
-                "t": t,
-                "source": environ.get("REMOTE_ADDR"),
-                "action": action,
-                "params": params,
-                "status": status.get("code"),
-                "duration_ms": round((time.time() - t) * 1000.0, 3),
-            }
-            with lock:
-                logf.write(json.dumps(rec) + "\n")
-                logf.flush()
+            if r53 is not None:
+                params["Path"] = path
+                if body:
+                    params["Body"] = body.decode("utf-8", "replace")
+            _log(logf, lock, t, environ, action, params, status.get("code"))
         return chunks
 
+    route53_times = []
     return app
+
+
+def _log(logf, lock, t, environ, action, params, status):
+    rec = {
+        "t": t,
+        "source": environ.get("REMOTE_ADDR"),
+        "action": action,
+        "params": params,
+        "status": status,
+        "duration_ms": round((time.time() - t) * 1000.0, 3),
+    }
+    with lock:
+        logf.write(json.dumps(rec) + "\n")
+        logf.flush()
 
 
 def main():

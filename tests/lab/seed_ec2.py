@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
 """Seeds the lab's EC2 emulator: one VPC, one subnet, N instances (one per node,
 each with its primary ENI), M VPC Elastic IPs and K route tables in the VPC (tagged
-Name=lab-rtb-<k>, k = 0..K-1, no routes but the VPC's local one). Instances keep AWS's
-default SourceDestCheck=true (the lab turns it off afterwards). Prints JSON:
+Name=lab-rtb-<k>, k = 0..K-1, no routes but the VPC's local one), and one Route 53 hosted
+zone `lab.internal.` with no records but its own. Instances keep AWS's default
+SourceDestCheck=true (the lab turns it off afterwards). Prints JSON:
 
 {"vpc_id":..., "subnet_id":..., "instances":[{"instance_id","eni","private_ip","az","mac"}],
- "allocations":[{"allocation_id","public_ip"}], "route_tables":["rtb-.."]}
+ "allocations":[{"allocation_id","public_ip"}], "route_tables":["rtb-.."],
+ "hosted_zone_id": "Z..", "zone": "lab.internal."}
 """
 import argparse
 import json
@@ -63,9 +65,15 @@ def main():
                                 "Tags": [{"Key": "Name", "Value": f"lab-rtb-{k}"}]}])
         route_tables.append(rt["RouteTable"]["RouteTableId"])
 
+    r53 = boto3.client("route53", endpoint_url=args.endpoint, region_name=args.region,
+                       aws_access_key_id="testing", aws_secret_access_key="testing")
+    zone = r53.create_hosted_zone(Name="lab.internal.", CallerReference="corosync-eip-lab")
+    hosted_zone_id = zone["HostedZone"]["Id"].split("/")[-1]
+
     json.dump({"vpc_id": vpc_id, "subnet_id": subnet_id, "ami": ami,
                "instances": instances, "allocations": allocations,
-               "route_tables": route_tables}, sys.stdout)
+               "route_tables": route_tables, "hosted_zone_id": hosted_zone_id,
+               "zone": "lab.internal."}, sys.stdout)
     sys.stdout.write("\n")
 
 

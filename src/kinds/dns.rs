@@ -1,0 +1,107 @@
+//! Route 53 records: the holder points the record at its address with one UPSERT (the name
+//! never stops resolving), waits until Route 53 reports the change INSYNC on every
+//! authoritative server, and reads the record back, comparing exact values and the TTL.
+//!
+//! A failed read in a monitor round is "unknown", never a reason to move: a Pacemaker agent's
+//! monitor that failed on throttling once caused false failovers (resource-agents PR #1360).
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use tracing::info;
+
+use super::{AcquireError, Acquired, Gate, Judgement, Observed};
+use crate::config::DnsConfig;
+use crate::core::holder::Verdict;
+use crate::core::reconcile::{backoff, find_record, record_points_at, ObservedRecord};
+use crate::ec2::Ec2Error;
+use crate::route53::{Propagation, Route53};
+
+/// How long a change may stay PENDING before the acquisition gives up (Route 53 documents
+/// propagation to all its servers within 60 seconds, usually far less).
+const PROPAGATION_BUDGET: Duration = Duration::from_secs(180);
+
+/// A `[[dns]]` record with the address it must point at on this node, resolved at start
+/// (this node's private or public IP, or the address of another resource of its group).
+#[derive(Debug, Clone)]
+pub struct DnsTarget {
+    /// The record as configured.
+    pub config: DnsConfig,
+    /// The value this node writes, or why it has none (e.g. no public IP).
+    pub value: Result<IpAddr, String>,
+}
+
+/// ListResourceRecordSets → UPSERT → GetChange until INSYNC → read back.
+pub async fn acquire(route53: &Route53, target: &DnsTarget, gate: Gate, budget: Duration) -> Result<Acquired, AcquireError> {
+    let dns = &target.config;
+    let value = target.value.clone().map_err(AcquireError::Setup)?;
+    let kind = dns.record_type.as_str();
+    let read = || async { route53.record(&dns.hosted_zone_id, &dns.record, kind, budget).await };
+    let before = read().await?;
+    let mut sent = None;
+    if !record_points_at(find_record(&before, &dns.record, kind), value, dns.ttl) {
+        let from = find_record(&before, &dns.record, kind).map(|r| r.values.clone()).unwrap_or_default();
+        info!(resource = %dns.name, record = %dns.record, r#type = kind, %value, from = ?from, "pointing the record at this node (UPSERT)");
+        sent = Some(Instant::now());
+        let change = route53
+            .upsert(&dns.hosted_zone_id, &dns.record, kind, dns.ttl, value, budget, gate.as_ref())
+            .await?;
+        let mut attempt = 0;
+        let deadline = Instant::now() + PROPAGATION_BUDGET;
+        loop {
+            if route53.propagation(&change, budget).await? == Propagation::InSync {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(AcquireError::NotVerified(format!(
+                    "Route 53 change {change} for {} still PENDING after {PROPAGATION_BUDGET:?}",
+                    dns.record
+                )));
+            }
+            // GetChange counts against the account's 5 requests/s like every other call.
+            tokio::time::sleep(backoff(attempt, Duration::from_millis(200), Duration::from_secs(5), rand::random())).await;
+            attempt += 1;
+        }
+    }
+    let after = read().await?;
+    let record = find_record(&after, &dns.record, kind).cloned();
+    if !record_points_at(record.as_ref(), value, dns.ttl) {
+        return Err(AcquireError::NotVerified(format!(
+            "after the UPSERT Route 53 lists {} {kind} as {:?}, not {value} with TTL {}",
+            dns.record,
+            record.map(|r| r.values),
+            dns.ttl
+        )));
+    }
+    Ok(Acquired {
+        observed: Observed::Dns(record.unwrap_or_default()),
+        sent,
+        verified: Instant::now(),
+        epoch: None,
+    })
+}
+
+/// Reads a monitor round's ListResourceRecordSets of the record's zone for one record we hold.
+pub fn judge(target: &DnsTarget, seen: &Result<Vec<ObservedRecord>, Ec2Error>) -> Option<Judgement> {
+    let dns = &target.config;
+    let records = match seen {
+        Err(e) => {
+            return Some(Judgement {
+                verdict: Verdict::Unknown(e.to_string()),
+                observed: None,
+                address_present: None,
+            })
+        }
+        Ok(records) => records,
+    };
+    let record = find_record(records, &dns.record, dns.record_type.as_str()).cloned();
+    let ours = match &target.value {
+        Ok(value) => record_points_at(record.as_ref(), *value, dns.ttl),
+        Err(_) => false,
+    };
+    Some(Judgement {
+        verdict: if ours { Verdict::Ours } else { Verdict::Repair },
+        observed: Some(Observed::Dns(record.unwrap_or_default())),
+        address_present: None,
+    })
+}

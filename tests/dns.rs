@@ -1,0 +1,188 @@
+//! Route 53 records on the lab cluster: the record follows its group's holder (one UPSERT,
+//! followed until INSYNC, read back), drift is repaired once, throttled monitor reads move
+//! nothing, a planned move and a node loss each rewrite the record once, and an unknown zone
+//! stops a node at start naming the key. Assertions read Route 53 (the emulator), the request
+//! log and each node's `status --json`.
+//! Needs root and scripts/setup.sh. Run: cargo test --test dns -- --nocapture
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use corosync_eip::status::ResourceStatus;
+use lab::{Ec2Proof, Lab, LabSpec, Settle, Signal, StatusReport, Units};
+
+const SETTLE: Duration = Duration::from_secs(60);
+const RECORD: &str = "db.lab.internal.";
+
+fn logs(lab: &Lab) -> String {
+    (0..lab.node_count())
+        .map(|i| format!("---- node {i} ----\n{}", lab::tail(&lab.daemon_log(i), 40)))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn resource(status: &StatusReport, name: &str) -> ResourceStatus {
+    status.resources.iter().find(|r| r.name == name).cloned().unwrap_or_else(|| panic!("no {name} in status"))
+}
+
+fn settled(lab: &Lab, nodes: &[usize], members: usize) -> BTreeMap<String, usize> {
+    let rules = Settle {
+        nodes,
+        members,
+        units: Units::All,
+        ec2: Ec2Proof::Nothing,
+        disagreement_fails: false,
+        timeout: SETTLE,
+    };
+    lab.settle(&rules).unwrap_or_else(|e| panic!("{e:#}\n{}", logs(lab)))
+}
+
+/// Waits until Route 53 lists the record with node `i`'s private IP alone, TTL 10. Reads at
+/// most twice a second: the test shares the account's 5 requests/s with the daemons.
+fn wait_record_on(lab: &Lab, i: usize, what: &str) {
+    let want = (vec![lab.private_ip(i).to_string()], Some(10));
+    let deadline = Instant::now() + SETTLE;
+    let mut last = None;
+    while Instant::now() < deadline {
+        last = lab.dns_record(RECORD, "A").ok().flatten();
+        if last.as_ref() == Some(&want) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    panic!("{what}: Route 53 still lists {last:?}, not {want:?}\n{}", logs(lab));
+}
+
+/// Route 53 calls the nodes made since `since`: (node, action, HTTP status).
+fn route53_calls(lab: &Lab, since: f64) -> Vec<(Option<usize>, String, Option<u16>)> {
+    lab.ec2_requests()
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.t >= since && r.param("Path").is_some())
+        .map(|r| (lab.node_by_ip(&r.source), r.action, r.status))
+        .filter(|(node, _, _)| node.is_some())
+        .collect()
+}
+
+/// The UPSERTs Route 53 accepted (a throttled attempt changed nothing and is retried).
+fn upserts(calls: &[(Option<usize>, String, Option<u16>)]) -> Vec<(Option<usize>, Option<u16>)> {
+    calls
+        .iter()
+        .filter(|(_, a, s)| a == "ChangeResourceRecordSets" && *s != Some(400))
+        .map(|(n, _, s)| (*n, *s))
+        .collect()
+}
+
+fn cli(lab: &Lab, node: usize, args: &[&str]) -> std::process::Output {
+    let bin = lab.spec().daemon_bin.to_string_lossy().into_owned();
+    let mut argv = vec![bin.as_str()];
+    argv.extend_from_slice(args);
+    lab.node_exec(node, &argv).unwrap()
+}
+
+#[test]
+fn a_record_follows_its_group_and_failed_reads_never_move_it() {
+    let mut lab = Lab::start(LabSpec::new("dns", 73, 3)).expect("lab starts");
+
+    // ---- a zone Route 53 does not have stops a node at start, naming the key
+    let bad = format!("{}{}", lab.default_daemon_config(), lab.dns_config("www", RECORD, "private"))
+        .replace(&lab.seed_info().hosted_zone_id, "Z0000000000000NOPE");
+    lab.write_daemon_config(0, &bad).unwrap();
+    lab.start_daemon(0).unwrap();
+    assert_eq!(lab.wait_daemon_exit(0, SETTLE).unwrap(), Some(64), "{}", lab.daemon_log(0));
+    assert!(lab.daemon_log(0).contains("dns[0].hosted_zone_id"), "{}", lab.daemon_log(0));
+    let out = cli(&lab, 0, &["check", "--config", "/etc/corosync-eip/corosync-eip.toml"]);
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success() && report.contains("hosted zone not found"), "{report}");
+    assert_eq!(lab.dns_record(RECORD, "A").unwrap(), None, "nothing was written");
+
+    // ---- start: the record points at the group's holder, after INSYNC
+    let t0 = lab::unix_now();
+    let config = format!(
+        "{}group = \"svc\"\n{}group = \"svc\"\n",
+        lab.default_daemon_config(),
+        lab.dns_config("www", RECORD, "private")
+    );
+    for i in 0..3 {
+        lab.write_daemon_config(i, &config).unwrap();
+        lab.start_daemon(i).unwrap();
+    }
+    let held = settled(&lab, &[0, 1, 2], 3);
+    let holder = held["www"];
+    assert_eq!(held["eip1"], holder, "a group has one holder");
+    wait_record_on(&lab, holder, "record on the holder");
+    let calls = route53_calls(&lab, t0);
+    assert_eq!(upserts(&calls), vec![(Some(holder), Some(200))], "one UPSERT: {calls:?}");
+    let follows = calls.iter().filter(|(n, a, _)| *n == Some(holder) && a == "GetChange").count();
+    assert!(follows >= 2, "the holder waited for INSYNC past PENDING: {calls:?}");
+    let www = resource(&lab.daemon_status(holder).unwrap(), "www");
+    assert_eq!(www.kind, "dns");
+    let record = www.record.expect("record in status");
+    assert_eq!((record.name.as_str(), record.record_type.as_str(), record.ttl), (RECORD, "A", 10));
+    assert_eq!(record.values, Some(vec![lab.private_ip(holder).to_string()]));
+    let check = cli(&lab, (holder + 1) % 3, &["check", "--config", "/etc/corosync-eip/corosync-eip.toml"]);
+    let report = String::from_utf8_lossy(&check.stdout);
+    assert!(report.contains("permission route53:ChangeResourceRecordSets") && report.contains("cannot be proven"), "{report}");
+    assert!(report.contains("permission route53:ListResourceRecordSets"), "{report}");
+
+    // ---- drift: someone else rewrites the record; the holder puts it back once
+    let t = lab::unix_now();
+    lab.set_dns_record(RECORD, "10.0.1.99", 10).unwrap();
+    wait_record_on(&lab, holder, "drift repaired");
+    std::thread::sleep(Duration::from_secs(5));
+    let calls = route53_calls(&lab, t);
+    assert_eq!(upserts(&calls), vec![(Some(holder), Some(200))], "one repair: {calls:?}");
+
+    // ---- throttled reads: the monitor cannot read for several intervals, nothing moves
+    let t = lab::unix_now();
+    let flood = lab
+        .route53_script(&format!(
+            "import time, threading\nfrom botocore.config import Config\n\
+             c = boto3.client('route53', endpoint_url=r53.meta.endpoint_url, region_name='us-east-1', \
+             aws_access_key_id='testing', aws_secret_access_key='testing', config=Config(retries={{'max_attempts': 1}}))\n\
+             end = time.time() + 7\nn = [0]\n\
+             def flood():\n    while time.time() < end:\n        \
+             try:\n            c.get_hosted_zone(Id='{}')\n        except Exception:\n            pass\n        n[0] += 1\n\
+             ts = [threading.Thread(target=flood) for _ in range(12)]\n\
+             [t.start() for t in ts]\n[t.join() for t in ts]\n\
+             print(json.dumps(n[0]))",
+            lab.seed_info().hosted_zone_id
+        ))
+        .unwrap();
+    let calls = route53_calls(&lab, t);
+    let throttled = calls.iter().filter(|(_, _, s)| *s == Some(400)).count();
+    assert!(throttled >= 1, "the holder's reads met Throttling ({flood} flood requests): {calls:?}");
+    let writes: Vec<_> = calls.iter().filter(|(_, a, _)| a == "ChangeResourceRecordSets").collect();
+    assert!(writes.is_empty(), "a failed read never writes, not even an attempt: {calls:?}");
+    assert_eq!(settled(&lab, &[0, 1, 2], 3)["www"], holder, "and never moves");
+    wait_record_on(&lab, holder, "record unchanged");
+
+    // ---- planned move: one UPSERT by the new holder
+    let to = (holder + 1) % 3;
+    let t = lab::unix_now();
+    let started = Instant::now();
+    let out = cli(&lab, (holder + 2) % 3, &["move", "svc", "--to", &lab.node_id(to).to_string()]);
+    let took = started.elapsed();
+    assert!(out.status.success(), "move failed: {}", String::from_utf8_lossy(&out.stderr));
+    wait_record_on(&lab, to, "record on the move's target");
+    assert_eq!(upserts(&route53_calls(&lab, t)), vec![(Some(to), Some(200))]);
+    eprintln!("planned move of a Route 53 record: {took:.2?} for the command (UPSERT and INSYNC included)");
+    let holder = to;
+
+    // ---- hard failure: one UPSERT by the survivor that takes the group
+    let t = lab::unix_now();
+    lab.kill_corosync(holder, Signal::SIGKILL);
+    let rest: Vec<usize> = (0..3).filter(|i| *i != holder).collect();
+    let after = settled(&lab, &rest, 2);
+    let survivor = after["www"];
+    assert_ne!(survivor, holder);
+    assert_eq!(after["eip1"], survivor, "the group moved as one");
+    wait_record_on(&lab, survivor, "record on the survivor");
+    assert_eq!(upserts(&route53_calls(&lab, t)), vec![(Some(survivor), Some(200))], "one move");
+    let timeline = resource(&lab.daemon_status(survivor).unwrap(), "www").last_failover.expect("a failover timeline");
+    eprintln!(
+        "failover of a Route 53 record: elected +{}ms, UPSERT sent {:?}ms, INSYNC and verified +{}ms",
+        timeline.elected_ms, timeline.associate_sent_ms, timeline.verified_ms
+    );
+    lab.assert_no_panics();
+}
