@@ -252,6 +252,20 @@ pub fn observed_interface(n: &aws_sdk_ec2::types::NetworkInterface) -> ObservedI
     }
 }
 
+/// An SDK client whose credentials come from assuming `role_arn` (see `Ec2::assuming`).
+pub async fn assumed_client(sdk: &aws_config::SdkConfig, role_arn: &str, session_name: &str) -> aws_sdk_ec2::Client {
+    let provider = aws_config::sts::AssumeRoleProvider::builder(role_arn)
+        .session_name(session_name)
+        .configure(sdk)
+        .build()
+        .await;
+    let conf = sdk
+        .to_builder()
+        .credentials_provider(aws_sdk_ec2::config::SharedCredentialsProvider::new(provider))
+        .build();
+    aws_sdk_ec2::Client::new(&conf)
+}
+
 /// The daemon's EC2 calls, each retried on transient errors and counted in the metrics.
 #[derive(Clone)]
 pub struct Ec2 {
@@ -335,6 +349,17 @@ impl Ec2 {
     pub fn new(sdk: &aws_config::SdkConfig, metrics: Arc<Metrics>) -> Ec2 {
         Ec2 {
             client: aws_sdk_ec2::Client::new(sdk),
+            metrics,
+        }
+    }
+
+    /// A client whose credentials come from assuming `role_arn` with this node's own
+    /// credentials, for route tables of a shared VPC in another account. STS is asked once;
+    /// the SDK caches the credentials and renews them shortly before they expire, instead of
+    /// an `sts assume-role` before every call.
+    pub async fn assuming(sdk: &aws_config::SdkConfig, role_arn: &str, session_name: &str, metrics: Arc<Metrics>) -> Ec2 {
+        Ec2 {
+            client: assumed_client(sdk, role_arn, session_name).await,
             metrics,
         }
     }

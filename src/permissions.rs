@@ -58,6 +58,8 @@ pub enum Unknown {
     Instance,
     /// Our interface is unknown (routes point at an interface).
     Interface,
+    /// No client could be made for the route-table role.
+    Role,
 }
 
 /// One permission probe: an EC2 action on some resource, and what it proved.
@@ -120,6 +122,7 @@ impl Probe {
             Outcome::NotProven(e) => format!("not proven: {}", e.summary()),
             Outcome::NotChecked(Unknown::Instance) => "not checked: this instance is unknown".to_string(),
             Outcome::NotChecked(Unknown::Interface) => "not checked: our ENI is unknown".to_string(),
+            Outcome::NotChecked(Unknown::Role) => "not checked: no client for the route-table role".to_string(),
             Outcome::Unprovable => {
                 "cannot be proven: the API has no DryRun for this action, and only a real change would prove it".to_string()
             }
@@ -192,6 +195,7 @@ pub async fn probe(
     config: &Config,
     client: &aws_sdk_ec2::Client,
     route53: &aws_sdk_route53::Client,
+    route_clients: &BTreeMap<String, aws_sdk_ec2::Client>,
     instance_id: Option<String>,
     eni: Option<String>,
 ) -> Vec<Probe> {
@@ -227,14 +231,25 @@ pub async fn probe(
         probes.push(dry_run("CreateTags", target, true, true, req.send()));
     }
     // one ReplaceRoute (and CreateRoute) per route table, for the first VIP routed through it
-    let mut tables: BTreeMap<&str, (&VipConfig, bool)> = BTreeMap::new();
+    let mut tables: BTreeMap<(&str, Option<&str>), (&VipConfig, bool)> = BTreeMap::new();
     for vip in &config.vips {
         for t in &vip.route_tables {
-            let e = tables.entry(t.as_str()).or_insert((vip, false));
+            let e = tables.entry((t.as_str(), vip.route_table_role.as_deref())).or_insert((vip, false));
             e.1 |= vip.create_route;
         }
     }
-    for (table, (vip, create)) in tables {
+    for ((table, role), (vip, create)) in tables {
+        // Through the role's credentials when the tables live in another account.
+        let client = match role {
+            Some(r) => match route_clients.get(r) {
+                Some(c) => c,
+                None => {
+                    probes.push(settled("ReplaceRoute", Some(format!("{table} as {r}")), Outcome::NotChecked(Unknown::Role)));
+                    continue;
+                }
+            },
+            None => client,
+        };
         let Some(eni) = eni.clone() else {
             probes.push(settled("ReplaceRoute", Some(table.to_string()), Outcome::NotChecked(Unknown::Interface)));
             continue;

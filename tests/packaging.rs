@@ -148,6 +148,9 @@ fn iam_policy_is_least_privilege() {
         let res = resources(s);
         if res.iter().any(|r| r == "*") {
             assert!(acts.iter().all(|a| a.starts_with("ec2:Describe")), "only Describe* may use Resource \"*\": {s}");
+        } else if acts == ["sts:AssumeRole"] {
+            // Only the route-table role of a shared VPC, named.
+            assert!(res.iter().all(|r| r.starts_with("arn:aws:iam::") && r.contains(":role/")), "{s}");
         } else if acts.iter().all(|a| a.starts_with("route53:")) {
             // Route 53 has no tag conditions on records: scoped by zone, and a change by record
             // name, type and action instead.

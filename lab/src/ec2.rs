@@ -38,6 +38,9 @@ pub struct Ec2Request {
     pub status: Option<u16>,
     #[serde(default)]
     pub duration_ms: Option<f64>,
+    /// The access key id that signed the request: a node's own, or one of a role it assumed.
+    #[serde(default)]
+    pub access_key: Option<String>,
 }
 
 impl Ec2Request {

@@ -20,6 +20,7 @@ pub(super) async fn ec2_checks(
     config: &Config,
     client: &aws_sdk_ec2::Client,
     route53: &aws_sdk_route53::Client,
+    route_clients: &BTreeMap<String, aws_sdk_ec2::Client>,
     imds: Option<&ImdsInfo>,
 ) -> Vec<CheckItem> {
     let mut items = Vec::new();
@@ -100,8 +101,8 @@ pub(super) async fn ec2_checks(
 
     // 4. permissions, beside 5. resources and 6. source/dest check
     let (perm_items, res_items, dns_items) = tokio::join!(
-        permission_items(config, client, route53, &me),
-        resource_checks(config, client, &me),
+        permission_items(config, client, route53, route_clients, &me),
+        resource_checks(config, client, route_clients, &me),
         dns_checks(config, route53)
     );
     items.extend(perm_items);
@@ -173,8 +174,14 @@ async fn dns_checks(config: &Config, route53: &aws_sdk_route53::Client) -> Vec<C
 }
 
 /// The permission probes as items: each non-allowed outcome with the remedy that fixes it.
-async fn permission_items(config: &Config, client: &aws_sdk_ec2::Client, route53: &aws_sdk_route53::Client, me: &Me) -> Vec<CheckItem> {
-    permissions::probe(config, client, route53, me.instance_id.clone(), me.eni.clone())
+async fn permission_items(
+    config: &Config,
+    client: &aws_sdk_ec2::Client,
+    route53: &aws_sdk_route53::Client,
+    route_clients: &BTreeMap<String, aws_sdk_ec2::Client>,
+    me: &Me,
+) -> Vec<CheckItem> {
+    permissions::probe(config, client, route53, route_clients, me.instance_id.clone(), me.eni.clone())
         .await
         .into_iter()
         .map(|p| permission_item(&p))
@@ -231,7 +238,12 @@ fn permission_item(p: &Probe) -> CheckItem {
 
 /// Whether each configured EIP, route table, route and our ENI's source/dest check are as
 /// the daemon needs them.
-async fn resource_checks(config: &Config, client: &aws_sdk_ec2::Client, me: &Me) -> Vec<CheckItem> {
+async fn resource_checks(
+    config: &Config,
+    client: &aws_sdk_ec2::Client,
+    route_clients: &BTreeMap<String, aws_sdk_ec2::Client>,
+    me: &Me,
+) -> Vec<CheckItem> {
     let eips = futures_util::future::join_all(config.eips.iter().map(|eip| async move {
         let name = format!("EIP {} ({})", eip.name, eip.allocation_id);
         match attempt_within("DescribeAddresses", CALL_BUDGET, client.describe_addresses().allocation_ids(&eip.allocation_id).send()).await {
@@ -275,15 +287,19 @@ async fn resource_checks(config: &Config, client: &aws_sdk_ec2::Client, me: &Me)
     }));
 
     // every route table once, with the VIPs routed through it
-    let mut by_table: BTreeMap<&str, Vec<&crate::config::VipConfig>> = BTreeMap::new();
+    let mut by_table: BTreeMap<(&str, Option<&str>), Vec<&crate::config::VipConfig>> = BTreeMap::new();
     for vip in &config.vips {
         for t in &vip.route_tables {
-            by_table.entry(t.as_str()).or_default().push(vip);
+            by_table.entry((t.as_str(), vip.route_table_role.as_deref())).or_default().push(vip);
         }
     }
-    let tables = futures_util::future::join_all(by_table.into_iter().map(|(table, vips)| async move {
+    let tables = futures_util::future::join_all(by_table.into_iter().map(|((table, role), vips)| async move {
         let mut items = Vec::new();
-        let name = format!("route table {table}");
+        let name = match role {
+            Some(r) => format!("route table {table} (as {r})"),
+            None => format!("route table {table}"),
+        };
+        let client = role.and_then(|r| route_clients.get(r)).unwrap_or(client);
         match attempt_within("DescribeRouteTables", CALL_BUDGET, client.describe_route_tables().route_table_ids(table).send()).await {
             Ok(out) => match out.route_tables().iter().find(|t| t.route_table_id() == Some(table)) {
                 Some(t) => {

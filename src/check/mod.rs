@@ -182,7 +182,13 @@ pub async fn run_checks(config: &Config) -> CheckReport {
         Some(sdk) if endpoint_ok && creds_ok => {
             let client = aws_sdk_ec2::Client::new(&sdk);
             let route53 = aws_sdk_route53::Client::new(&sdk);
-            items.extend(ec2::ec2_checks(config, &client, &route53, imds.as_ref().ok()).await);
+            let mut route_clients = std::collections::BTreeMap::new();
+            for role in config.vips.iter().filter_map(|v| v.route_table_role.as_ref()) {
+                if !route_clients.contains_key(role) {
+                    route_clients.insert(role.clone(), crate::ec2::assumed_client(&sdk, role, "corosync-eip-check").await);
+                }
+            }
+            items.extend(ec2::ec2_checks(config, &client, &route53, &route_clients, imds.as_ref().ok()).await);
         }
         _ => {
             let why = if !endpoint_ok {

@@ -135,6 +135,8 @@ pub struct AwsConfig {
     /// How long an elected holder keeps retrying transient EC2 failures before it hands the
     /// unit to the next candidate (a permission error hands it over at once).
     pub acquire_timeout: Duration,
+    /// The role VIPs' route-table calls assume unless a VIP names its own (shared VPCs).
+    pub route_table_role: Option<String>,
 }
 
 /// This node's EC2 identity when instance metadata is unavailable or should not be trusted.
@@ -183,6 +185,9 @@ pub struct VipConfig {
     pub discover: Option<RouteTableQuery>,
     /// Create the route when it is missing instead of reporting an error.
     pub create_route: bool,
+    /// The IAM role assumed for this VIP's route-table calls (its own, else `[aws]`'s); None:
+    /// the node's own credentials.
+    pub route_table_role: Option<String>,
     /// Where the holder configures the address so it answers for it.
     pub interface: String,
     /// Linux address label, so operators' tools can tell the VIP apart.
@@ -368,7 +373,7 @@ impl Config {
         validate::some_resource(&raw.eip, &raw.vip, &raw.secondary_ip, &raw.dns)?;
         let mut names = BTreeSet::new();
         let eips = validate::eips(raw.eip, &mut names)?;
-        let vips = validate::vips(raw.vip, &mut names)?;
+        let vips = validate::vips(raw.vip, &mut names, aws.route_table_role.as_deref())?;
         let secondary_ips = validate::secondary_ips(raw.secondary_ip, &mut names, &vips)?;
         let dns = validate::dns(raw.dns, &mut names, &eips, &vips, &secondary_ips)?;
         let health = validate::health(raw.health)?;
@@ -451,7 +456,8 @@ impl Config {
                             .with_key(&key("address"), &v.address.to_string())
                             .with_key(&key("route_tables"), &tables.join(","))
                             .with_key(&key("interface"), &v.interface)
-                            .with_key(&key("create_route"), if v.create_route { "true" } else { "false" });
+                            .with_key(&key("create_route"), if v.create_route { "true" } else { "false" })
+                            .with_key(&key("route_table_role"), v.route_table_role.as_deref().unwrap_or_default());
                     } else if let Some(s) = self.secondary_ips.iter().find(|s| &s.name == name) {
                         spec = spec
                             .with_key(&key("kind"), "secondary_ip")
@@ -684,6 +690,20 @@ allocation_id = "eipalloc-2"
         let v6 = "[[vip]]\nname = \"v6\"\naddress = \"fd00::10\"\nroute_tables = [\"rtb-1\"]\ngroup = \"g\"\n";
         assert!(parse(&format!("{v6}{dns}value = \"vip:v6\"\ntype = \"AAAA\"\ngroup = \"g\"\n")).is_ok());
         assert!(err(&format!("{v6}{dns}value = \"vip:v6\"\ngroup = \"g\"\n")).contains("must be AAAA"));
+    }
+
+    #[test]
+    fn route_table_roles_are_arns_and_a_vip_inherits_the_global_one() {
+        let role = "arn:aws:iam::123456789012:role/network-account-routes";
+        let vip = "[[vip]]\nname = \"db\"\naddress = \"172.31.255.10\"\nroute_tables = [\"rtb-1\"]\n";
+        let c = parse(&format!("[aws]\nroute_table_role = \"{role}\"\n{vip}")).unwrap();
+        assert_eq!(c.vips[0].route_table_role.as_deref(), Some(role));
+        let own = "arn:aws:iam::210987654321:role/other";
+        let c = parse(&format!("[aws]\nroute_table_role = \"{role}\"\n{vip}route_table_role = \"{own}\"\n")).unwrap();
+        assert_eq!(c.vips[0].route_table_role.as_deref(), Some(own));
+        assert_eq!(parse(vip).unwrap().vips[0].route_table_role, None);
+        assert!(error_of(&format!("[aws]\nroute_table_role = \"network\"\n{vip}")).contains("aws.route_table_role"));
+        assert!(error_of(&format!("{vip}route_table_role = \"arn:aws:iam::12:role/x\"\n")).contains("vip[0].route_table_role"));
     }
 
     const SECONDARY: &str = "[[secondary_ip]]\nname = \"db\"\naddress = \"10.0.1.50\"\n";

@@ -114,6 +114,9 @@ pub(super) struct RawAws {
     /// How long an elected holder's transient EC2 failures may last before it hands over.
     #[serde(default, deserialize_with = "opt_duration")]
     pub acquire_timeout: Option<Duration>,
+    /// An IAM role assumed for every VIP's route-table calls (route tables of a shared VPC in
+    /// another account).
+    pub route_table_role: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -171,6 +174,8 @@ pub(super) struct RawVip {
     /// Create the route when a table lacks it, instead of reporting an error.
     #[serde(default)]
     pub create_route: bool,
+    /// An IAM role assumed for this VIP's route-table calls, instead of `[aws] route_table_role`.
+    pub route_table_role: Option<String>,
     /// Where the holder configures the address (default eth0).
     pub interface: Option<String>,
     /// Linux address label, so `ip addr` shows which address is the VIP.

@@ -170,7 +170,11 @@ pub(super) fn aws(raw: RawAws) -> Result<AwsConfig, Invalid> {
         Duration::from_secs(600),
         "an unreachable successor keeps the address away this long",
     )?;
+    if let Some(role) = &raw.route_table_role {
+        check_role_arn(role).map_err(|m| invalid("aws.route_table_role", m))?;
+    }
     Ok(AwsConfig {
+        route_table_role: raw.route_table_role,
         region: raw.region,
         endpoint_url: raw.endpoint_url,
         profile: raw.profile,
@@ -274,15 +278,37 @@ fn eip(index: usize, e: RawEip, names: &mut BTreeSet<String>, allocations: &mut 
 }
 
 /// `names` already holds the `[[eip]]` names.
-pub(super) fn vips(raw: Vec<RawVip>, names: &mut BTreeSet<String>) -> Result<Vec<VipConfig>, Invalid> {
+pub(super) fn vips(raw: Vec<RawVip>, names: &mut BTreeSet<String>, role: Option<&str>) -> Result<Vec<VipConfig>, Invalid> {
     let mut addresses = BTreeSet::new();
     raw.into_iter()
         .enumerate()
-        .map(|(index, v)| vip(index, v, names, &mut addresses))
+        .map(|(index, v)| vip(index, v, names, &mut addresses, role))
         .collect()
 }
 
-fn vip(index: usize, v: RawVip, names: &mut BTreeSet<String>, addresses: &mut BTreeSet<IpAddr>) -> Result<VipConfig, Invalid> {
+/// An IAM role ARN, `arn:PARTITION:iam::ACCOUNT:role/NAME`: a typo here would only show at
+/// the first failover, as a refused AssumeRole.
+fn check_role_arn(arn: &str) -> Result<(), String> {
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    let ok = matches!(parts.as_slice(), ["arn", partition, "iam", "", account, resource]
+        if partition.starts_with("aws")
+            && account.len() == 12
+            && account.chars().all(|c| c.is_ascii_digit())
+            && resource.strip_prefix("role/").is_some_and(|name| !name.is_empty()));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("`{arn}` is not an IAM role ARN like \"arn:aws:iam::123456789012:role/route-tables\""))
+    }
+}
+
+fn vip(
+    index: usize,
+    v: RawVip,
+    names: &mut BTreeSet<String>,
+    addresses: &mut BTreeSet<IpAddr>,
+    role: Option<&str>,
+) -> Result<VipConfig, Invalid> {
     let key = |field: &str| format!("vip[{index}].{field}");
     check_name(&v.name).map_err(|m| invalid(key("name"), m))?;
     if !names.insert(v.name.clone()) {
@@ -352,12 +378,16 @@ fn vip(index: usize, v: RawVip, names: &mut BTreeSet<String>, addresses: &mut BT
     if let Some(g) = &v.group {
         check_name(g).map_err(|m| invalid(key("group"), m))?;
     }
+    if let Some(own) = &v.route_table_role {
+        check_role_arn(own).map_err(|m| invalid(key("route_table_role"), m))?;
+    }
     Ok(VipConfig {
         name: v.name,
         address,
         route_tables: v.route_tables,
         discover,
         create_route: v.create_route,
+        route_table_role: v.route_table_role.or_else(|| role.map(str::to_owned)),
         interface,
         label: v.label,
         prefer: v.prefer,

@@ -58,7 +58,8 @@ impl Daemon {
         };
         info!(instance = %identity.instance_id, eni = ?identity.network_interface_id, az = ?availability_zone, "node identity");
 
-        let mut warnings = discover_route_tables(&ec2, &mut config.vips).await;
+        let route_clients = route_clients(&sdk, &config, &identity, &metrics).await;
+        let mut warnings = discover_route_tables(&ec2, &route_clients, &mut config.vips).await;
         if !config.vips.is_empty() {
             warnings.extend(source_dest_check(&ec2, &identity).await);
         }
@@ -108,6 +109,7 @@ impl Daemon {
             kinds: kinds::Context {
                 ec2: ec2.clone(),
                 route53,
+                route_clients,
                 me: identity.clone(),
                 addresses,
             },
@@ -187,13 +189,35 @@ async fn resolve_identity(config: &Config, ec2: &Ec2, signals: &mut Signals) -> 
     }
 }
 
+/// One EC2 client per distinct `route_table_role`, each assuming its role with this node's
+/// credentials (session name `corosync-eip-INSTANCE`, so CloudTrail names the node).
+async fn route_clients(
+    sdk: &aws_config::SdkConfig,
+    config: &Config,
+    identity: &Identity,
+    metrics: &Arc<Metrics>,
+) -> BTreeMap<String, Ec2> {
+    let roles: BTreeSet<&String> = config.vips.iter().filter_map(|v| v.route_table_role.as_ref()).collect();
+    let session = format!("corosync-eip-{}", identity.instance_id);
+    let mut clients = BTreeMap::new();
+    for role in roles {
+        info!(role = %role, session = %session, "route-table calls of some VIPs assume this role");
+        clients.insert(role.clone(), Ec2::assuming(sdk, role, &session, metrics.clone()).await);
+    }
+    clients
+}
+
 /// Adds the route tables found by tag to each VIP that asks for discovery; returns the
 /// warnings for status when none or no answer was found.
-async fn discover_route_tables(ec2: &Ec2, vips: &mut [VipConfig]) -> Vec<String> {
+async fn discover_route_tables(ec2: &Ec2, route_clients: &BTreeMap<String, Ec2>, vips: &mut [VipConfig]) -> Vec<String> {
     let mut warnings = Vec::new();
     for vip in vips.iter_mut() {
         let Some(query) = vip.discover.clone() else { continue };
-        match ec2.find_route_tables(&query, Duration::from_secs(10)).await {
+        let client = match &vip.route_table_role {
+            Some(role) => route_clients.get(role).unwrap_or(ec2),
+            None => ec2,
+        };
+        match client.find_route_tables(&query, Duration::from_secs(10)).await {
             Ok(found) if !found.is_empty() => {
                 info!(resource = %vip.name, tables = ?found, "route tables found by tag");
                 for id in found {

@@ -84,11 +84,13 @@ impl Daemon {
         let config = self.config.clone();
         let client = self.ec2.client().clone();
         let route53 = self.kinds.route53.client().clone();
+        let route_clients: std::collections::BTreeMap<String, aws_sdk_ec2::Client> =
+            self.kinds.route_clients.iter().map(|(r, c)| (r.clone(), c.client().clone())).collect();
         let instance = Some(self.identity.instance_id.clone());
         let eni = self.identity.network_interface_id.clone();
         let tx = self.results_tx.clone();
         tokio::spawn(async move {
-            let probes = crate::permissions::probe(&config, &client, &route53, instance, eni).await;
+            let probes = crate::permissions::probe(&config, &client, &route53, &route_clients, instance, eni).await;
             let failing = probes.into_iter().filter(|p| p.needs_attention()).map(|p| p.to_string()).collect();
             let _ = tx.send(TaskResult::Permissions(failing));
         });

@@ -125,6 +125,9 @@ pub struct Context {
     pub ec2: Ec2,
     /// The Route 53 client of `[[dns]]` records.
     pub route53: crate::route53::Route53,
+    /// Role ARN → an EC2 client assuming it, for VIPs whose route tables live in another
+    /// account (`route_table_role`).
+    pub route_clients: std::collections::BTreeMap<String, Ec2>,
     /// This node's instance and ENI: where the address must point.
     pub me: Identity,
     /// Present when some address of this node has a local side.
@@ -194,11 +197,27 @@ fn names_this_node(code: &str) -> bool {
     code.starts_with("InvalidInstanceID") || code.starts_with("InvalidNetworkInterfaceID")
 }
 
+impl Context {
+    /// The client for route-table calls with `role` (None: this node's own credentials).
+    pub fn routes_client(&self, role: Option<&str>) -> Result<&Ec2, AcquireError> {
+        match role {
+            None => Ok(&self.ec2),
+            Some(r) => self
+                .route_clients
+                .get(r)
+                .ok_or_else(|| AcquireError::Setup(format!("no EC2 client for route_table_role {r}"))),
+        }
+    }
+}
+
 /// Makes EC2 point `kind` at this node and proves it by reading it back.
 pub async fn acquire(kind: &Kind, ctx: &Context, gate: Gate, budget: Duration) -> Result<Acquired, AcquireError> {
     match kind {
         Kind::Eip(eip) => eip::acquire(&ctx.ec2, eip, &ctx.me, gate, budget).await,
-        Kind::Vip(vip) => vip::acquire(&ctx.ec2, ctx.addresses.as_deref(), vip, &ctx.me, gate, budget).await,
+        Kind::Vip(vip) => {
+            let routes = ctx.routes_client(vip.route_table_role.as_deref())?;
+            vip::acquire(routes, ctx.addresses.as_deref(), vip, &ctx.me, gate, budget).await
+        }
         Kind::Secondary(s) => secondary::acquire(&ctx.ec2, ctx.addresses.as_deref(), s, &ctx.me, gate, budget).await,
         Kind::Dns(d) => dns::acquire(&ctx.route53, d, gate, budget).await,
     }
@@ -209,7 +228,8 @@ pub async fn acquire(kind: &Kind, ctx: &Context, gate: Gate, budget: Duration) -
 #[derive(Debug, Default)]
 pub struct Batch {
     allocations: Vec<String>,
-    tables: BTreeSet<String>,
+    /// Route tables by the role their calls assume (None: our own credentials).
+    tables: std::collections::BTreeMap<Option<String>, BTreeSet<String>>,
     secondary: BTreeSet<std::net::Ipv4Addr>,
     /// Hosted zone → name and type of every held record in it.
     zones: std::collections::BTreeMap<String, Vec<(String, String)>>,
@@ -222,7 +242,11 @@ impl Batch {
     pub fn add(&mut self, name: &str, kind: &Kind) {
         match kind {
             Kind::Eip(e) => self.allocations.push(e.allocation_id.clone()),
-            Kind::Vip(v) => self.tables.extend(v.route_tables.iter().cloned()),
+            Kind::Vip(v) => self
+                .tables
+                .entry(v.route_table_role.clone())
+                .or_default()
+                .extend(v.route_tables.iter().cloned()),
             Kind::Secondary(s) => {
                 self.secondary.insert(s.address);
             }
@@ -245,7 +269,7 @@ impl Batch {
     /// Reads everything in the batch. EC2 errors are kept per kind: a failed read is never a
     /// reason to move, only to say the monitor could not tell.
     pub async fn observe(self, ctx: &Context, budget: Duration) -> Observation {
-        let tables: Vec<String> = self.tables.into_iter().collect();
+
         let eips = async {
             if self.allocations.is_empty() {
                 None
@@ -253,12 +277,23 @@ impl Batch {
                 Some(ctx.ec2.describe_addresses(&self.allocations, budget).await)
             }
         };
+        // One DescribeRouteTables per set of credentials (usually one).
         let routes = async {
-            if tables.is_empty() {
-                None
-            } else {
-                Some(ctx.ec2.describe_route_tables(&tables, budget).await)
+            let mut read = std::collections::BTreeMap::new();
+            for (role, tables) in &self.tables {
+                let tables: Vec<String> = tables.iter().cloned().collect();
+                let result = match ctx.routes_client(role.as_deref()) {
+                    Ok(client) => client.describe_route_tables(&tables, budget).await,
+                    Err(e) => Err(Ec2Error {
+                        api: "DescribeRouteTables",
+                        class: ErrorClass::Refused,
+                        code: None,
+                        message: e.to_string(),
+                    }),
+                };
+                read.insert(role.clone(), result);
             }
+            read
         };
         let secondary: Vec<std::net::Ipv4Addr> = self.secondary.into_iter().collect();
         let interfaces = async {
@@ -300,8 +335,9 @@ impl Batch {
 pub struct Observation {
     /// DescribeAddresses for every held EIP (None: no EIP in the round; Err: read failed).
     pub eips: Option<Result<Vec<ObservedEip>, Ec2Error>>,
-    /// DescribeRouteTables for every table of every held VIP (None: no VIP in the round).
-    pub routes: Option<Result<Vec<ObservedRouteTable>, Ec2Error>>,
+    /// DescribeRouteTables for every table of every held VIP, per role assumed (None: our own
+    /// credentials).
+    pub routes: std::collections::BTreeMap<Option<String>, Result<Vec<ObservedRouteTable>, Ec2Error>>,
     /// DescribeNetworkInterfaces for every held secondary IP (None: none in the round).
     pub interfaces: Option<Result<Vec<ObservedInterface>, Ec2Error>>,
     /// ListResourceRecordSets per hosted zone of the held records.
@@ -327,7 +363,7 @@ pub fn judge(name: &str, kind: &Kind, seen: &Observation, me: &Identity, epoch: 
     let present = || seen.local.iter().find(|(r, _)| r == name).is_none_or(|(_, p)| *p);
     match kind {
         Kind::Eip(eip) => eip::judge(eip, seen.eips.as_ref()?, me, epoch),
-        Kind::Vip(vip) => vip::judge(vip, seen.routes.as_ref()?, me, present()),
+        Kind::Vip(vip) => vip::judge(vip, seen.routes.get(&vip.route_table_role)?, me, present()),
         Kind::Secondary(s) => secondary::judge(s, seen.interfaces.as_ref()?, me, present()),
         Kind::Dns(d) => dns::judge(d, seen.records.get(&d.config.hosted_zone_id)?),
     }

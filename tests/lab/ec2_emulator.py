@@ -59,9 +59,10 @@ Patches applied to moto's EC2 model before serving (see patch_moto()):
   SourceDestCheck true.
 
 Request log: one JSON line per EC2 API request (Route 53's REST calls are logged under their
-action names too)
+action names too, STS's as well)
   {"t": arrival unix time, "source": client ip, "action": "AssociateAddress",
-   "params": {...form/query params...}, "status": http status, "duration_ms": float}
+   "params": {...form/query params...}, "status": http status, "duration_ms": float,
+   "access_key": the access key id that signed it}
 """
 import argparse
 import io
@@ -531,6 +532,16 @@ def logging_middleware(inner, log_path):
     return app
 
 
+def _access_key(environ):
+    """The access key id that signed the request (SigV4 `Credential=AKID/...`), so tests can
+    tell a node's own credentials from a role it assumed."""
+    auth = environ.get("HTTP_AUTHORIZATION", "")
+    marker = "Credential="
+    if marker not in auth:
+        return None
+    return auth.split(marker, 1)[1].split("/", 1)[0]
+
+
 def _log(logf, lock, t, environ, action, params, status):
     rec = {
         "t": t,
@@ -539,6 +550,7 @@ def _log(logf, lock, t, environ, action, params, status):
         "params": params,
         "status": status,
         "duration_ms": round((time.time() - t) * 1000.0, 3),
+        "access_key": _access_key(environ),
     }
     with lock:
         logf.write(json.dumps(rec) + "\n")
