@@ -221,19 +221,58 @@ pub struct Subnet {
     pub subnet_id: String,
     /// Its IPv4 range, e.g. `10.0.1.0/24`.
     pub cidr: String,
+    /// Its IPv6 ranges (usually one /64), if it has any.
+    pub ipv6_cidrs: Vec<String>,
+}
+
+/// Whether `address` lies inside `cidr` (false when the range is unreadable or of the other
+/// family).
+pub fn cidr_contains(cidr: &str, address: std::net::IpAddr) -> bool {
+    let Some((net, bits)) = cidr.split_once('/') else { return false };
+    let (Ok(net), Ok(bits)) = (net.parse::<std::net::IpAddr>(), bits.parse::<u32>()) else { return false };
+    match (net, address) {
+        (std::net::IpAddr::V4(net), std::net::IpAddr::V4(a)) if bits <= 32 => {
+            let mask = u32::MAX.checked_shl(32 - bits).unwrap_or(0);
+            u32::from(a) & mask == u32::from(net) & mask
+        }
+        (std::net::IpAddr::V6(net), std::net::IpAddr::V6(a)) if bits <= 128 => {
+            let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
+            u128::from(a) & mask == u128::from(net) & mask
+        }
+        _ => false,
+    }
 }
 
 impl Subnet {
-    /// Whether `address` lies inside the subnet's IPv4 range (false when the range is unreadable).
-    pub fn contains(&self, address: std::net::Ipv4Addr) -> bool {
-        let Some((net, bits)) = self.cidr.split_once('/') else { return false };
-        let (Ok(net), Ok(bits)) = (net.parse::<std::net::Ipv4Addr>(), bits.parse::<u32>()) else { return false };
-        if bits > 32 {
-            return false;
+    /// Whether `address` lies inside one of the subnet's ranges of its family.
+    pub fn contains(&self, address: impl Into<std::net::IpAddr>) -> bool {
+        let address = address.into();
+        if address.is_ipv4() {
+            cidr_contains(&self.cidr, address)
+        } else {
+            self.ipv6_cidrs.iter().any(|c| cidr_contains(c, address))
         }
-        let mask = u32::MAX.checked_shl(32 - bits).unwrap_or(0);
-        u32::from(address) & mask == u32::from(net) & mask
     }
+
+    /// The ranges of the family of `address`, for messages.
+    pub fn ranges_for(&self, address: std::net::IpAddr) -> String {
+        if address.is_ipv4() {
+            self.cidr.clone()
+        } else if self.ipv6_cidrs.is_empty() {
+            "no IPv6 range".to_owned()
+        } else {
+            self.ipv6_cidrs.join(", ")
+        }
+    }
+}
+
+/// A subnet's associated IPv6 ranges.
+pub fn subnet_ipv6_ranges(s: &aws_sdk_ec2::types::Subnet) -> Vec<String> {
+    s.ipv6_cidr_block_association_set()
+        .iter()
+        .filter(|a| a.ipv6_cidr_block_state().and_then(|st| st.state()).is_none_or(|st| st.as_str() == "associated"))
+        .filter_map(|a| a.ipv6_cidr_block().map(str::to_owned))
+        .collect()
 }
 
 /// One ENI as the daemon reads it (interfaces carry secondary IPs).
@@ -249,6 +288,7 @@ pub fn observed_interface(n: &aws_sdk_ec2::types::NetworkInterface) -> ObservedI
             .filter(|a| a.primary() != Some(true))
             .filter_map(|a| a.private_ip_address().map(str::to_owned))
             .collect(),
+        ipv6: n.ipv6_addresses().iter().filter_map(|a| a.ipv6_address().map(str::to_owned)).collect(),
     }
 }
 
@@ -563,25 +603,85 @@ impl Ec2 {
 
     /// One DescribeNetworkInterfaces for every ENI that carries any of `addresses` (as its
     /// primary or a secondary IP): where all our secondary IPs are, whatever their number.
+    /// IPv4 and IPv6 addresses need a filter each, and EC2 ANDs filters: two calls when both
+    /// families are held.
     pub async fn describe_interfaces_with(
         &self,
-        addresses: &[std::net::Ipv4Addr],
+        addresses: &[std::net::IpAddr],
         budget: Duration,
     ) -> Result<Vec<ObservedInterface>, Ec2Error> {
+        let (v4, v6): (Vec<String>, Vec<String>) = {
+            let (a, b): (Vec<&std::net::IpAddr>, Vec<&std::net::IpAddr>) = addresses.iter().partition(|a| a.is_ipv4());
+            (a.iter().map(|a| a.to_string()).collect(), b.iter().map(|a| a.to_string()).collect())
+        };
+        let mut found: Vec<ObservedInterface> = Vec::new();
+        for (name, values) in [("addresses.private-ip-address", v4), ("ipv6-addresses.ipv6-address", v6)] {
+            if values.is_empty() {
+                continue;
+            }
+            let enis = self
+                .with_retry("DescribeNetworkInterfaces", budget, || async {
+                    let filter = aws_sdk_ec2::types::Filter::builder().name(name).set_values(Some(values.clone())).build();
+                    let out = self
+                        .client
+                        .describe_network_interfaces()
+                        .filters(filter)
+                        .send()
+                        .await
+                        .map_err(|e| classify("DescribeNetworkInterfaces", e))?;
+                    Ok(out.network_interfaces().iter().map(observed_interface).collect::<Vec<_>>())
+                })
+                .await?;
+            for eni in enis {
+                if !found.iter().any(|f| f.network_interface_id == eni.network_interface_id) {
+                    found.push(eni);
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// Assigns IPv6 `addresses` to our ENI. EC2 has no reassignment for IPv6: an address still
+    /// on another ENI must be unassigned there first (`unassign_ipv6`).
+    pub async fn assign_ipv6(
+        &self,
+        network_interface_id: &str,
+        addresses: &[std::net::Ipv6Addr],
+        budget: Duration,
+        gate: WriteGate<'_>,
+    ) -> Result<(), Ec2Error> {
         let values: Vec<String> = addresses.iter().map(|a| a.to_string()).collect();
-        self.with_retry("DescribeNetworkInterfaces", budget, || async {
-            let filter = aws_sdk_ec2::types::Filter::builder()
-                .name("addresses.private-ip-address")
-                .set_values(Some(values.clone()))
-                .build();
-            let out = self
-                .client
-                .describe_network_interfaces()
-                .filters(filter)
+        self.gated("AssignIpv6Addresses", budget, gate, || async {
+            self.client
+                .assign_ipv6_addresses()
+                .network_interface_id(network_interface_id)
+                .set_ipv6_addresses(Some(values.clone()))
                 .send()
                 .await
-                .map_err(|e| classify("DescribeNetworkInterfaces", e))?;
-            Ok(out.network_interfaces().iter().map(observed_interface).collect())
+                .map_err(|e| classify("AssignIpv6Addresses", e))?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Takes IPv6 `addresses` off another ENI, the first half of an IPv6 move.
+    pub async fn unassign_ipv6(
+        &self,
+        network_interface_id: &str,
+        addresses: &[std::net::Ipv6Addr],
+        budget: Duration,
+        gate: WriteGate<'_>,
+    ) -> Result<(), Ec2Error> {
+        let values: Vec<String> = addresses.iter().map(|a| a.to_string()).collect();
+        self.gated("UnassignIpv6Addresses", budget, gate, || async {
+            self.client
+                .unassign_ipv6_addresses()
+                .network_interface_id(network_interface_id)
+                .set_ipv6_addresses(Some(values.clone()))
+                .send()
+                .await
+                .map_err(|e| classify("UnassignIpv6Addresses", e))?;
+            Ok(())
         })
         .await
     }
@@ -664,7 +764,8 @@ impl Ec2 {
                 .send()
                 .await
                 .map_err(|e| classify("DescribeSubnets", e))?;
-            let cidr = out.subnets().first().and_then(|s| s.cidr_block()).map(str::to_owned).ok_or_else(|| Ec2Error {
+            let subnet = out.subnets().first();
+            let cidr = subnet.and_then(|s| s.cidr_block()).map(str::to_owned).ok_or_else(|| Ec2Error {
                 api: "DescribeSubnets",
                 class: ErrorClass::NotFound,
                 code: None,
@@ -673,6 +774,7 @@ impl Ec2 {
             Ok(Subnet {
                 subnet_id: subnet_id.clone(),
                 cidr,
+                ipv6_cidrs: subnet.map(subnet_ipv6_ranges).unwrap_or_default(),
             })
         })
         .await
@@ -721,7 +823,11 @@ mod tests {
         let s = |cidr: &str| Subnet {
             subnet_id: "subnet-1".into(),
             cidr: cidr.into(),
+            ipv6_cidrs: vec!["2600:1f18:1::/64".into()],
         };
+        let v6 = |t: &str| t.parse::<std::net::Ipv6Addr>().unwrap();
+        assert!(s("10.0.1.0/24").contains(v6("2600:1f18:1::50")));
+        assert!(!s("10.0.1.0/24").contains(v6("2600:1f18:2::50")));
         let a = |t: &str| t.parse::<std::net::Ipv4Addr>().unwrap();
         assert!(s("10.0.1.0/24").contains(a("10.0.1.50")));
         assert!(!s("10.0.1.0/24").contains(a("10.0.2.50")));

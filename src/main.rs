@@ -24,7 +24,8 @@ ReplaceRoute (or CreateRoute) in every listed route table, and configured on the
 [[secondary_ip]]: a private address of the nodes' subnet, moved to the holder's ENI by one \
 AssignPrivateIpAddresses with reassignment allowed (never unassigned first), verified on that ENI alone with \
 DescribeNetworkInterfaces, and configured as a /32 on the holder's interface. Every node's ENI must be in the \
-address's subnet: a node whose subnet does not hold it refuses to start (exit 64).
+address's subnet: a node whose subnet does not hold it refuses to start (exit 64). An IPv6 address moves by \
+UnassignIpv6Addresses then AssignIpv6Addresses (EC2 has no reassignment for IPv6), with a short gap.
 
 [[dns]]: a Route 53 A or AAAA record pointed at the holder (its private or public IP, or an address of its group) \
 by one ChangeResourceRecordSets UPSERT, followed until GetChange reports INSYNC and verified with \

@@ -267,9 +267,15 @@ pub async fn probe(
         }
     }
     // AssignPrivateIpAddresses has no DryRun: listed, so the report names what is unproven.
+    // Nor do the IPv6 pair that moves an IPv6 address.
     for secondary in &config.secondary_ips {
         let target = Some(format!("{} {}", secondary.name, secondary.address));
-        probes.push(settled("AssignPrivateIpAddresses", target, Outcome::Unprovable));
+        if secondary.address.is_ipv6() {
+            probes.push(settled("UnassignIpv6Addresses", target.clone(), Outcome::Unprovable));
+            probes.push(settled("AssignIpv6Addresses", target, Outcome::Unprovable));
+        } else {
+            probes.push(settled("AssignPrivateIpAddresses", target, Outcome::Unprovable));
+        }
     }
     // Read permissions: one DryRun Describe each.
     if !config.eips.is_empty() {

@@ -73,11 +73,18 @@ print(json.dumps({t["RouteTableId"]: {"vpc": t["VpcId"], "name": [g["Value"] for
         assert_eq!(v[t]["vpc"], lab.seed_info().vpc_id.as_str(), "{v}");
         assert_eq!(v[t]["name"], format!("lab-rtb-{k}"), "{v}");
     }
+    // The lab VPC is dual-stack, as AWS makes it with an Amazon-provided /56: each table has a
+    // local route for each of the VPC's ranges, and nothing else.
     let all = lab.describe_routes(&rtbs).unwrap();
-    assert_eq!(all.len(), 2, "{all:?}");
-    assert!(all
-        .iter()
-        .all(|r| r.destination == "10.0.0.0/16" && r.target() == Some("local")));
+    assert_eq!(all.len(), 4, "{all:?}");
+    assert!(all.iter().all(|r| r.target() == Some("local")), "{all:?}");
+    for t in &rtbs {
+        let mut local: Vec<&str> = all.iter().filter(|r| &r.route_table_id == t).map(|r| r.destination.as_str()).collect();
+        local.sort();
+        assert_eq!(local.len(), 2, "{all:?}");
+        assert_eq!(local[0], "10.0.0.0/16");
+        assert!(local[1].ends_with("::/56"), "{all:?}");
+    }
 
     // ---- CreateRoute by ENI from node 0, in both tables
     let ids = serde_json::to_string(&rtbs).unwrap();
@@ -129,7 +136,7 @@ print("{{}}")
 for t in {ids}:
     ec2.replace_route(RouteTableId=t, DestinationCidrBlock="{VIP_CIDR}", NetworkInterfaceId="{e1}")
 rs = ec2.describe_route_tables(RouteTableIds={ids})["RouteTables"]
-print(json.dumps([r for t in rs for r in t["Routes"] if r["DestinationCidrBlock"] == "{VIP_CIDR}"]))
+print(json.dumps([r for t in rs for r in t["Routes"] if r.get("DestinationCidrBlock") == "{VIP_CIDR}"]))
 "#,
             e1 = lab.eni(1)
         ),

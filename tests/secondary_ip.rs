@@ -199,3 +199,114 @@ fn secondary_ip_follows_its_holder_and_is_never_on_two_interfaces() {
     let _ = Result::<()>::Ok(());
     lab.assert_no_panics();
 }
+
+/// An IPv6 address of the subnet: EC2 has no reassignment for IPv6, so a move is
+/// UnassignIpv6Addresses on the old ENI, then AssignIpv6Addresses on the new one. The gap between
+/// the two is measured here, from the request log and from EC2 itself.
+#[test]
+fn secondary_ipv6_moves_by_unassign_then_assign_and_the_gap_is_measured() {
+    let mut lab = Lab::start(LabSpec::new("sip6", 75, 3)).expect("lab starts");
+    let subnet6 = lab.seed_info().subnet_ipv6_cidr.clone();
+    let prefix = subnet6.split("::/").next().expect("an IPv6 /64");
+    let address = format!("{prefix}::c0:1");
+    let config = format!("{}{}", lab.default_daemon_config(), lab.secondary_ip_config("db6", &address));
+    for i in 0..3 {
+        lab.write_daemon_config(i, &config).unwrap();
+        lab.start_daemon(i).unwrap();
+    }
+    let holder = settled(&lab, &[0, 1, 2], 3)["db6"];
+    on_holder_only(&lab, &address, holder, "IPv6 address on the holder only");
+    let first = assigns6_since(&lab, 0.0);
+    assert_eq!(first, vec![(Some(holder), "AssignIpv6Addresses".to_string(), Some(200))], "{first:?}");
+
+    // planned move, observed from EC2: the address is on no ENI for a moment, never on two
+    let to = (holder + 1) % 3;
+    let t = lab::unix_now();
+    let stop = AtomicBool::new(false);
+    let (out, samples) = std::thread::scope(|s| {
+        let observer = s.spawn(|| {
+            let mut samples = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                if let Ok(enis) = lab.secondary_ip_enis(&address) {
+                    samples.push(enis.len());
+                }
+            }
+            samples
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        let out = cli(&lab, (holder + 2) % 3, &["move", "db6", "--to", &lab.node_id(to).to_string()]);
+        std::thread::sleep(Duration::from_millis(200));
+        stop.store(true, Ordering::Relaxed);
+        (out, observer.join().unwrap())
+    });
+    assert!(out.status.success(), "move failed: {}", String::from_utf8_lossy(&out.stderr));
+    on_holder_only(&lab, &address, to, "IPv6 address on the move's target only");
+    assert!(samples.iter().all(|n| *n <= 1), "never on two ENIs: {samples:?}");
+    let calls = assigns6_since(&lab, t);
+    assert_eq!(
+        calls.iter().map(|(n, a, _)| (*n, a.as_str())).collect::<Vec<_>>(),
+        vec![(Some(to), "UnassignIpv6Addresses"), (Some(to), "AssignIpv6Addresses")],
+        "the new holder unassigns, then assigns: {calls:?}"
+    );
+    let gap = gap_ms(&lab, t);
+    let unassigned = samples.iter().filter(|n| **n == 0).count();
+    eprintln!(
+        "planned IPv6 move: {gap:.1} ms from UnassignIpv6Addresses to AssignIpv6Addresses answered; \
+         EC2 showed the address on no ENI in {unassigned} of {} samples",
+        samples.len()
+    );
+
+    // hard failure: the survivor takes the address from the dead node's ENI the same way
+    let t = lab::unix_now();
+    lab.kill_corosync(to, Signal::SIGKILL);
+    let rest: Vec<usize> = (0..3).filter(|i| *i != to).collect();
+    let survivor = settled(&lab, &rest, 2)["db6"];
+    on_holder_only(&lab, &address, survivor, "IPv6 address on the survivor only");
+    let calls = assigns6_since(&lab, t);
+    assert_eq!(
+        calls.iter().map(|(n, a, _)| (*n, a.as_str())).collect::<Vec<_>>(),
+        vec![(Some(survivor), "UnassignIpv6Addresses"), (Some(survivor), "AssignIpv6Addresses")],
+        "{calls:?}"
+    );
+    eprintln!("IPv6 failover: {:.1} ms between unassign and assign", gap_ms(&lab, t));
+    lab.assert_no_panics();
+}
+
+/// Waits until EC2 has `address` on node `holder`'s ENI alone and, of the nodes whose daemon
+/// runs, only `holder` has it on its interface.
+fn on_holder_only(lab: &Lab, address: &str, holder: usize, what: &str) {
+    lab.wait_for(what, SETTLE, || {
+        if lab.secondary_ip_holders(address)? != [holder] {
+            return Ok(None);
+        }
+        for i in 0..lab.node_count() {
+            if lab.daemon_running(i) && lab.node_has_address(i, NODE_INTERFACE, address)? != (i == holder) {
+                return Ok(None);
+            }
+        }
+        Ok(Some(()))
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", logs(lab)));
+}
+
+/// IPv6 assign/unassign calls of the nodes since `since`: (node, action, status).
+fn assigns6_since(lab: &Lab, since: f64) -> Vec<(Option<usize>, String, Option<u16>)> {
+    lab.mutating_calls_since(since)
+        .unwrap()
+        .into_iter()
+        .filter(|c| c.node.is_some() && c.action.ends_with("Ipv6Addresses"))
+        .map(|c| (c.node, c.action, c.status))
+        .collect()
+}
+
+/// Milliseconds from the arrival of the first UnassignIpv6Addresses since `since` to the end of
+/// the AssignIpv6Addresses that followed it: how long the address was on no ENI.
+fn gap_ms(lab: &Lab, since: f64) -> f64 {
+    let requests: Vec<_> = lab.ec2_requests().unwrap().into_iter().filter(|r| r.t >= since).collect();
+    let unassign = requests.iter().find(|r| r.action == "UnassignIpv6Addresses").expect("an unassign");
+    let assign = requests
+        .iter()
+        .find(|r| r.action == "AssignIpv6Addresses" && r.t >= unassign.t)
+        .expect("an assign after it");
+    (assign.t - unassign.t) * 1000.0 + assign.duration_ms.unwrap_or(0.0)
+}

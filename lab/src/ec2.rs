@@ -84,6 +84,9 @@ pub struct Seed {
     /// Its name, with the trailing dot.
     #[serde(default)]
     pub zone: String,
+    /// The subnet's IPv6 /64.
+    #[serde(default)]
+    pub subnet_ipv6_cidr: String,
 }
 
 /// One route of a lab route table as DescribeRouteTables reports it (empty strings → None).
@@ -528,7 +531,7 @@ impl Lab {
     }
 
     /// The ENIs (of any instance, not only the lab's nodes) that carry `address` as a
-    /// secondary private IP, read from every ENI of the emulator so that nothing is missed
+    /// secondary private IP or an IPv6 address, read from every ENI of the emulator so that nothing is missed
     /// by a filter: the lab's own view of EC2.
     pub fn secondary_ip_enis(&self, address: &str) -> Result<Vec<String>> {
         let address = address.to_string();
@@ -543,6 +546,9 @@ impl Lab {
                     n.private_ip_addresses()
                         .iter()
                         .any(|a| a.primary() != Some(true) && a.private_ip_address() == Some(address.as_str()))
+                        || n.ipv6_addresses().iter().any(|a| {
+                            a.ipv6_address().and_then(|v| v.parse::<std::net::IpAddr>().ok()) == address.parse().ok()
+                        })
                 })
                 .filter_map(|n| n.network_interface_id().map(str::to_string))
                 .collect();

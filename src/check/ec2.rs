@@ -431,28 +431,34 @@ async fn secondary_checks(config: &Config, client: &aws_sdk_ec2::Client, me: &Me
             return Ok(None);
         };
         let out = attempt_within("DescribeSubnets", CALL_BUDGET, client.describe_subnets().subnet_ids(&subnet_id).send()).await?;
-        Ok::<_, crate::ec2::Ec2Error>(out.subnets().first().and_then(|s| s.cidr_block()).map(|cidr| crate::ec2::Subnet {
+        let found = out.subnets().first();
+        Ok::<_, crate::ec2::Ec2Error>(found.and_then(|s| s.cidr_block()).map(|cidr| crate::ec2::Subnet {
             subnet_id,
             cidr: cidr.to_owned(),
+            ipv6_cidrs: found.map(crate::ec2::subnet_ipv6_ranges).unwrap_or_default(),
         }))
     };
-    let values: Vec<String> = config.secondary_ips.iter().map(|s| s.address.to_string()).collect();
-    let holders = attempt_within(
-        "DescribeNetworkInterfaces",
-        CALL_BUDGET,
-        client
-            .describe_network_interfaces()
-            .filters(
-                aws_sdk_ec2::types::Filter::builder()
-                    .name("addresses.private-ip-address")
-                    .set_values(Some(values))
-                    .build(),
-            )
-            .send(),
-    );
+    // One filter per family: EC2 ANDs filters.
+    let holders = async {
+        let mut seen = Vec::new();
+        for (name, v6) in [("addresses.private-ip-address", false), ("ipv6-addresses.ipv6-address", true)] {
+            let values: Vec<String> = config
+                .secondary_ips
+                .iter()
+                .filter(|s| s.address.is_ipv6() == v6)
+                .map(|s| s.address.to_string())
+                .collect();
+            if values.is_empty() {
+                continue;
+            }
+            let filter = aws_sdk_ec2::types::Filter::builder().name(name).set_values(Some(values)).build();
+            let out = attempt_within("DescribeNetworkInterfaces", CALL_BUDGET, client.describe_network_interfaces().filters(filter).send()).await?;
+            seen.extend(out.network_interfaces().iter().map(crate::ec2::observed_interface));
+        }
+        Ok::<_, crate::ec2::Ec2Error>(seen)
+    };
     let (subnet, holders) = tokio::join!(subnet, holders);
-    let interfaces: Option<Vec<crate::core::reconcile::ObservedInterface>> =
-        holders.ok().map(|out| out.network_interfaces().iter().map(crate::ec2::observed_interface).collect());
+    let interfaces: Option<Vec<crate::core::reconcile::ObservedInterface>> = holders.ok();
     config
         .secondary_ips
         .iter()
@@ -468,13 +474,14 @@ async fn secondary_checks(config: &Config, client: &aws_sdk_ec2::Client, me: &Me
                     name,
                     format!(
                         "outside {} ({}), the subnet of this node's ENI {eni}: EC2 refuses to assign it here, and the daemon refuses to start",
-                        subnet.subnet_id, subnet.cidr
+                        subnet.subnet_id,
+                        subnet.ranges_for(s.address)
                     ),
                     "a secondary IP moves only between ENIs of one subnet: put every node's ENI in the address's subnet, or pick an address of this subnet (a [[vip]] or a Route 53 record spans subnets)",
                 );
             }
             let Some(seen) = &interfaces else {
-                return CheckItem::pass(name, format!("in {} ({}) of this node's ENI", subnet.subnet_id, subnet.cidr));
+                return CheckItem::pass(name, format!("in {} ({}) of this node's ENI", subnet.subnet_id, subnet.ranges_for(s.address)));
             };
             if let Some(of) = crate::core::reconcile::primary_owner(seen, s.address) {
                 return CheckItem::fail(
@@ -489,7 +496,7 @@ async fn secondary_checks(config: &Config, client: &aws_sdk_ec2::Client, me: &Me
                 [one] if one == eni => "assigned to this node's ENI".to_string(),
                 list => format!("assigned to {}", list.join(", ")),
             };
-            CheckItem::pass(name, format!("in {} ({}) of this node's ENI; {at}", subnet.subnet_id, subnet.cidr))
+            CheckItem::pass(name, format!("in {} ({}) of this node's ENI; {at}", subnet.subnet_id, subnet.ranges_for(s.address)))
         })
         .collect()
 }

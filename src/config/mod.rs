@@ -204,8 +204,8 @@ pub struct VipConfig {
 pub struct SecondaryIpConfig {
     /// Names the resource in commands, status and logs; unique among all resources.
     pub name: String,
-    /// The floating address; it must lie in the subnet of every node's ENI.
-    pub address: Ipv4Addr,
+    /// The floating address (IPv4 or IPv6); it must lie in the subnet of every node's ENI.
+    pub address: IpAddr,
     /// Where the holder configures the address (as a /32) so it answers for it.
     pub interface: String,
     /// Linux address label, so operators' tools can tell the floating address apart.
@@ -711,7 +711,7 @@ allocation_id = "eipalloc-2"
     #[test]
     fn secondary_ips_parse_group_and_are_announced() {
         let c = parse(&format!("{MINIMAL}group = \"svc\"\n{SECONDARY}group = \"svc\"\nlabel = \"eth0:db\"\n")).unwrap();
-        assert_eq!(c.secondary_ips[0].address, Ipv4Addr::new(10, 0, 1, 50));
+        assert_eq!(c.secondary_ips[0].address, IpAddr::V4(Ipv4Addr::new(10, 0, 1, 50)));
         assert_eq!(c.secondary_ips[0].interface, "eth0");
         assert_eq!(c.resource_names(), vec!["web".to_string(), "db".to_string()]);
         assert_eq!(c.unit_of("db").as_deref(), Some("svc"));
@@ -729,8 +729,9 @@ allocation_id = "eipalloc-2"
         let bad = |from: &str, to: &str| error_of(&SECONDARY.replace(from, to));
         assert!(bad("10.0.1.50", "10.0.1").contains("secondary_ip[0].address"));
         assert!(bad("10.0.1.50", "8.8.8.8").contains("not a private address"));
-        let v6 = bad("10.0.1.50", "fd00::5");
-        assert!(v6.contains("secondary_ip[0].address") && v6.contains("IPv6"), "{v6}");
+        assert_eq!(parse(&SECONDARY.replace("10.0.1.50", "2600:1f18::50")).unwrap().secondary_ips[0].address.to_string(), "2600:1f18::50");
+        assert!(bad("10.0.1.50", "fe80::5").contains("secondary_ip[0].address"));
+        assert!(error_of(&format!("{}label = \"eth0:db\"\n", SECONDARY.replace("10.0.1.50", "2600:1f18::50"))).contains("secondary_ip[0].label"));
         assert!(error_of(&format!("{SECONDARY}label = \"eth1:db\"\n")).contains("secondary_ip[0].label"));
         assert!(error_of(&format!("{SECONDARY}interface = \"eth 0\"\n")).contains("secondary_ip[0].interface"));
         assert!(error_of(&format!("{SECONDARY}{}", SECONDARY.replace("db", "db2"))).contains("secondary_ip[1].address"));

@@ -439,24 +439,33 @@ fn secondary_ip(
     if !names.insert(s.name.clone()) {
         return Err(invalid(key("name"), format!("resource name `{}` is used twice", s.name)));
     }
-    let address: Ipv4Addr = match s.address.parse::<std::net::IpAddr>() {
-        Ok(std::net::IpAddr::V4(a)) => a,
-        Ok(std::net::IpAddr::V6(_)) => {
+    let address: IpAddr = s
+        .address
+        .parse()
+        .map_err(|_| invalid(key("address"), format!("`{}` is not an IPv4 or IPv6 address", s.address)))?;
+    match address {
+        // EC2 assigns private IPv4 addresses only: anything else can never be on an ENI.
+        IpAddr::V4(a) if !a.is_private() => {
             return Err(invalid(
                 key("address"),
-                format!("`{}` is IPv6: secondary IPv6 addresses are not supported yet; use a [[vip]]", s.address),
+                format!("{a} is not a private address (10/8, 172.16/12 or 192.168/16), so EC2 cannot assign it"),
             ))
         }
-        Err(_) => return Err(invalid(key("address"), format!("`{}` is not an IPv4 address", s.address))),
-    };
-    // EC2 assigns private addresses only: anything else can never be on an ENI.
-    if !address.is_private() {
-        return Err(invalid(
-            key("address"),
-            format!("{address} is not a private address (10/8, 172.16/12 or 192.168/16), so EC2 cannot assign it"),
-        ));
+        IpAddr::V6(a)
+            if a.is_unspecified()
+                || a.is_loopback()
+                || a.is_multicast()
+                || (a.segments()[0] & 0xffc0) == 0xfe80
+                || a.to_ipv4_mapped().is_some() =>
+        {
+            return Err(invalid(key("address"), format!("{a} is not an address of a subnet's IPv6 range")))
+        }
+        IpAddr::V6(_) if s.label.is_some() => {
+            return Err(invalid(key("label"), "Linux keeps address labels for IPv4 addresses only; remove it for an IPv6 address"))
+        }
+        _ => {}
     }
-    if !addresses.insert(IpAddr::V4(address)) {
+    if !addresses.insert(address) {
         return Err(invalid(key("address"), format!("{address} is already managed by another [[vip]] or [[secondary_ip]]")));
     }
     let interface = local_side(s.interface, s.label.as_deref(), &key)?;

@@ -245,13 +245,18 @@ pub struct ObservedInterface {
     pub primary_ip: Option<String>,
     /// Every secondary private IPv4 address assigned to the ENI.
     pub secondary_ips: Vec<String>,
+    /// Every IPv6 address assigned to the ENI.
+    #[serde(default)]
+    pub ipv6: Vec<String>,
 }
 
-/// The ENIs that carry `address` as a secondary IP (exact comparison of parsed addresses).
-pub fn interfaces_with(interfaces: &[ObservedInterface], address: Ipv4Addr) -> Vec<String> {
+/// The ENIs that carry `address` as a secondary IPv4 address or as an IPv6 address (exact
+/// comparison of parsed addresses).
+pub fn interfaces_with(interfaces: &[ObservedInterface], address: std::net::IpAddr) -> Vec<String> {
+    let listed = |i: &ObservedInterface| if address.is_ipv4() { i.secondary_ips.clone() } else { i.ipv6.clone() };
     let mut found: Vec<String> = interfaces
         .iter()
-        .filter(|i| i.secondary_ips.iter().any(|ip| ip.parse::<Ipv4Addr>().ok() == Some(address)))
+        .filter(|i| listed(i).iter().any(|ip| ip.parse::<std::net::IpAddr>().ok() == Some(address)))
         .map(|i| i.network_interface_id.clone())
         .collect();
     found.sort();
@@ -261,10 +266,10 @@ pub fn interfaces_with(interfaces: &[ObservedInterface], address: Ipv4Addr) -> V
 
 /// The ENI whose *primary* address is `address`: EC2 never moves a primary address, so a
 /// secondary IP configured with one is a configuration error every node would meet.
-pub fn primary_owner(interfaces: &[ObservedInterface], address: Ipv4Addr) -> Option<String> {
+pub fn primary_owner(interfaces: &[ObservedInterface], address: std::net::IpAddr) -> Option<String> {
     interfaces
         .iter()
-        .find(|i| i.primary_ip.as_deref().and_then(|ip| ip.parse::<Ipv4Addr>().ok()) == Some(address))
+        .find(|i| i.primary_ip.as_deref().and_then(|ip| ip.parse::<std::net::IpAddr>().ok()) == Some(address))
         .map(|i| i.network_interface_id.clone())
 }
 
@@ -287,12 +292,12 @@ pub enum SecondaryAction {
 
 /// The address is on `eni`, and only there: what the holder verifies after assigning and at
 /// every monitor interval.
-pub fn secondary_points_at(interfaces: &[ObservedInterface], address: Ipv4Addr, eni: &str) -> bool {
+pub fn secondary_points_at(interfaces: &[ObservedInterface], address: std::net::IpAddr, eni: &str) -> bool {
     interfaces_with(interfaces, address) == [eni.to_owned()]
 }
 
 /// Which call, if any, puts `address` on `eni` alone.
-pub fn decide_secondary(interfaces: &[ObservedInterface], address: Ipv4Addr, eni: &str) -> SecondaryAction {
+pub fn decide_secondary(interfaces: &[ObservedInterface], address: std::net::IpAddr, eni: &str) -> SecondaryAction {
     if let Some(of) = primary_owner(interfaces, address) {
         return SecondaryAction::Primary { of };
     }
@@ -351,12 +356,14 @@ mod tests {
     use super::*;
 
     fn eni(id: &str, primary: &str, secondary: &[&str]) -> ObservedInterface {
+        let (v6, v4): (Vec<&str>, Vec<&str>) = secondary.iter().partition(|s| s.contains(':'));
         ObservedInterface {
             network_interface_id: id.into(),
             subnet_id: Some("subnet-1".into()),
             instance_id: None,
             primary_ip: Some(primary.into()),
-            secondary_ips: secondary.iter().map(|s| s.to_string()).collect(),
+            secondary_ips: v4.iter().map(|s| s.to_string()).collect(),
+            ipv6: v6.iter().map(|s| s.to_string()).collect(),
         }
     }
 
@@ -389,7 +396,11 @@ mod tests {
 
     #[test]
     fn secondary_ip_decisions() {
-        let a: Ipv4Addr = "10.0.1.50".parse().unwrap();
+        let a: std::net::IpAddr = "10.0.1.50".parse().unwrap();
+        let v6: std::net::IpAddr = "2600:1f18::50".parse().unwrap();
+        let moved = [eni("eni-me", "10.0.1.4", &[]), eni("eni-b", "10.0.1.5", &["2600:1f18:0::50"])];
+        assert_eq!(decide_secondary(&moved, v6, "eni-me"), SecondaryAction::Assign { from: vec!["eni-b".into()] });
+        assert!(interfaces_with(&moved, a).is_empty(), "families never mix");
         let ours = [eni("eni-me", "10.0.1.4", &["10.0.1.50"]), eni("eni-b", "10.0.1.5", &[])];
         assert_eq!(decide_secondary(&ours, a, "eni-me"), SecondaryAction::AlreadyOurs);
         assert!(secondary_points_at(&ours, a, "eni-me"));

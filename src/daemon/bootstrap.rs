@@ -295,7 +295,9 @@ async fn same_subnet(
                 message: format!(
                     "{} is outside {} ({}), the subnet of this node's interface {eni}: a secondary IP moves \
                      only between interfaces of one subnet, so every node's interface must be in its subnet",
-                    s.address, subnet.subnet_id, subnet.cidr
+                    s.address,
+                    subnet.subnet_id,
+                    subnet.ranges_for(s.address)
                 ),
             });
         }

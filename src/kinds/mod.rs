@@ -68,7 +68,7 @@ impl Kind {
             }),
             Kind::Secondary(s) => Some(LocalSide {
                 interface: &s.interface,
-                address: s.address.into(),
+                address: s.address,
                 label: s.label.as_deref(),
             }),
         }
@@ -230,7 +230,7 @@ pub struct Batch {
     allocations: Vec<String>,
     /// Route tables by the role their calls assume (None: our own credentials).
     tables: std::collections::BTreeMap<Option<String>, BTreeSet<String>>,
-    secondary: BTreeSet<std::net::Ipv4Addr>,
+    secondary: BTreeSet<std::net::IpAddr>,
     /// Hosted zone → name and type of every held record in it.
     zones: std::collections::BTreeMap<String, Vec<(String, String)>>,
     /// Resource name, interface and address of every address whose local side is checked.
@@ -295,7 +295,7 @@ impl Batch {
             }
             read
         };
-        let secondary: Vec<std::net::Ipv4Addr> = self.secondary.into_iter().collect();
+        let secondary: Vec<std::net::IpAddr> = self.secondary.into_iter().collect();
         let interfaces = async {
             if secondary.is_empty() {
                 None

@@ -43,7 +43,12 @@ Patches applied to moto's EC2 model before serving (see patch_moto()):
         ENI's primary address can never be taken (moto assigned anything it was given);
       - the filters private-ip-address / addresses.private-ip-address of
         DescribeNetworkInterfaces match secondary addresses too (moto matched only the
-        primary one).
+        primary one), and the values of one filter are ORed; ipv6-addresses.ipv6-address
+        filters by IPv6 address (moto did not know it);
+      - AssignIpv6Addresses refuses an address still on another ENI (IPv6 has no
+        reassignment) or outside the subnet's IPv6 ranges.
+  (k) DescribeSubnets writes a subnet's IPv6 association state as AWS does ("associated";
+      moto wrote the whole state object into the string).
   (j) Route 53, as AWS answers it:
       - a change is PENDING for a while (LAB_ROUTE53_PENDING_MS, default 500) before GetChange
         reports INSYNC, and every change has its own id (moto answered INSYNC at once, with one
@@ -121,6 +126,7 @@ def patch_moto():
     patch_source_dest_check()
     patch_route_dry_run()
     patch_secondary_ips()
+    patch_subnet_ipv6_state()
     patch_route53_changes()
     patch_iam()
 
@@ -255,6 +261,25 @@ def patch_route_dry_run():
         setattr(RouteTables, name, with_dry_run(getattr(RouteTables, name)))
 
 
+def patch_subnet_ipv6_state():
+    from moto.ec2.models.subnets import Subnet
+
+    # DescribeSubnets: moto wrote the whole state object into Ipv6CidrBlockState.State
+    # ("{'State': 'associated'}"); AWS writes "associated".
+    def ipv6_cidr_block_association_set(self):
+        return [
+            {
+                "ipv6CidrBlock": a["ipv6CidrBlock"],
+                "associationId": a["associationId"],
+                "ipv6CidrBlockState": {"state": a["ipv6CidrBlockState"]["State"]},
+            }
+            for a in self.ipv6_cidr_block_associations.values()
+            if a["ipv6CidrBlockState"]["State"] == "associated"
+        ]
+
+    Subnet.ipv6_cidr_block_association_set = property(ipv6_cidr_block_association_set)
+
+
 def patch_secondary_ips():
     import ipaddress
     from moto.ec2.exceptions import EC2ClientError
@@ -304,24 +329,54 @@ def patch_secondary_ips():
         return orig_model(self, eni_id, private_ip_addresses, secondary_ips_count)
 
     # AWS ORs the values of one filter: an ENI matches when any of its addresses is listed.
-    # moto's generic matcher compared the sets by inclusion, and only the primary address.
+    # moto's generic matcher compared the sets by inclusion, only the primary IPv4 address, and
+    # knew no IPv6 address filter.
     address_filters = ("addresses.private-ip-address", "private-ip-address")
+    ipv6_filters = ("ipv6-addresses.ipv6-address", "ipv6-address")
 
     def get_all_network_interfaces(self, eni_ids=None, filters=None):
-        wanted = None
+        wanted, wanted6 = None, None
         if filters:
             filters = dict(filters)
-            for name in address_filters:
+            for name in address_filters + ipv6_filters:
                 values = filters.pop(name, None)
-                if values is not None:
-                    values = set(values if isinstance(values, list) else [values])
+                if values is None:
+                    continue
+                values = set(values if isinstance(values, list) else [values])
+                if name in ipv6_filters:
+                    values = {str(ipaddress.ip_address(v)) for v in values}
+                    wanted6 = values if wanted6 is None else wanted6 & values
+                else:
                     wanted = values if wanted is None else wanted & values
         enis = orig_get_all(self, eni_ids, filters or None)
-        if wanted is None:
-            return enis
-        return [eni for eni in enis
-                if wanted & ({item.get("PrivateIpAddress") for item in eni.private_ip_addresses}
-                             | {eni.private_ip_address})]
+        if wanted is not None:
+            enis = [eni for eni in enis
+                    if wanted & ({item.get("PrivateIpAddress") for item in eni.private_ip_addresses}
+                                 | {eni.private_ip_address})]
+        if wanted6 is not None:
+            enis = [eni for eni in enis
+                    if wanted6 & {str(ipaddress.ip_address(a)) for a in eni.ipv6_addresses if a}]
+        return enis
+
+    # AWS refuses an IPv6 address still assigned to another ENI (there is no reassignment for
+    # IPv6) and one outside the subnet's IPv6 ranges; moto assigned anything it was given.
+    orig_assign6 = NetworkInterfaceBackend.assign_ipv6_addresses
+
+    def assign_ipv6_addresses(self, eni_id, ipv6_addresses=None, ipv6_count=None):
+        eni = self.get_network_interface(eni_id)
+        if ipv6_addresses:
+            ranges = [ipaddress.ip_network(a.get("ipv6CidrBlock"))
+                      for a in eni.subnet.ipv6_cidr_block_associations.values() if a.get("ipv6CidrBlock")]
+            for ip in ipv6_addresses:
+                if not any(ipaddress.ip_address(ip) in r for r in ranges):
+                    raise EC2ClientError("InvalidParameterValue",
+                                         f"Address {ip} does not fall within the subnet's address range")
+                for other in self.get_all_network_interfaces():
+                    if other is not eni and ip in other.ipv6_addresses:
+                        raise EC2ClientError("InvalidParameterValue", f"Address {ip} is in use.")
+        return orig_assign6(self, eni_id, ipv6_addresses, ipv6_count)
+
+    NetworkInterfaceBackend.assign_ipv6_addresses = assign_ipv6_addresses
 
     orig_get_all = NetworkInterfaceBackend.get_all_network_interfaces
     NetworkInterfaceBackend.get_all_network_interfaces = get_all_network_interfaces

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Seeds the lab's EC2 emulator: one VPC, one subnet, N instances (one per node,
+"""Seeds the lab's EC2 emulator: one VPC and one subnet (with an IPv6 /64), N instances (one per node,
 each with its primary ENI), M VPC Elastic IPs and K route tables in the VPC (tagged
 Name=lab-rtb-<k>, k = 0..K-1, no routes but the VPC's local one), and one Route 53 hosted
 zone `lab.internal.` with no records but its own. Instances keep AWS's default
@@ -7,7 +7,7 @@ SourceDestCheck=true (the lab turns it off afterwards). Prints JSON:
 
 {"vpc_id":..., "subnet_id":..., "instances":[{"instance_id","eni","private_ip","az","mac"}],
  "allocations":[{"allocation_id","public_ip"}], "route_tables":["rtb-.."],
- "hosted_zone_id": "Z..", "zone": "lab.internal."}
+ "hosted_zone_id": "Z..", "zone": "lab.internal.", "subnet_ipv6_cidr": "2600:../64"}
 """
 import argparse
 import json
@@ -28,9 +28,14 @@ def main():
     ec2 = boto3.client("ec2", endpoint_url=args.endpoint, region_name=args.region,
                        aws_access_key_id="testing", aws_secret_access_key="testing")
     az = args.region + "a"
-    vpc_id = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+    vpc_id = ec2.create_vpc(CidrBlock="10.0.0.0/16", AmazonProvidedIpv6CidrBlock=True)["Vpc"]["VpcId"]
     subnet_id = ec2.create_subnet(VpcId=vpc_id, CidrBlock="10.0.1.0/24",
                                   AvailabilityZone=az)["Subnet"]["SubnetId"]
+    # The subnet's IPv6 /64: the first /64 of the VPC's /56, as AWS consoles propose.
+    vpc6 = ec2.describe_vpcs(VpcIds=[vpc_id])["Vpcs"][0]["Ipv6CidrBlockAssociationSet"][0]["Ipv6CidrBlock"]
+    import ipaddress
+    subnet6 = str(next(ipaddress.ip_network(vpc6).subnets(new_prefix=64)))
+    ec2.associate_subnet_cidr_block(SubnetId=subnet_id, Ipv6CidrBlock=subnet6)
     images = ec2.describe_images(Owners=["amazon"])["Images"]
     if not images:
         raise SystemExit("seed_ec2: DescribeImages(owners=amazon) returned nothing")
@@ -73,6 +78,7 @@ def main():
     json.dump({"vpc_id": vpc_id, "subnet_id": subnet_id, "ami": ami,
                "instances": instances, "allocations": allocations,
                "route_tables": route_tables, "hosted_zone_id": hosted_zone_id,
+               "subnet_ipv6_cidr": subnet6,
                "zone": "lab.internal."}, sys.stdout)
     sys.stdout.write("\n")
 
