@@ -121,10 +121,41 @@ impl Route53 {
         Ok(mine)
     }
 
+    /// Deletes the record as we wrote it (name, type, TTL and value must all match, so a
+    /// record someone else changed meanwhile is left alone: Route 53 refuses the change).
+    pub async fn delete(
+        &self,
+        zone: &str,
+        name: &str,
+        record_type: &str,
+        ttl: u32,
+        value: std::net::IpAddr,
+        budget: Duration,
+        gate: WriteGate<'_>,
+    ) -> Result<String, Ec2Error> {
+        self.change(ChangeAction::Delete, zone, name, record_type, ttl, value, budget, gate).await
+    }
+
     /// Points the record at `value` with one UPSERT (never a DELETE first, so the name always
     /// resolves); returns the change id to follow with `propagation`.
     pub async fn upsert(
         &self,
+        zone: &str,
+        name: &str,
+        record_type: &str,
+        ttl: u32,
+        value: std::net::IpAddr,
+        budget: Duration,
+        gate: WriteGate<'_>,
+    ) -> Result<String, Ec2Error> {
+        self.change(ChangeAction::Upsert, zone, name, record_type, ttl, value, budget, gate).await
+    }
+
+    /// One change of one record with one value.
+    #[allow(clippy::too_many_arguments)]
+    async fn change(
+        &self,
+        action: ChangeAction,
         zone: &str,
         name: &str,
         record_type: &str,
@@ -144,7 +175,7 @@ impl Route53 {
                 .build()
                 .map_err(|e| refused(api, e.to_string()))?;
             let change = Change::builder()
-                .action(ChangeAction::Upsert)
+                .action(action.clone())
                 .resource_record_set(set)
                 .build()
                 .map_err(|e| refused(api, e.to_string()))?;

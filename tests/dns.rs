@@ -99,7 +99,7 @@ fn a_record_follows_its_group_and_failed_reads_never_move_it() {
     // ---- start: the record points at the group's holder, after INSYNC
     let t0 = lab::unix_now();
     let config = format!(
-        "{}group = \"svc\"\n{}group = \"svc\"\n",
+        "{}group = \"svc\"\n{}group = \"svc\"\ndelete_on_release = true\n",
         lab.default_daemon_config(),
         lab.dns_config("www", RECORD, "private")
     );
@@ -184,5 +184,27 @@ fn a_record_follows_its_group_and_failed_reads_never_move_it() {
         "failover of a Route 53 record: elected +{}ms, UPSERT sent {:?}ms, INSYNC and verified +{}ms",
         timeline.elected_ms, timeline.associate_sent_ms, timeline.verified_ms
     );
+
+    // ---- planned stops with delete_on_release: the record moves while a member can take it,
+    // and is deleted only when the last one stops
+    let other = rest.iter().copied().find(|i| *i != survivor).expect("a second survivor");
+    let t = lab::unix_now();
+    lab.signal_daemon(survivor, Signal::SIGTERM).unwrap();
+    assert_eq!(lab.wait_daemon_exit(survivor, SETTLE).unwrap(), Some(0));
+    wait_record_on(&lab, other, "record on the last member after a planned stop");
+    let calls = route53_calls(&lab, t);
+    assert_eq!(upserts(&calls), vec![(Some(other), Some(200))], "moved, not deleted, while a member could take it");
+    let t = lab::unix_now();
+    lab.signal_daemon(other, Signal::SIGTERM).unwrap();
+    assert_eq!(lab.wait_daemon_exit(other, SETTLE).unwrap(), Some(0));
+    assert_eq!(lab.dns_record(RECORD, "A").unwrap(), None, "the last member deleted the record\n{}", logs(&lab));
+    let deletes: Vec<_> = lab
+        .ec2_requests()
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.t >= t && r.action == "ChangeResourceRecordSets" && r.param("Body").is_some_and(|b| b.contains("DELETE")))
+        .map(|r| (lab.node_by_ip(&r.source), r.status))
+        .collect();
+    assert_eq!(deletes, vec![(Some(other), Some(200))], "one DELETE, by the last holder");
     lab.assert_no_panics();
 }

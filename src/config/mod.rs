@@ -232,6 +232,9 @@ pub struct DnsConfig {
     pub ttl: u32,
     /// What the record points at.
     pub value: DnsValue,
+    /// On a planned stop of the holder with no other member able to take the record, delete
+    /// it (if it still points at us) rather than leave it pointing at a stopped node.
+    pub delete_on_release: bool,
     /// Node ids in order of preference; empty: `[cluster] prefer`.
     pub prefer: Vec<u32>,
     /// Resources of one group always share one holder.
@@ -470,7 +473,8 @@ impl Config {
                             .with_key(&key("record"), &d.record)
                             .with_key(&key("type"), d.record_type.as_str())
                             .with_key(&key("ttl"), &d.ttl.to_string())
-                            .with_key(&key("value"), &d.value.to_string());
+                            .with_key(&key("value"), &d.value.to_string())
+                            .with_key(&key("delete_on_release"), if d.delete_on_release { "true" } else { "false" });
                     }
                 }
                 spec

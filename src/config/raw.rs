@@ -223,6 +223,9 @@ pub(super) struct RawDns {
     pub ttl: Option<i64>,
     /// `private`, `public`, or `eip:NAME` / `vip:NAME` / `secondary_ip:NAME` of the same group.
     pub value: Option<String>,
+    /// Delete the record when the last member able to hold it stops.
+    #[serde(default)]
+    pub delete_on_release: bool,
     /// Overrides `[cluster] prefer` for this record.
     #[serde(default)]
     pub prefer: Vec<u32>,

@@ -602,6 +602,7 @@ fn dns_record(
         record_type,
         ttl,
         value,
+        delete_on_release: d.delete_on_release,
         prefer: d.prefer,
         group: d.group,
     })

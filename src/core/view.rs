@@ -476,6 +476,12 @@ impl View {
         self.infos.values().flat_map(|i| i.nodes.iter()).all(|n| present.contains(n))
     }
 
+    /// Whether a member other than this one could hold units now: what a stopping holder asks
+    /// before it deletes a record nobody would take over.
+    pub fn others_serve(&self) -> bool {
+        self.members.iter().any(|m| *m != self.local && self.serves(m))
+    }
+
     /// May this member hold units: healthy, not in standby, and speaking.
     fn serves(&self, member: &MemberId) -> bool {
         !self.released.contains(member)

@@ -137,7 +137,7 @@ impl Daemon {
     /// The question every mutating call asks right before it is sent: are we still the
     /// elected holder of `unit` at `generation` in a quorate partition, and does corosync still
     /// count us quorate at this instant?
-    fn write_gate(&self, unit: &str, generation: u64) -> Gate {
+    pub(super) fn write_gate(&self, unit: &str, generation: u64) -> Gate {
         let permit = self.permit.subscribe();
         let probe = self.probe.clone();
         let liveness = self.liveness.clone();

@@ -53,6 +53,9 @@ impl Daemon {
     pub(super) async fn release(&mut self, cs: &mut Corosync, view: &View) -> SessionEnd {
         info!("stopping: releasing all addresses to peers");
         systemd::stopping();
+        if !view.others_serve() {
+            self.delete_records_nobody_takes(view).await;
+        }
         self.stand_down(true);
         self.remove_local_addresses().await;
         if let Err(e) = cs.send(&wire::encode(&Body::Release)).await {
@@ -73,6 +76,31 @@ impl Daemon {
                         return SessionEnd::Shutdown;
                     }
                 }
+            }
+        }
+    }
+
+    /// The last member able to hold them stops: records with `delete_on_release` that we hold
+    /// are deleted (if they still point at us) while our permit is still valid, instead of
+    /// pointing at a stopped node. Bounded, so a stop never hangs on Route 53.
+    async fn delete_records_nobody_takes(&mut self, view: &View) {
+        // Every record of a unit elected to us, verified or still being acquired: the record
+        // may already point at us while the acquisition waits for INSYNC, and delete_if_ours
+        // reads it before deleting anything.
+        let held: Vec<(String, kinds::dns::DnsTarget, String)> = self
+            .ours(view)
+            .filter_map(|(name, l)| match &l.kind {
+                kinds::Kind::Dns(d) if d.config.delete_on_release => Some((name.clone(), d.clone(), l.unit.clone())),
+                _ => None,
+            })
+            .collect();
+        for (name, target, unit) in held {
+            let Some(generation) = view.assignments().get(&unit).map(|a| a.generation) else { continue };
+            let gate = self.write_gate(&unit, generation);
+            match kinds::dns::delete_if_ours(&self.kinds.route53, &target, gate, Duration::from_secs(5)).await {
+                Ok(true) => info!(resource = %name, record = %target.config.record, "no other member can take the record: deleted it (delete_on_release)"),
+                Ok(false) => info!(resource = %name, record = %target.config.record, "the record no longer points at this node: left alone"),
+                Err(e) => warn!(resource = %name, record = %target.config.record, error = %e, "could not delete the record; it still points at this node"),
             }
         }
     }

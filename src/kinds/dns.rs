@@ -105,3 +105,20 @@ pub fn judge(target: &DnsTarget, seen: &Result<Vec<ObservedRecord>, Ec2Error>) -
         address_present: None,
     })
 }
+
+/// Deletes the record if it still points at this node's value: what a holder with
+/// `delete_on_release` does when it stops and no other member can take the record.
+/// `Ok(false)`: the record points elsewhere (or is gone), so it is left alone.
+pub async fn delete_if_ours(route53: &Route53, target: &DnsTarget, gate: Gate, budget: Duration) -> Result<bool, AcquireError> {
+    let dns = &target.config;
+    let value = target.value.clone().map_err(AcquireError::Setup)?;
+    let kind = dns.record_type.as_str();
+    let records = route53.record(&dns.hosted_zone_id, &dns.record, kind, budget).await?;
+    if !record_points_at(find_record(&records, &dns.record, kind), value, dns.ttl) {
+        return Ok(false);
+    }
+    route53
+        .delete(&dns.hosted_zone_id, &dns.record, kind, dns.ttl, value, budget, gate.as_ref())
+        .await?;
+    Ok(true)
+}
