@@ -5,37 +5,12 @@
 //! log and each node's `status --json`.
 //! Needs root and scripts/setup.sh. Run: cargo test --test dns -- --nocapture
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use corosync_eip::status::ResourceStatus;
-use lab::{Ec2Proof, Lab, LabSpec, Settle, Signal, StatusReport, Units};
+use lab::{Lab, LabSpec, Signal};
 
 const SETTLE: Duration = Duration::from_secs(60);
 const RECORD: &str = "db.lab.internal.";
-
-fn logs(lab: &Lab) -> String {
-    (0..lab.node_count())
-        .map(|i| format!("---- node {i} ----\n{}", lab::tail(&lab.daemon_log(i), 40)))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-fn resource(status: &StatusReport, name: &str) -> ResourceStatus {
-    status.resources.iter().find(|r| r.name == name).cloned().unwrap_or_else(|| panic!("no {name} in status"))
-}
-
-fn settled(lab: &Lab, nodes: &[usize], members: usize) -> BTreeMap<String, usize> {
-    let rules = Settle {
-        nodes,
-        members,
-        units: Units::All,
-        ec2: Ec2Proof::Nothing,
-        disagreement_fails: false,
-        timeout: SETTLE,
-    };
-    lab.settle(&rules).unwrap_or_else(|e| panic!("{e:#}\n{}", logs(lab)))
-}
 
 /// Waits until Route 53 lists the record with node `i`'s private IP alone, TTL 10. Reads at
 /// most twice a second: the test shares the account's 5 requests/s with the daemons.
@@ -50,7 +25,7 @@ fn wait_record_on(lab: &Lab, i: usize, what: &str) {
         }
         std::thread::sleep(Duration::from_millis(500));
     }
-    panic!("{what}: Route 53 still lists {last:?}, not {want:?}\n{}", logs(lab));
+    panic!("{what}: Route 53 still lists {last:?}, not {want:?}\n{}", lab.logs());
 }
 
 /// Route 53 calls the nodes made since `since`: (node, action, HTTP status).
@@ -73,13 +48,6 @@ fn upserts(calls: &[(Option<usize>, String, Option<u16>)]) -> Vec<(Option<usize>
         .collect()
 }
 
-fn cli(lab: &Lab, node: usize, args: &[&str]) -> std::process::Output {
-    let bin = lab.spec().daemon_bin.to_string_lossy().into_owned();
-    let mut argv = vec![bin.as_str()];
-    argv.extend_from_slice(args);
-    lab.node_exec(node, &argv).unwrap()
-}
-
 #[test]
 fn a_record_follows_its_group_and_failed_reads_never_move_it() {
     let mut lab = Lab::start(LabSpec::new("dns", 73, 3)).expect("lab starts");
@@ -91,7 +59,7 @@ fn a_record_follows_its_group_and_failed_reads_never_move_it() {
     lab.start_daemon(0).unwrap();
     assert_eq!(lab.wait_daemon_exit(0, SETTLE).unwrap(), Some(64), "{}", lab.daemon_log(0));
     assert!(lab.daemon_log(0).contains("dns[0].hosted_zone_id"), "{}", lab.daemon_log(0));
-    let out = cli(&lab, 0, &["check", "--config", "/etc/corosync-eip/corosync-eip.toml"]);
+    let out = lab.cli(0, &["check", "--config", "/etc/corosync-eip/corosync-eip.toml"]);
     let report = String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success() && report.contains("hosted zone not found"), "{report}");
     assert_eq!(lab.dns_record(RECORD, "A").unwrap(), None, "nothing was written");
@@ -107,7 +75,7 @@ fn a_record_follows_its_group_and_failed_reads_never_move_it() {
         lab.write_daemon_config(i, &config).unwrap();
         lab.start_daemon(i).unwrap();
     }
-    let held = settled(&lab, &[0, 1, 2], 3);
+    let held = lab.settled_units(&[0, 1, 2], 3, SETTLE);
     let holder = held["www"];
     assert_eq!(held["eip1"], holder, "a group has one holder");
     wait_record_on(&lab, holder, "record on the holder");
@@ -115,12 +83,12 @@ fn a_record_follows_its_group_and_failed_reads_never_move_it() {
     assert_eq!(upserts(&calls), vec![(Some(holder), Some(200))], "one UPSERT: {calls:?}");
     let follows = calls.iter().filter(|(n, a, _)| *n == Some(holder) && a == "GetChange").count();
     assert!(follows >= 2, "the holder waited for INSYNC past PENDING: {calls:?}");
-    let www = resource(&lab.daemon_status(holder).unwrap(), "www");
+    let www = Lab::resource_of(&lab.daemon_status(holder).unwrap(), "www");
     assert_eq!(www.kind, "dns");
     let record = www.record.expect("record in status");
     assert_eq!((record.name.as_str(), record.record_type.as_str(), record.ttl), (RECORD, "A", 10));
     assert_eq!(record.values, Some(vec![lab.private_ip(holder).to_string()]));
-    let check = cli(&lab, (holder + 1) % 3, &["check", "--config", "/etc/corosync-eip/corosync-eip.toml"]);
+    let check = lab.cli((holder + 1) % 3, &["check", "--config", "/etc/corosync-eip/corosync-eip.toml"]);
     let report = String::from_utf8_lossy(&check.stdout);
     assert!(report.contains("permission route53:ChangeResourceRecordSets") && report.contains("cannot be proven"), "{report}");
     assert!(report.contains("permission route53:ListResourceRecordSets"), "{report}");
@@ -154,14 +122,14 @@ fn a_record_follows_its_group_and_failed_reads_never_move_it() {
     assert!(throttled >= 1, "the holder's reads met Throttling ({flood} flood requests): {calls:?}");
     let writes: Vec<_> = calls.iter().filter(|(_, a, _)| a == "ChangeResourceRecordSets").collect();
     assert!(writes.is_empty(), "a failed read never writes, not even an attempt: {calls:?}");
-    assert_eq!(settled(&lab, &[0, 1, 2], 3)["www"], holder, "and never moves");
+    assert_eq!(lab.settled_units(&[0, 1, 2], 3, SETTLE)["www"], holder, "and never moves");
     wait_record_on(&lab, holder, "record unchanged");
 
     // ---- planned move: one UPSERT by the new holder
     let to = (holder + 1) % 3;
     let t = lab::unix_now();
     let started = Instant::now();
-    let out = cli(&lab, (holder + 2) % 3, &["move", "svc", "--to", &lab.node_id(to).to_string()]);
+    let out = lab.cli((holder + 2) % 3, &["move", "svc", "--to", &lab.node_id(to).to_string()]);
     let took = started.elapsed();
     assert!(out.status.success(), "move failed: {}", String::from_utf8_lossy(&out.stderr));
     wait_record_on(&lab, to, "record on the move's target");
@@ -173,13 +141,13 @@ fn a_record_follows_its_group_and_failed_reads_never_move_it() {
     let t = lab::unix_now();
     lab.kill_corosync(holder, Signal::SIGKILL);
     let rest: Vec<usize> = (0..3).filter(|i| *i != holder).collect();
-    let after = settled(&lab, &rest, 2);
+    let after = lab.settled_units(&rest, 2, SETTLE);
     let survivor = after["www"];
     assert_ne!(survivor, holder);
     assert_eq!(after["eip1"], survivor, "the group moved as one");
     wait_record_on(&lab, survivor, "record on the survivor");
     assert_eq!(upserts(&route53_calls(&lab, t)), vec![(Some(survivor), Some(200))], "one move");
-    let timeline = resource(&lab.daemon_status(survivor).unwrap(), "www").last_failover.expect("a failover timeline");
+    let timeline = Lab::resource_of(&lab.daemon_status(survivor).unwrap(), "www").last_failover.expect("a failover timeline");
     eprintln!(
         "failover of a Route 53 record: elected +{}ms, UPSERT sent {:?}ms, INSYNC and verified +{}ms",
         timeline.elected_ms, timeline.associate_sent_ms, timeline.verified_ms
@@ -197,7 +165,7 @@ fn a_record_follows_its_group_and_failed_reads_never_move_it() {
     let t = lab::unix_now();
     lab.signal_daemon(other, Signal::SIGTERM).unwrap();
     assert_eq!(lab.wait_daemon_exit(other, SETTLE).unwrap(), Some(0));
-    assert_eq!(lab.dns_record(RECORD, "A").unwrap(), None, "the last member deleted the record\n{}", logs(&lab));
+    assert_eq!(lab.dns_record(RECORD, "A").unwrap(), None, "the last member deleted the record\n{}", lab.logs());
     let deletes: Vec<_> = lab
         .ec2_requests()
         .unwrap()

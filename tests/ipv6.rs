@@ -4,33 +4,13 @@
 //! (the emulator), each node's `status --json` and each node's interface addresses.
 //! Needs root and scripts/setup.sh. Run: cargo test --test ipv6 -- --nocapture
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use lab::{Ec2Proof, Lab, LabSpec, Settle, Signal, Units, NODE_INTERFACE};
+use lab::{Lab, LabSpec, Signal, NODE_INTERFACE};
 
 const SETTLE: Duration = Duration::from_secs(40);
 const VIP6: &str = "fd00:ec2::10";
 const DEST6: &str = "fd00:ec2::10/128";
-
-fn logs(lab: &Lab) -> String {
-    (0..lab.node_count())
-        .map(|i| format!("---- node {i} ----\n{}", lab::tail(&lab.daemon_log(i), 40)))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-fn settled(lab: &Lab, nodes: &[usize], members: usize) -> BTreeMap<String, usize> {
-    let rules = Settle {
-        nodes,
-        members,
-        units: Units::All,
-        ec2: Ec2Proof::Nothing,
-        disagreement_fails: false,
-        timeout: SETTLE,
-    };
-    lab.settle(&rules).unwrap_or_else(|e| panic!("{e:#}\n{}", logs(lab)))
-}
 
 /// Waits until every table routes the /128 to node `holder` and only `holder` (of `nodes`)
 /// has the address on its interface.
@@ -48,7 +28,7 @@ fn wait_routed_to(lab: &Lab, holder: usize, nodes: &[usize], what: &str) {
         }
         Ok(Some(()))
     })
-    .unwrap_or_else(|e| panic!("{e:#}\n{}", logs(lab)));
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.logs()));
 }
 
 #[test]
@@ -64,7 +44,7 @@ fn ipv6_vip_routes_a_128_to_the_holder_and_fails_over_once() {
         lab.write_daemon_config(i, &config).unwrap();
         lab.start_daemon(i).unwrap();
     }
-    let holder = settled(&lab, &[0, 1, 2], 3)["db6"];
+    let holder = lab.settled_units(&[0, 1, 2], 3, SETTLE)["db6"];
     wait_routed_to(&lab, holder, &[0, 1, 2], "the /128 routed to the holder, address on it only");
     let s = lab.daemon_status(holder).unwrap();
     let db = s.resources.iter().find(|r| r.name == "db6").unwrap();
@@ -87,7 +67,7 @@ fn ipv6_vip_routes_a_128_to_the_holder_and_fails_over_once() {
     let t = lab::unix_now();
     lab.kill_corosync(holder, Signal::SIGKILL);
     let rest: Vec<usize> = (0..3).filter(|i| *i != holder).collect();
-    let new = settled(&lab, &rest, 2)["db6"];
+    let new = lab.settled_units(&rest, 2, SETTLE)["db6"];
     assert_ne!(new, holder);
     wait_routed_to(&lab, new, &[0, 1, 2], "routes and address moved to the survivor; the lost node dropped it");
     let calls: Vec<(Option<usize>, String)> =

@@ -5,13 +5,10 @@
 //! ENI), each node's `status --json` and each node's interface addresses.
 //! Needs root and scripts/setup.sh. Run: cargo test --test secondary_ip -- --nocapture
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
-use corosync_eip::status::ResourceStatus;
-use lab::{Ec2Proof, Lab, LabSpec, Settle, Signal, StatusReport, Units, NODE_INTERFACE};
+use lab::{Lab, LabSpec, Signal, NODE_INTERFACE};
 
 const SETTLE: Duration = Duration::from_secs(40);
 /// In the lab's EC2 subnet (10.0.1.0/24), never a node's primary address (those are
@@ -19,46 +16,6 @@ const SETTLE: Duration = Duration::from_secs(40);
 const ADDRESS: &str = "10.0.1.200";
 /// Outside the lab's EC2 subnet.
 const FOREIGN: &str = "10.0.2.200";
-
-fn logs(lab: &Lab) -> String {
-    (0..lab.node_count())
-        .map(|i| format!("---- node {i} ----\n{}", lab::tail(&lab.daemon_log(i), 40)))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-fn resource(status: &StatusReport, name: &str) -> ResourceStatus {
-    status.resources.iter().find(|r| r.name == name).cloned().unwrap_or_else(|| panic!("no {name} in status"))
-}
-
-fn settled(lab: &Lab, nodes: &[usize], members: usize) -> BTreeMap<String, usize> {
-    let rules = Settle {
-        nodes,
-        members,
-        units: Units::All,
-        ec2: Ec2Proof::Nothing,
-        disagreement_fails: false,
-        timeout: SETTLE,
-    };
-    lab.settle(&rules).unwrap_or_else(|e| panic!("{e:#}\n{}", logs(lab)))
-}
-
-/// Waits until EC2 has the address on node `holder`'s ENI alone and only that node has it on
-/// its interface (among `nodes`).
-fn wait_only_on(lab: &Lab, holder: usize, nodes: &[usize], what: &str) {
-    lab.wait_for(what, SETTLE, || {
-        if lab.secondary_ip_holders(ADDRESS)? != [holder] {
-            return Ok(None);
-        }
-        for &i in nodes {
-            if lab.node_has_address(i, NODE_INTERFACE, ADDRESS)? != (i == holder) {
-                return Ok(None);
-            }
-        }
-        Ok(Some(()))
-    })
-    .unwrap_or_else(|e| panic!("{e:#}\n{}", logs(lab)));
-}
 
 /// AssignPrivateIpAddresses calls since `since`: (node, HTTP status).
 fn assigns_since(lab: &Lab, since: f64) -> Vec<(Option<usize>, Option<u16>)> {
@@ -68,13 +25,6 @@ fn assigns_since(lab: &Lab, since: f64) -> Vec<(Option<usize>, Option<u16>)> {
         .filter(|c| c.action == "AssignPrivateIpAddresses")
         .map(|c| (c.node, c.status))
         .collect()
-}
-
-fn cli(lab: &Lab, node: usize, args: &[&str]) -> std::process::Output {
-    let bin = lab.spec().daemon_bin.to_string_lossy().into_owned();
-    let mut argv = vec![bin.as_str()];
-    argv.extend_from_slice(args);
-    lab.node_exec(node, &argv).unwrap()
 }
 
 #[test]
@@ -89,7 +39,7 @@ fn secondary_ip_follows_its_holder_and_is_never_on_two_interfaces() {
     assert_eq!(code, Some(64), "{}", lab.daemon_log(0));
     let log = lab.daemon_log(0);
     assert!(log.contains("secondary_ip[0].address") && log.contains("10.0.1.0/24"), "{log}");
-    let check = cli(&lab, 0, &["check", "--config", "/etc/corosync-eip/corosync-eip.toml"]);
+    let check = lab.cli(0, &["check", "--config", "/etc/corosync-eip/corosync-eip.toml"]);
     let report = String::from_utf8_lossy(&check.stdout);
     assert!(!check.status.success(), "{report}");
     assert!(report.contains(&format!("secondary IP db ({FOREIGN})")) && report.contains("outside"), "{report}");
@@ -105,20 +55,20 @@ fn secondary_ip_follows_its_holder_and_is_never_on_two_interfaces() {
         lab.write_daemon_config(i, &config).unwrap();
         lab.start_daemon(i).unwrap();
     }
-    let held = settled(&lab, &[0, 1, 2], 3);
+    let held = lab.settled_units(&[0, 1, 2], 3, SETTLE);
     let holder = held["db"];
     assert_eq!(held["eip1"], holder, "a group has one holder");
-    wait_only_on(&lab, holder, &[0, 1, 2], "address on the holder only");
+    on_holder_only(&lab, ADDRESS, holder, "address on the holder only");
     assert_eq!(lab.eip_holder(&lab.allocation_ids()[0]).unwrap(), Some(holder), "the group's EIP is there too");
-    let mine = resource(&lab.daemon_status(holder).unwrap(), "db");
+    let mine = Lab::resource_of(&lab.daemon_status(holder).unwrap(), "db");
     assert_eq!(mine.kind, "secondary_ip");
     assert_eq!(mine.address.as_deref(), Some(ADDRESS));
     assert_eq!(mine.interfaces, Some(vec![lab.eni(holder).to_string()]));
     assert_eq!(mine.local_address, Some(true));
     let other = (holder + 1) % 3;
-    let theirs = resource(&lab.daemon_status(other).unwrap(), "db");
+    let theirs = Lab::resource_of(&lab.daemon_status(other).unwrap(), "db");
     assert_eq!(theirs.interfaces, Some(vec![lab.eni(holder).to_string()]), "standby shows the holder's announcement");
-    let check = cli(&lab, other, &["check", "--config", "/etc/corosync-eip/corosync-eip.toml"]);
+    let check = lab.cli(other, &["check", "--config", "/etc/corosync-eip/corosync-eip.toml"]);
     let report = String::from_utf8_lossy(&check.stdout);
     assert!(report.contains("permission ec2:AssignPrivateIpAddresses") && report.contains("cannot be proven"), "{report}");
 
@@ -126,12 +76,12 @@ fn secondary_ip_follows_its_holder_and_is_never_on_two_interfaces() {
     let t = lab::unix_now();
     lab.assign_secondary_ip(other, ADDRESS).unwrap();
     assert_eq!(lab.secondary_ip_holders(ADDRESS).unwrap(), vec![other], "the emulator moved it (AllowReassignment)");
-    wait_only_on(&lab, holder, &[0, 1, 2], "drift repaired");
+    on_holder_only(&lab, ADDRESS, holder, "drift repaired");
     std::thread::sleep(Duration::from_secs(5)); // two more monitor rounds
     let assigns = assigns_since(&lab, t);
     let repairs: Vec<_> = assigns.iter().filter(|(n, _)| n.is_some()).collect();
     assert_eq!(repairs, vec![&(Some(holder), Some(200))], "one repair, by the holder: {assigns:?}");
-    assert_eq!(resource(&lab.daemon_status(holder).unwrap(), "db").drift_repairs, 1);
+    assert_eq!(Lab::resource_of(&lab.daemon_status(holder).unwrap(), "db").drift_repairs, 1);
 
     // ---- planned move: EC2 never shows the address on no ENI, nor on two
     let to = (holder + 1) % 3;
@@ -148,7 +98,7 @@ fn secondary_ip_follows_its_holder_and_is_never_on_two_interfaces() {
         });
         std::thread::sleep(Duration::from_millis(200));
         let started = Instant::now();
-        let out = cli(&lab, (holder + 2) % 3, &["move", "svc", "--to", &lab.node_id(to).to_string()]);
+        let out = lab.cli((holder + 2) % 3, &["move", "svc", "--to", &lab.node_id(to).to_string()]);
         let took = started.elapsed();
         std::thread::sleep(Duration::from_millis(200));
         stop.store(true, Ordering::Relaxed);
@@ -160,23 +110,23 @@ fn secondary_ip_follows_its_holder_and_is_never_on_two_interfaces() {
     assert!(samples.iter().all(|s| s.len() == 1), "EC2 showed the address on no ENI or on two during the move: {samples:?}");
     assert_eq!(samples.last().unwrap(), &vec![lab.eni(to).to_string()]);
     eprintln!("planned move of a secondary IP: {took:.2?} for the command, {} EC2 samples, never unassigned", samples.len());
-    wait_only_on(&lab, to, &[0, 1, 2], "address on the move's target only");
-    assert_eq!(settled(&lab, &[0, 1, 2], 3)["db"], to);
+    on_holder_only(&lab, ADDRESS, to, "address on the move's target only");
+    assert_eq!(lab.settled_units(&[0, 1, 2], 3, SETTLE)["db"], to);
     let holder = to;
 
     // ---- quorum loss: the isolated holder drops the address; the majority takes it once
     let t = lab::unix_now();
     lab.isolate(holder).unwrap();
     let rest: Vec<usize> = (0..3).filter(|i| *i != holder).collect();
-    let new = settled(&lab, &rest, 2)["db"];
+    let new = lab.settled_units(&rest, 2, SETTLE)["db"];
     assert_ne!(new, holder);
-    wait_only_on(&lab, new, &[0, 1, 2], "the isolated node dropped the address, the new holder has it");
+    on_holder_only(&lab, ADDRESS, new, "the isolated node dropped the address, the new holder has it");
     let assigns = assigns_since(&lab, t);
     assert_eq!(assigns, vec![(Some(new), Some(200))], "one move, by the majority's holder: {assigns:?}");
     let t = lab::unix_now();
     lab.heal(holder).unwrap();
     lab.wait_quorate(&[0, 1, 2], 3, SETTLE).unwrap();
-    assert_eq!(settled(&lab, &[0, 1, 2], 3)["db"], new, "nothing moves back after the heal");
+    assert_eq!(lab.settled_units(&[0, 1, 2], 3, SETTLE)["db"], new, "nothing moves back after the heal");
     std::thread::sleep(Duration::from_secs(3));
     assert!(assigns_since(&lab, t).is_empty(), "healing moves nothing");
 
@@ -184,19 +134,18 @@ fn secondary_ip_follows_its_holder_and_is_never_on_two_interfaces() {
     let t = lab::unix_now();
     lab.kill_corosync(new, Signal::SIGKILL);
     let rest: Vec<usize> = (0..3).filter(|i| *i != new).collect();
-    let after = settled(&lab, &rest, 2);
+    let after = lab.settled_units(&rest, 2, SETTLE);
     let survivor = after["db"];
     assert_ne!(survivor, new);
     assert_eq!(after["eip1"], survivor, "the group moved as one");
-    wait_only_on(&lab, survivor, &[0, 1, 2], "address on the survivor only");
+    on_holder_only(&lab, ADDRESS, survivor, "address on the survivor only");
     let assigns = assigns_since(&lab, t);
     assert_eq!(assigns, vec![(Some(survivor), Some(200))], "one move: {assigns:?}");
-    let timeline = resource(&lab.daemon_status(survivor).unwrap(), "db").last_failover.expect("a failover timeline");
+    let timeline = Lab::resource_of(&lab.daemon_status(survivor).unwrap(), "db").last_failover.expect("a failover timeline");
     eprintln!(
         "failover of a secondary IP: elected +{}ms, sent {:?}ms, verified +{}ms",
         timeline.elected_ms, timeline.associate_sent_ms, timeline.verified_ms
     );
-    let _ = Result::<()>::Ok(());
     lab.assert_no_panics();
 }
 
@@ -214,7 +163,7 @@ fn secondary_ipv6_moves_by_unassign_then_assign_and_the_gap_is_measured() {
         lab.write_daemon_config(i, &config).unwrap();
         lab.start_daemon(i).unwrap();
     }
-    let holder = settled(&lab, &[0, 1, 2], 3)["db6"];
+    let holder = lab.settled_units(&[0, 1, 2], 3, SETTLE)["db6"];
     on_holder_only(&lab, &address, holder, "IPv6 address on the holder only");
     let first = assigns6_since(&lab, 0.0);
     assert_eq!(first, vec![(Some(holder), "AssignIpv6Addresses".to_string(), Some(200))], "{first:?}");
@@ -234,7 +183,7 @@ fn secondary_ipv6_moves_by_unassign_then_assign_and_the_gap_is_measured() {
             samples
         });
         std::thread::sleep(Duration::from_millis(200));
-        let out = cli(&lab, (holder + 2) % 3, &["move", "db6", "--to", &lab.node_id(to).to_string()]);
+        let out = lab.cli((holder + 2) % 3, &["move", "db6", "--to", &lab.node_id(to).to_string()]);
         std::thread::sleep(Duration::from_millis(200));
         stop.store(true, Ordering::Relaxed);
         (out, observer.join().unwrap())
@@ -260,7 +209,7 @@ fn secondary_ipv6_moves_by_unassign_then_assign_and_the_gap_is_measured() {
     let t = lab::unix_now();
     lab.kill_corosync(to, Signal::SIGKILL);
     let rest: Vec<usize> = (0..3).filter(|i| *i != to).collect();
-    let survivor = settled(&lab, &rest, 2)["db6"];
+    let survivor = lab.settled_units(&rest, 2, SETTLE)["db6"];
     on_holder_only(&lab, &address, survivor, "IPv6 address on the survivor only");
     let calls = assigns6_since(&lab, t);
     assert_eq!(
@@ -286,7 +235,7 @@ fn on_holder_only(lab: &Lab, address: &str, holder: usize, what: &str) {
         }
         Ok(Some(()))
     })
-    .unwrap_or_else(|e| panic!("{e:#}\n{}", logs(lab)));
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.logs()));
 }
 
 /// IPv6 assign/unassign calls of the nodes since `since`: (node, action, status).

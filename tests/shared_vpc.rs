@@ -7,30 +7,11 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use lab::{Ec2Proof, Lab, LabSpec, Settle, Signal, Units};
+use lab::{Lab, LabSpec, Signal};
 
 const SETTLE: Duration = Duration::from_secs(40);
 const VIP: &str = "172.31.255.20";
 const ROLE: &str = "arn:aws:iam::123456789012:role/network-account-routes";
-
-fn logs(lab: &Lab) -> String {
-    (0..lab.node_count())
-        .map(|i| format!("---- node {i} ----\n{}", lab::tail(&lab.daemon_log(i), 40)))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-fn settled(lab: &Lab, nodes: &[usize], members: usize) -> std::collections::BTreeMap<String, usize> {
-    let rules = Settle {
-        nodes,
-        members,
-        units: Units::All,
-        ec2: Ec2Proof::Nothing,
-        disagreement_fails: false,
-        timeout: SETTLE,
-    };
-    lab.settle(&rules).unwrap_or_else(|e| panic!("{e:#}\n{}", logs(lab)))
-}
 
 #[test]
 fn route_table_calls_use_the_assumed_role_assumed_once_per_node() {
@@ -47,7 +28,7 @@ fn route_table_calls_use_the_assumed_role_assumed_once_per_node() {
         lab.write_daemon_config(i, &config).unwrap();
         lab.start_daemon(i).unwrap();
     }
-    let holder = settled(&lab, &[0, 1, 2], 3)["db"];
+    let holder = lab.settled_units(&[0, 1, 2], 3, SETTLE)["db"];
     let table = lab.route_table_ids()[0].clone();
     let dest = format!("{VIP}/32");
     assert_eq!(lab.route_target(&table, &dest).unwrap().as_deref(), Some(lab.eni(holder)));
@@ -79,7 +60,7 @@ fn route_table_calls_use_the_assumed_role_assumed_once_per_node() {
     let t1 = lab::unix_now();
     lab.kill_corosync(holder, Signal::SIGKILL);
     let rest: Vec<usize> = (0..3).filter(|i| *i != holder).collect();
-    let new = settled(&lab, &rest, 2)["db"];
+    let new = lab.settled_units(&rest, 2, SETTLE)["db"];
     assert_eq!(lab.route_target(&table, &dest).unwrap().as_deref(), Some(lab.eni(new)));
     let requests: Vec<_> = lab.ec2_requests().unwrap().into_iter().filter(|r| r.t >= t1).collect();
     let replaces: Vec<_> = requests

@@ -78,6 +78,34 @@ impl Lab {
         }
     }
 
+    /// Waits (≤ `timeout`) until every resource is held with the same holder on all of
+    /// `nodes`, as their `status --json` says (EC2 not consulted: the caller asserts what EC2
+    /// shows for its kind). Panics with every node's log tail when it does not happen.
+    pub fn settled_units(&self, nodes: &[usize], members: usize, timeout: Duration) -> BTreeMap<String, usize> {
+        let rules = Settle {
+            nodes,
+            members,
+            units: Units::All,
+            ec2: Ec2Proof::Nothing,
+            disagreement_fails: false,
+            timeout,
+        };
+        self.settle(&rules).unwrap_or_else(|e| panic!("{e:#}\n{}", self.logs()))
+    }
+
+    /// Resource `name` in a node's status (panics when the status has no such resource).
+    pub fn resource_of(status: &crate::StatusReport, name: &str) -> ResourceStatus {
+        status.resources.iter().find(|r| r.name == name).cloned().unwrap_or_else(|| panic!("no {name} in status"))
+    }
+
+    /// Runs the daemon's command line (`corosync-eip ARGS`) inside node i, as an admin would.
+    pub fn cli(&self, i: usize, args: &[&str]) -> std::process::Output {
+        let bin = self.spec().daemon_bin.to_string_lossy().into_owned();
+        let mut argv = vec![bin.as_str()];
+        argv.extend_from_slice(args);
+        self.node_exec(i, &argv).unwrap_or_else(|e| panic!("corosync-eip {args:?} in node {i}: {e:#}"))
+    }
+
     /// The verified holder of the first resource: `settle` with `Units::First`, EC2 showing
     /// the lab's first EIP on the holder's instance and ENI, and nodes that disagree an error
     /// at once. Returns the holder's index.

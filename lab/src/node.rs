@@ -225,31 +225,23 @@ impl Lab {
     /// IPv4 addresses with prefix length (`10.213.41.1/24`) on `dev` inside node i, from
     /// `ip -o -4 addr show dev DEV`. Fails if the device does not exist.
     pub fn node_addresses(&self, i: usize, dev: &str) -> Result<Vec<String>> {
-        let out = self.node_exec(i, &["/usr/sbin/ip", "-o", "-4", "addr", "show", "dev", dev])?;
-        if !out.status.success() {
-            bail!(
-                "`ip -o -4 addr show dev {dev}` in node {i} failed ({}): {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        Ok(String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| {
-                let mut w = l.split_whitespace();
-                w.find(|&t| t == "inet")?;
-                w.next().map(str::to_string)
-            })
-            .collect())
+        self.listed_addresses(i, dev, "-4", "inet", &[])
     }
 
     /// Global IPv6 addresses with prefix length on `dev` inside node i, from
     /// `ip -o -6 addr show dev DEV scope global` (link-local ones are left out).
     pub fn node_ipv6_addresses(&self, i: usize, dev: &str) -> Result<Vec<String>> {
-        let out = self.node_exec(i, &["/usr/sbin/ip", "-o", "-6", "addr", "show", "dev", dev, "scope", "global"])?;
+        self.listed_addresses(i, dev, "-6", "inet6", &["scope", "global"])
+    }
+
+    /// `ip -o FAMILY addr show dev DEV EXTRA...` inside node i: the address after each `word`.
+    fn listed_addresses(&self, i: usize, dev: &str, family: &str, word: &str, extra: &[&str]) -> Result<Vec<String>> {
+        let mut argv = vec!["/usr/sbin/ip", "-o", family, "addr", "show", "dev", dev];
+        argv.extend_from_slice(extra);
+        let out = self.node_exec(i, &argv)?;
         if !out.status.success() {
             bail!(
-                "`ip -o -6 addr show dev {dev}` in node {i} failed ({}): {}",
+                "`ip -o {family} addr show dev {dev}` in node {i} failed ({}): {}",
                 out.status,
                 String::from_utf8_lossy(&out.stderr).trim()
             );
@@ -258,7 +250,7 @@ impl Lab {
             .lines()
             .filter_map(|l| {
                 let mut w = l.split_whitespace();
-                w.find(|&t| t == "inet6")?;
+                w.find(|&t| t == word)?;
                 w.next().map(str::to_string)
             })
             .collect())
