@@ -588,6 +588,11 @@ impl Ec2 {
     /// Whether EC2 still checks source/destination addresses on this ENI: when it does, packets
     /// for a route-table VIP (not the ENI's own address) are dropped.
     pub async fn source_dest_check(&self, network_interface_id: &str, budget: Duration) -> Result<Option<bool>, Ec2Error> {
+        Ok(self.interface(network_interface_id, budget).await?.and_then(|n| n.source_dest_check()))
+    }
+
+    /// One ENI as DescribeNetworkInterfaces shows it (None: EC2 returned none).
+    async fn interface(&self, network_interface_id: &str, budget: Duration) -> Result<Option<aws_sdk_ec2::types::NetworkInterface>, Ec2Error> {
         self.with_retry("DescribeNetworkInterfaces", budget, || async {
             let out = self
                 .client
@@ -596,7 +601,7 @@ impl Ec2 {
                 .send()
                 .await
                 .map_err(|e| classify("DescribeNetworkInterfaces", e))?;
-            Ok(out.network_interfaces().first().and_then(|n| n.source_dest_check()))
+            Ok(out.network_interfaces().first().cloned())
         })
         .await
     }
@@ -717,39 +722,22 @@ impl Ec2 {
         network_interface_id: &str,
         budget: Duration,
     ) -> Result<(Option<std::net::Ipv4Addr>, Option<std::net::Ipv4Addr>), Ec2Error> {
-        self.with_retry("DescribeNetworkInterfaces", budget, || async {
-            let out = self
-                .client
-                .describe_network_interfaces()
-                .network_interface_ids(network_interface_id)
-                .send()
-                .await
-                .map_err(|e| classify("DescribeNetworkInterfaces", e))?;
-            let eni = out.network_interfaces().first();
-            let private = eni.and_then(|n| n.private_ip_address()).and_then(|a| a.parse().ok());
-            let public = eni
-                .and_then(|n| n.association())
-                .and_then(|a| a.public_ip())
-                .and_then(|a| a.parse().ok());
-            Ok((private, public))
-        })
-        .await
+        let eni = self.interface(network_interface_id, budget).await?;
+        let private = eni.as_ref().and_then(|n| n.private_ip_address()).and_then(|a| a.parse().ok());
+        let public = eni
+            .as_ref()
+            .and_then(|n| n.association())
+            .and_then(|a| a.public_ip())
+            .and_then(|a| a.parse().ok());
+        Ok((private, public))
     }
 
     /// The subnet of one ENI, with its range: secondary IPs must lie inside it.
     pub async fn subnet_of(&self, network_interface_id: &str, budget: Duration) -> Result<Subnet, Ec2Error> {
         let subnet_id = self
-            .with_retry("DescribeNetworkInterfaces", budget, || async {
-                let out = self
-                    .client
-                    .describe_network_interfaces()
-                    .network_interface_ids(network_interface_id)
-                    .send()
-                    .await
-                    .map_err(|e| classify("DescribeNetworkInterfaces", e))?;
-                Ok(out.network_interfaces().first().and_then(|n| n.subnet_id()).map(str::to_owned))
-            })
+            .interface(network_interface_id, budget)
             .await?
+            .and_then(|n| n.subnet_id().map(str::to_owned))
             .ok_or_else(|| Ec2Error {
                 api: "DescribeNetworkInterfaces",
                 class: ErrorClass::NotFound,

@@ -131,7 +131,7 @@ async fn dns_checks(config: &Config, route53: &aws_sdk_route53::Client) -> Vec<C
                 continue;
             }
         };
-        if !(d.record == zone || d.record.ends_with(&format!(".{zone}"))) {
+        if !d.in_zone(&zone) {
             items.push(CheckItem::fail(
                 name,
                 format!("{} is not in the zone {zone}", d.record),

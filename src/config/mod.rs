@@ -241,6 +241,14 @@ pub struct DnsConfig {
     pub group: Option<String>,
 }
 
+impl DnsConfig {
+    /// Whether the record's name lies in the zone named `zone` (`example.com.`): Route 53
+    /// changes a record only in the zone that holds its name.
+    pub fn in_zone(&self, zone: &str) -> bool {
+        self.record == zone || self.record.ends_with(&format!(".{zone}"))
+    }
+}
+
 /// The record types a floating address can have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RecordType {

@@ -323,8 +323,7 @@ async fn zones_hold_records(route53: &crate::route53::Route53, config: &Config, 
         };
         match zones.get(d.hosted_zone_id.as_str()) {
             Some(Ok(zone)) => {
-                let inside = d.record == *zone || d.record.ends_with(&format!(".{zone}"));
-                if !inside {
+                if !d.in_zone(zone) {
                     return Err(invalid("record", format!("{} is not in hosted zone {} ({zone})", d.record, d.hosted_zone_id)));
                 }
             }
