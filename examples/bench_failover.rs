@@ -3,12 +3,12 @@
 //! log, per-node IMDSv2). Run it through `bench/run.sh` (see docs/benchmark.md); it needs root,
 //! `scripts/setup.sh`, `bench/setup.sh` and a release build of the daemon.
 //!
-//!   bench_failover [--trials N] [--quick] [--no-scale | --scale-only] [--systems ours,pacemaker]
-//!                  [--no-idle] [--idle-secs S] [--scale-nodes N] [--scale-eips N] [--render-only]
+//!   bench_failover [--trials N] [--quick] [--systems ours,pacemaker] [--no-idle] [--idle-secs S]
+//!                  [--render-only]
 //!
 //! Every section's raw results go to `bench/results/<section>.json`; `docs/benchmark.md` is
-//! rendered from whatever sections exist there, so a partial run (e.g. `--scale-only`) keeps
-//! the others.
+//! rendered from whatever sections exist there, so a partial run keeps the others. The scale
+//! run (every address kind, 16 nodes) is `examples/bench_scale.rs`.
 //!
 //! Measurement: the event (kill, move command, SIGTERM) is time zero; from then on the harness
 //! polls DescribeAddresses from the emulator's own namespace every 10 ms (one call takes a few
@@ -51,15 +51,6 @@ struct Args {
     /// Short run: 3 trials per scenario and a 15 s idle window, unless given explicitly.
     #[arg(long)]
     quick: bool,
-    /// Run the scale section (the default; undoes an earlier --no-scale).
-    #[arg(long, overrides_with = "no_scale")]
-    scale: bool,
-    /// Skip the scale section.
-    #[arg(long, overrides_with = "scale")]
-    no_scale: bool,
-    /// Only the scale section: no failover trials, no idle costs.
-    #[arg(long, conflicts_with_all = ["systems", "no_scale"])]
-    scale_only: bool,
     /// Systems to run the failover trials and idle window on, comma-separated
     /// [default: ours,pacemaker].
     #[arg(long, value_enum, value_delimiter = ',', default_values = ["ours", "pacemaker"], hide_default_value = true)]
@@ -70,12 +61,6 @@ struct Args {
     /// Length of the idle-cost window in seconds [default: 60, 15 with --quick].
     #[arg(long, value_name = "S")]
     idle_secs: Option<u64>,
-    /// Nodes of the scale run.
-    #[arg(long, value_name = "N", default_value_t = 8)]
-    scale_nodes: usize,
-    /// Elastic IPs of the scale run.
-    #[arg(long, value_name = "N", default_value_t = 100)]
-    scale_eips: usize,
     /// Measure nothing: regenerate docs/benchmark.md from bench/results/.
     #[arg(long)]
     render_only: bool,
@@ -94,11 +79,8 @@ enum SystemKind {
 struct Plan {
     trials: usize,
     systems: Vec<SystemKind>,
-    scale: bool,
     idle: bool,
     idle_secs: u64,
-    scale_nodes: usize,
-    scale_eips: usize,
     render_only: bool,
 }
 
@@ -107,18 +89,15 @@ impl Args {
         let mut systems = Vec::new();
         // the order of the sections, whatever the order on the command line
         for kind in [SystemKind::Ours, SystemKind::Pacemaker] {
-            if !self.scale_only && self.systems.contains(&kind) {
+            if self.systems.contains(&kind) {
                 systems.push(kind);
             }
         }
         Plan {
             trials: self.trials.unwrap_or(if self.quick { 3 } else { 10 }),
             systems,
-            scale: self.scale || !self.no_scale,
             idle: !self.no_idle,
             idle_secs: self.idle_secs.unwrap_or(if self.quick { 15 } else { 60 }),
-            scale_nodes: self.scale_nodes,
-            scale_eips: self.scale_eips,
             render_only: self.render_only,
         }
     }
@@ -251,23 +230,6 @@ struct IdleCost {
 struct CostSection {
     machine: Machine,
     idle: Vec<IdleCost>,
-}
-
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-struct ScaleSection {
-    machine: Machine,
-    nodes: usize,
-    eips: usize,
-    initial_placement_s: f64,
-    killed_node: u32,
-    moved: usize,
-    first_visible_ms: f64,
-    all_visible_ms: f64,
-    corosync_membership_ms: Option<f64>,
-    /// calls from nodes in [event, all visible + 3 s], by action
-    calls: BTreeMap<String, u32>,
-    spread_after: BTreeMap<u32, usize>,
-    timelines_verified_ms: Vec<f64>,
 }
 
 fn results_dir() -> PathBuf {
@@ -1131,138 +1093,6 @@ impl System for Pacemaker {
 }
 
 // ---------------------------------------------------------------------------------------------
-// scale
-
-fn holder_of(lab: &Lab, s: &lab::EipState) -> Option<usize> {
-    s.instance_id.as_deref().or(s.network_interface_id.as_deref()).and_then(|x| lab.node_of(x))
-}
-
-fn run_scale(plan: &Plan, machine: &Machine) -> Result<ScaleSection> {
-    let mut spec = LabSpec::new("bsc", 232, plan.scale_nodes);
-    spec.eips = plan.scale_eips;
-    spec.daemon_bin = release_bin();
-    let mut lab = Lab::start(spec)?;
-    let m = machine.with_totem(&lab);
-    let conf = ours_config(&lab);
-    let t_start = Instant::now();
-    for i in 0..lab.node_count() {
-        lab.write_daemon_config(i, &conf)?;
-        lab.start_daemon(i)?;
-    }
-    let allocs = lab.allocation_ids();
-    lab.wait_for("all EIPs associated", Duration::from_secs(180), || {
-        let s = lab.describe_addresses()?;
-        Ok(s.iter().all(|a| a.association_id.is_some()).then_some(()))
-    })?;
-    let initial = t_start.elapsed().as_secs_f64();
-    // every daemon synced and every holder verified
-    lab.wait_for("all daemons synced, all held", Duration::from_secs(120), || {
-        for i in 0..lab.node_count() {
-            let st = lab.daemon_status_json(i)?;
-            if st["synced"] != serde_json::Value::Bool(true) {
-                return Ok(None);
-            }
-            let empty = vec![];
-            for r in st["resources"].as_array().unwrap_or(&empty) {
-                if r["local_role"] == "holder" && r["state"] != "held" {
-                    return Ok(None);
-                }
-            }
-        }
-        Ok(Some(()))
-    })?;
-    thread::sleep(Duration::from_secs(2));
-    let before = lab.describe_addresses()?;
-    let mut count = vec![0usize; lab.node_count()];
-    for s in &before {
-        if let Some(h) = holder_of(&lab, s) {
-            count[h] += 1;
-        }
-    }
-    let victim = (0..lab.node_count()).max_by_key(|&i| count[i]).ok_or_else(|| anyhow!("scale: the lab has no node"))?;
-    let lost: Vec<String> = before
-        .iter()
-        .filter(|s| holder_of(&lab, s) == Some(victim))
-        .map(|s| s.allocation_id.clone())
-        .collect();
-    eprintln!("  scale: {} nodes, {} EIPs; killing node {} holding {}", lab.node_count(), allocs.len(), victim + 1, lost.len());
-    let t0 = unix_now();
-    lab.kill_corosync(victim, Signal::SIGKILL);
-    lab.kill_daemon(victim);
-    let mut first: Option<f64> = None;
-    let t_all;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let started = Instant::now();
-        let s = lab.describe_addresses()?;
-        let now = unix_now();
-        let moved = s
-            .iter()
-            .filter(|a| lost.contains(&a.allocation_id))
-            .filter(|a| holder_of(&lab, a).is_some_and(|h| h != victim))
-            .count();
-        if moved > 0 && first.is_none() {
-            first = Some(now);
-        }
-        if moved == lost.len() {
-            t_all = now;
-            break;
-        }
-        if Instant::now() > deadline {
-            bail!("scale: only {moved}/{} moved after 120 s", lost.len());
-        }
-        if let Some(rest) = Duration::from_millis(20).checked_sub(started.elapsed()) {
-            thread::sleep(rest);
-        }
-    }
-    thread::sleep(Duration::from_secs(3));
-    let mut calls = BTreeMap::new();
-    for r in lab.ec2_requests()? {
-        if r.t >= t0 && r.t <= t_all + 3.0 && lab.node_by_ip(&r.source).is_some() {
-            *calls.entry(r.action).or_default() += 1;
-        }
-    }
-    let after = lab.describe_addresses()?;
-    let mut spread = BTreeMap::new();
-    for s in &after {
-        if let Some(h) = holder_of(&lab, s) {
-            *spread.entry(lab.node_id(h)).or_default() += 1;
-        }
-    }
-    let mut tl = Vec::new();
-    for i in 0..lab.node_count() {
-        if i == victim {
-            continue;
-        }
-        for l in lab.daemon_log(i).lines() {
-            if l.contains("failover timeline") && log_time_prefix(l).is_some_and(|x| x >= t0) {
-                if let Some(v) = l.split("verified_ms=").nth(1).and_then(|v| v.split_whitespace().next()).and_then(|v| v.parse().ok()) {
-                    tl.push(v);
-                }
-            }
-        }
-    }
-    let corosync_ms = (0..lab.node_count())
-        .filter(|&i| i != victim)
-        .find_map(|i| corosync_membership_after(&lab, i, t0))
-        .map(|x| ms(t0, x));
-    Ok(ScaleSection {
-        machine: m,
-        nodes: lab.node_count(),
-        eips: allocs.len(),
-        initial_placement_s: (initial * 100.0).round() / 100.0,
-        killed_node: lab.node_id(victim),
-        moved: lost.len(),
-        first_visible_ms: ms(t0, first.unwrap_or(t_all)),
-        all_visible_ms: ms(t0, t_all),
-        corosync_membership_ms: corosync_ms,
-        calls,
-        spread_after: spread,
-        timelines_verified_ms: tl,
-    })
-}
-
-// ---------------------------------------------------------------------------------------------
 // report
 
 fn stats(v: &[f64]) -> (f64, f64, f64) {
@@ -1283,7 +1113,6 @@ fn render() -> Result<String> {
     let ours: Option<FailoverSection> = load("failover-ours");
     let base: Option<FailoverSection> = load("failover-pacemaker");
     let costs: Option<CostSection> = load("costs");
-    let scale: Option<ScaleSection> = load("scale");
     let mut s = String::new();
     s += "# Benchmark: corosync-eip vs Pacemaker + awseip\n\n";
     s += "Generated by `./bench/run.sh` (driver: `examples/bench_failover.rs`; raw data in \
@@ -1453,41 +1282,13 @@ fn render() -> Result<String> {
         }
         s += "\nCPU includes reaped children (cutime/cstime): for Pacemaker, the agent's shell and AWS CLI processes run by pacemaker-execd.\n";
     }
-    if let Some(sc) = &scale {
-        s += "\n## Scale run (corosync-eip)\n\n";
-        s += &format!(
-            "{} nodes, {} EIPs (one `[[eip]]` each, spread by the daemon), runtime token {} ms, measured {}. \
-             The node holding the most addresses (node {}, {} EIPs) is killed (kill -9 corosync and \
-             daemon).\n\n",
-            sc.nodes, sc.eips, sc.machine.token_ms, sc.machine.date, sc.killed_node, sc.moved
-        );
-        let calls: Vec<String> = sc.calls.iter().map(|(a, n)| format!("{n} {a}")).collect();
-        let total: u32 = sc.calls.values().sum();
-        let mut tl = sc.timelines_verified_ms.clone();
-        s += &format!(
-            "| measure | value |\n|---|---|\n| initial placement of all {} EIPs (daemons started → all associated) | {:.2} s |\n\
-             | event → corosync membership on a survivor | {} |\n| event → first moved EIP visible | {} |\n\
-             | event → **all {} moved EIPs visible on survivors** | **{}** |\n\
-             | per-address timelines, verified after detection (median / max) | {} / {} |\n\
-             | EC2 calls from nodes, event → all visible + 3 s | {} ({}) |\n| addresses per node after | {} |\n",
-            sc.eips,
-            sc.initial_placement_s,
-            sc.corosync_membership_ms.map(fmt_ms).unwrap_or("–".into()),
-            fmt_ms(sc.first_visible_ms),
-            sc.moved,
-            fmt_ms(sc.all_visible_ms),
-            fmt_ms(median(&mut tl)),
-            fmt_ms(tl.iter().cloned().fold(f64::NAN, f64::max)),
-            total,
-            calls.join(", "),
-            sc.spread_after.iter().map(|(n, c)| format!("node {n}: {c}")).collect::<Vec<_>>().join(", ")
-        );
-    }
+    s += "\nThe scale run (every address kind on a 16-node cluster, losing the busiest node) is in \
+          [benchmark-scale.md](benchmark-scale.md).\n";
     s += "\n## How each system is run\n\n";
     s += "- **Same lab, same timing.** Both use the lab's corosync.conf (knet, `token: 1000`, \
           `token_coefficient: 0`, `two_node: 1`); the runtime token/consensus above are read with \
           `corosync-cmapctl -g runtime.config.totem.token|consensus` inside a node. Each system \
-          gets a fresh lab (`bch`, `bpm`; `bsc` for the scale run).\n\
+          gets a fresh lab (`bch`, `bpm`).\n\
 - **corosync-eip**: the release binary on both nodes, `monitor_interval = \"10s\"`, other keys \
           default. Hard failure = SIGKILL to corosync then to the daemon on the holder; \
           switchover = `corosync-eip move eip1 --to <other node id>` run on the holder; process \
@@ -1518,7 +1319,7 @@ fn render() -> Result<String> {
           AssociateAddress, another 3 s sleep). Each call is one AWS CLI process (≈ 0.6 s here \
           when the machine is idle). corosync-eip issues one AssociateAddress with \
           AllowReassociation=true from the new holder, so EC2 never shows the address free.\n";
-    s += "\n## Reproduce\n\n```sh\n./scripts/setup.sh && ./bench/setup.sh   # once\n./bench/run.sh            # 10 trials per scenario and system, idle costs, 8-node / 100-EIP scale run\n./bench/run.sh --scale-only --scale-nodes 16   # only the scale run, 16 nodes\n./bench/run.sh --quick    # 3 trials, 15 s idle window\n```\n";
+    s += "\n## Reproduce\n\n```sh\n./scripts/setup.sh && ./bench/setup.sh   # once\n./bench/run.sh            # 10 trials per scenario and system, idle costs, then the scale run\n./bench/run.sh --no-scale # without the scale run (docs/benchmark-scale.md)\n./bench/run.sh --quick    # 3 trials, 15 s idle window\n```\n";
     print!("\n{console}");
     Ok(s)
 }
@@ -1548,13 +1349,6 @@ fn main() -> Result<()> {
         }
         if !idle.is_empty() {
             save("costs", &CostSection { machine: machine.clone(), idle })?;
-        }
-        if plan.scale {
-            eprintln!("== scale: {} nodes, {} EIPs", plan.scale_nodes, plan.scale_eips);
-            let t = Instant::now();
-            let sec = run_scale(&plan, &machine)?;
-            save("scale", &sec)?;
-            eprintln!("   ({:.0} s)", t.elapsed().as_secs_f64());
         }
         eprintln!("== total {:.0} s", t.elapsed().as_secs_f64());
     }

@@ -11,6 +11,9 @@ use aws_config::timeout::TimeoutConfig;
 use aws_config::BehaviorVersion;
 use aws_sdk_ec2::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use futures_util::future::BoxFuture;
+
+use crate::batch::{self, Batcher};
 
 use crate::config::AwsConfig;
 use crate::metrics::Metrics;
@@ -307,10 +310,289 @@ pub async fn assumed_client(sdk: &aws_config::SdkConfig, role_arn: &str, session
 }
 
 /// The daemon's EC2 calls, each retried on transient errors and counted in the metrics.
+/// Concurrent reads, ownership records and secondary-IP assignments are merged into rounds
+/// (`crate::batch`): the acquisitions one membership change starts share their calls.
 #[derive(Clone)]
 pub struct Ec2 {
     client: aws_sdk_ec2::Client,
     metrics: Arc<Metrics>,
+    batches: Arc<Batches>,
+}
+
+/// A `WriteGate` that can travel with a request into a shared round.
+pub type SharedGate = Arc<dyn Fn() -> bool + Send + Sync>;
+
+/// What one caller asks of a shared read, and how long it may take.
+struct Read<K> {
+    keys: Vec<K>,
+    budget: Duration,
+}
+
+type ReadBatcher<K, T> = Batcher<Read<K>, Result<Vec<T>, Ec2Error>>;
+
+/// One ownership record to write (see `Ec2::claim`).
+struct Claim {
+    allocation_id: String,
+    owner: Ownership,
+    gate: SharedGate,
+    budget: Duration,
+}
+
+/// One secondary IPv4 address to assign to an ENI (see `Ec2::assign_private_ip`).
+struct Assignment {
+    network_interface_id: String,
+    address: std::net::Ipv4Addr,
+    gate: SharedGate,
+    budget: Duration,
+}
+
+/// The rounds of one client (one set of credentials).
+struct Batches {
+    addresses: ReadBatcher<String, ObservedEip>,
+    route_tables: ReadBatcher<String, ObservedRouteTable>,
+    interfaces: ReadBatcher<std::net::IpAddr, ObservedInterface>,
+    claims: Batcher<Claim, Result<u64, Ec2Error>>,
+    assignments: Batcher<Assignment, Result<(), Ec2Error>>,
+}
+
+impl Batches {
+    fn new(client: &aws_sdk_ec2::Client, metrics: &Arc<Metrics>) -> Batches {
+        let (c, m) = (client.clone(), metrics.clone());
+        let addresses = move |keys: Vec<String>, budget: Duration| -> BoxFuture<'static, _> {
+            let (c, m) = (c.clone(), m.clone());
+            Box::pin(async move { fetch_addresses(&c, &m, &keys, budget).await })
+        };
+        let (c, m) = (client.clone(), metrics.clone());
+        let route_tables = move |keys: Vec<String>, budget: Duration| -> BoxFuture<'static, _> {
+            let (c, m) = (c.clone(), m.clone());
+            Box::pin(async move { fetch_route_tables(&c, &m, &keys, budget).await })
+        };
+        let (c, m) = (client.clone(), metrics.clone());
+        let interfaces = move |keys: Vec<std::net::IpAddr>, budget: Duration| -> BoxFuture<'static, _> {
+            let (c, m) = (c.clone(), m.clone());
+            Box::pin(async move { fetch_interfaces(&c, &m, &keys, budget).await })
+        };
+        let (c, m) = (client.clone(), metrics.clone());
+        let claims: crate::batch::Round<Claim, Result<u64, Ec2Error>> = Arc::new(move |round| {
+            let (c, m) = (c.clone(), m.clone());
+            Box::pin(async move { claim_round(&c, &m, round).await })
+        });
+        let (c, m) = (client.clone(), metrics.clone());
+        let assignments: crate::batch::Round<Assignment, Result<(), Ec2Error>> = Arc::new(move |round| {
+            let (c, m) = (c.clone(), m.clone());
+            Box::pin(async move { assignment_round(&c, &m, round).await })
+        });
+        Batches {
+            addresses: read_batcher(addresses),
+            route_tables: read_batcher(route_tables),
+            interfaces: read_batcher(interfaces),
+            claims: Batcher::new(batch::WINDOW, claims),
+            assignments: Batcher::new(batch::WINDOW, assignments),
+        }
+    }
+}
+
+/// A shared read: one call for the union of every caller's keys, each caller getting the
+/// whole answer (callers pick their own items from it). EC2 refuses a whole call for one
+/// unknown id, so a NotFound is asked again per caller: only the caller that named the
+/// unknown id sees the error.
+fn read_batcher<K, T, F>(fetch: F) -> ReadBatcher<K, T>
+where
+    K: Ord + Clone + Send + Sync + 'static,
+    T: Clone + Send + 'static,
+    F: Fn(Vec<K>, Duration) -> BoxFuture<'static, Result<Vec<T>, Ec2Error>> + Send + Sync + 'static,
+{
+    let fetch = Arc::new(fetch);
+    Batcher::new(
+        batch::WINDOW,
+        Arc::new(move |round: Vec<Read<K>>| {
+            let fetch = fetch.clone();
+            Box::pin(async move {
+                let keys: std::collections::BTreeSet<K> = round.iter().flat_map(|r| r.keys.iter().cloned()).collect();
+                let budget = round.iter().map(|r| r.budget).max().unwrap_or_default();
+                match fetch(keys.into_iter().collect(), budget).await {
+                    Err(e) if e.class == ErrorClass::NotFound && round.len() > 1 => {
+                        futures_util::future::join_all(round.iter().map(|r| fetch(r.keys.clone(), r.budget))).await
+                    }
+                    all => round.iter().map(|_| all.clone()).collect(),
+                }
+            })
+        }),
+    )
+}
+
+/// The error a request gets when its round lost it (never expected).
+fn lost(api: &'static str) -> Ec2Error {
+    Ec2Error {
+        api,
+        class: ErrorClass::Transient,
+        code: None,
+        message: "the request was dropped before it was answered".into(),
+    }
+}
+
+fn cancelled(api: &'static str) -> Ec2Error {
+    Ec2Error {
+        api,
+        class: ErrorClass::Cancelled,
+        code: None,
+        message: "not sent: this node is no longer the quorate partition's elected holder".into(),
+    }
+}
+
+/// One DescribeAddresses for all of `allocation_ids`.
+async fn fetch_addresses(
+    client: &aws_sdk_ec2::Client,
+    metrics: &Metrics,
+    allocation_ids: &[String],
+    budget: Duration,
+) -> Result<Vec<ObservedEip>, Ec2Error> {
+    retrying(metrics, "DescribeAddresses", budget, &|| true, || async {
+        let out = client
+            .describe_addresses()
+            .set_allocation_ids(Some(allocation_ids.to_vec()))
+            .send()
+            .await
+            .map_err(|e| classify("DescribeAddresses", e))?;
+        Ok(out
+            .addresses()
+            .iter()
+            .map(|a| ObservedEip {
+                allocation_id: a.allocation_id().unwrap_or_default().to_owned(),
+                public_ip: a.public_ip().map(str::to_owned),
+                association_id: a.association_id().map(str::to_owned),
+                instance_id: a.instance_id().filter(|s| !s.is_empty()).map(str::to_owned),
+                network_interface_id: a.network_interface_id().filter(|s| !s.is_empty()).map(str::to_owned),
+                private_ip: a.private_ip_address().map(str::to_owned),
+                owner: Ownership::from_tags(a.tags().iter().filter_map(|t| Some((t.key()?, t.value()?)))),
+            })
+            .collect())
+    })
+    .await
+}
+
+/// Writes every claim of a round whose gate is still open: one CreateTags per owner (in
+/// practice one: this node) for all its addresses, with the highest epoch any of them asked
+/// for. A higher epoch than an address needed is still above whatever it carried, which is
+/// all the ownership record asks of an epoch.
+async fn claim_round(client: &aws_sdk_ec2::Client, metrics: &Metrics, round: Vec<Claim>) -> Vec<Result<u64, Ec2Error>> {
+    let mut outcomes: Vec<Option<Result<u64, Ec2Error>>> = round.iter().map(|_| None).collect();
+    let mut owners: std::collections::BTreeMap<&str, Vec<usize>> = std::collections::BTreeMap::new();
+    for (i, c) in round.iter().enumerate() {
+        if (c.gate)() {
+            owners.entry(c.owner.instance_id.as_str()).or_default().push(i);
+        } else {
+            outcomes[i] = Some(Err(cancelled("CreateTags")));
+        }
+    }
+    for (instance, members) in owners {
+        let epoch = members.iter().map(|&i| round[i].owner.epoch).max().unwrap_or(0);
+        let ids: Vec<String> = members.iter().map(|&i| round[i].allocation_id.clone()).collect();
+        let gates: Vec<SharedGate> = members.iter().map(|&i| round[i].gate.clone()).collect();
+        let budget = members.iter().map(|&i| round[i].budget).max().unwrap_or_default();
+        let all_open = move || gates.iter().all(|g| g());
+        let owner = Ownership {
+            instance_id: instance.to_owned(),
+            epoch,
+        };
+        match create_tags(client, metrics, &ids, &owner, budget, &all_open).await {
+            Ok(()) => members.iter().for_each(|&i| outcomes[i] = Some(Ok(epoch))),
+            // One gate closed, or one address refused: each on its own, so the others stand.
+            Err(e) if members.len() > 1 && e.class != ErrorClass::Transient => {
+                for &i in &members {
+                    let c = &round[i];
+                    let result = create_tags(client, metrics, std::slice::from_ref(&c.allocation_id), &c.owner, c.budget, c.gate.as_ref()).await;
+                    outcomes[i] = Some(result.map(|()| c.owner.epoch));
+                }
+            }
+            Err(e) => members.iter().for_each(|&i| outcomes[i] = Some(Err(e.clone()))),
+        }
+    }
+    outcomes.into_iter().map(|o| o.unwrap_or_else(|| Err(lost("CreateTags")))).collect()
+}
+
+/// One CreateTags writing `owner` on every address of `allocation_ids`.
+async fn create_tags(
+    client: &aws_sdk_ec2::Client,
+    metrics: &Metrics,
+    allocation_ids: &[String],
+    owner: &Ownership,
+    budget: Duration,
+    gate: WriteGate<'_>,
+) -> Result<(), Ec2Error> {
+    retrying(metrics, "CreateTags", budget, gate, || async {
+        let tag = |k: &str, v: String| aws_sdk_ec2::types::Tag::builder().key(k).value(v).build();
+        client
+            .create_tags()
+            .set_resources(Some(allocation_ids.to_vec()))
+            .tags(tag(OWNER_TAG, owner.instance_id.clone()))
+            .tags(tag(EPOCH_TAG, owner.epoch.to_string()))
+            .send()
+            .await
+            .map_err(|e| classify("CreateTags", e))?;
+        Ok(())
+    })
+    .await
+}
+
+/// Assigns every request of a round whose gate is still open: one AssignPrivateIpAddresses per
+/// ENI (in practice one: ours) for all its addresses.
+async fn assignment_round(client: &aws_sdk_ec2::Client, metrics: &Metrics, round: Vec<Assignment>) -> Vec<Result<(), Ec2Error>> {
+    let mut outcomes: Vec<Option<Result<(), Ec2Error>>> = round.iter().map(|_| None).collect();
+    let mut enis: std::collections::BTreeMap<&str, Vec<usize>> = std::collections::BTreeMap::new();
+    for (i, a) in round.iter().enumerate() {
+        if (a.gate)() {
+            enis.entry(a.network_interface_id.as_str()).or_default().push(i);
+        } else {
+            outcomes[i] = Some(Err(cancelled("AssignPrivateIpAddresses")));
+        }
+    }
+    for (eni, members) in enis {
+        let mut addresses: Vec<std::net::Ipv4Addr> = members.iter().map(|&i| round[i].address).collect();
+        addresses.sort();
+        addresses.dedup();
+        let gates: Vec<SharedGate> = members.iter().map(|&i| round[i].gate.clone()).collect();
+        let budget = members.iter().map(|&i| round[i].budget).max().unwrap_or_default();
+        let all_open = move || gates.iter().all(|g| g());
+        match assign_private_ips(client, metrics, eni, &addresses, budget, &all_open).await {
+            Ok(()) => members.iter().for_each(|&i| outcomes[i] = Some(Ok(()))),
+            // One gate closed, or one address refused: each on its own, so the others stand.
+            Err(e) if addresses.len() > 1 && e.class != ErrorClass::Transient => {
+                for &i in &members {
+                    let a = &round[i];
+                    outcomes[i] = Some(assign_private_ips(client, metrics, eni, &[a.address], a.budget, a.gate.as_ref()).await);
+                }
+            }
+            Err(e) => members.iter().for_each(|&i| outcomes[i] = Some(Err(e.clone()))),
+        }
+    }
+    outcomes.into_iter().map(|o| o.unwrap_or_else(|| Err(lost("AssignPrivateIpAddresses")))).collect()
+}
+
+/// Assigns `addresses` to an ENI in one call, taking them from wherever they are
+/// (AllowReassignment): never unassigned first, so the address is never nowhere. Assigning
+/// again to the same ENI changes nothing, so a retry after a timeout EC2 did apply is harmless.
+async fn assign_private_ips(
+    client: &aws_sdk_ec2::Client,
+    metrics: &Metrics,
+    network_interface_id: &str,
+    addresses: &[std::net::Ipv4Addr],
+    budget: Duration,
+    gate: WriteGate<'_>,
+) -> Result<(), Ec2Error> {
+    let values: Vec<String> = addresses.iter().map(|a| a.to_string()).collect();
+    retrying(metrics, "AssignPrivateIpAddresses", budget, gate, || async {
+        client
+            .assign_private_ip_addresses()
+            .network_interface_id(network_interface_id)
+            .set_private_ip_addresses(Some(values.clone()))
+            .allow_reassignment(true)
+            .send()
+            .await
+            .map_err(|e| classify("AssignPrivateIpAddresses", e))?;
+        Ok(())
+    })
+    .await
 }
 
 /// Builds the SDK configuration: the standard chain (env, profile, IMDS) with the config
@@ -354,12 +636,7 @@ where
     let mut attempt = 0;
     loop {
         if !gate() {
-            return Err(Ec2Error {
-                api,
-                class: ErrorClass::Cancelled,
-                code: None,
-                message: "not sent: this node is no longer the quorate partition's elected holder".into(),
-            });
+            return Err(cancelled(api));
         }
         let sent = Instant::now();
         let result = call().await;
@@ -384,13 +661,92 @@ where
 const RETRY_BASE: Duration = Duration::from_millis(40);
 const RETRY_CAP: Duration = Duration::from_secs(2);
 
+/// One DescribeRouteTables for all of `route_table_ids`.
+async fn fetch_route_tables(
+client: &aws_sdk_ec2::Client,
+metrics: &Metrics,
+    route_table_ids: &[String],
+    budget: Duration,
+) -> Result<Vec<ObservedRouteTable>, Ec2Error> {
+    retrying(metrics, "DescribeRouteTables", budget, &|| true, || async {
+        let out = client
+            .describe_route_tables()
+            .set_route_table_ids(Some(route_table_ids.to_vec()))
+            .send()
+            .await
+            .map_err(|e| classify("DescribeRouteTables", e))?;
+        Ok(out
+            .route_tables()
+            .iter()
+            .map(|t| ObservedRouteTable {
+                route_table_id: t.route_table_id().unwrap_or_default().to_owned(),
+                routes: t
+                    .routes()
+                    .iter()
+                    .filter_map(|r| {
+                        let destination = r.destination_cidr_block().or(r.destination_ipv6_cidr_block())?;
+                        Some(ObservedRoute {
+                            destination: crate::core::reconcile::canonical_destination(destination),
+                            network_interface_id: r.network_interface_id().filter(|s| !s.is_empty()).map(str::to_owned),
+                            instance_id: r.instance_id().filter(|s| !s.is_empty()).map(str::to_owned),
+                            blackhole: r.state().is_some_and(|s| s.as_str() == "blackhole"),
+                        })
+                    })
+                    .collect(),
+            })
+            .collect())
+    })
+    .await
+}
+
+/// One DescribeNetworkInterfaces for every ENI that carries any of `addresses` (as its
+/// primary or a secondary IP): where all our secondary IPs are, whatever their number.
+/// IPv4 and IPv6 addresses need a filter each, and EC2 ANDs filters: two calls when both
+/// families are held.
+async fn fetch_interfaces(
+client: &aws_sdk_ec2::Client,
+metrics: &Metrics,
+    addresses: &[std::net::IpAddr],
+    budget: Duration,
+) -> Result<Vec<ObservedInterface>, Ec2Error> {
+    let (v4, v6): (Vec<String>, Vec<String>) = {
+        let (a, b): (Vec<&std::net::IpAddr>, Vec<&std::net::IpAddr>) = addresses.iter().partition(|a| a.is_ipv4());
+        (a.iter().map(|a| a.to_string()).collect(), b.iter().map(|a| a.to_string()).collect())
+    };
+    let mut found: Vec<ObservedInterface> = Vec::new();
+    for (name, values) in [("addresses.private-ip-address", v4), ("ipv6-addresses.ipv6-address", v6)] {
+        if values.is_empty() {
+            continue;
+        }
+        let enis = retrying(metrics, "DescribeNetworkInterfaces", budget, &|| true, || async {
+                let filter = aws_sdk_ec2::types::Filter::builder().name(name).set_values(Some(values.clone())).build();
+                let out = client
+                    .describe_network_interfaces()
+                    .filters(filter)
+                    .send()
+                    .await
+                    .map_err(|e| classify("DescribeNetworkInterfaces", e))?;
+                Ok(out.network_interfaces().iter().map(observed_interface).collect::<Vec<_>>())
+            })
+            .await?;
+        for eni in enis {
+            if !found.iter().any(|f| f.network_interface_id == eni.network_interface_id) {
+                found.push(eni);
+            }
+        }
+    }
+    Ok(found)
+}
+
 impl Ec2 {
+    fn from_client(client: aws_sdk_ec2::Client, metrics: Arc<Metrics>) -> Ec2 {
+        let batches = Arc::new(Batches::new(&client, &metrics));
+        Ec2 { client, metrics, batches }
+    }
+
     /// A client on the given SDK configuration, counting its calls in `metrics`.
     pub fn new(sdk: &aws_config::SdkConfig, metrics: Arc<Metrics>) -> Ec2 {
-        Ec2 {
-            client: aws_sdk_ec2::Client::new(sdk),
-            metrics,
-        }
+        Ec2::from_client(aws_sdk_ec2::Client::new(sdk), metrics)
     }
 
     /// A client whose credentials come from assuming `role_arn` with this node's own
@@ -398,10 +754,7 @@ impl Ec2 {
     /// the SDK caches the credentials and renews them shortly before they expire, instead of
     /// an `sts assume-role` before every call.
     pub async fn assuming(sdk: &aws_config::SdkConfig, role_arn: &str, session_name: &str, metrics: Arc<Metrics>) -> Ec2 {
-        Ec2 {
-            client: assumed_client(sdk, role_arn, session_name).await,
-            metrics,
-        }
+        Ec2::from_client(assumed_client(sdk, role_arn, session_name).await, metrics)
     }
 
     /// The SDK client, for calls outside the daemon's own set (the pre-flight DryRun checks).
@@ -428,31 +781,14 @@ impl Ec2 {
         retrying(&self.metrics, api, budget, gate, call).await
     }
 
-    /// One DescribeAddresses for all of `allocation_ids`.
+    /// DescribeAddresses for all of `allocation_ids`, shared with every concurrent read of
+    /// this client: the answer may hold more addresses than asked for.
     pub async fn describe_addresses(&self, allocation_ids: &[String], budget: Duration) -> Result<Vec<ObservedEip>, Ec2Error> {
-        self.with_retry("DescribeAddresses", budget, || async {
-            let out = self
-                .client
-                .describe_addresses()
-                .set_allocation_ids(Some(allocation_ids.to_vec()))
-                .send()
-                .await
-                .map_err(|e| classify("DescribeAddresses", e))?;
-            Ok(out
-                .addresses()
-                .iter()
-                .map(|a| ObservedEip {
-                    allocation_id: a.allocation_id().unwrap_or_default().to_owned(),
-                    public_ip: a.public_ip().map(str::to_owned),
-                    association_id: a.association_id().map(str::to_owned),
-                    instance_id: a.instance_id().filter(|s| !s.is_empty()).map(str::to_owned),
-                    network_interface_id: a.network_interface_id().filter(|s| !s.is_empty()).map(str::to_owned),
-                    private_ip: a.private_ip_address().map(str::to_owned),
-                    owner: Ownership::from_tags(a.tags().iter().filter_map(|t| Some((t.key()?, t.value()?)))),
-                })
-                .collect())
-        })
-        .await
+        let read = Read {
+            keys: allocation_ids.to_vec(),
+            budget,
+        };
+        self.batches.addresses.submit(read).await.unwrap_or_else(|| Err(lost("DescribeAddresses")))
     }
 
     /// Points the address at `me` in one atomic call: never disassociate first.
@@ -483,59 +819,27 @@ impl Ec2 {
         .await
     }
 
-    /// Writes the ownership record (holder instance, epoch) on an address.
-    pub async fn tag_owner(&self, allocation_id: &str, owner: &Ownership, budget: Duration, gate: WriteGate<'_>) -> Result<(), Ec2Error> {
-        self.gated("CreateTags", budget, gate, || async {
-            let tag = |k: &str, v: String| aws_sdk_ec2::types::Tag::builder().key(k).value(v).build();
-            self.client
-                .create_tags()
-                .resources(allocation_id)
-                .tags(tag(OWNER_TAG, owner.instance_id.clone()))
-                .tags(tag(EPOCH_TAG, owner.epoch.to_string()))
-                .send()
-                .await
-                .map_err(|e| classify("CreateTags", e))?;
-            Ok(())
-        })
-        .await
+    /// Writes the ownership record (holder instance, epoch) on an address, and returns the
+    /// epoch written: concurrent claims share one CreateTags with the highest epoch among them
+    /// (never lower than `owner.epoch`).
+    pub async fn claim(&self, allocation_id: &str, owner: &Ownership, budget: Duration, gate: SharedGate) -> Result<u64, Ec2Error> {
+        let claim = Claim {
+            allocation_id: allocation_id.to_owned(),
+            owner: owner.clone(),
+            gate,
+            budget,
+        };
+        self.batches.claims.submit(claim).await.unwrap_or_else(|| Err(lost("CreateTags")))
     }
 
-    /// One DescribeRouteTables for all of `route_table_ids`.
-    pub async fn describe_route_tables(
-        &self,
-        route_table_ids: &[String],
-        budget: Duration,
-    ) -> Result<Vec<ObservedRouteTable>, Ec2Error> {
-        self.with_retry("DescribeRouteTables", budget, || async {
-            let out = self
-                .client
-                .describe_route_tables()
-                .set_route_table_ids(Some(route_table_ids.to_vec()))
-                .send()
-                .await
-                .map_err(|e| classify("DescribeRouteTables", e))?;
-            Ok(out
-                .route_tables()
-                .iter()
-                .map(|t| ObservedRouteTable {
-                    route_table_id: t.route_table_id().unwrap_or_default().to_owned(),
-                    routes: t
-                        .routes()
-                        .iter()
-                        .filter_map(|r| {
-                            let destination = r.destination_cidr_block().or(r.destination_ipv6_cidr_block())?;
-                            Some(ObservedRoute {
-                                destination: crate::core::reconcile::canonical_destination(destination),
-                                network_interface_id: r.network_interface_id().filter(|s| !s.is_empty()).map(str::to_owned),
-                                instance_id: r.instance_id().filter(|s| !s.is_empty()).map(str::to_owned),
-                                blackhole: r.state().is_some_and(|s| s.as_str() == "blackhole"),
-                            })
-                        })
-                        .collect(),
-                })
-                .collect())
-        })
-        .await
+    /// DescribeRouteTables for all of `route_table_ids`, shared with every concurrent read of
+    /// this client: the answer may hold more tables than asked for.
+    pub async fn describe_route_tables(&self, route_table_ids: &[String], budget: Duration) -> Result<Vec<ObservedRouteTable>, Ec2Error> {
+        let read = Read {
+            keys: route_table_ids.to_vec(),
+            budget,
+        };
+        self.batches.route_tables.submit(read).await.unwrap_or_else(|| Err(lost("DescribeRouteTables")))
     }
 
     /// Route tables carrying a tag (in a VPC, when given): the optional auto-discovery of VIPs.
@@ -606,44 +910,15 @@ impl Ec2 {
         .await
     }
 
-    /// One DescribeNetworkInterfaces for every ENI that carries any of `addresses` (as its
-    /// primary or a secondary IP): where all our secondary IPs are, whatever their number.
-    /// IPv4 and IPv6 addresses need a filter each, and EC2 ANDs filters: two calls when both
-    /// families are held.
-    pub async fn describe_interfaces_with(
-        &self,
-        addresses: &[std::net::IpAddr],
-        budget: Duration,
-    ) -> Result<Vec<ObservedInterface>, Ec2Error> {
-        let (v4, v6): (Vec<String>, Vec<String>) = {
-            let (a, b): (Vec<&std::net::IpAddr>, Vec<&std::net::IpAddr>) = addresses.iter().partition(|a| a.is_ipv4());
-            (a.iter().map(|a| a.to_string()).collect(), b.iter().map(|a| a.to_string()).collect())
+    /// DescribeNetworkInterfaces for every ENI that carries any of `addresses` (as its
+    /// primary or a secondary IP), shared with every concurrent read of this client: the
+    /// answer may hold more interfaces than asked for.
+    pub async fn describe_interfaces_with(&self, addresses: &[std::net::IpAddr], budget: Duration) -> Result<Vec<ObservedInterface>, Ec2Error> {
+        let read = Read {
+            keys: addresses.to_vec(),
+            budget,
         };
-        let mut found: Vec<ObservedInterface> = Vec::new();
-        for (name, values) in [("addresses.private-ip-address", v4), ("ipv6-addresses.ipv6-address", v6)] {
-            if values.is_empty() {
-                continue;
-            }
-            let enis = self
-                .with_retry("DescribeNetworkInterfaces", budget, || async {
-                    let filter = aws_sdk_ec2::types::Filter::builder().name(name).set_values(Some(values.clone())).build();
-                    let out = self
-                        .client
-                        .describe_network_interfaces()
-                        .filters(filter)
-                        .send()
-                        .await
-                        .map_err(|e| classify("DescribeNetworkInterfaces", e))?;
-                    Ok(out.network_interfaces().iter().map(observed_interface).collect::<Vec<_>>())
-                })
-                .await?;
-            for eni in enis {
-                if !found.iter().any(|f| f.network_interface_id == eni.network_interface_id) {
-                    found.push(eni);
-                }
-            }
-        }
-        Ok(found)
+        self.batches.interfaces.submit(read).await.unwrap_or_else(|| Err(lost("DescribeNetworkInterfaces")))
     }
 
     /// Assigns IPv6 `addresses` to our ENI. EC2 has no reassignment for IPv6: an address still
@@ -691,28 +966,23 @@ impl Ec2 {
         .await
     }
 
-    /// Assigns `addresses` to our ENI in one call, taking them from wherever they are
-    /// (AllowReassignment): never unassigned first, so the address is never nowhere.
-    pub async fn assign_private_ips(
+    /// Assigns `address` to our ENI, taking it from wherever it is (AllowReassignment): never
+    /// unassigned first, so the address is never nowhere. Concurrent assignments to one ENI
+    /// share one call.
+    pub async fn assign_private_ip(
         &self,
         network_interface_id: &str,
-        addresses: &[std::net::Ipv4Addr],
+        address: std::net::Ipv4Addr,
         budget: Duration,
-        gate: WriteGate<'_>,
+        gate: SharedGate,
     ) -> Result<(), Ec2Error> {
-        let values: Vec<String> = addresses.iter().map(|a| a.to_string()).collect();
-        self.gated("AssignPrivateIpAddresses", budget, gate, || async {
-            self.client
-                .assign_private_ip_addresses()
-                .network_interface_id(network_interface_id)
-                .set_private_ip_addresses(Some(values.clone()))
-                .allow_reassignment(true)
-                .send()
-                .await
-                .map_err(|e| classify("AssignPrivateIpAddresses", e))?;
-            Ok(())
-        })
-        .await
+        let assignment = Assignment {
+            network_interface_id: network_interface_id.to_owned(),
+            address,
+            gate,
+            budget,
+        };
+        self.batches.assignments.submit(assignment).await.unwrap_or_else(|| Err(lost("AssignPrivateIpAddresses")))
     }
 
     /// An ENI's primary private IPv4 address and its public IPv4 address (an EIP or the
@@ -794,6 +1064,45 @@ impl Ec2 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_shared_read_asks_once_and_an_unknown_id_fails_only_its_caller() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counted = calls.clone();
+        let reads = Arc::new(read_batcher(move |keys: Vec<String>, _budget| -> BoxFuture<'static, _> {
+            counted.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async move {
+                if keys.iter().any(|k| k.starts_with("bad")) {
+                    return Err(Ec2Error {
+                        api: "DescribeAddresses",
+                        class: ErrorClass::NotFound,
+                        code: Some("InvalidAllocationID.NotFound".into()),
+                        message: "unknown".into(),
+                    });
+                }
+                Ok(keys)
+            })
+        }));
+        let ask = |keys: &[&str]| {
+            let reads = reads.clone();
+            let read = Read {
+                keys: keys.iter().map(|k| k.to_string()).collect(),
+                budget: Duration::from_secs(1),
+            };
+            tokio::spawn(async move { reads.submit(read).await })
+        };
+        let (a, b) = (ask(&["a"]), ask(&["b", "a"]));
+        assert_eq!(a.await.ok().flatten().and_then(Result::ok), Some(vec!["a".to_string(), "b".to_string()]));
+        assert_eq!(b.await.ok().flatten().and_then(Result::ok), Some(vec!["a".to_string(), "b".to_string()]));
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "one call for both");
+
+        let (good, bad) = (ask(&["c"]), ask(&["bad1"]));
+        assert_eq!(good.await.ok().flatten().and_then(Result::ok), Some(vec!["c".to_string()]));
+        let bad = bad.await.ok().flatten().and_then(Result::err).map(|e| e.class);
+        assert_eq!(bad, Some(ErrorClass::NotFound));
+        assert_eq!(calls.load(Ordering::SeqCst), 4, "the failed shared call, then one per caller");
+    }
 
     #[test]
     fn error_classes() {

@@ -5,6 +5,7 @@
 // Every public item says why it exists.
 #![warn(missing_docs)]
 
+pub mod batch;
 pub mod check;
 pub mod config;
 pub mod control;

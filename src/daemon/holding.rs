@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn};
 
 use super::{Daemon, TaskResult};
+use crate::batch::{Cohort, Member};
 use crate::core::holder::{self, Effect, Holding};
 use crate::core::view::{Output, View};
 use crate::core::wire::{self, Body, HeldMsg, Unable};
@@ -77,6 +78,9 @@ pub(super) struct LocalResource {
     pub holding: Holding,
     /// The running acquisition.
     pub task: Option<JoinHandle<()>>,
+    /// An acquisition decided in this step of the loop, started with the others at its end
+    /// (`start_acquisitions`): the generation it is for.
+    pub queued: Option<u64>,
     pub observed: Option<Observed>,
     pub verified_at: Option<SystemTime>,
     /// Set when the view elected us; consumed when the acquisition is verified.
@@ -92,6 +96,7 @@ impl LocalResource {
             unit,
             holding: Holding::new(local_address),
             task: None,
+            queued: None,
             observed: None,
             verified_at: None,
             pending_timeline: None,
@@ -100,6 +105,7 @@ impl LocalResource {
     }
 
     pub(super) fn abort(&mut self) {
+        self.queued = None;
         if let Some(task) = self.task.take() {
             task.abort();
         }
@@ -117,7 +123,11 @@ impl Daemon {
                         local.abort();
                     }
                 }
-                Effect::Acquire { generation } => self.spawn_acquire(name, generation),
+                Effect::Acquire { generation } => {
+                    if let Some(local) = self.resources.get_mut(name) {
+                        local.queued = Some(generation);
+                    }
+                }
                 Effect::RemoveAddress => self.spawn_remove_address(name),
                 Effect::Released => self.hook(view.local().node, name, HookEvent::Release, "standby", String::new()),
                 Effect::RetryAt(at) => self.after(at.saturating_duration_since(Instant::now()), TaskResult::Retry),
@@ -147,16 +157,41 @@ impl Daemon {
         })
     }
 
-    fn spawn_acquire(&mut self, name: &str, generation: u64) {
+    /// Starts every acquisition decided in this step of the loop, as one cohort: they send
+    /// their changes at once and share their read-backs (`batch::Cohort`).
+    pub(super) fn start_acquisitions(&mut self, view: &View) {
+        let queued: Vec<(String, u64)> = self
+            .resources
+            .iter_mut()
+            .filter_map(|(name, local)| local.queued.take().map(|g| (name.clone(), g)))
+            .collect();
+        if queued.is_empty() {
+            return;
+        }
+        let cohort = Cohort::new(queued.len());
+        for (name, generation) in queued {
+            self.spawn_acquire(&name, generation, view.local().node, cohort.member());
+        }
+    }
+
+    fn spawn_acquire(&mut self, name: &str, generation: u64, me: crate::core::NodeId, cohort: Member) {
         let Some(local) = self.resources.get(name) else { return };
+        // Elected to take over from another node: the address is not ours yet, so the
+        // acquisition can skip its first read.
+        let held_elsewhere = local
+            .pending_timeline
+            .as_ref()
+            .and_then(|t| t.previous)
+            .is_some_and(|p| p.node != me);
         let kind = local.kind.clone();
         let ctx = self.kinds.clone();
         let gate = self.write_gate(&local.unit, generation);
         let tx = self.results_tx.clone();
         let resource = name.to_owned();
         let budget = ACQUIRE_BUDGET.min(self.config.aws.acquire_timeout);
+        let start = kinds::Start { held_elsewhere, cohort };
         let task = tokio::spawn(async move {
-            let result = match kinds::acquire(&kind, &ctx, gate, budget).await {
+            let result = match kinds::acquire(&kind, &ctx, gate, budget, start).await {
                 Ok(acquired) => TaskResult::Acquired {
                     resource,
                     generation,
@@ -173,7 +208,7 @@ impl Daemon {
         if let Some(local) = self.resources.get_mut(name) {
             local.task = Some(task);
         }
-        debug!(resource = %name, generation, "acquisition started");
+        debug!(resource = %name, generation, held_elsewhere, "acquisition started");
     }
 
     pub(super) fn spawn_remove_address(&mut self, name: &str) {

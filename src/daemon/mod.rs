@@ -328,6 +328,7 @@ impl Daemon {
             self.log_conflicts(&view);
             // Decide and act: start or stop work so we act exactly on what the view says.
             self.reconcile(&view, local_quorate);
+            self.start_acquisitions(&view);
             self.arm_startup_timer(&view);
             self.finish_commands(&view);
             // Announce locally.

@@ -31,16 +31,23 @@ pub struct DnsTarget {
     pub value: Result<IpAddr, String>,
 }
 
-/// ListResourceRecordSets → UPSERT → GetChange until INSYNC → read back.
-pub async fn acquire(route53: &Route53, target: &DnsTarget, gate: Gate, budget: Duration) -> Result<Acquired, AcquireError> {
+/// (ListResourceRecordSets →) UPSERT → GetChange until INSYNC → read back.
+/// `held_elsewhere`: the agreed view says another node held the record until now, so it
+/// points elsewhere and the UPSERT goes out without a read first.
+pub async fn acquire(route53: &Route53, target: &DnsTarget, gate: Gate, budget: Duration, held_elsewhere: bool) -> Result<Acquired, AcquireError> {
     let dns = &target.config;
     let value = target.value.clone().map_err(AcquireError::Setup)?;
     let kind = dns.record_type.as_str();
     let read = || async { route53.record(&dns.hosted_zone_id, &dns.record, kind, budget).await };
-    let before = read().await?;
+    let from = if held_elsewhere {
+        Some(Vec::new())
+    } else {
+        let before = read().await?;
+        let current = find_record(&before, &dns.record, kind);
+        (!record_points_at(current, value, dns.ttl)).then(|| current.map(|r| r.values.clone()).unwrap_or_default())
+    };
     let mut sent = None;
-    if !record_points_at(find_record(&before, &dns.record, kind), value, dns.ttl) {
-        let from = find_record(&before, &dns.record, kind).map(|r| r.values.clone()).unwrap_or_default();
+    if let Some(from) = from {
         info!(resource = %dns.name, record = %dns.record, r#type = kind, %value, from = ?from, "pointing the record at this node (UPSERT)");
         sent = Some(Instant::now());
         let change = route53
@@ -49,6 +56,10 @@ pub async fn acquire(route53: &Route53, target: &DnsTarget, gate: Gate, budget: 
         let mut attempt = 0;
         let deadline = Instant::now() + PROPAGATION_BUDGET;
         loop {
+            // A change is never in sync the moment Route 53 accepts it, so even the first look
+            // waits; GetChange counts against the account's 5 requests/s like every other call.
+            tokio::time::sleep(backoff(attempt, Duration::from_millis(200), Duration::from_secs(5), rand::random())).await;
+            attempt += 1;
             if route53.propagation(&change, budget).await? == Propagation::InSync {
                 break;
             }
@@ -58,9 +69,6 @@ pub async fn acquire(route53: &Route53, target: &DnsTarget, gate: Gate, budget: 
                     dns.record
                 )));
             }
-            // GetChange counts against the account's 5 requests/s like every other call.
-            tokio::time::sleep(backoff(attempt, Duration::from_millis(200), Duration::from_secs(5), rand::random())).await;
-            attempt += 1;
         }
     }
     let after = read().await?;

@@ -6,19 +6,33 @@ use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
-use super::{AcquireError, Acquired, Gate, Judgement, Observed};
+use super::{AcquireError, Acquired, Gate, Judgement, Observed, Start, TOGETHER};
 use crate::config::EipConfig;
 use crate::core::holder::Verdict;
 use crate::core::reconcile::{
     backoff, decide_eip, judge_eip, next_epoch, points_at, DriftVerdict, EipAction, Identity, ObservedEip, Ownership,
 };
-use crate::ec2::{self, Ec2, Ec2Error, ErrorClass};
+use crate::ec2::{Ec2, Ec2Error, ErrorClass};
 
 /// How long writing the ownership record may take.
 const RECORD_BUDGET: Duration = Duration::from_secs(2);
 
-/// Describe → (associate → verify)*: makes EC2 point the address at us, and proves it.
-pub async fn acquire(ec2: &Ec2, eip: &EipConfig, me: &Identity, gate: Gate, budget: Duration) -> Result<Acquired, AcquireError> {
+/// (Describe →) associate → verify → record: makes EC2 point the address at us, and proves it.
+/// When the agreed view says another node held the address until now (`start.held_elsewhere`),
+/// it is not ours and the first read is skipped; the read-back after the association carries
+/// the ownership record just the same, and is shared with the acquisitions started with this one.
+pub async fn acquire(
+    ec2: &Ec2,
+    eip: &EipConfig,
+    me: &Identity,
+    gate: Gate,
+    budget: Duration,
+    start: Start,
+) -> Result<Acquired, AcquireError> {
+    let Start {
+        held_elsewhere,
+        cohort: mut together,
+    } = start;
     let describe = |budget| ec2.describe_addresses(std::slice::from_ref(&eip.allocation_id), budget);
     let find = |list: Vec<ObservedEip>| {
         list.into_iter().find(|o| o.allocation_id == eip.allocation_id).ok_or_else(|| Ec2Error {
@@ -28,26 +42,28 @@ pub async fn acquire(ec2: &Ec2, eip: &EipConfig, me: &Identity, gate: Gate, budg
             message: format!("allocation {} not found in this region/account", eip.allocation_id),
         })
     };
-    // The ownership record is read here, right before the association it decides.
-    let observed = describe(budget).await.and_then(find)?;
-    let drift = match decide_eip(&observed, me, eip.private_ip) {
-        EipAction::AlreadyOurs => {
-            // Our own record stands (a restart or reload); anything else is rewritten.
-            let epoch = match &observed.owner {
-                Some(o) if o.instance_id == me.instance_id => Some(o.epoch),
-                _ => record(ec2, &eip.allocation_id, me, next_epoch(&observed), gate.as_ref()).await?,
-            };
-            return Ok(Acquired {
-                observed: Observed::Eip(observed),
-                sent: None,
-                verified: Instant::now(),
-                epoch,
-            });
+    let (from_instance, drift) = if held_elsewhere {
+        (None, false)
+    } else {
+        let observed = describe(budget).await.and_then(find)?;
+        match decide_eip(&observed, me, eip.private_ip) {
+            EipAction::AlreadyOurs => {
+                // Our own record stands (a restart or reload); anything else is rewritten.
+                let epoch = match &observed.owner {
+                    Some(o) if o.instance_id == me.instance_id => Some(o.epoch),
+                    _ => record(ec2, &eip.allocation_id, me, next_epoch(&observed), &gate).await?,
+                };
+                return Ok(Acquired {
+                    observed: Observed::Eip(observed),
+                    sent: None,
+                    verified: Instant::now(),
+                    epoch,
+                });
+            }
+            EipAction::Associate { drift } => (observed.instance_id, drift),
         }
-        EipAction::Associate { drift } => drift,
     };
-    let epoch = next_epoch(&observed);
-    info!(resource = %eip.name, allocation = %eip.allocation_id, from_instance = ?observed.instance_id, drift, "associating address (AllowReassociation)");
+    info!(resource = %eip.name, allocation = %eip.allocation_id, from_instance = ?from_instance, drift, held_elsewhere, "associating address (AllowReassociation)");
     let sent = Instant::now();
     // A transient failure may come after EC2 applied the call (a timeout): look before sending
     // it again, so one failover never becomes two moves.
@@ -66,6 +82,7 @@ pub async fn acquire(ec2: &Ec2, eip: &EipConfig, me: &Identity, gate: Gate, budg
             break;
         }
     }
+    together.sent_and_wait(TOGETHER).await;
     // EC2 is eventually consistent: read back until it shows us.
     let mut attempt = 0;
     let deadline = Instant::now() + budget;
@@ -73,7 +90,8 @@ pub async fn acquire(ec2: &Ec2, eip: &EipConfig, me: &Identity, gate: Gate, budg
         let o = describe(budget).await.and_then(find)?;
         if points_at(&o, me, eip.private_ip) {
             let verified = Instant::now();
-            let epoch = record(ec2, &eip.allocation_id, me, epoch, gate.as_ref()).await?;
+            // One above the record EC2 shows now, the freshest read there is.
+            let epoch = record(ec2, &eip.allocation_id, me, next_epoch(&o), &gate).await?;
             return Ok(Acquired {
                 observed: Observed::Eip(o),
                 sent: Some(sent),
@@ -98,16 +116,17 @@ pub async fn acquire(ec2: &Ec2, eip: &EipConfig, me: &Identity, gate: Gate, budg
     }
 }
 
-/// Writes our ownership record. A refusal (e.g. no ec2:CreateTags permission) only costs the
-/// split-brain protection, so it is logged and the address stays held (`Ok(None)`); a closed
-/// gate means we are no longer the holder (`Err`).
-async fn record(ec2: &Ec2, allocation_id: &str, me: &Identity, epoch: u64, gate: ec2::WriteGate<'_>) -> Result<Option<u64>, AcquireError> {
+/// Writes our ownership record with at least `epoch` (concurrent acquisitions share one
+/// CreateTags, and its epoch), and returns the epoch written. A refusal (e.g. no
+/// ec2:CreateTags permission) only costs the split-brain protection, so it is logged and the
+/// address stays held (`Ok(None)`); a closed gate means we are no longer the holder (`Err`).
+async fn record(ec2: &Ec2, allocation_id: &str, me: &Identity, epoch: u64, gate: &Gate) -> Result<Option<u64>, AcquireError> {
     let owner = Ownership {
         instance_id: me.instance_id.clone(),
         epoch,
     };
-    match ec2.tag_owner(allocation_id, &owner, RECORD_BUDGET, gate).await {
-        Ok(()) => Ok(Some(epoch)),
+    match ec2.claim(allocation_id, &owner, RECORD_BUDGET, gate.clone()).await {
+        Ok(written) => Ok(Some(written)),
         Err(e) if e.class == ErrorClass::Cancelled => Err(e.into()),
         Err(e) => {
             warn!(allocation = %allocation_id, error = %e, "cannot write the ownership tags; split-brain protection is off for this address");

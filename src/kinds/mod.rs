@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use crate::config::{EipConfig, SecondaryIpConfig, VipConfig};
 use crate::core::holder::{Failure, Verdict};
 use crate::core::reconcile::{Identity, ObservedEip, ObservedInterface, ObservedRecord, ObservedRouteTable};
+use crate::batch::Member;
 use crate::ec2::{Ec2, Ec2Error, ErrorClass};
 use crate::localaddr::{LocalAddrError, LocalAddresses};
 
@@ -116,7 +117,7 @@ pub enum Observed {
 }
 
 /// Asked right before every mutating call of an acquisition (see the daemon's write gate).
-pub type Gate = Arc<dyn Fn() -> bool + Send + Sync>;
+pub type Gate = crate::ec2::SharedGate;
 
 /// What an acquisition needs besides the address itself.
 #[derive(Clone)]
@@ -210,16 +211,30 @@ impl Context {
     }
 }
 
+/// How long an acquisition that sent its change waits for the others started with it, before
+/// reading back alone (see `batch::Cohort`).
+pub const TOGETHER: Duration = Duration::from_millis(500);
+
+/// How one acquisition is started.
+pub struct Start {
+    /// The agreed view says another node held the address until now (a failover or a move),
+    /// so the read before the change can be skipped; the read-back proves the outcome either way.
+    pub held_elsewhere: bool,
+    /// The acquisitions started with this one, which share its read-back.
+    pub cohort: Member,
+}
+
 /// Makes EC2 point `kind` at this node and proves it by reading it back.
-pub async fn acquire(kind: &Kind, ctx: &Context, gate: Gate, budget: Duration) -> Result<Acquired, AcquireError> {
+pub async fn acquire(kind: &Kind, ctx: &Context, gate: Gate, budget: Duration, start: Start) -> Result<Acquired, AcquireError> {
     match kind {
-        Kind::Eip(eip) => eip::acquire(&ctx.ec2, eip, &ctx.me, gate, budget).await,
+        Kind::Eip(eip) => eip::acquire(&ctx.ec2, eip, &ctx.me, gate, budget, start).await,
         Kind::Vip(vip) => {
             let routes = ctx.routes_client(vip.route_table_role.as_deref())?;
-            vip::acquire(routes, ctx.addresses.as_deref(), vip, &ctx.me, gate, budget).await
+            vip::acquire(routes, ctx.addresses.as_deref(), vip, &ctx.me, gate, budget, start).await
         }
-        Kind::Secondary(s) => secondary::acquire(&ctx.ec2, ctx.addresses.as_deref(), s, &ctx.me, gate, budget).await,
-        Kind::Dns(d) => dns::acquire(&ctx.route53, d, gate, budget).await,
+        Kind::Secondary(s) => secondary::acquire(&ctx.ec2, ctx.addresses.as_deref(), s, &ctx.me, gate, budget, start).await,
+        // Record reads are not shared: nobody waits for a record's UPSERT.
+        Kind::Dns(d) => dns::acquire(&ctx.route53, d, gate, budget, start.held_elsewhere).await,
     }
 }
 
