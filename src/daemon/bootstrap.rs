@@ -20,7 +20,7 @@ use crate::control::{self, SharedStatus};
 use crate::core::health::HealthTracker;
 use crate::core::reconcile::{backoff, Identity};
 use crate::ec2::{self, Ec2};
-use crate::kinds::{self, Kind};
+use crate::kinds::{self, AcquireError, Kind};
 use crate::localaddr::LocalAddresses;
 use crate::metrics::Metrics;
 use crate::status::{self, StatusReport};
@@ -350,44 +350,54 @@ async fn zones_hold_records(route53: &crate::route53::Route53, config: &Config, 
 /// What each `[[dns]]` record points at on this node: our own private or public address
 /// (read from our ENI), an EIP's public IP, or a VIP's or secondary IP's address.
 async fn dns_targets(ec2: &Ec2, identity: &Identity, config: &Config) -> Vec<kinds::dns::DnsTarget> {
+    use kinds::dns::{DnsTarget, Source};
     if config.dns.is_empty() {
         return Vec::new();
     }
     let budget = Duration::from_secs(10);
-    let own = match &identity.network_interface_id {
-        Some(eni) => ec2.interface_addresses(eni, budget).await.map_err(|e| e.summary()),
-        None => Err("this node's network interface is unknown".to_owned()),
+    let eni = identity.network_interface_id.as_deref();
+    // This node's ENI is read once for every private/public record.
+    let own = match eni {
+        Some(eni) if config.dns.iter().any(|d| matches!(d.value, DnsValue::Private | DnsValue::Public)) => {
+            Some(ec2.interface_addresses(eni, budget).await)
+        }
+        _ => None,
     };
     let mut targets = Vec::new();
     for d in &config.dns {
-        let value: Result<std::net::IpAddr, String> = match &d.value {
-            DnsValue::Private => own.clone().and_then(|(p, _)| p.map(Into::into).ok_or_else(|| "this node's interface has no private IPv4 address".into())),
-            DnsValue::Public => own.clone().and_then(|(_, p)| p.map(Into::into).ok_or_else(|| "this node's interface has no public IPv4 address".into())),
-            DnsValue::Vip(n) => config.vips.iter().find(|v| &v.name == n).map(|v| v.address).ok_or_else(|| format!("no [[vip]] {n}")),
+        let source = match &d.value {
+            DnsValue::Private => Source::Private,
+            DnsValue::Public => Source::Public,
+            DnsValue::Vip(n) => config.vips.iter().find(|v| &v.name == n).map_or_else(|| Source::Absent(format!("no [[vip]] {n}")), |v| Source::Fixed(v.address)),
             DnsValue::SecondaryIp(n) => config
                 .secondary_ips
                 .iter()
                 .find(|s| &s.name == n)
-                .map(|s| s.address.into())
-                .ok_or_else(|| format!("no [[secondary_ip]] {n}")),
-            DnsValue::Eip(n) => match config.eips.iter().find(|e| &e.name == n) {
-                None => Err(format!("no [[eip]] {n}")),
-                Some(e) => match ec2.describe_addresses(std::slice::from_ref(&e.allocation_id), budget).await {
-                    Ok(found) => found
-                        .iter()
-                        .find(|o| o.allocation_id == e.allocation_id)
-                        .and_then(|o| o.public_ip.as_deref())
-                        .and_then(|ip| ip.parse().ok())
-                        .ok_or_else(|| format!("EC2 shows no public IP for {}", e.allocation_id)),
-                    Err(err) => Err(err.summary()),
-                },
-            },
+                .map_or_else(|| Source::Absent(format!("no [[secondary_ip]] {n}")), |s| Source::Fixed(s.address)),
+            DnsValue::Eip(n) => config
+                .eips
+                .iter()
+                .find(|e| &e.name == n)
+                .map_or_else(|| Source::Absent(format!("no [[eip]] {n}")), |e| Source::Eip(e.allocation_id.clone())),
         };
-        match &value {
-            Ok(v) => info!(resource = %d.name, record = %d.record, value = %v, "this node's value for the record"),
-            Err(e) => error!(resource = %d.name, record = %d.record, error = %e, "this node cannot point the record at itself"),
+        let target = DnsTarget::new(d.clone(), source);
+        match (&target.source, &own) {
+            (Source::Private, Some(Ok((Some(p), _)))) => target.learn((*p).into()),
+            (Source::Public, Some(Ok((_, Some(p))))) => target.learn((*p).into()),
+            _ => {}
         }
-        targets.push(kinds::dns::DnsTarget { config: d.clone(), value });
+        let result = match (&target.source, &own) {
+            // The read failed: say so; the acquisition reads again.
+            (Source::Private | Source::Public, Some(Err(e))) => Err(AcquireError::Ec2(e.clone())),
+            _ => target.resolve(ec2, eni, budget).await,
+        };
+        match result {
+            // `resolve` logs what it read itself.
+            Ok(_) if matches!(target.source, Source::Eip(_)) => {}
+            Ok(v) => info!(resource = %d.name, record = %d.record, value = %v, "this node's value for the record"),
+            Err(e) => error!(resource = %d.name, record = %d.record, error = %e, "this node cannot point the record at itself yet; reading again when it is to take the record"),
+        }
+        targets.push(target);
     }
     targets
 }

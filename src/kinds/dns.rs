@@ -14,29 +14,109 @@ use super::{AcquireError, Acquired, Gate, Judgement, Observed};
 use crate::config::DnsConfig;
 use crate::core::holder::Verdict;
 use crate::core::reconcile::{backoff, find_record, record_points_at, ObservedRecord};
-use crate::ec2::Ec2Error;
+use crate::ec2::{Ec2, Ec2Error};
 use crate::route53::{Propagation, Route53};
 
 /// How long a change may stay PENDING before the acquisition gives up (Route 53 documents
 /// propagation to all its servers within 60 seconds, usually far less).
 const PROPAGATION_BUDGET: Duration = Duration::from_secs(180);
 
-/// A `[[dns]]` record with the address it must point at on this node, resolved at start
-/// (this node's private or public IP, or the address of another resource of its group).
+/// Where this node's value for a record comes from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// Known from the configuration: a VIP or secondary IP of the record's group.
+    Fixed(IpAddr),
+    /// This node's ENI's primary private IPv4 address.
+    Private,
+    /// This node's ENI's public IPv4 address (an EIP or the auto-assigned one).
+    Public,
+    /// The public IP of this Elastic IP allocation.
+    Eip(String),
+    /// None, and why (e.g. the configuration names a resource this node lacks).
+    Absent(String),
+}
+
+/// A `[[dns]]` record with the address it must point at on this node: this node's private or
+/// public IP, or the address of another resource of its group.
 #[derive(Debug, Clone)]
 pub struct DnsTarget {
     /// The record as configured.
     pub config: DnsConfig,
-    /// The value this node writes, or why it has none (e.g. no public IP).
-    pub value: Result<IpAddr, String>,
+    /// Where the value comes from.
+    pub source: Source,
+    /// The value once read, shared by every clone: a start-up read that failed (EC2 briefly
+    /// unreachable) is read again when the record is to be taken, instead of leaving this node
+    /// unable to serve the record until a restart.
+    value: std::sync::Arc<std::sync::OnceLock<IpAddr>>,
+}
+
+impl DnsTarget {
+    /// A record whose value is not read yet (a fixed value is known at once).
+    pub fn new(config: DnsConfig, source: Source) -> DnsTarget {
+        let value = std::sync::OnceLock::new();
+        if let Source::Fixed(v) = source {
+            let _ = value.set(v);
+        }
+        DnsTarget {
+            config,
+            source,
+            value: std::sync::Arc::new(value),
+        }
+    }
+
+    /// The value, once known.
+    pub fn value(&self) -> Option<IpAddr> {
+        self.value.get().copied()
+    }
+
+    /// Records a value read elsewhere (start-up reads this node's ENI once for all records).
+    pub fn learn(&self, value: IpAddr) {
+        let _ = self.value.set(value);
+    }
+
+    /// The value, read from EC2 if it is not known yet. A failed read keeps its EC2 error
+    /// class, so the error policy decides (a denied or unreachable EC2 hands the record to
+    /// another node); a value this node does not have is a setup error.
+    pub async fn resolve(&self, ec2: &Ec2, eni: Option<&str>, budget: Duration) -> Result<IpAddr, AcquireError> {
+        if let Some(v) = self.value() {
+            return Ok(v);
+        }
+        let value = match &self.source {
+            Source::Fixed(v) => *v,
+            Source::Absent(why) => return Err(AcquireError::Setup(why.clone())),
+            Source::Private | Source::Public => {
+                let eni = eni.ok_or(AcquireError::NoInterface)?;
+                let (private, public) = ec2.interface_addresses(eni, budget).await?;
+                match (&self.source, private, public) {
+                    (Source::Private, Some(p), _) => p.into(),
+                    (Source::Public, _, Some(p)) => p.into(),
+                    (Source::Private, ..) => return Err(AcquireError::Setup("this node's interface has no private IPv4 address".into())),
+                    _ => return Err(AcquireError::Setup("this node's interface has no public IPv4 address".into())),
+                }
+            }
+            Source::Eip(allocation_id) => {
+                let found = ec2.describe_addresses(std::slice::from_ref(allocation_id), budget).await?;
+                found
+                    .iter()
+                    .find(|o| &o.allocation_id == allocation_id)
+                    .and_then(|o| o.public_ip.as_deref())
+                    .and_then(|ip| ip.parse().ok())
+                    .ok_or_else(|| AcquireError::Setup(format!("EC2 shows no public IP for {allocation_id}")))?
+            }
+        };
+        self.learn(value);
+        info!(resource = %self.config.name, record = %self.config.record, %value, "this node's value for the record");
+        Ok(value)
+    }
 }
 
 /// (ListResourceRecordSets →) UPSERT → GetChange until INSYNC → read back.
 /// `held_elsewhere`: the agreed view says another node held the record until now, so it
 /// points elsewhere and the UPSERT goes out without a read first.
-pub async fn acquire(route53: &Route53, target: &DnsTarget, gate: Gate, budget: Duration, held_elsewhere: bool) -> Result<Acquired, AcquireError> {
+pub async fn acquire(ctx: &super::Context, target: &DnsTarget, gate: Gate, budget: Duration, held_elsewhere: bool) -> Result<Acquired, AcquireError> {
+    let route53 = &ctx.route53;
     let dns = &target.config;
-    let value = target.value.clone().map_err(AcquireError::Setup)?;
+    let value = target.resolve(&ctx.ec2, ctx.me.network_interface_id.as_deref(), budget).await?;
     let kind = dns.record_type.as_str();
     let read = || async { route53.record(&dns.hosted_zone_id, &dns.record, kind, budget).await };
     let from = if held_elsewhere {
@@ -103,10 +183,7 @@ pub fn judge(target: &DnsTarget, seen: &Result<Vec<ObservedRecord>, Ec2Error>) -
         Ok(records) => records,
     };
     let record = find_record(records, &dns.record, dns.record_type.as_str()).cloned();
-    let ours = match &target.value {
-        Ok(value) => record_points_at(record.as_ref(), *value, dns.ttl),
-        Err(_) => false,
-    };
+    let ours = target.value().is_some_and(|value| record_points_at(record.as_ref(), value, dns.ttl));
     Some(Judgement {
         verdict: if ours { Verdict::Ours } else { Verdict::Repair },
         observed: Some(Observed::Dns(record.unwrap_or_default())),
@@ -119,7 +196,8 @@ pub fn judge(target: &DnsTarget, seen: &Result<Vec<ObservedRecord>, Ec2Error>) -
 /// `Ok(false)`: the record points elsewhere (or is gone), so it is left alone.
 pub async fn delete_if_ours(route53: &Route53, target: &DnsTarget, gate: Gate, budget: Duration) -> Result<bool, AcquireError> {
     let dns = &target.config;
-    let value = target.value.clone().map_err(AcquireError::Setup)?;
+    // Never read: never written by us.
+    let Some(value) = target.value() else { return Ok(false) };
     let kind = dns.record_type.as_str();
     let records = route53.record(&dns.hosted_zone_id, &dns.record, kind, budget).await?;
     if !record_points_at(find_record(&records, &dns.record, kind), value, dns.ttl) {

@@ -89,7 +89,7 @@ impl Kind {
             (Kind::Eip(e), _) => e.allocation_id.clone(),
             (Kind::Vip(v), _) => v.address.to_string(),
             (Kind::Secondary(s), _) => s.address.to_string(),
-            (Kind::Dns(d), _) => d.value.as_ref().map_or_else(|_| d.config.record.clone(), |v| v.to_string()),
+            (Kind::Dns(d), _) => d.value().map_or_else(|| d.config.record.clone(), |v| v.to_string()),
         }
     }
 }
@@ -234,7 +234,7 @@ pub async fn acquire(kind: &Kind, ctx: &Context, gate: Gate, budget: Duration, s
         }
         Kind::Secondary(s) => secondary::acquire(&ctx.ec2, ctx.addresses.as_deref(), s, &ctx.me, gate, budget, start).await,
         // Record reads are not shared: nobody waits for a record's UPSERT.
-        Kind::Dns(d) => dns::acquire(&ctx.route53, d, gate, budget, start.held_elsewhere).await,
+        Kind::Dns(d) => dns::acquire(ctx, d, gate, budget, start.held_elsewhere).await,
     }
 }
 
