@@ -1446,7 +1446,21 @@ fn render(r: &Results) -> (String, String) {
                 format!("{}/{}", calls(&o), calls(&b))
             );
         }
-        s += "\nAWS calls per move by action (median per trial):\n\n| scenario | corosync-eip | Pacemaker |\n|---|---|---|\n";
+        s += match kind {
+            Kind::SecondaryIp => {
+                "\nIn a hard failure the address stays assigned to the dead holder's ENI until the \
+                 survivor reassigns it, so neither system shows it on no ENI there; it is \
+                 unreachable all the same until it is visible on the survivor.\n"
+            }
+            Kind::Dns => {
+                "\nOn a planned move or a stop the old holder is still up, so a record still \
+                 pointing at it counts as usable; in a hard failure it points at a dead node until \
+                 it is rewritten.\n"
+            }
+        };
+        s += "\nAWS calls per move by action (median per trial). \"(throttled)\" is a Route 53 \
+              call answered with Throttling under the account's 5 requests/s limit (the nodes \
+              share it; the caller retries):\n\n| scenario | corosync-eip | Pacemaker |\n|---|---|---|\n";
         for sc in Scenario::ALL {
             s += &format!(
                 "| {} | {} | {} |\n",
