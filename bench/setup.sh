@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Extra packages for the baseline side of the benchmark (Pacemaker + ocf:heartbeat:awseip +
-# the AWS CLI). Run after scripts/setup.sh. Idempotent.
+# Extra packages for the baseline side of the benchmark (Pacemaker + ocf:heartbeat:awseip,
+# awsvip + IPaddr2, aws-vpc-route53 + the AWS CLI; aws-vpc-route53 checks for `dig` before every
+# operation). Run after scripts/setup.sh. Idempotent.
 set -euo pipefail
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 export DEBIAN_FRONTEND=noninteractive
 need=()
-for p in pacemaker resource-agents crmsh awscli; do
+for p in pacemaker resource-agents crmsh awscli bind9-dnsutils; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then
