@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use corosync_eip::core::spec::UnitSpec;
 use corosync_eip::core::view::{Event, LeaveReason, View};
-use corosync_eip::core::wire::{Body, Incapacity, Unable, WireAssignment};
+use corosync_eip::core::wire::{Body, HeldMsg, Incapacity, Unable, WireAssignment};
 use corosync_eip::core::{MemberId, Ring};
 use lab::cpgsim::{member as m, member_info as info, Partition};
 use proptest::prelude::*;
@@ -61,6 +61,41 @@ fn node_down_moves_at_once_to_a_survivor() {
     assert_ne!(new.node, old.node);
     p.settle();
     assert_eq!(p.holder("web"), Some(new));
+}
+
+#[test]
+fn a_successor_learns_which_addresses_the_departed_holder_had_verified() {
+    let mut p = Partition::new(&["web", "ghost"]);
+    for n in 1..=3 {
+        p.join(m(n, n), true);
+    }
+    p.settle();
+    let (web, ghost) = (p.holder("web").unwrap(), p.holder("ghost").unwrap());
+    assert_ne!(web.node, ghost.node, "two units spread over two nodes");
+    // Only web's holder verifies its address (ghost's allocation does not exist in EC2).
+    let generation = p.views[&web].held_by_local().into_iter().find(|(u, _)| u == "web").map(|(_, g)| g).unwrap();
+    let held = HeldMsg {
+        unit: "web".into(),
+        resource: "web".into(),
+        generation,
+        instance_id: None,
+        network_interface_id: None,
+    };
+    p.send(web, Body::Held(held));
+    p.settle();
+    for (gone, unit, expected) in [(web, "web", vec!["web".to_string()]), (ghost, "ghost", vec![])] {
+        p.verified_before.clear();
+        p.leave(gone, LeaveReason::NodeDown);
+        p.settle();
+        let new = p.holder(unit).expect("a successor");
+        assert_ne!(new.node, gone.node);
+        let told: Vec<&Vec<String>> = p.verified_before.iter().filter(|(_, u, _)| u == unit).map(|(_, _, v)| v).collect();
+        assert!(!told.is_empty(), "{unit}: an election was announced");
+        // Every member says the same: the successor may skip its first read only for web.
+        assert!(told.iter().all(|v| **v == expected), "{unit}: {told:?}");
+        p.join(m(gone.node, gone.pid + 10), true);
+        p.settle();
+    }
 }
 
 #[test]

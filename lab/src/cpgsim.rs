@@ -48,6 +48,8 @@ pub struct Partition {
     pub nodes: Vec<u32>,
     /// Every election any member announced: (member, unit, holder).
     pub elections: Vec<(MemberId, String, MemberId)>,
+    /// With every election: (member, unit, the resources the previous holder had verified).
+    pub verified_before: Vec<(MemberId, String, Vec<String>)>,
     /// Members whose daemon is stopped (SIGSTOP): what they send is held back.
     pub stopped: Vec<MemberId>,
     pub held_back: Vec<(MemberId, Body)>,
@@ -66,6 +68,7 @@ impl Partition {
             grace_started: Vec::new(),
             nodes: Vec::new(),
             elections: Vec::new(),
+            verified_before: Vec::new(),
             stopped: Vec::new(),
             held_back: Vec::new(),
             corosync_quorate: true,
@@ -85,7 +88,15 @@ impl Partition {
                 Output::Send(body) if self.stopped.contains(&from) => self.held_back.push((from, body)),
                 Output::Send(body) => self.queue.push_back((from, body)),
                 Output::StartGrace(v) => self.grace_started.push(v),
-                Output::Elected { unit, holder, .. } => self.elections.push((from, unit, holder)),
+                Output::Elected {
+                    unit,
+                    holder,
+                    verified_before,
+                    ..
+                } => {
+                    self.verified_before.push((from, unit.clone(), verified_before));
+                    self.elections.push((from, unit, holder));
+                }
             }
         }
     }

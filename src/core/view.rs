@@ -43,6 +43,9 @@ pub struct Assignment {
     /// The holder's announcements that EC2 points a resource of the unit at it (this
     /// generation), one per resource.
     pub verified: Vec<HeldMsg>,
+    /// The resources the holder had verified when it went away: its successor knows those
+    /// addresses point elsewhere (and may skip its first read); the others may point anywhere.
+    pub verified_before: Vec<String>,
 }
 
 /// Why a member left the CPG group, as corosync reports it.
@@ -100,6 +103,8 @@ pub enum Output {
         generation: u64,
         /// The holder before, if any (`previous` in the failover timeline).
         previous: Option<MemberId>,
+        /// The resources of the unit that `previous` had verified in EC2 as its own.
+        verified_before: Vec<String>,
     },
 }
 
@@ -211,6 +216,7 @@ impl View {
                     previous: None,
                     generation: a.generation,
                     verified: a.verified,
+                    verified_before: Vec::new(),
                 },
             );
         }
@@ -767,7 +773,7 @@ impl View {
         // Keep the generation so the next holder's generation is higher.
         for a in self.assignments.values_mut() {
             if a.holder == Some(member) {
-                a.verified.clear();
+                a.verified_before = a.verified.drain(..).map(|h| h.resource).collect();
                 a.holder = None;
                 a.previous = Some(member);
             }
@@ -804,6 +810,7 @@ impl View {
                     previous: None,
                     generation: a.generation,
                     verified: a.verified.clone(),
+                    verified_before: Vec::new(),
                 };
                 match table.get_mut(&a.resource) {
                     Some(existing) if !newer(&candidate, existing) => {
@@ -899,6 +906,11 @@ impl View {
     fn assign(&mut self, unit: &str, holder: MemberId, out: &mut Vec<Output>) {
         let current = self.assignments.get(unit);
         let previous = current.and_then(|a| a.holder.or(a.previous));
+        let verified_before = match current {
+            Some(a) if a.holder.is_some() => a.verified.iter().map(|h| h.resource.clone()).collect(),
+            Some(a) => a.verified_before.clone(),
+            None => Vec::new(),
+        };
         // Generations are bounded on the way in; this never fails, and if it did, the unit
         // would simply keep its holder.
         let Some(generation) = current.map_or(Some(1), |a| a.generation.checked_add(1)) else {
@@ -911,6 +923,7 @@ impl View {
                 previous,
                 generation,
                 verified: Vec::new(),
+                verified_before: Vec::new(),
             },
         );
         out.push(Output::Elected {
@@ -918,6 +931,7 @@ impl View {
             holder,
             generation,
             previous,
+            verified_before,
         });
     }
 

@@ -64,6 +64,9 @@ impl Liveness {
 /// When the view elected us, kept until the acquisition is verified: the failover timeline.
 pub(super) struct PendingTimeline {
     pub previous: Option<MemberId>,
+    /// Another node had verified the address as its own: it is not ours yet, so the
+    /// acquisition can skip its first read.
+    pub held_elsewhere: bool,
     pub detected: Instant,
     pub detected_wall: SystemTime,
     pub elected: Instant,
@@ -159,7 +162,7 @@ impl Daemon {
 
     /// Starts every acquisition decided in this step of the loop, as one cohort: they send
     /// their changes at once and share their read-backs (`batch::Cohort`).
-    pub(super) fn start_acquisitions(&mut self, view: &View) {
+    pub(super) fn start_acquisitions(&mut self) {
         let queued: Vec<(String, u64)> = self
             .resources
             .iter_mut()
@@ -170,19 +173,13 @@ impl Daemon {
         }
         let cohort = Cohort::new(queued.len());
         for (name, generation) in queued {
-            self.spawn_acquire(&name, generation, view.local().node, cohort.member());
+            self.spawn_acquire(&name, generation, cohort.member());
         }
     }
 
-    fn spawn_acquire(&mut self, name: &str, generation: u64, me: crate::core::NodeId, cohort: Member) {
+    fn spawn_acquire(&mut self, name: &str, generation: u64, cohort: Member) {
         let Some(local) = self.resources.get(name) else { return };
-        // Elected to take over from another node: the address is not ours yet, so the
-        // acquisition can skip its first read.
-        let held_elsewhere = local
-            .pending_timeline
-            .as_ref()
-            .and_then(|t| t.previous)
-            .is_some_and(|p| p.node != me);
+        let held_elsewhere = local.pending_timeline.as_ref().is_some_and(|t| t.held_elsewhere);
         let kind = local.kind.clone();
         let ctx = self.kinds.clone();
         let gate = self.write_gate(&local.unit, generation);

@@ -328,7 +328,7 @@ impl Daemon {
             self.log_conflicts(&view);
             // Decide and act: start or stop work so we act exactly on what the view says.
             self.reconcile(&view, local_quorate);
-            self.start_acquisitions(&view);
+            self.start_acquisitions();
             self.arm_startup_timer(&view);
             self.finish_commands(&view);
             // Announce locally.
@@ -423,12 +423,15 @@ impl Daemon {
                     holder,
                     generation,
                     previous,
+                    verified_before,
                 } => {
                     let instance = view.info(&holder).map(|i| i.instance_id.clone()).unwrap_or_default();
                     info!(resource = %unit, node = holder.node, instance = %instance, generation, previous = ?previous.map(|p| p.to_string()), "holder elected");
                     if holder == view.local() {
-                        for local in self.resources.values_mut().filter(|r| r.unit == unit) {
+                        let elsewhere = previous.is_some_and(|p| p.node != holder.node);
+                        for (name, local) in self.resources.iter_mut().filter(|(_, r)| r.unit == unit) {
                             local.pending_timeline = Some(PendingTimeline {
+                                held_elsewhere: elsewhere && verified_before.contains(name),
                                 previous,
                                 detected: detected.0,
                                 detected_wall: detected.1,

@@ -17,10 +17,10 @@ use crate::ec2::{Ec2, Ec2Error, ErrorClass};
 /// How long writing the ownership record may take.
 const RECORD_BUDGET: Duration = Duration::from_secs(2);
 
-/// (Describe →) associate → verify → record: makes EC2 point the address at us, and proves it.
-/// When the agreed view says another node held the address until now (`start.held_elsewhere`),
-/// it is not ours and the first read is skipped; the read-back after the association carries
-/// the ownership record just the same, and is shared with the acquisitions started with this one.
+/// Describe → record → associate → verify: makes EC2 point the address at us, and proves it.
+/// The first read is never skipped for an EIP: it carries the ownership record the new one must
+/// outbid. Both reads are shared with the acquisitions started with this one, and so is the
+/// record's CreateTags.
 pub async fn acquire(
     ec2: &Ec2,
     eip: &EipConfig,
@@ -29,10 +29,7 @@ pub async fn acquire(
     budget: Duration,
     start: Start,
 ) -> Result<Acquired, AcquireError> {
-    let Start {
-        held_elsewhere,
-        cohort: mut together,
-    } = start;
+    let mut together = start.cohort;
     let describe = |budget| ec2.describe_addresses(std::slice::from_ref(&eip.allocation_id), budget);
     let find = |list: Vec<ObservedEip>| {
         list.into_iter().find(|o| o.allocation_id == eip.allocation_id).ok_or_else(|| Ec2Error {
@@ -42,28 +39,30 @@ pub async fn acquire(
             message: format!("allocation {} not found in this region/account", eip.allocation_id),
         })
     };
-    let (from_instance, drift) = if held_elsewhere {
-        (None, false)
-    } else {
-        let observed = describe(budget).await.and_then(find)?;
-        match decide_eip(&observed, me, eip.private_ip) {
-            EipAction::AlreadyOurs => {
-                // Our own record stands (a restart or reload); anything else is rewritten.
-                let epoch = match &observed.owner {
-                    Some(o) if o.instance_id == me.instance_id => Some(o.epoch),
-                    _ => record(ec2, &eip.allocation_id, me, next_epoch(&observed), &gate).await?,
-                };
-                return Ok(Acquired {
-                    observed: Observed::Eip(observed),
-                    sent: None,
-                    verified: Instant::now(),
-                    epoch,
-                });
-            }
-            EipAction::Associate { drift } => (observed.instance_id, drift),
+    let observed = describe(budget).await.and_then(find)?;
+    let drift = match decide_eip(&observed, me, eip.private_ip) {
+        EipAction::AlreadyOurs => {
+            // Our own record stands (a restart or reload); anything else is rewritten.
+            let epoch = match &observed.owner {
+                Some(o) if o.instance_id == me.instance_id => Some(o.epoch),
+                _ => record(ec2, &eip.allocation_id, me, next_epoch(&observed), &gate).await?,
+            };
+            return Ok(Acquired {
+                observed: Observed::Eip(observed),
+                sent: None,
+                verified: Instant::now(),
+                epoch,
+            });
         }
+        EipAction::Associate { drift } => drift,
     };
-    info!(resource = %eip.name, allocation = %eip.allocation_id, from_instance = ?from_instance, drift, held_elsewhere, "associating address (AllowReassociation)");
+    // The record goes first. A holder elected in another partition that reads the address from
+    // now on sees a newer owner and yields; written after the association, it would leave a
+    // moment in which that holder sees the address moved under its own record, takes it for
+    // drift and takes it back.
+    let epoch = record(ec2, &eip.allocation_id, me, next_epoch(&observed), &gate).await?;
+    let from_instance = observed.instance_id;
+    info!(resource = %eip.name, allocation = %eip.allocation_id, from_instance = ?from_instance, drift, epoch, "associating address (AllowReassociation)");
     let sent = Instant::now();
     // A transient failure may come after EC2 applied the call (a timeout): look before sending
     // it again, so one failover never becomes two moves.
@@ -89,13 +88,10 @@ pub async fn acquire(
     loop {
         let o = describe(budget).await.and_then(find)?;
         if points_at(&o, me, eip.private_ip) {
-            let verified = Instant::now();
-            // One above the record EC2 shows now, the freshest read there is.
-            let epoch = record(ec2, &eip.allocation_id, me, next_epoch(&o), &gate).await?;
             return Ok(Acquired {
                 observed: Observed::Eip(o),
                 sent: Some(sent),
-                verified,
+                verified: Instant::now(),
                 epoch,
             });
         }
