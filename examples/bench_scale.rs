@@ -377,7 +377,7 @@ fn run(args: &Args, layout: Layout, facts: &Facts) -> Result<ScaleRun> {
         }
     }
     for a in lost.iter().filter(|a| a.kind == "dns") {
-        let want = lab.node_ip(timelines[&a.name].0).to_string();
+        let want = lab.private_ip(timelines[&a.name].0).to_string();
         let record = lab.dns_record(&a.key, "A")?;
         if record.as_ref().map(|(v, _)| v.as_slice()) != Some(std::slice::from_ref(&want)) {
             bail!("{}: Route 53 has {record:?}, the taker's private IP is {want}", a.name);

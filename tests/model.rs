@@ -526,11 +526,13 @@ impl Cluster {
         let ours: BTreeMap<String, u64> = d.view.held_by_local().into_iter().collect();
         d.permit = if may_act { ours.iter().map(|(u, g)| (u.clone(), *g)).collect() } else { BTreeSet::new() };
         let quorate = d.view.partition_quorate() && d.local_quorate;
+        let quorum_pending = d.view.quorum_pending() && d.local_quorate;
         for (k, unit) in units.iter().enumerate() {
             let facts = Facts {
                 wanted: ours.get(*unit).copied(),
                 may_act,
                 quorate,
+                quorum_pending,
                 synced: d.view.is_synced(),
             };
             // Acquire starts the acquisition (`acquiring`), Abort stops it; retries are due at

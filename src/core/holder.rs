@@ -19,6 +19,10 @@ pub struct Facts {
     pub may_act: bool,
     /// The partition is quorate (agreed) and so is corosync here.
     pub quorate: bool,
+    /// The partition's quorum is still being agreed after a membership change, and corosync
+    /// here counts us quorate: what we hold is kept (no release, the local address stays)
+    /// while writes stay blocked; known loss of quorum still stops at once.
+    pub quorum_pending: bool,
     /// We completed a sync round: our table is the cluster's.
     pub synced: bool,
 }
@@ -181,7 +185,7 @@ impl Holding {
     /// Starts or stops work so that we act exactly on what the view says is ours.
     pub fn reconcile(&mut self, facts: Facts, now: Instant) -> Vec<Effect> {
         let mut effects = Vec::new();
-        let Some(generation) = facts.wanted.filter(|_| facts.quorate) else {
+        let Some(generation) = facts.wanted.filter(|_| facts.quorate || facts.quorum_pending) else {
             // Not ours, or no quorum: stop, and take a VIP off our interface so no two nodes of
             // a quorate partition ever have it.
             if self.held.is_some() {
@@ -368,6 +372,7 @@ mod tests {
             wanted,
             may_act: true,
             quorate: true,
+            quorum_pending: false,
             synced: true,
         }
     }
@@ -414,6 +419,29 @@ mod tests {
         assert_eq!(h.reconcile(lost, now), vec![], "removal already under way");
         h.address_removed(Ok(()));
         assert_eq!(h.local_address(), Some(false));
+    }
+
+    #[test]
+    fn a_quorum_round_after_a_membership_change_keeps_what_is_held() {
+        let now = Instant::now();
+        let mut h = Holding::new(true);
+        h.reconcile(facts(Some(1)), now);
+        h.acquired(1, Some(1), None, true);
+        let pending = Facts {
+            quorate: false,
+            may_act: false,
+            quorum_pending: true,
+            ..facts(Some(1))
+        };
+        assert_eq!(h.reconcile(pending, now), vec![], "no release, the address stays");
+        assert_eq!(h.held(), Some(1));
+        assert_eq!(h.reconcile(facts(Some(1)), now), vec![], "nothing to acquire again");
+        let lost = Facts {
+            quorate: false,
+            may_act: false,
+            ..facts(Some(1))
+        };
+        assert_eq!(h.reconcile(lost, now), vec![Effect::Released, Effect::RemoveAddress]);
     }
 
     #[test]
@@ -562,7 +590,7 @@ mod tests {
                     match s {
                         Step::Reconcile { wanted: w, may_act, quorate, synced } => {
                             wanted = w;
-                            let facts = Facts { wanted: w, may_act: may_act && quorate, quorate, synced };
+                            let facts = Facts { wanted: w, may_act: may_act && quorate, quorate, quorum_pending: false, synced };
                             let yielded = h.yielded();
                             let effects = h.reconcile(facts, now);
                             for e in &effects {

@@ -277,6 +277,31 @@ impl View {
         speaking > 0
     }
 
+    /// The partition's quorum facts are still arriving after a membership change: some
+    /// speaking member has not announced yet, and none announced "not quorate" or another ring.
+    /// A round of one CPG message per member, so milliseconds: holders keep what they hold
+    /// through it (writes stay blocked, `may_act` is false) rather than drop their local
+    /// addresses at every membership change.
+    pub fn quorum_pending(&self) -> bool {
+        let mut ring: Option<Ring> = None;
+        let mut pending = false;
+        for m in self.members.iter().filter(|m| !self.muted.contains(m)) {
+            match self.facts.get(m) {
+                None => pending = true,
+                Some(fact) if !fact.quorate => return false,
+                Some(fact) => {
+                    if let Some(r) = fact.ring {
+                        if ring.is_some_and(|seen| seen != r) {
+                            return false;
+                        }
+                        ring = Some(r);
+                    }
+                }
+            }
+        }
+        pending
+    }
+
     /// Whether this member may call mutating EC2 APIs for what it holds right now.
     pub fn may_act(&self) -> bool {
         self.is_synced()

@@ -510,6 +510,7 @@ impl Daemon {
         };
         self.permit.send_replace(permitted);
         let quorate = view.partition_quorate() && local_quorate;
+        let quorum_pending = view.quorum_pending() && local_quorate;
         let now = Instant::now();
         let names: Vec<String> = self.resources.keys().cloned().collect();
         for name in names {
@@ -518,6 +519,7 @@ impl Daemon {
                 wanted: ours.get(&local.unit).copied(),
                 may_act,
                 quorate,
+                quorum_pending,
                 synced: view.is_synced(),
             };
             if facts.wanted.is_none() {
