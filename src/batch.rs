@@ -121,11 +121,6 @@ pub struct Member {
 }
 
 impl Member {
-    /// A member of no cohort: never waits.
-    pub fn alone() -> Member {
-        Member { cohort: None }
-    }
-
     /// Says this member's change is out (or needs none).
     pub fn sent(&mut self) {
         if let Some(c) = self.cohort.take() {
@@ -238,8 +233,6 @@ mod tests {
         let started = tokio::time::Instant::now();
         a.sent_and_wait(Duration::from_millis(30)).await;
         assert!(started.elapsed() < Duration::from_secs(2));
-        // Alone: never waits.
-        Member::alone().sent_and_wait(Duration::from_secs(60)).await;
     }
 
     #[tokio::test]
