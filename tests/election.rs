@@ -605,6 +605,29 @@ fn isolated_node_with_no_news_at_all_is_held_back_by_the_synchronous_quorum_read
     assert!(minority.elections.is_empty(), "{:?}", minority.elections);
 }
 
+/// A member whose quorum report predates the configuration announces "not known yet", and
+/// holders wait for it; when a synchronous read then finds it not quorate, with no new report
+/// at all, the clearing is announced too, or its partition would wait for it forever.
+#[test]
+fn a_quorum_fact_not_known_yet_is_cleared_by_the_synchronous_read() {
+    let mut majority = three_on_a_ring();
+    let mut minority = split_off(&mut majority, m(3, 1));
+    to_one(
+        &mut minority,
+        m(3, 1),
+        Event::Confchg { members: vec![m(3, 1)], left: vec![(m(1, 1), LeaveReason::NodeDown), (m(2, 1), LeaveReason::NodeDown)], joined: vec![] },
+    );
+    minority.settle();
+    assert!(minority.views[&m(3, 1)].quorum_pending(), "its report predates the change");
+    assert!(!minority.views[&m(3, 1)].may_act());
+    let out = minority.views.get_mut(&m(3, 1)).unwrap().note_quorate_now(false);
+    assert!(!out.is_empty(), "the cleared fact must be announced");
+    minority.absorb(m(3, 1), out);
+    minority.settle();
+    assert!(!minority.views[&m(3, 1)].quorum_pending(), "known now: not quorate");
+    assert!(minority.elections.is_empty(), "{:?}", minority.elections);
+}
+
 #[test]
 fn a_quorum_fact_from_an_earlier_configuration_is_ignored() {
     let mut p = three_on_a_ring();
@@ -621,7 +644,7 @@ fn a_quorum_fact_from_an_earlier_configuration_is_ignored() {
     for n in [1, 2] {
         quorum_to_one(&mut p, m(n, 1), true, r2, &[1, 2]);
     }
-    let stale = Body::Quorum { quorate: true, nodes: vec![1, 2, 3], ring: Some(r1), config: Some(old_config) };
+    let stale = Body::Quorum { quorate: true, nodes: vec![1, 2, 3], ring: Some(r1), config: Some(old_config), pending: false };
     p.broadcast(Event::Message { from: m(2, 1), body: stale });
     // Only node 1's fresh fact is in; node 2's stale one does not count.
     let (from, body) = p.queue.pop_front().unwrap();

@@ -1399,10 +1399,12 @@ fn body_text(body: &Body) -> String {
             nodes,
             ring,
             config,
+            pending,
         } => {
             let ring = ring.map_or("-".into(), |r| r.to_string());
             let config = config.as_ref().map_or("-".into(), |c| members_text(c));
-            format!("Quorum(quorate={quorate}, ring {ring}, nodes={}, config [{config}])", nodes_text(nodes))
+            let pending = if *pending { ", not known yet" } else { "" };
+            format!("Quorum(quorate={quorate}{pending}, ring {ring}, nodes={}, config [{config}])", nodes_text(nodes))
         }
         Body::Unresponsive { member, config } => format!("Unresponsive({member}, config [{}])", members_text(config)),
         Body::Capability { cannot_serve } => {

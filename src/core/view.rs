@@ -126,6 +126,9 @@ enum Phase {
 struct Fact {
     quorate: bool,
     ring: Option<Ring>,
+    /// Not quorate as far as the sender knows yet: its quorum report predates this
+    /// configuration (see `Body::Quorum`).
+    pending: bool,
 }
 
 /// What this node's corosync quorum service reported last.
@@ -169,6 +172,8 @@ pub struct View {
     /// The startup wait is over: units that never had a holder may be placed even though
     /// some corosync nodes have no daemon in the group.
     placed: bool,
+    /// The `pending` flag of our last quorum fact, so that its clearing is announced too.
+    announced_pending: bool,
 }
 
 impl View {
@@ -202,6 +207,7 @@ impl View {
             totem: None,
             knows_cluster: false,
             placed: false,
+            announced_pending: false,
         }
     }
 
@@ -278,7 +284,8 @@ impl View {
     }
 
     /// The partition's quorum facts are still arriving after a membership change: some
-    /// speaking member has not announced yet, and none announced "not quorate" or another ring.
+    /// speaking member has not announced yet, or announced that its corosync has not reported
+    /// this configuration yet; none announced "not quorate" or another ring.
     /// A round of one CPG message per member, so milliseconds: holders keep what they hold
     /// through it (writes stay blocked, `may_act` is false) rather than drop their local
     /// addresses at every membership change.
@@ -288,6 +295,7 @@ impl View {
         for m in self.members.iter().filter(|m| !self.muted.contains(m)) {
             match self.facts.get(m) {
                 None => pending = true,
+                Some(fact) if fact.pending => pending = true,
                 Some(fact) if !fact.quorate => return false,
                 Some(fact) => {
                     if let Some(r) = fact.ring {
@@ -439,7 +447,15 @@ impl View {
             nodes: self.local_quorum.nodes.clone(),
             ring,
             config: Some(self.config()),
+            pending: self.quorum_not_known_yet(),
         }
+    }
+
+    /// Corosync counted us quorate, but by a report that predates this configuration: we do
+    /// not know yet whether we still are.
+    fn quorum_not_known_yet(&self) -> bool {
+        let (quorate, _) = self.announced_quorum();
+        !quorate && self.local_quorum.quorate
     }
 
     /// Updates our info from the local quorum; sends a fact when what we announce changed and
@@ -456,9 +472,14 @@ impl View {
     /// Copies what we announce about quorum into our info; true when it changed.
     fn refresh_local_info(&mut self) -> bool {
         let (quorate, ring) = self.announced_quorum();
+        let pending = self.quorum_not_known_yet();
+        // A pending fact that clears without any other change (a synchronous read found us
+        // not quorate) must still reach the peers, or they wait for us forever.
         let changed = self.local_info.quorate != quorate
             || self.local_info.ring != ring
-            || self.local_info.nodes != self.local_quorum.nodes;
+            || self.local_info.nodes != self.local_quorum.nodes
+            || self.announced_pending != pending;
+        self.announced_pending = pending;
         self.local_info.quorate = quorate;
         self.local_info.ring = ring;
         self.local_info.nodes = self.local_quorum.nodes.clone();
@@ -626,9 +647,16 @@ impl View {
     }
 
     /// Records a quorum fact from `from` (a member of the current configuration).
-    fn accept_fact(&mut self, from: MemberId, quorate: bool, ring: Option<Ring>) {
+    fn accept_fact(&mut self, from: MemberId, quorate: bool, ring: Option<Ring>, pending: bool) {
         self.muted.remove(&from);
-        self.facts.insert(from, Fact { quorate, ring });
+        self.facts.insert(
+            from,
+            Fact {
+                quorate,
+                ring,
+                pending: pending && !quorate,
+            },
+        );
     }
 
     fn on_message(&mut self, from: MemberId, body: Body) -> Vec<Output> {
@@ -649,7 +677,7 @@ impl View {
                         let (quorate, ring) = (state.info.quorate, state.info.ring);
                         self.infos.insert(from, state.info.clone());
                         states.insert(from, state);
-                        self.accept_fact(from, quorate, ring);
+                        self.accept_fact(from, quorate, ring, false);
                     }
                 } else if self.phase == Phase::Synced
                     && state.round.iter().copied().eq(self.members.iter().copied())
@@ -659,7 +687,7 @@ impl View {
                     // round is over) but it is known and counted again.
                     let (quorate, ring) = (state.info.quorate, state.info.ring);
                     self.infos.insert(from, state.info);
-                    self.accept_fact(from, quorate, ring);
+                    self.accept_fact(from, quorate, ring, false);
                 }
                 self.try_complete_round(&mut out);
             }
@@ -668,6 +696,7 @@ impl View {
                 nodes,
                 ring,
                 config,
+                pending,
             } => {
                 let current = config
                     .as_ref()
@@ -680,7 +709,7 @@ impl View {
                         info.nodes = nodes;
                         info.ring = ring;
                     }
-                    self.accept_fact(from, quorate, ring);
+                    self.accept_fact(from, quorate, ring, pending);
                 }
             }
             Body::Capability { cannot_serve } => {

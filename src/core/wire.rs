@@ -49,6 +49,11 @@ pub enum Body {
         /// The CPG configuration the sender was in when it sent this (None from protocol 1).
         #[serde(default)]
         config: Option<Vec<MemberId>>,
+        /// With `quorate: false`: corosync counted the sender quorate, but its report predates
+        /// this configuration, so the sender does not know yet (never sent when false, so older
+        /// peers read the fact exactly as before: "not quorate").
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        pending: bool,
     },
     /// The units the sender cannot serve now (replaces its previous list): it failed to take
     /// them, so the others elect the next candidate.
@@ -332,13 +337,13 @@ mod tests {
         let ring = Ring { rep: 1, seq: 8 };
         let config = vec![MemberId { node: 1, pid: 10 }];
         assert_eq!(
-            String::from_utf8(encode(&Body::Quorum { quorate: true, nodes: vec![1, 2], ring: Some(ring), config: Some(config) })).unwrap(),
+            String::from_utf8(encode(&Body::Quorum { quorate: true, nodes: vec![1, 2], ring: Some(ring), config: Some(config), pending: false })).unwrap(),
             r#"{"v":1,"type":"quorum","quorate":true,"nodes":[1,2],"ring":{"rep":1,"seq":8},"config":[{"node":1,"pid":10}]}"#
         );
         // A protocol 1 peer's fact still decodes: no ring, no configuration.
         assert_eq!(
             decode(br#"{"v":1,"type":"quorum","quorate":true,"nodes":[1,2]}"#).unwrap(),
-            Body::Quorum { quorate: true, nodes: vec![1, 2], ring: None, config: None }
+            Body::Quorum { quorate: true, nodes: vec![1, 2], ring: None, config: None, pending: false }
         );
     }
 
