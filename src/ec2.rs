@@ -471,44 +471,95 @@ async fn fetch_addresses(
     .await
 }
 
-/// Writes every claim of a round whose gate is still open: one CreateTags per owner (in
-/// practice one: this node) for all its addresses, with the highest epoch any of them asked
-/// for. A higher epoch than an address needed is still above whatever it carried, which is
-/// all the ownership record asks of an epoch.
-async fn claim_round(client: &aws_sdk_ec2::Client, metrics: &Metrics, round: Vec<Claim>) -> Vec<Result<u64, Ec2Error>> {
-    let mut outcomes: Vec<Option<Result<u64, Ec2Error>>> = round.iter().map(|_| None).collect();
-    let mut owners: std::collections::BTreeMap<&str, Vec<usize>> = std::collections::BTreeMap::new();
-    for (i, c) in round.iter().enumerate() {
-        if (c.gate)() {
-            owners.entry(c.owner.instance_id.as_str()).or_default().push(i);
+/// A request of a shared write round: requests of one group share one call, sent only while
+/// every one of their gates is open.
+trait GatedWrite {
+    /// Requests with the same group share a call (the owner of a record, the ENI assigned to).
+    fn group(&self) -> &str;
+    fn gate(&self) -> &SharedGate;
+    fn budget(&self) -> Duration;
+}
+
+impl GatedWrite for Claim {
+    fn group(&self) -> &str {
+        &self.owner.instance_id
+    }
+    fn gate(&self) -> &SharedGate {
+        &self.gate
+    }
+    fn budget(&self) -> Duration {
+        self.budget
+    }
+}
+
+impl GatedWrite for Assignment {
+    fn group(&self) -> &str {
+        &self.network_interface_id
+    }
+    fn gate(&self) -> &SharedGate {
+        &self.gate
+    }
+    fn budget(&self) -> Duration {
+        self.budget
+    }
+}
+
+/// Runs one shared write round: a request whose gate is closed is cancelled; the others are
+/// sent with one `write` per group, behind a gate that is open only while all of theirs are.
+/// A non-transient failure of a shared call (one gate closed meanwhile, one item refused) is
+/// retried per request, so one bad request never fails the others.
+async fn write_round<R, T, F>(api: &'static str, round: &[R], write: F) -> Vec<Result<T, Ec2Error>>
+where
+    R: GatedWrite + Sync,
+    T: Clone,
+    F: for<'a> Fn(&'a [&'a R], Duration, WriteGate<'a>) -> BoxFuture<'a, Result<T, Ec2Error>>,
+{
+    let mut outcomes: Vec<Option<Result<T, Ec2Error>>> = round.iter().map(|_| None).collect();
+    let mut groups: std::collections::BTreeMap<&str, Vec<usize>> = std::collections::BTreeMap::new();
+    for (i, r) in round.iter().enumerate() {
+        if (r.gate())() {
+            groups.entry(r.group()).or_default().push(i);
         } else {
-            outcomes[i] = Some(Err(cancelled("CreateTags")));
+            outcomes[i] = Some(Err(cancelled(api)));
         }
     }
-    for (instance, members) in owners {
-        let epoch = members.iter().map(|&i| round[i].owner.epoch).max().unwrap_or(0);
-        let ids: Vec<String> = members.iter().map(|&i| round[i].allocation_id.clone()).collect();
-        let gates: Vec<SharedGate> = members.iter().map(|&i| round[i].gate.clone()).collect();
-        let budget = members.iter().map(|&i| round[i].budget).max().unwrap_or_default();
-        let all_open = move || gates.iter().all(|g| g());
-        let owner = Ownership {
-            instance_id: instance.to_owned(),
-            epoch,
-        };
-        match create_tags(client, metrics, &ids, &owner, budget, &all_open).await {
-            Ok(()) => members.iter().for_each(|&i| outcomes[i] = Some(Ok(epoch))),
-            // One gate closed, or one address refused: each on its own, so the others stand.
+    for indices in groups.into_values() {
+        let members: Vec<&R> = indices.iter().map(|&i| &round[i]).collect();
+        let budget = members.iter().map(|r| r.budget()).max().unwrap_or_default();
+        let all_open = || members.iter().all(|r| (r.gate())());
+        match write(&members, budget, &all_open).await {
+            Ok(v) => indices.iter().for_each(|&i| outcomes[i] = Some(Ok(v.clone()))),
             Err(e) if members.len() > 1 && e.class != ErrorClass::Transient => {
-                for &i in &members {
-                    let c = &round[i];
-                    let result = create_tags(client, metrics, std::slice::from_ref(&c.allocation_id), &c.owner, c.budget, c.gate.as_ref()).await;
-                    outcomes[i] = Some(result.map(|()| c.owner.epoch));
+                for &i in &indices {
+                    let r = &round[i];
+                    outcomes[i] = Some(write(&[r], r.budget(), r.gate().as_ref()).await);
                 }
             }
-            Err(e) => members.iter().for_each(|&i| outcomes[i] = Some(Err(e.clone()))),
+            Err(e) => indices.iter().for_each(|&i| outcomes[i] = Some(Err(e.clone()))),
         }
     }
-    outcomes.into_iter().map(|o| o.unwrap_or_else(|| Err(lost("CreateTags")))).collect()
+    outcomes.into_iter().map(|o| o.unwrap_or_else(|| Err(lost(api)))).collect()
+}
+
+/// Writes the ownership records of a round: one CreateTags per owner (in practice one: this
+/// node) for all its addresses, with the highest epoch any of them asked for. A higher epoch
+/// than an address needed is still above whatever it carried, which is all the record asks
+/// of an epoch.
+async fn claim_round(client: &aws_sdk_ec2::Client, metrics: &Arc<Metrics>, round: Vec<Claim>) -> Vec<Result<u64, Ec2Error>> {
+    write_round("CreateTags", &round, |claims, budget, gate| {
+        // Owned handles: the call may borrow only the round itself.
+        let (client, metrics) = (client.clone(), metrics.clone());
+        Box::pin(async move {
+            let epoch = claims.iter().map(|c| c.owner.epoch).max().unwrap_or(0);
+            let ids: Vec<String> = claims.iter().map(|c| c.allocation_id.clone()).collect();
+            let owner = Ownership {
+                instance_id: claims.first().map(|c| c.owner.instance_id.clone()).unwrap_or_default(),
+                epoch,
+            };
+            create_tags(&client, &metrics, &ids, &owner, budget, gate).await.map(|()| epoch)
+        })
+    })
+    .await
 }
 
 /// One CreateTags writing `owner` on every address of `allocation_ids`.
@@ -535,38 +586,20 @@ async fn create_tags(
     .await
 }
 
-/// Assigns every request of a round whose gate is still open: one AssignPrivateIpAddresses per
-/// ENI (in practice one: ours) for all its addresses.
-async fn assignment_round(client: &aws_sdk_ec2::Client, metrics: &Metrics, round: Vec<Assignment>) -> Vec<Result<(), Ec2Error>> {
-    let mut outcomes: Vec<Option<Result<(), Ec2Error>>> = round.iter().map(|_| None).collect();
-    let mut enis: std::collections::BTreeMap<&str, Vec<usize>> = std::collections::BTreeMap::new();
-    for (i, a) in round.iter().enumerate() {
-        if (a.gate)() {
-            enis.entry(a.network_interface_id.as_str()).or_default().push(i);
-        } else {
-            outcomes[i] = Some(Err(cancelled("AssignPrivateIpAddresses")));
-        }
-    }
-    for (eni, members) in enis {
-        let mut addresses: Vec<std::net::Ipv4Addr> = members.iter().map(|&i| round[i].address).collect();
-        addresses.sort();
-        addresses.dedup();
-        let gates: Vec<SharedGate> = members.iter().map(|&i| round[i].gate.clone()).collect();
-        let budget = members.iter().map(|&i| round[i].budget).max().unwrap_or_default();
-        let all_open = move || gates.iter().all(|g| g());
-        match assign_private_ips(client, metrics, eni, &addresses, budget, &all_open).await {
-            Ok(()) => members.iter().for_each(|&i| outcomes[i] = Some(Ok(()))),
-            // One gate closed, or one address refused: each on its own, so the others stand.
-            Err(e) if addresses.len() > 1 && e.class != ErrorClass::Transient => {
-                for &i in &members {
-                    let a = &round[i];
-                    outcomes[i] = Some(assign_private_ips(client, metrics, eni, &[a.address], a.budget, a.gate.as_ref()).await);
-                }
-            }
-            Err(e) => members.iter().for_each(|&i| outcomes[i] = Some(Err(e.clone()))),
-        }
-    }
-    outcomes.into_iter().map(|o| o.unwrap_or_else(|| Err(lost("AssignPrivateIpAddresses")))).collect()
+/// Assigns the requests of a round: one AssignPrivateIpAddresses per ENI (in practice one:
+/// ours) for all its addresses.
+async fn assignment_round(client: &aws_sdk_ec2::Client, metrics: &Arc<Metrics>, round: Vec<Assignment>) -> Vec<Result<(), Ec2Error>> {
+    write_round("AssignPrivateIpAddresses", &round, |assignments, budget, gate| {
+        let (client, metrics) = (client.clone(), metrics.clone());
+        Box::pin(async move {
+            let mut addresses: Vec<std::net::Ipv4Addr> = assignments.iter().map(|a| a.address).collect();
+            addresses.sort();
+            addresses.dedup();
+            let eni = assignments.first().map(|a| a.network_interface_id.as_str()).unwrap_or_default();
+            assign_private_ips(&client, &metrics, eni, &addresses, budget, gate).await
+        })
+    })
+    .await
 }
 
 /// Assigns `addresses` to an ENI in one call, taking them from wherever they are

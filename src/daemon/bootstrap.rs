@@ -20,7 +20,7 @@ use crate::control::{self, SharedStatus};
 use crate::core::health::HealthTracker;
 use crate::core::reconcile::{backoff, Identity};
 use crate::ec2::{self, Ec2};
-use crate::kinds::{self, AcquireError, Kind};
+use crate::kinds::{self, Kind};
 use crate::localaddr::LocalAddresses;
 use crate::metrics::Metrics;
 use crate::status::{self, StatusReport};
@@ -381,20 +381,12 @@ async fn dns_targets(ec2: &Ec2, identity: &Identity, config: &Config) -> Vec<kin
                 .map_or_else(|| Source::Absent(format!("no [[eip]] {n}")), |e| Source::Eip(e.allocation_id.clone())),
         };
         let target = DnsTarget::new(d.clone(), source);
-        match (&target.source, &own) {
-            (Source::Private, Some(Ok((Some(p), _)))) => target.learn((*p).into()),
-            (Source::Public, Some(Ok((_, Some(p))))) => target.learn((*p).into()),
-            _ => {}
-        }
-        let result = match (&target.source, &own) {
-            // The read failed: say so; the acquisition reads again.
-            (Source::Private | Source::Public, Some(Err(e))) => Err(AcquireError::Ec2(e.clone())),
-            _ => target.resolve(ec2, eni, budget).await,
-        };
-        match result {
-            // `resolve` logs what it read itself.
-            Ok(_) if matches!(target.source, Source::Eip(_)) => {}
-            Ok(v) => info!(resource = %d.name, record = %d.record, value = %v, "this node's value for the record"),
+        match target.resolve_with(ec2, eni, budget, own.as_ref()).await {
+            // `resolve_with` logs what it read; a fixed value was known without a read.
+            Ok(v) if matches!(target.source, Source::Fixed(_)) => {
+                info!(resource = %d.name, record = %d.record, value = %v, "this node's value for the record")
+            }
+            Ok(_) => {}
             Err(e) => error!(resource = %d.name, record = %d.record, error = %e, "this node cannot point the record at itself yet; reading again when it is to take the record"),
         }
         targets.push(target);

@@ -69,15 +69,23 @@ impl DnsTarget {
         self.value.get().copied()
     }
 
-    /// Records a value read elsewhere (start-up reads this node's ENI once for all records).
-    pub fn learn(&self, value: IpAddr) {
-        let _ = self.value.set(value);
-    }
-
     /// The value, read from EC2 if it is not known yet. A failed read keeps its EC2 error
     /// class, so the error policy decides (a denied or unreachable EC2 hands the record to
     /// another node); a value this node does not have is a setup error.
     pub async fn resolve(&self, ec2: &Ec2, eni: Option<&str>, budget: Duration) -> Result<IpAddr, AcquireError> {
+        self.resolve_with(ec2, eni, budget, None).await
+    }
+
+    /// As `resolve`, with this node's ENI addresses (private, public) already read, or the
+    /// error of that read: start-up reads the ENI once for all records, and a failed read is
+    /// not repeated per record.
+    pub async fn resolve_with(
+        &self,
+        ec2: &Ec2,
+        eni: Option<&str>,
+        budget: Duration,
+        interface: Option<&InterfaceRead>,
+    ) -> Result<IpAddr, AcquireError> {
         if let Some(v) = self.value() {
             return Ok(v);
         }
@@ -85,8 +93,10 @@ impl DnsTarget {
             Source::Fixed(v) => *v,
             Source::Absent(why) => return Err(AcquireError::Setup(why.clone())),
             Source::Private | Source::Public => {
-                let eni = eni.ok_or(AcquireError::NoInterface)?;
-                let (private, public) = ec2.interface_addresses(eni, budget).await?;
+                let (private, public) = match interface {
+                    Some(read) => read.clone()?,
+                    None => ec2.interface_addresses(eni.ok_or(AcquireError::NoInterface)?, budget).await?,
+                };
                 match (&self.source, private, public) {
                     (Source::Private, Some(p), _) => p.into(),
                     (Source::Public, _, Some(p)) => p.into(),
@@ -104,11 +114,14 @@ impl DnsTarget {
                     .ok_or_else(|| AcquireError::Setup(format!("EC2 shows no public IP for {allocation_id}")))?
             }
         };
-        self.learn(value);
+        let _ = self.value.set(value);
         info!(resource = %self.config.name, record = %self.config.record, %value, "this node's value for the record");
         Ok(value)
     }
 }
+
+/// One read of this node's ENI: its primary private and its public IPv4 address.
+pub type InterfaceRead = Result<(Option<std::net::Ipv4Addr>, Option<std::net::Ipv4Addr>), crate::ec2::Ec2Error>;
 
 /// (ListResourceRecordSets →) UPSERT → GetChange until INSYNC → read back.
 /// `held_elsewhere`: the agreed view says another node held the record until now, so it
