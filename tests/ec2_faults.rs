@@ -1,7 +1,8 @@
 //! EC2 misbehaving under a failover: throttling, 5xx, latency, dropped connections and a call
 //! that times out after EC2 applied it. A fault-injecting proxy (tests/lab/fault_proxy.py) sits
 //! between the daemons and the emulator. Every scenario must converge on the elected holder,
-//! with no duplicate move and a bounded number of calls.
+//! with no duplicate move and a bounded number of calls. A Route 53 record whose value EC2
+//! refused to tell at start is read again when the record is taken.
 
 use std::io::{Read, Write};
 use std::process::{Child, Command, Stdio};
@@ -188,4 +189,65 @@ fn failovers_converge_through_ec2_faults_without_duplicate_moves() {
     for i in 0..3 {
         assert!(!lab.daemon_log(i).contains("panicked"));
     }
+}
+
+/// A record that points at the node's own private IP: EC2 refuses the start-up read of that
+/// address once (a role that lacked the permission for a while). The node starts anyway, stays
+/// a candidate, reads the address again when it is elected, and points the record at itself.
+#[test]
+fn a_record_value_refused_at_start_is_read_again_when_the_record_is_taken() {
+    const RECORD: &str = "app.lab.internal.";
+    let mut lab = Lab::start(LabSpec::new("rer", 77, 3)).expect("lab starts");
+    let proxy = Proxy::start(&lab);
+    let config = format!(
+        "{}{}prefer = [{}]\n\n[aws]\nendpoint_url = \"http://{}:{PROXY_PORT}\"\n",
+        lab.default_daemon_config(),
+        lab.dns_config("www", RECORD, "private"),
+        lab.node_id(0),
+        lab.emulator_ip()
+    );
+    for i in 0..3 {
+        lab.write_daemon_config(i, &config).unwrap();
+    }
+    proxy.faults(json!([{"action": "DescribeNetworkInterfaces", "mode": "denied", "count": 1}]));
+    let t0 = lab::unix_now();
+    lab.start_daemon(0).unwrap();
+    lab.wait_for("node 0 reports the refused start-up read", SETTLE, || {
+        Ok(lab.daemon_log(0).contains("cannot point the record at itself yet").then_some(()))
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.daemon_log(0)));
+    let refused: Vec<_> = proxy
+        .calls_since(&lab, t0)
+        .into_iter()
+        .filter(|c| c.1 == "DescribeNetworkInterfaces" && c.2.as_deref() == Some("denied"))
+        .collect();
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(refused[0].0, Some(0), "the refused read was node 0's");
+
+    for i in 1..3 {
+        lab.start_daemon(i).unwrap();
+    }
+    let want = (vec![lab.private_ip(0).to_string()], Some(10));
+    lab.wait_for("Route 53 points the record at node 0", SETTLE, || {
+        Ok((lab.dns_record(RECORD, "A")?.as_ref() == Some(&want)).then_some(()))
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.logs()));
+    lab.wait_for("every node says node 0 holds the record", SETTLE, || {
+        for i in 0..3 {
+            let s = lab.daemon_status(i)?;
+            let Some(r) = s.resources.iter().find(|r| r.name == "www") else { return Ok(None) };
+            if r.state != "held" || r.holder.as_ref().map(|h| h.node_id) != Some(lab.node_id(0)) {
+                return Ok(None);
+            }
+        }
+        Ok(Some(()))
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.logs()));
+    let reads: Vec<_> = proxy
+        .calls_since(&lab, t0)
+        .into_iter()
+        .filter(|c| c.0 == Some(0) && c.1 == "DescribeNetworkInterfaces" && c.2.is_none())
+        .collect();
+    assert!(!reads.is_empty(), "node 0 read its interface again after the refusal");
+    assert!(!lab.daemon_log(0).contains("panicked"));
 }

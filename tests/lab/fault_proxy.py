@@ -6,12 +6,14 @@ says otherwise. Rules are set by the test through the proxy's own endpoints:
 
   POST /_faults   JSON list of rules, replacing the current ones:
                   {"action": "AssociateAddress" | "*", "mode": "throttle" | "error500" |
-                   "error503" | "latency" | "drop" | "apply_then_hang", "count": N (omit: forever),
+                   "error503" | "denied" | "latency" | "drop" | "apply_then_hang",
+                   "count": N (omit: forever),
                    "latency_ms": M}
   GET  /_calls    JSON list of every EC2 call seen: {"t", "source", "action", "fault"}
 
 Modes: throttle answers RequestLimitExceeded (HTTP 503, like EC2); error500/error503 answer
-InternalError/Unavailable; latency delays then forwards; drop closes the connection without an
+InternalError/Unavailable; denied answers UnauthorizedOperation (HTTP 403: a role that lacks
+the permission for a while); latency delays then forwards; drop closes the connection without an
 answer; apply_then_hang forwards (EC2 applies the call) and then never answers, so the client
 times out after the change was made.
 """
@@ -32,6 +34,7 @@ ERRORS = {
     "throttle": (503, "RequestLimitExceeded", "Request limit exceeded."),
     "error500": (500, "InternalError", "An internal error has occurred."),
     "error503": (503, "Unavailable", "The server is overloaded."),
+    "denied": (403, "UnauthorizedOperation", "You are not authorized to perform this operation."),
 }
 
 
