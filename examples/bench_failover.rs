@@ -17,16 +17,19 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::path::PathBuf;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Parser, ValueEnum};
-use lab::timing::{corosync_log_time, corosync_membership_after, fmt_ms, median, ms, parse_rfc3339};
-use lab::machine::{sh, Facts, PacemakerStack, Totem};
-use lab::{unix_now, Lab, LabSpec, Signal};
+use lab::bench::{
+    daemon_log_time, eip_node, med_opt, ours_cause, ours_restore, ours_steady, process_tree, release_bin, stats,
+    Event, Machine, PacemakerCluster, PacemakerSpec, Polls, Scenario, Stretch,
+};
+use lab::machine::{sh, Facts, PacemakerStack};
+use lab::timing::{corosync_membership_after, fmt_ms, median, ms, parse_rfc3339};
+use lab::{unix_now, Lab, LabSpec};
 use serde::{Deserialize, Serialize};
 
 /// DescribeAddresses poll period.
@@ -106,68 +109,27 @@ impl Args {
 // ---------------------------------------------------------------------------------------------
 // scenarios
 
-/// The events each system is put through, in the order they run and are reported.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Scenario {
-    /// kill -9 corosync and the cluster daemons on the holder (a node failure).
-    HardFailure,
-    /// The operator moves the address to the other node.
-    Switchover,
-    /// The holder's HA service is stopped (SIGTERM, what `systemctl stop` sends).
-    ProcessStop,
+/// A scenario (`lab::bench::Scenario`: the events each system is put through) in the tables.
+fn title(sc: Scenario) -> &'static str {
+    match sc {
+        Scenario::HardFailure => "hard failure of the holder (kill -9 corosync + cluster daemons)",
+        Scenario::Switchover => "planned switchover (`crm_resource --move` / `corosync-eip move`)",
+        Scenario::ProcessStop => "holder stops its HA service (SIGTERM corosync-eip / stop pacemaker)",
+    }
 }
 
-impl Scenario {
-    const ALL: [Scenario; 3] = [Scenario::HardFailure, Scenario::Switchover, Scenario::ProcessStop];
-
-    /// The name in the results (`Trial::scenario`) and in the tables.
-    fn key(self) -> &'static str {
-        match self {
-            Scenario::HardFailure => "hard_failure",
-            Scenario::Switchover => "switchover",
-            Scenario::ProcessStop => "process_stop",
-        }
-    }
-
-    fn title(self) -> &'static str {
-        match self {
-            Scenario::HardFailure => "hard failure of the holder (kill -9 corosync + cluster daemons)",
-            Scenario::Switchover => "planned switchover (`crm_resource --move` / `corosync-eip move`)",
-            Scenario::ProcessStop => "holder stops its HA service (SIGTERM corosync-eip / stop pacemaker)",
-        }
-    }
-
-    /// The median of the earlier measurement (/work/shared/design) shown when the baseline was
-    /// not run side by side.
-    fn reference_baseline_ms(self) -> Option<f64> {
-        match self {
-            Scenario::HardFailure => Some(3500.0),
-            Scenario::Switchover => Some(6430.0),
-            Scenario::ProcessStop => None,
-        }
+/// The median of the earlier measurement (/work/shared/design) shown when the baseline was not
+/// run side by side.
+fn reference_baseline_ms(sc: Scenario) -> Option<f64> {
+    match sc {
+        Scenario::HardFailure => Some(3500.0),
+        Scenario::Switchover => Some(6430.0),
+        Scenario::ProcessStop => None,
     }
 }
 
 // ---------------------------------------------------------------------------------------------
 // results
-
-/// The machine record of every section; its fields are part of the results' format.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-struct Machine {
-    date: String,
-    nproc: String,
-    cpu: String,
-    kernel: String,
-    corosync: String,
-    pacemaker: String,
-    resource_agents: String,
-    awscli: String,
-    moto: String,
-    commit: String,
-    load_at_start: String,
-    token_ms: String,
-    consensus_ms: String,
-}
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 struct Trial {
@@ -253,55 +215,6 @@ fn load<T: for<'a> Deserialize<'a>>(name: &str) -> Option<T> {
 // ---------------------------------------------------------------------------------------------
 // helpers
 
-impl Machine {
-    /// The sections' machine record; token and consensus are read later, in each lab.
-    fn from_facts(f: &Facts, pm: &PacemakerStack) -> Machine {
-        Machine {
-            date: f.date.clone(),
-            nproc: f.nproc.clone(),
-            cpu: f.cpu.clone(),
-            kernel: f.kernel.clone(),
-            corosync: f.corosync.clone(),
-            pacemaker: pm.pacemaker.clone(),
-            resource_agents: pm.resource_agents.clone(),
-            awscli: pm.awscli.clone(),
-            moto: f.moto.clone(),
-            commit: f.commit.clone(),
-            load_at_start: f.load_at_start.clone(),
-            token_ms: String::new(),
-            consensus_ms: String::new(),
-        }
-    }
-
-    /// This record with the runtime totem timing of `lab` (each section has its own lab).
-    fn with_totem(&self, lab: &Lab) -> Machine {
-        let totem = Totem::read(|argv| lab.node_exec(0, argv));
-        Machine { token_ms: totem.token_ms, consensus_ms: totem.consensus_ms, ..self.clone() }
-    }
-}
-
-/// All /proc pids whose ancestry includes `root` (root included).
-fn process_tree(root: u32) -> Vec<u32> {
-    let mut parent: Vec<(u32, u32)> = Vec::new();
-    if let Ok(rd) = fs::read_dir("/proc") {
-        for e in rd.flatten() {
-            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
-            let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
-            let Some((_, rest)) = stat.rsplit_once(')') else { continue };
-            let ppid = rest.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
-            parent.push((pid, ppid));
-        }
-    }
-    let mut out = vec![root];
-    let mut k = 0;
-    while k < out.len() {
-        let p = out[k];
-        out.extend(parent.iter().filter(|(_, pp)| *pp == p).map(|(c, _)| *c));
-        k += 1;
-    }
-    out
-}
-
 /// (comm, rss kB, utime+stime+cutime+cstime in clock ticks) of a pid.
 fn proc_usage(pid: u32) -> Option<(String, u64, u64)> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -320,10 +233,6 @@ fn proc_usage(pid: u32) -> Option<(String, u64, u64)> {
     Some((comm, rss, ticks))
 }
 
-fn kill_pid(pid: u32, sig: Signal) {
-    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig);
-}
-
 /// Observation of one trial from outside (DescribeAddresses polls).
 struct Obs {
     t_visible: f64,
@@ -334,46 +243,29 @@ struct Obs {
 }
 
 fn observe(lab: &Lab, alloc: &str, old: usize, t0: f64, timeout: Duration) -> Result<Obs> {
-    let mut unassoc_since: Option<f64> = None;
-    let mut unassoc = 0.0;
-    let mut last = t0;
-    let mut polls = 0;
-    let mut max_gap: f64 = 0.0;
+    let mut polls = Polls::new(POLL, t0);
+    let mut unassociated = Stretch::default();
     let deadline = Instant::now() + timeout;
     loop {
-        let started = Instant::now();
+        polls.begin();
         let st = lab.eip(alloc)?;
-        let now = unix_now();
-        polls += 1;
-        max_gap = max_gap.max(now - last);
-        last = now;
-        if st.association_id.is_none() {
-            unassoc_since.get_or_insert(now);
-        } else if let Some(s) = unassoc_since.take() {
-            unassoc += now - s;
-        }
-        let holder = st
-            .instance_id
-            .as_deref()
-            .or(st.network_interface_id.as_deref())
-            .and_then(|id| lab.node_of(id));
-        if let Some(h) = holder {
+        let now = polls.answered();
+        unassociated.update(st.association_id.is_none(), now);
+        if let Some(h) = eip_node(lab, &st) {
             if h != old {
                 return Ok(Obs {
                     t_visible: now,
                     to: h,
-                    unassociated_ms: (unassoc * 10000.0).round() / 10.0,
-                    polls,
-                    max_gap_ms: (max_gap * 10000.0).round() / 10.0,
+                    unassociated_ms: unassociated.ms(),
+                    polls: polls.count(),
+                    max_gap_ms: polls.max_gap_ms(),
                 });
             }
         }
         if Instant::now() >= deadline {
             bail!("the address did not move off node {old} within {timeout:?} (last: {st:?})");
         }
-        if let Some(rest) = POLL.checked_sub(started.elapsed()) {
-            thread::sleep(rest);
-        }
+        polls.pace();
     }
 }
 
@@ -401,13 +293,6 @@ fn fill_calls(lab: &Lab, t: &mut Trial, t0: f64, t_end: f64, new_holder: usize) 
 
 // ---------------------------------------------------------------------------------------------
 // the trial, common to both systems
-
-/// The event of a trial: its time zero and, for a switchover, the command that causes it (still
-/// running: its return is a measurement of its own).
-struct Event {
-    t0: f64,
-    command: Option<Child>,
-}
 
 /// A system under test, running on its own 2-node lab with one EIP. What both systems share
 /// (the DescribeAddresses polls, EC2's request log, corosync's membership) is in `trial`; the
@@ -442,9 +327,6 @@ trait System: Sized {
     /// Causes the scenario's event on the holder; `other` is the node the address should go to.
     fn cause(&mut self, sc: Scenario, holder: usize, other: usize) -> Result<Event>;
 
-    /// Waits for the event's command, after the address moved.
-    fn command_done(&mut self, command: Child, t0: f64, t: &mut Trial) -> Result<()>;
-
     /// Fills the timings only this system reports (its logs, its status) once the address is
     /// on `new`.
     fn explain(&self, t0: f64, new: usize, t: &mut Trial) -> Result<()>;
@@ -472,16 +354,15 @@ fn trial<S: System>(sys: &mut S, sc: Scenario, k: usize, alloc: &str) -> Result<
         ..Default::default()
     };
     sys.before_event(h, &mut t)?;
-    let Event { t0, command } = sys.cause(sc, h, other)?;
+    let event = sys.cause(sc, h, other)?;
+    let t0 = event.t0;
     let obs = observe(sys.lab(), alloc, h, t0, S::MOVE_TIMEOUT)?;
     t.to_node = sys.lab().node_id(obs.to);
     t.visible_ms = ms(t0, obs.t_visible);
     t.unassociated_ms = obs.unassociated_ms;
     t.polls = obs.polls;
     t.max_poll_gap_ms = obs.max_gap_ms;
-    if let Some(c) = command {
-        sys.command_done(c, t0, &mut t)?;
-    }
+    t.command_returned_ms = event.command_returned()?;
     let new = obs.to;
     sys.explain(t0, new, &mut t)?;
     if sc == Scenario::HardFailure {
@@ -559,12 +440,6 @@ fn idle_window(lab: &Lab, system: &str, pids: &[(String, u32)], secs: u64) -> Re
 // ---------------------------------------------------------------------------------------------
 // corosync-eip
 
-fn release_bin() -> PathBuf {
-    std::env::var_os("BENCH_DAEMON_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| lab::repo_root().join("target/release/corosync-eip"))
-}
-
 fn ours_config(lab: &Lab) -> String {
     // as the baseline: monitor every 10 s; everything else the defaults
     let mut s = String::from("[cluster]\ngroup = \"corosync-eip\"\nmonitor_interval = \"10s\"\n");
@@ -572,35 +447,6 @@ fn ours_config(lab: &Lab) -> String {
         s += &format!("\n[[eip]]\nname = \"eip{}\"\nallocation_id = \"{a}\"\n", k + 1);
     }
     s
-}
-
-/// Waits until EC2 shows the EIP on a node whose daemon says "held" and every running daemon is
-/// synced and agrees on the holder. Returns the holder.
-fn ours_steady(lab: &Lab, alloc: &str) -> Result<usize> {
-    lab.wait_for("corosync-eip steady (held, all synced)", Duration::from_secs(60), || {
-        let Some(h) = lab.eip_holder(alloc)? else { return Ok(None) };
-        for i in 0..lab.node_count() {
-            if !lab.daemon_running(i) {
-                continue;
-            }
-            let st = lab.daemon_status_json(i)?;
-            if st["synced"] != serde_json::Value::Bool(true) {
-                return Ok(None);
-            }
-            let r = &st["resources"][0];
-            if r["holder"]["node_id"].as_u64() != Some(lab.node_id(h) as u64) {
-                return Ok(None);
-            }
-            if i == h && r["state"].as_str() != Some("held") {
-                return Ok(None);
-            }
-        }
-        Ok(Some(h))
-    })
-}
-
-fn log_time_prefix(line: &str) -> Option<f64> {
-    parse_rfc3339(line.split_whitespace().next()?)
 }
 
 /// corosync-eip, the release binary, on lab `bch`.
@@ -628,53 +474,23 @@ impl System for CorosyncEip {
             lab.start_daemon(i)?;
         }
         let alloc = lab.allocation_ids().first().cloned().ok_or_else(|| anyhow!("the lab has no EIP"))?;
-        ours_steady(&lab, &alloc)?;
-        Ok(CorosyncEip { lab })
+        let me = CorosyncEip { lab };
+        me.steady(&alloc)?;
+        Ok(me)
     }
 
     fn lab(&self) -> &Lab {
         &self.lab
     }
 
+    /// EC2 shows the EIP on a node whose daemon says "held", every running daemon synced and
+    /// agreeing on it.
     fn steady(&self, alloc: &str) -> Result<usize> {
-        ours_steady(&self.lab, alloc)
+        ours_steady(&self.lab, Duration::from_secs(60), |lab| lab.eip_holder(alloc))
     }
 
     fn cause(&mut self, sc: Scenario, h: usize, other: usize) -> Result<Event> {
-        let lab = &mut self.lab;
-        Ok(match sc {
-            Scenario::HardFailure => {
-                let t0 = unix_now();
-                lab.kill_corosync(h, Signal::SIGKILL);
-                lab.kill_daemon(h);
-                Event { t0, command: None }
-            }
-            Scenario::Switchover => {
-                let bin = lab.spec().daemon_bin.to_string_lossy().into_owned();
-                let to = lab.node_id(other).to_string();
-                let mut cmd = lab.node_command(h, &[&bin, "move", "eip1", "--to", &to]);
-                cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
-                let t0 = unix_now();
-                Event { t0, command: Some(cmd.spawn()?) }
-            }
-            Scenario::ProcessStop => {
-                let t0 = unix_now();
-                lab.signal_daemon(h, Signal::SIGTERM)?;
-                Event { t0, command: None }
-            }
-        })
-    }
-
-    fn command_done(&mut self, mut c: Child, t0: f64, t: &mut Trial) -> Result<()> {
-        let st = c.wait()?;
-        t.command_returned_ms = Some(ms(t0, unix_now()));
-        if !st.success() {
-            let mut e = String::new();
-            use std::io::Read as _;
-            let _ = c.stderr.take().map(|mut s| s.read_to_string(&mut e));
-            bail!("corosync-eip move failed ({st}): {e}");
-        }
-        Ok(())
+        ours_cause(&mut self.lab, sc, h, other, "eip1")
     }
 
     fn explain(&self, t0: f64, new: usize, t: &mut Trial) -> Result<()> {
@@ -691,31 +507,13 @@ impl System for CorosyncEip {
             t.associate_sent_ms = lf.associate_sent_ms.map(|m| m as f64);
             t.verified_ms = Some(lf.verified_ms as f64);
         }
-        t.cpg_confchg_ms = lab
-            .daemon_log(new)
-            .lines()
-            .filter(|l| l.contains("CPG membership changed") && !l.contains("left=[]"))
-            .filter_map(log_time_prefix)
-            .find(|&x| x >= t0)
-            .map(|x| ms(t0, x));
+        t.cpg_confchg_ms =
+            daemon_log_time(lab, new, t0, &["CPG membership changed"], &["left=[]"]).map(|x| ms(t0, x));
         Ok(())
     }
 
     fn restore(&mut self, sc: Scenario, h: usize, _new: usize, _alloc: &str) -> Result<()> {
-        let lab = &mut self.lab;
-        match sc {
-            Scenario::HardFailure => {
-                lab.start_corosync(h)?;
-                lab.wait_quorate(&[0, 1], 2, Duration::from_secs(30))?;
-                lab.start_daemon(h)?;
-            }
-            Scenario::ProcessStop => {
-                lab.wait_daemon_exit(h, Duration::from_secs(15))?;
-                lab.start_daemon(h)?;
-            }
-            Scenario::Switchover => {}
-        }
-        Ok(())
+        ours_restore(&mut self.lab, sc, h)
     }
 
     fn idle_processes(&self) -> Vec<(String, u32)> {
@@ -738,140 +536,7 @@ impl System for CorosyncEip {
 
 /// Pacemaker + ocf:heartbeat:awseip on lab `bpm`, pacemakerd started in each node namespace.
 struct Pacemaker {
-    pacemakerd: Vec<Option<Child>>,
-    imds80: Vec<Option<Child>>,
-    wrapper: PathBuf,
-    // dropped last: the lab's teardown after our processes are gone
-    lab: Lab,
-}
-
-impl Drop for Pacemaker {
-    fn drop(&mut self) {
-        for i in 0..self.pacemakerd.len() {
-            self.kill_pacemaker(i, Signal::SIGKILL);
-            if let Some(mut c) = self.imds80[i].take() {
-                let _ = c.kill();
-                let _ = c.wait();
-            }
-        }
-    }
-}
-
-impl Pacemaker {
-    fn kill_pacemaker(&mut self, i: usize, sig: Signal) {
-        if let Some(mut c) = self.pacemakerd[i].take() {
-            for p in process_tree(c.id()) {
-                kill_pid(p, sig);
-            }
-            let _ = c.wait();
-        }
-    }
-
-    fn exec(&self, i: usize, argv: &[&str]) -> Result<String> {
-        let out = self.lab.node_exec(i, argv)?;
-        if !out.status.success() {
-            bail!(
-                "{argv:?} on node {i} failed ({}): {}{}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim(),
-                String::from_utf8_lossy(&out.stdout).trim()
-            );
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    }
-
-    fn prepare_node(&mut self, i: usize) -> Result<()> {
-        let dir = self.lab.node_dir(i).to_path_buf();
-        let lib = dir.join("var-lib-pacemaker");
-        let logd = dir.join("var-log-pacemaker");
-        for s in ["cib", "pengine", "blackbox", "cores", "bundles"] {
-            fs::create_dir_all(lib.join(s))?;
-        }
-        fs::create_dir_all(&logd)?;
-        let chown = |p: &Path| sh(&format!("chown -R hacluster:haclient {} && chmod 0750 {}", p.display(), p.display()));
-        chown(&lib);
-        chown(&logd);
-        sh(&format!("chmod 0770 {}", lib.join("cores").display()));
-        self.exec(i, &["/bin/mount", "--bind", &lib.to_string_lossy(), "/var/lib/pacemaker"])?;
-        self.exec(i, &["/bin/mount", "--bind", &logd.to_string_lossy(), "/var/log/pacemaker"])?;
-        // the agent asks IMDS at 169.254.169.254:80: a second responder of the lab's kind there
-        self.exec(i, &["/usr/sbin/ip", "addr", "add", "169.254.169.254/32", "dev", "lo"])?;
-        let inst = self.lab.seed_info().instances[i].clone();
-        let mut cmd = self.lab.node_command(i, &[]);
-        cmd.arg(lab::venv_python())
-            .arg(lab::repo_root().join("tests/lab/imds.py"))
-            .args(["--host", "169.254.169.254", "--port", "80"])
-            .args(["--instance-id", &inst.instance_id, "--eni", &inst.eni])
-            .args(["--region", "us-east-1"])
-            .args(["--az", if inst.az.is_empty() { "us-east-1a" } else { &inst.az }])
-            .args(["--private-ip", &inst.private_ip]);
-        if !inst.mac.is_empty() {
-            cmd.args(["--mac", &inst.mac]);
-        }
-        let log = fs::File::create(dir.join("imds80.log"))?;
-        let child = cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log).spawn()?;
-        self.imds80[i] = Some(child);
-        Ok(())
-    }
-
-    fn start_pacemaker(&mut self, i: usize) -> Result<()> {
-        let dir = self.lab.node_dir(i).to_path_buf();
-        let log = fs::OpenOptions::new().create(true).append(true).open(dir.join("pacemakerd.out"))?;
-        let child = self
-            .lab
-            .node_command(i, &["/usr/sbin/pacemakerd"])
-            .env("PCMK_logfile", "/var/log/pacemaker/pacemaker.log")
-            .env("PCMK_logfacility", "none")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()?;
-        lab::wait_exec(child.id());
-        self.pacemakerd[i] = Some(child);
-        Ok(())
-    }
-
-    fn pacemaker_log(&self, i: usize) -> String {
-        fs::read_to_string(self.lab.node_dir(i).join("var-log-pacemaker/pacemaker.log")).unwrap_or_default()
-    }
-
-    /// (online node names, resource's nodes, DC name) from crm_mon XML on node i.
-    fn mon(&self, i: usize) -> Result<(Vec<String>, Vec<String>, Option<String>, bool)> {
-        let xml = self.exec(i, &["/usr/sbin/crm_mon", "-1", "--output-as=xml"])?;
-        let attr = |tag: &str, name: &str| -> Option<String> {
-            let k = format!("{name}=\"");
-            let s = tag.find(&k)? + k.len();
-            Some(tag[s..].split('"').next()?.to_string())
-        };
-        let mut online = Vec::new();
-        let mut running = Vec::new();
-        let mut dc = None;
-        let mut in_nodes = false;
-        let mut in_res = false;
-        let mut failed = false;
-        for raw in xml.split('<').skip(1) {
-            let tag = raw.split('>').next().unwrap_or("");
-            if tag.starts_with("nodes") {
-                in_nodes = true;
-            } else if tag.starts_with("/nodes") {
-                in_nodes = false;
-            } else if tag.starts_with("resource ") && attr(tag, "id").as_deref() == Some("eip") {
-                in_res = true;
-                failed = attr(tag, "failed").as_deref() == Some("true");
-            } else if tag.starts_with("/resource") {
-                in_res = false;
-            } else if tag.starts_with("node ") && in_nodes {
-                if attr(tag, "online").as_deref() == Some("true") {
-                    online.push(attr(tag, "name").unwrap_or_default());
-                }
-            } else if tag.starts_with("node ") && in_res {
-                running.push(attr(tag, "name").unwrap_or_default());
-            } else if tag.starts_with("current_dc") && attr(tag, "present").as_deref() == Some("true") {
-                dc = attr(tag, "name");
-            }
-        }
-        Ok((online, running, dc, failed))
-    }
+    pm: PacemakerCluster,
 }
 
 impl System for Pacemaker {
@@ -885,59 +550,25 @@ impl System for Pacemaker {
     fn start() -> Result<Self> {
         let mut spec = LabSpec::new("bpm", 231, 2);
         spec.daemon_bin = release_bin();
-        let lab = Lab::start(spec)?;
-        let work = lab.spec().work_dir.clone();
-        // the AWS CLI: the agent passes --profile default; v2 ignores AWS_ENDPOINT_URL
-        let aws = work.join("aws");
-        fs::create_dir_all(&aws)?;
-        fs::write(aws.join("config"), "[default]\nregion = us-east-1\noutput = json\n")?;
-        fs::write(
-            aws.join("credentials"),
-            "[default]\naws_access_key_id = testing\naws_secret_access_key = testing\n",
+        let pm = PacemakerCluster::start(
+            Lab::start(spec)?,
+            PacemakerSpec {
+                aws_output: "json",
+                resource: "eip",
+                primitives: &["eip"],
+                steady_timeout: Duration::from_secs(120),
+                cleanup_failed: false,
+                stop_timeout: Duration::from_secs(60),
+            },
         )?;
-        let wrapper = work.join("aws-lab");
-        fs::write(
-            &wrapper,
-            format!(
-                "#!/bin/sh\n# the lab's AWS CLI: Debian's /usr/bin/aws (v2) pointed at the emulator\n\
-                 export AWS_CONFIG_FILE={c} AWS_SHARED_CREDENTIALS_FILE={k} AWS_PAGER=''\n\
-                 exec /usr/bin/aws --endpoint-url {url} \"$@\"\n",
-                c = aws.join("config").display(),
-                k = aws.join("credentials").display(),
-                url = lab.emulator_url()
-            ),
-        )?;
-        sh(&format!("chmod 0755 {}", wrapper.display()));
-        let n = lab.node_count();
-        let mut pm = Pacemaker {
-            pacemakerd: (0..n).map(|_| None).collect(),
-            imds80: (0..n).map(|_| None).collect(),
-            wrapper,
-            lab,
-        };
-        for i in 0..n {
-            pm.prepare_node(i)?;
-        }
-        for i in 0..n {
-            pm.start_pacemaker(i)?;
-        }
-        pm.lab.wait_for("pacemaker: both nodes online with a DC", Duration::from_secs(120), || {
-            let (online, _, dc, _) = match pm.mon(0) {
-                Ok(v) => v,
-                Err(_) => return Ok(None),
-            };
-            Ok((online.len() == n && dc.is_some()).then_some(()))
-        })?;
-        let alloc = pm.lab.allocation_ids().first().cloned().ok_or_else(|| anyhow!("the lab has no EIP"))?;
+        let alloc = pm.lab().allocation_ids().first().cloned().ok_or_else(|| anyhow!("the lab has no EIP"))?;
         let public_ip = pm
-            .lab
+            .lab()
             .seed_info()
             .allocations
             .first()
             .map(|a| a.public_ip.clone())
             .ok_or_else(|| anyhow!("the lab's seed has no EIP"))?;
-        pm.exec(0, &["/usr/sbin/crm_attribute", "--type", "crm_config", "--name", "stonith-enabled", "--update", "false"])?;
-        pm.exec(0, &["/usr/sbin/crm_attribute", "--type", "rsc_defaults", "--name", "resource-stickiness", "--update", "INFINITY"])?;
         let prim = format!(
             "<primitive id=\"eip\" class=\"ocf\" provider=\"heartbeat\" type=\"awseip\">\
              <instance_attributes id=\"eip-ia\">\
@@ -949,131 +580,48 @@ impl System for Pacemaker {
              <op id=\"eip-start-0\" name=\"start\" interval=\"0s\" timeout=\"60s\"/>\
              <op id=\"eip-stop-0\" name=\"stop\" interval=\"0s\" timeout=\"60s\"/>\
              </operations></primitive>",
-            pm.wrapper.display()
+            pm.wrapper().display()
         );
-        pm.exec(0, &["/usr/sbin/cibadmin", "--create", "-o", "resources", "--xml-text", &prim])?;
-        pm.steady(&alloc).context("pacemaker: initial start of the EIP")?;
-        Ok(pm)
+        pm.create_resources(&prim)?;
+        let me = Pacemaker { pm };
+        me.steady(&alloc).context("pacemaker: initial start of the EIP")?;
+        Ok(me)
     }
 
     fn lab(&self) -> &Lab {
-        &self.lab
+        self.pm.lab()
     }
 
     /// Both nodes online, the resource started on exactly one node, EC2 agrees, the cluster idle.
     fn steady(&self, alloc: &str) -> Result<usize> {
-        let n = self.lab.node_count();
-        let h = self.lab.wait_for("pacemaker steady", Duration::from_secs(120), || {
-            let (online, running, dc, failed) = self.mon(0)?;
-            if online.len() != n || running.len() != 1 || dc.is_none() || failed {
-                return Ok(None);
-            }
-            let Some(h) = self.lab.eip_holder(alloc)? else { return Ok(None) };
-            Ok((running[0] == self.lab.node_name(h)).then_some(h))
-        })?;
-        // no transition in flight
-        self.exec(h, &["/usr/sbin/crm_resource", "--wait", "--timeout", "120s"])?;
-        Ok(h)
+        self.pm.steady(|lab| lab.eip_holder(alloc))
     }
 
-    /// Whether the holder is the DC: losing the DC adds an election before anything starts.
     fn before_event(&self, h: usize, t: &mut Trial) -> Result<()> {
-        let (_, _, dc, _) = self.mon(h)?;
-        t.holder_was_dc = Some(dc.as_deref() == Some(self.lab.node_name(h)));
+        t.holder_was_dc = Some(self.pm.is_dc(h)?);
         Ok(())
     }
 
     fn cause(&mut self, sc: Scenario, h: usize, other: usize) -> Result<Event> {
-        Ok(match sc {
-            Scenario::HardFailure => {
-                let tree = self.pacemakerd[h].as_ref().map(|c| process_tree(c.id())).unwrap_or_default();
-                let t0 = unix_now();
-                if let Some(p) = self.lab.corosync_pid(h) {
-                    kill_pid(p, Signal::SIGKILL);
-                }
-                for p in tree {
-                    kill_pid(p, Signal::SIGKILL);
-                }
-                self.lab.kill_corosync(h, Signal::SIGKILL); // reaps
-                self.kill_pacemaker(h, Signal::SIGKILL);
-                Event { t0, command: None }
-            }
-            Scenario::Switchover => {
-                let to = self.lab.node_name(other).to_string();
-                let mut cmd =
-                    self.lab.node_command(h, &["/usr/sbin/crm_resource", "--move", "--force", "-r", "eip", "-N", &to]);
-                cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
-                let t0 = unix_now();
-                Event { t0, command: Some(cmd.spawn()?) }
-            }
-            Scenario::ProcessStop => {
-                let t0 = unix_now();
-                let c = self.pacemakerd[h].as_ref().ok_or_else(|| anyhow!("no pacemakerd on node {h}"))?;
-                kill_pid(c.id(), Signal::SIGTERM);
-                Event { t0, command: None }
-            }
-        })
-    }
-
-    /// Not recorded: `crm_resource --move` returns once its constraints are in the CIB, before
-    /// anything moves, so its return time says nothing about the failover.
-    fn command_done(&mut self, mut c: Child, _t0: f64, _t: &mut Trial) -> Result<()> {
-        c.wait()?;
-        Ok(())
+        self.pm.cause(sc, h, other)
     }
 
     fn explain(&self, t0: f64, _new: usize, t: &mut Trial) -> Result<()> {
-        // the DC's "Initiating start operation eip_start_0" (DC = a node still running pacemaker)
-        let mut init: Option<f64> = None;
-        for i in 0..self.lab.node_count() {
-            for l in self.pacemaker_log(i).lines() {
-                if l.contains("Initiating start operation eip_start_0") {
-                    if let Some(x) = corosync_log_time(l).filter(|&x| x >= t0.floor()) {
-                        init = Some(init.map_or(x, |y: f64| y.min(x)));
-                    }
-                }
-            }
-        }
-        t.pcmk_start_initiated_ms = init.map(|x| ms(t0, x));
+        t.pcmk_start_initiated_ms = self.pm.start_initiated(t0).map(|x| ms(t0, x));
         Ok(())
     }
 
     fn restore(&mut self, sc: Scenario, h: usize, new: usize, alloc: &str) -> Result<()> {
-        match sc {
-            Scenario::HardFailure => {
-                self.lab.start_corosync(h)?;
-                self.lab.wait_quorate(&[0, 1], 2, Duration::from_secs(30))?;
-                self.start_pacemaker(h)?;
-            }
-            Scenario::Switchover => {
-                self.steady(alloc)?;
-                // the move left a ban on the old holder: lift it or the next move has nowhere to go
-                self.exec(new, &["/usr/sbin/crm_resource", "--clear", "-r", "eip"])?;
-            }
-            Scenario::ProcessStop => {
-                if let Some(mut c) = self.pacemakerd[h].take() {
-                    let deadline = Instant::now() + Duration::from_secs(60);
-                    while Instant::now() < deadline && c.try_wait()?.is_none() {
-                        thread::sleep(Duration::from_millis(50));
-                    }
-                    if c.try_wait()?.is_none() {
-                        self.pacemakerd[h] = Some(c);
-                        self.kill_pacemaker(h, Signal::SIGKILL);
-                    }
-                }
-                self.start_pacemaker(h)?;
-            }
-        }
-        Ok(())
+        self.pm.restore(sc, h, new, |lab| lab.eip_holder(alloc))
     }
 
     /// Every process of each node's pacemakerd tree (the agent and AWS CLI runs are reaped
     /// children: their CPU shows in cutime/cstime).
     fn idle_processes(&self) -> Vec<(String, u32)> {
         let mut pids = Vec::new();
-        for (i, c) in self.pacemakerd.iter().enumerate() {
-            if let Some(c) = c {
-                for p in process_tree(c.id()) {
+        for i in 0..self.pm.lab().node_count() {
+            if let Some(root) = self.pm.pacemakerd_pid(i) {
+                for p in process_tree(root) {
                     if let Some((comm, _, _)) = proc_usage(p) {
                         pids.push((format!("{comm} node{}", i + 1), p));
                     }
@@ -1094,20 +642,6 @@ impl System for Pacemaker {
 
 // ---------------------------------------------------------------------------------------------
 // report
-
-fn stats(v: &[f64]) -> (f64, f64, f64) {
-    let mut s = v.to_vec();
-    let med = median(&mut s);
-    (s.first().copied().unwrap_or(f64::NAN), med, s.last().copied().unwrap_or(f64::NAN))
-}
-
-fn med_opt(trials: &[&Trial], f: impl Fn(&Trial) -> Option<f64>) -> String {
-    let mut v: Vec<f64> = trials.iter().filter_map(|t| f(t)).collect();
-    if v.is_empty() {
-        return "–".into();
-    }
-    fmt_ms(median(&mut v))
-}
 
 fn render() -> Result<String> {
     let ours: Option<FailoverSection> = load("failover-ours");
@@ -1131,8 +665,9 @@ fn render() -> Result<String> {
              | corosync | {} |\n| pacemaker | {} |\n| resource-agents | {} |\n| AWS CLI | {} |\n\
              | moto | {} |\n| corosync-eip commit | {} |\n| load average at start | {} |\n\
              | corosync runtime token / consensus (cmap) | {} ms / {} ms |\n\n",
-            m.date, m.nproc, m.cpu, m.kernel, m.corosync, m.pacemaker, m.resource_agents, m.awscli,
-            m.moto, m.commit, m.load_at_start, m.token_ms, m.consensus_ms
+            m.date, m.nproc, m.cpu, m.kernel, m.corosync,
+            m.pacemaker.as_deref().unwrap_or(""), m.resource_agents.as_deref().unwrap_or(""),
+            m.awscli.as_deref().unwrap_or(""), m.moto, m.commit, m.load_at_start, m.token_ms, m.consensus_ms
         );
     }
     s += "## Failover (2 nodes, 1 Elastic IP)\n\n";
@@ -1167,7 +702,7 @@ fn render() -> Result<String> {
         let (oc, om) = cell(&o);
         let (mut bc, mut bm) = cell(&b);
         if b.is_empty() {
-            if let Some(r) = scenario.reference_baseline_ms() {
+            if let Some(r) = reference_baseline_ms(scenario) {
                 bc = format!("{} median (reference, measured earlier, not side by side)", fmt_ms(r));
                 bm = r;
             }
@@ -1180,7 +715,7 @@ fn render() -> Result<String> {
             let (_, med, hi) = stats(&v.iter().map(|t| t.unassociated_ms).collect::<Vec<_>>());
             format!("{}, {}", fmt_ms(med), fmt_ms(hi))
         };
-        s += &format!("| {} | {oc} | {bc} | {ratio} | {} / {} |\n", scenario.title(), un(&o), un(&b));
+        s += &format!("| {} | {oc} | {bc} | {ratio} | {} / {} |\n", title(scenario), un(&o), un(&b));
         console += &format!("{:<14} ours {:>10}  baseline {:>10}  ratio {}\n", sc, fmt_ms(om), fmt_ms(bm), ratio);
     }
     let gaps = |sec: &Option<FailoverSection>| -> String {
@@ -1338,7 +873,9 @@ fn main() -> Result<()> {
     let plan = Args::parse().plan();
     if !plan.render_only {
         let facts = Facts::collect(&lab::repo_root(), &lab::venv_python());
-        let machine = Machine::from_facts(&facts, &PacemakerStack::collect());
+        // this benchmark's results have always recorded the bare commit
+        let machine =
+            Machine { commit: facts.commit.clone(), ..Machine::from_facts(&facts, Some(&PacemakerStack::collect())) };
         let mut idle = Vec::new();
         let t = Instant::now();
         for &kind in &plan.systems {

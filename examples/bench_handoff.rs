@@ -35,8 +35,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, ValueEnum};
+use lab::bench::{daemon_log_time, eip_node, Machine, Polls, Stretch};
+use lab::machine::{self, Facts};
 use lab::timing::{corosync_membership_after, fmt_ms, median, ms, parse_rfc3339};
-use lab::machine::{self, Facts, Totem};
 use lab::{unix_now, Ec2Request, Lab, LabSpec, Signal};
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -170,22 +171,6 @@ fn metrics_of(sc: Scenario) -> Vec<(&'static str, &'static str, Kind, Option<f64
 // ---------------------------------------------------------------------------------------------
 // results
 
-/// The machine record of handoff.json; its fields are part of the report's format.
-#[derive(Clone, Debug, Default, Serialize)]
-struct Machine {
-    date: String,
-    nproc: String,
-    cpu: String,
-    kernel: String,
-    corosync: String,
-    moto: String,
-    commit: String,
-    load_at_start: String,
-    load_at_end: String,
-    token_ms: String,
-    consensus_ms: String,
-}
-
 #[derive(Clone, Debug, Default, Serialize)]
 struct Trial {
     scenario: String,
@@ -251,29 +236,6 @@ struct Report {
 // ---------------------------------------------------------------------------------------------
 // helpers
 
-impl Machine {
-    /// The report's machine record; token and consensus come later, from the first lab.
-    fn from_facts(f: &Facts) -> Machine {
-        Machine {
-            date: f.date.clone(),
-            nproc: f.nproc.clone(),
-            cpu: f.cpu.clone(),
-            kernel: f.kernel.clone(),
-            corosync: f.corosync.clone(),
-            moto: f.moto.clone(),
-            commit: f.commit_marked(),
-            load_at_start: f.load_at_start.clone(),
-            ..Default::default()
-        }
-    }
-
-    fn set_totem(&mut self, lab: &Lab) {
-        let totem = Totem::read(|argv| lab.node_exec(0, argv));
-        self.token_ms = totem.token_ms;
-        self.consensus_ms = totem.consensus_ms;
-    }
-}
-
 fn daemon_bin(arg: Option<PathBuf>) -> Result<PathBuf> {
     let root = lab::repo_root();
     let p = match arg {
@@ -321,15 +283,6 @@ fn newer_sources(bin: &Path) -> Vec<PathBuf> {
         }
     }
     out
-}
-
-/// First line of node i's daemon log at or after t0 containing every needle; its timestamp.
-fn daemon_log_time(lab: &Lab, i: usize, t0: f64, needles: &[&str]) -> Option<f64> {
-    lab.daemon_log(i)
-        .lines()
-        .filter(|l| needles.iter().all(|n| l.contains(n)))
-        .filter_map(|l| parse_rfc3339(l.split_whitespace().next()?))
-        .find(|&t| t >= t0)
 }
 
 fn is_dry_run(r: &Ec2Request) -> bool {
@@ -401,25 +354,17 @@ struct Obs {
 
 fn observe(lab: &Lab, alloc: &str, want: usize, t0: f64) -> Result<Obs> {
     let deadline = Instant::now() + GIVE_UP;
-    let (mut polls, mut last, mut max_gap) = (0u32, t0, 0.0f64);
-    let mut unassoc_since: Option<f64> = None;
-    let mut unassoc = 0.0;
+    let mut polls = Polls::new(POLL, t0);
+    let mut unassociated = Stretch::default();
     let mut sequence: Vec<Option<usize>> = Vec::new();
     let mut last_err = None;
     loop {
-        let started = Instant::now();
+        polls.begin();
         match lab.eip(alloc) {
             Ok(st) => {
-                let now = unix_now();
-                polls += 1;
-                max_gap = max_gap.max(now - last);
-                last = now;
-                if st.association_id.is_none() {
-                    unassoc_since.get_or_insert(now);
-                } else if let Some(s) = unassoc_since.take() {
-                    unassoc += now - s;
-                }
-                let holder = st.instance_id.as_deref().or(st.network_interface_id.as_deref()).and_then(|id| lab.node_of(id));
+                let now = polls.answered();
+                unassociated.update(st.association_id.is_none(), now);
+                let holder = eip_node(lab, &st);
                 if sequence.last() != Some(&holder) {
                     sequence.push(holder);
                 }
@@ -427,9 +372,9 @@ fn observe(lab: &Lab, alloc: &str, want: usize, t0: f64) -> Result<Obs> {
                     return Ok(Obs {
                         t_seen: now,
                         sequence,
-                        unassociated_ms: (unassoc * 10_000.0).round() / 10.0,
-                        polls,
-                        max_gap_ms: (max_gap * 10_000.0).round() / 10.0,
+                        unassociated_ms: unassociated.ms(),
+                        polls: polls.count(),
+                        max_gap_ms: polls.max_gap_ms(),
                     });
                 }
             }
@@ -441,9 +386,7 @@ fn observe(lab: &Lab, alloc: &str, want: usize, t0: f64) -> Result<Obs> {
                 last_err.map(|e| format!("{e:#}")).unwrap_or_else(|| "none".into())
             );
         }
-        if let Some(rest) = POLL.checked_sub(started.elapsed()) {
-            thread::sleep(rest);
-        }
+        polls.pace();
     }
 }
 
@@ -475,7 +418,7 @@ fn trial_body(sc: Scenario, bin: &Path, machine: &mut Machine, t: &mut Trial) ->
     let started = Instant::now();
     let mut lab = Lab::start(spec)?;
     if machine.token_ms.is_empty() {
-        machine.set_totem(&lab);
+        *machine = machine.with_totem(&lab);
     }
     let alloc = lab.allocation_ids()[0].clone();
     let config = config_text(&lab);
@@ -562,13 +505,13 @@ fn trial_body(sc: Scenario, bin: &Path, machine: &mut Machine, t: &mut Trial) ->
     };
     let membership = corosync_membership_after(&lab, 1, t_kill);
     ev("corosync_membership_node1", membership);
-    let node1_elected = daemon_log_time(&lab, 1, t_kill, &["holder elected", "resource=eip1", "node=2 "]);
+    let node1_elected = daemon_log_time(&lab, 1, t_kill, &["holder elected", "resource=eip1", "node=2 "], &[]);
     ev("node1_elected_log", node1_elected);
-    let node1_attempt = daemon_log_time(&lab, 1, t_kill, &["acquisition started", "resource=eip1"]);
+    let node1_attempt = daemon_log_time(&lab, 1, t_kill, &["acquisition started", "resource=eip1"], &[]);
     ev("node1_first_acquisition_attempt_log", node1_attempt);
-    let node1_handover = daemon_log_time(&lab, 1, t_kill, &["this node cannot serve the address", "resource=eip1"]);
+    let node1_handover = daemon_log_time(&lab, 1, t_kill, &["this node cannot serve the address", "resource=eip1"], &[]);
     ev("node1_hands_over_log", node1_handover);
-    let node2_elected = daemon_log_time(&lab, 2, t_kill, &["holder elected", "resource=eip1", "node=3 "]);
+    let node2_elected = daemon_log_time(&lab, 2, t_kill, &["holder elected", "resource=eip1", "node=3 "], &[]);
     ev("node2_elected_log", node2_elected);
     let first_denied = associates.iter().find(|r| lab.node_by_ip(&r.source) == Some(1) && denied(r)).map(|r| r.t);
     ev("node1_first_denied_associate", first_denied);
@@ -717,7 +660,7 @@ fn main() -> Result<()> {
     if !stale.is_empty() {
         eprintln!("bench: warning: {} is older than {} file(s) under src/ (e.g. {}): rebuild it", bin.display(), stale.len(), stale[0].display());
     }
-    let mut machine = Machine::from_facts(&Facts::collect(&lab::repo_root(), &lab::venv_python()));
+    let mut machine = Machine::from_facts(&Facts::collect(&lab::repo_root(), &lab::venv_python()), None);
     eprintln!("bench: daemon {} ({profile} build); {} trials per scenario", bin.display(), args.trials);
 
     let t_all = Instant::now();
@@ -742,7 +685,7 @@ fn main() -> Result<()> {
             trials.push(t);
         }
     }
-    machine.load_at_end = machine::load_average();
+    machine.load_at_end = Some(machine::load_average());
     let rows = summarise(&scenarios, &trials);
     let table = render_table(&scenarios, &rows, &trials);
     let failed = trials.iter().filter(|t| !t.ok).count();
@@ -782,7 +725,7 @@ fn main() -> Result<()> {
         machine.moto,
         machine.commit,
         machine.load_at_start,
-        machine.load_at_end,
+        machine.load_at_end.as_deref().unwrap_or(""),
         machine.token_ms,
         machine.consensus_ms
     );

@@ -22,16 +22,20 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Parser, ValueEnum};
-use lab::machine::{sh, Facts, PacemakerStack, Totem};
-use lab::timing::{corosync_log_time, corosync_membership_after, fmt_ms, median, ms, parse_rfc3339};
-use lab::{unix_now, Lab, LabSpec, Signal, NODE_INTERFACE};
+use lab::bench::{
+    daemon_bin_or, daemon_log_time, daemons_agree, med_opt, ours_cause, ours_restore, ours_steady, stats, Event,
+    Machine, PacemakerCluster, PacemakerSpec, Polls, Scenario, Stretch,
+};
+use lab::machine::{sh, Facts, PacemakerStack};
+use lab::timing::{corosync_membership_after, fmt_ms, median, ms, parse_rfc3339};
+use lab::{unix_now, Lab, LabSpec, NODE_INTERFACE};
 use serde::{Deserialize, Serialize};
 
 /// Poll period of the observer.
@@ -145,56 +149,17 @@ impl SystemKind {
 // ---------------------------------------------------------------------------------------------
 // scenarios
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Scenario {
-    /// kill -9 corosync and the HA daemons on the holder (a node failure).
-    HardFailure,
-    /// The operator moves the address to the other node.
-    Switchover,
-    /// The holder's HA service is stopped (SIGTERM, what `systemctl stop` sends).
-    ProcessStop,
-}
-
-impl Scenario {
-    const ALL: [Scenario; 3] = [Scenario::HardFailure, Scenario::Switchover, Scenario::ProcessStop];
-
-    fn key(self) -> &'static str {
-        match self {
-            Scenario::HardFailure => "hard_failure",
-            Scenario::Switchover => "switchover",
-            Scenario::ProcessStop => "process_stop",
-        }
-    }
-
-    fn title(self) -> &'static str {
-        match self {
-            Scenario::HardFailure => "hard failure of the holder",
-            Scenario::Switchover => "planned move",
-            Scenario::ProcessStop => "holder stops its HA service",
-        }
+/// A scenario (`lab::bench::Scenario`) in the tables.
+fn title(sc: Scenario) -> &'static str {
+    match sc {
+        Scenario::HardFailure => "hard failure of the holder",
+        Scenario::Switchover => "planned move",
+        Scenario::ProcessStop => "holder stops its HA service",
     }
 }
 
 // ---------------------------------------------------------------------------------------------
 // results
-
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-struct Machine {
-    date: String,
-    nproc: String,
-    cpu: String,
-    kernel: String,
-    corosync: String,
-    pacemaker: String,
-    resource_agents: String,
-    awscli: String,
-    moto: String,
-    commit: String,
-    load_at_start: String,
-    load_at_end: String,
-    token_ms: String,
-    consensus_ms: String,
-}
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 struct Trial {
@@ -279,56 +244,6 @@ fn save_section(sec: Section) -> Result<()> {
 
 // ---------------------------------------------------------------------------------------------
 // helpers
-
-impl Machine {
-    fn from_facts(f: &Facts, pm: &PacemakerStack) -> Machine {
-        Machine {
-            date: f.date.clone(),
-            nproc: f.nproc.clone(),
-            cpu: f.cpu.clone(),
-            kernel: f.kernel.clone(),
-            corosync: f.corosync.clone(),
-            pacemaker: pm.pacemaker.clone(),
-            resource_agents: pm.resource_agents.clone(),
-            awscli: pm.awscli.clone(),
-            moto: f.moto.clone(),
-            commit: f.commit_marked(),
-            load_at_start: f.load_at_start.clone(),
-            ..Default::default()
-        }
-    }
-
-    fn with_totem(&self, lab: &Lab) -> Machine {
-        let totem = Totem::read(|argv| lab.node_exec(0, argv));
-        Machine { token_ms: totem.token_ms, consensus_ms: totem.consensus_ms, ..self.clone() }
-    }
-}
-
-/// All /proc pids whose ancestry includes `root` (root included).
-fn process_tree(root: u32) -> Vec<u32> {
-    let mut parent: Vec<(u32, u32)> = Vec::new();
-    if let Ok(rd) = fs::read_dir("/proc") {
-        for e in rd.flatten() {
-            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
-            let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
-            let Some((_, rest)) = stat.rsplit_once(')') else { continue };
-            let ppid = rest.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
-            parent.push((pid, ppid));
-        }
-    }
-    let mut out = vec![root];
-    let mut k = 0;
-    while k < out.len() {
-        let p = out[k];
-        out.extend(parent.iter().filter(|(_, pp)| *pp == p).map(|(c, _)| *c));
-        k += 1;
-    }
-    out
-}
-
-fn kill_pid(pid: u32, sig: Signal) {
-    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig);
-}
 
 /// A node coming back from a failure comes back as after a reboot: without the address on its
 /// interface (a killed holder left it there; IPaddr2's probe would otherwise find it).
@@ -482,45 +397,29 @@ struct Obs {
 }
 
 fn observe(lab: &Lab, o: &Observer, old: usize, dead: Option<usize>, t0: f64, timeout: Duration) -> Result<Obs> {
-    let (mut unusable_since, mut absent_since): (Option<f64>, Option<f64>) = (None, None);
-    let (mut unusable, mut absent) = (0.0, 0.0);
-    let mut last = t0;
-    let mut polls = 0;
-    let mut max_gap: f64 = 0.0;
+    let mut polls = Polls::new(POLL, t0);
+    let (mut unusable, mut absent) = (Stretch::default(), Stretch::default());
     let deadline = Instant::now() + timeout;
     loop {
-        let started = Instant::now();
+        polls.begin();
         let s = o.sample(lab)?;
-        let now = unix_now();
-        polls += 1;
-        max_gap = max_gap.max(now - last);
-        last = now;
-        for (flag, since, total) in [
-            (o.unusable(&s, dead), &mut unusable_since, &mut unusable),
-            (s.absent, &mut absent_since, &mut absent),
-        ] {
-            if flag {
-                since.get_or_insert(now);
-            } else if let Some(x) = since.take() {
-                *total += now - x;
-            }
-        }
+        let now = polls.answered();
+        unusable.update(o.unusable(&s, dead), now);
+        absent.update(s.absent, now);
         if s.holders.len() == 1 && s.foreign == 0 && s.holders[0] != old {
             return Ok(Obs {
                 t_visible: now,
                 to: s.holders[0],
-                unusable_ms: (unusable * 10000.0).round() / 10.0,
-                absent_ms: (absent * 10000.0).round() / 10.0,
-                polls,
-                max_gap_ms: (max_gap * 10000.0).round() / 10.0,
+                unusable_ms: unusable.ms(),
+                absent_ms: absent.ms(),
+                polls: polls.count(),
+                max_gap_ms: polls.max_gap_ms(),
             });
         }
         if Instant::now() >= deadline {
             bail!("the address did not move off node {old} within {timeout:?} (last: {:?})", s.holders);
         }
-        if let Some(rest) = POLL.checked_sub(started.elapsed()) {
-            thread::sleep(rest);
-        }
+        polls.pace();
     }
 }
 
@@ -544,11 +443,6 @@ fn fill_calls(lab: &Lab, kind: Kind, t: &mut Trial, t0: f64, t_end: f64) -> Resu
 // ---------------------------------------------------------------------------------------------
 // the trial, common to both systems
 
-struct Event {
-    t0: f64,
-    command: Option<Child>,
-}
-
 trait System: Sized {
     const SYSTEM: SystemKind;
     /// How long the address may take to move before a trial fails.
@@ -563,7 +457,6 @@ trait System: Sized {
         Ok(())
     }
     fn cause(&mut self, sc: Scenario, holder: usize, other: usize) -> Result<Event>;
-    fn command_done(&mut self, command: Child, t0: f64, t: &mut Trial) -> Result<()>;
     /// Waits until the system is idle again with the address on `new` (the old holder may
     /// still be down).
     fn settled(&self, new: usize) -> Result<()>;
@@ -580,7 +473,8 @@ fn trial<S: System>(sys: &mut S, kind: Kind, sc: Scenario, k: usize) -> Result<T
     let other = (0..lab.node_count()).find(|&j| j != h).ok_or_else(|| anyhow!("no node besides the holder"))?;
     let mut t = Trial { scenario: sc.key().into(), trial: k, from_node: lab.node_id(h), ..Default::default() };
     sys.before_event(h, &mut t)?;
-    let Event { t0, command } = sys.cause(sc, h, other)?;
+    let event = sys.cause(sc, h, other)?;
+    let t0 = event.t0;
     let dead = (sc == Scenario::HardFailure).then_some(h);
     let obs = observe(sys.lab(), sys.observer(), h, dead, t0, S::MOVE_TIMEOUT)?;
     t.to_node = sys.lab().node_id(obs.to);
@@ -589,9 +483,7 @@ fn trial<S: System>(sys: &mut S, kind: Kind, sc: Scenario, k: usize) -> Result<T
     t.absent_ms = obs.absent_ms;
     t.polls = obs.polls;
     t.max_poll_gap_ms = obs.max_gap_ms;
-    if let Some(c) = command {
-        sys.command_done(c, t0, &mut t)?;
-    }
+    t.command_returned_ms = event.command_returned()?;
     sys.settled(obs.to)?;
     let t_settled = unix_now();
     t.settled_ms = ms(t0, t_settled);
@@ -629,7 +521,7 @@ fn run_section<S: System>(kind: Kind, trials: usize, machine: &Machine) -> Resul
             out.push(t);
         }
     }
-    let m = Machine { load_at_end: lab::machine::load_average(), ..m };
+    let m = Machine { load_at_end: Some(lab::machine::load_average()), ..m };
     eprintln!("   ({:.0} s)", started.elapsed().as_secs_f64());
     Ok(Section {
         kind: kind.key().into(),
@@ -643,10 +535,6 @@ fn run_section<S: System>(kind: Kind, trials: usize, machine: &Machine) -> Resul
 
 // ---------------------------------------------------------------------------------------------
 // corosync-eip
-
-fn daemon_bin() -> PathBuf {
-    std::env::var_os("BENCH_DAEMON_BIN").map(PathBuf::from).unwrap_or_else(lab::default_daemon_bin)
-}
 
 /// Name of the resource in our config.
 fn ours_resource(kind: Kind) -> &'static str {
@@ -666,37 +554,10 @@ fn ours_config(lab: &Lab, kind: Kind) -> String {
     s
 }
 
-fn log_time_prefix(line: &str) -> Option<f64> {
-    parse_rfc3339(line.split_whitespace().next()?)
-}
-
 struct CorosyncEip {
     kind: Kind,
     observer: Observer,
     lab: Lab,
-}
-
-impl CorosyncEip {
-    /// Every running daemon synced and agreeing that `h` holds; `h`'s daemon says "held".
-    fn agree(&self, h: usize) -> Result<bool> {
-        for i in 0..self.lab.node_count() {
-            if !self.lab.daemon_running(i) {
-                continue;
-            }
-            let st = self.lab.daemon_status_json(i)?;
-            if st["synced"] != serde_json::Value::Bool(true) {
-                return Ok(false);
-            }
-            let r = &st["resources"][0];
-            if r["holder"]["node_id"].as_u64() != Some(self.lab.node_id(h) as u64) {
-                return Ok(false);
-            }
-            if i == h && r["state"].as_str() != Some("held") {
-                return Ok(false);
-            }
-        }
-        Ok(true)
-    }
 }
 
 impl System for CorosyncEip {
@@ -706,7 +567,7 @@ impl System for CorosyncEip {
     fn start(kind: Kind) -> Result<Self> {
         let (name, subnet) = kind.lab(SystemKind::Ours);
         let mut spec = LabSpec::new(name, subnet, 2);
-        spec.daemon_bin = daemon_bin();
+        spec.daemon_bin = daemon_bin_or(lab::default_daemon_bin);
         if !spec.daemon_bin.exists() {
             bail!("{} is missing: cargo build --bin corosync-eip", spec.daemon_bin.display());
         }
@@ -735,52 +596,16 @@ impl System for CorosyncEip {
     }
 
     fn steady(&self) -> Result<usize> {
-        self.lab.wait_for("corosync-eip steady (held, all synced)", Duration::from_secs(90), || {
-            let Some(h) = self.observer.holder(&self.lab)? else { return Ok(None) };
-            Ok(self.agree(h)?.then_some(h))
-        })
+        ours_steady(&self.lab, Duration::from_secs(90), |lab| self.observer.holder(lab))
     }
 
     fn cause(&mut self, sc: Scenario, h: usize, other: usize) -> Result<Event> {
-        let lab = &mut self.lab;
-        Ok(match sc {
-            Scenario::HardFailure => {
-                let t0 = unix_now();
-                lab.kill_corosync(h, Signal::SIGKILL);
-                lab.kill_daemon(h);
-                Event { t0, command: None }
-            }
-            Scenario::Switchover => {
-                let bin = lab.spec().daemon_bin.to_string_lossy().into_owned();
-                let to = lab.node_id(other).to_string();
-                let mut cmd = lab.node_command(h, &[&bin, "move", ours_resource(self.kind), "--to", &to]);
-                cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
-                let t0 = unix_now();
-                Event { t0, command: Some(cmd.spawn()?) }
-            }
-            Scenario::ProcessStop => {
-                let t0 = unix_now();
-                lab.signal_daemon(h, Signal::SIGTERM)?;
-                Event { t0, command: None }
-            }
-        })
-    }
-
-    fn command_done(&mut self, mut c: Child, t0: f64, t: &mut Trial) -> Result<()> {
-        let st = c.wait()?;
-        t.command_returned_ms = Some(ms(t0, unix_now()));
-        if !st.success() {
-            let mut e = String::new();
-            use std::io::Read as _;
-            let _ = c.stderr.take().map(|mut s| s.read_to_string(&mut e));
-            bail!("corosync-eip move failed ({st}): {e}");
-        }
-        Ok(())
+        ours_cause(&mut self.lab, sc, h, other, ours_resource(self.kind))
     }
 
     fn settled(&self, new: usize) -> Result<()> {
         self.lab.wait_for("corosync-eip held on the new holder", Duration::from_secs(60), || {
-            Ok(self.agree(new)?.then_some(()))
+            Ok(daemons_agree(&self.lab, new)?.then_some(()))
         })
     }
 
@@ -795,34 +620,17 @@ impl System for CorosyncEip {
         }
         if t.detected_ms.is_none() {
             // the log's "failover timeline" line, when status has none for this trial
-            t.detected_ms = self
-                .lab
-                .daemon_log(new)
-                .lines()
-                .filter(|l| l.contains("CPG membership changed") && !l.contains("left=[]"))
-                .filter_map(log_time_prefix)
-                .find(|&x| x >= t0)
+            t.detected_ms = daemon_log_time(&self.lab, new, t0, &["CPG membership changed"], &["left=[]"])
                 .map(|x| ms(t0, x));
         }
         Ok(())
     }
 
     fn restore(&mut self, sc: Scenario, h: usize, _new: usize) -> Result<()> {
-        let lab = &mut self.lab;
-        match sc {
-            Scenario::HardFailure => {
-                clean_interface(lab, h)?;
-                lab.start_corosync(h)?;
-                lab.wait_quorate(&[0, 1], 2, Duration::from_secs(30))?;
-                lab.start_daemon(h)?;
-            }
-            Scenario::ProcessStop => {
-                lab.wait_daemon_exit(h, Duration::from_secs(15))?;
-                lab.start_daemon(h)?;
-            }
-            Scenario::Switchover => {}
+        if sc == Scenario::HardFailure {
+            clean_interface(&self.lab, h)?;
         }
-        Ok(())
+        ours_restore(&mut self.lab, sc, h)
     }
 
     fn setup(&self) -> String {
@@ -844,186 +652,33 @@ impl System for CorosyncEip {
 /// Pacemaker with the kind's resource agents, pacemakerd started in each node namespace.
 struct Pacemaker {
     kind: Kind,
-    pacemakerd: Vec<Option<Child>>,
-    imds80: Vec<Option<Child>>,
-    wrapper: PathBuf,
     cib: String,
+    // dropped before the cluster: it polls the lab's emulator
     observer: Observer,
-    // dropped last: the lab's teardown after our processes are gone
-    lab: Lab,
-}
-
-impl Drop for Pacemaker {
-    fn drop(&mut self) {
-        for i in 0..self.pacemakerd.len() {
-            self.kill_pacemaker(i, Signal::SIGKILL);
-            if let Some(mut c) = self.imds80[i].take() {
-                let _ = c.kill();
-                let _ = c.wait();
-            }
-        }
-    }
-}
-
-/// What crm_mon says: online nodes, the nodes each of our primitives runs on, the DC, whether
-/// any of them failed.
-struct Mon {
-    online: Vec<String>,
-    running: BTreeMap<String, Vec<String>>,
-    dc: Option<String>,
-    failed: bool,
+    pm: PacemakerCluster,
 }
 
 impl Pacemaker {
-    /// The resource `crm_resource --move/--clear` acts on (the group for the secondary IP).
-    fn resource(&self) -> &'static str {
-        match self.kind {
-            Kind::SecondaryIp => "sip",
-            Kind::Dns => "dns",
-        }
-    }
-
-    /// The primitives, in start order.
-    fn primitives(&self) -> &'static [&'static str] {
-        match self.kind {
-            Kind::SecondaryIp => &["sip_aws", "sip_ip"],
-            Kind::Dns => &["dns"],
-        }
-    }
-
-    fn kill_pacemaker(&mut self, i: usize, sig: Signal) {
-        if let Some(mut c) = self.pacemakerd[i].take() {
-            for p in process_tree(c.id()) {
-                kill_pid(p, sig);
-            }
-            let _ = c.wait();
-        }
-    }
-
-    fn exec(&self, i: usize, argv: &[&str]) -> Result<String> {
-        let out = self.lab.node_exec(i, argv)?;
-        if !out.status.success() {
-            bail!(
-                "{argv:?} on node {i} failed ({}): {}{}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim(),
-                String::from_utf8_lossy(&out.stdout).trim()
-            );
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    }
-
-    fn prepare_node(&mut self, i: usize) -> Result<()> {
-        let dir = self.lab.node_dir(i).to_path_buf();
-        let lib = dir.join("var-lib-pacemaker");
-        let logd = dir.join("var-log-pacemaker");
-        for s in ["cib", "pengine", "blackbox", "cores", "bundles"] {
-            fs::create_dir_all(lib.join(s))?;
-        }
-        fs::create_dir_all(&logd)?;
-        let chown = |p: &Path| sh(&format!("chown -R hacluster:haclient {} && chmod 0750 {}", p.display(), p.display()));
-        chown(&lib);
-        chown(&logd);
-        sh(&format!("chmod 0770 {}", lib.join("cores").display()));
-        self.exec(i, &["/bin/mount", "--bind", &lib.to_string_lossy(), "/var/lib/pacemaker"])?;
-        self.exec(i, &["/bin/mount", "--bind", &logd.to_string_lossy(), "/var/log/pacemaker"])?;
-        // the agents ask IMDS at 169.254.169.254:80: a second responder of the lab's kind there
-        self.exec(i, &["/usr/sbin/ip", "addr", "add", "169.254.169.254/32", "dev", "lo"])?;
-        let inst = self.lab.seed_info().instances[i].clone();
-        let mut cmd = self.lab.node_command(i, &[]);
-        cmd.arg(lab::venv_python())
-            .arg(lab::script("imds.py"))
-            .args(["--host", "169.254.169.254", "--port", "80"])
-            .args(["--instance-id", &inst.instance_id, "--eni", &inst.eni])
-            .args(["--region", "us-east-1"])
-            .args(["--az", if inst.az.is_empty() { "us-east-1a" } else { &inst.az }])
-            .args(["--private-ip", &inst.private_ip]);
-        if !inst.mac.is_empty() {
-            cmd.args(["--mac", &inst.mac]);
-        }
-        let log = fs::File::create(dir.join("imds80.log"))?;
-        let child = cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log).spawn()?;
-        self.imds80[i] = Some(child);
-        Ok(())
-    }
-
-    fn start_pacemaker(&mut self, i: usize) -> Result<()> {
-        let dir = self.lab.node_dir(i).to_path_buf();
-        let log = fs::OpenOptions::new().create(true).append(true).open(dir.join("pacemakerd.out"))?;
-        let child = self
-            .lab
-            .node_command(i, &["/usr/sbin/pacemakerd"])
-            .env("PCMK_logfile", "/var/log/pacemaker/pacemaker.log")
-            .env("PCMK_logfacility", "none")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()?;
-        lab::wait_exec(child.id());
-        self.pacemakerd[i] = Some(child);
-        Ok(())
-    }
-
-    fn pacemaker_log(&self, i: usize) -> String {
-        fs::read_to_string(self.lab.node_dir(i).join("var-log-pacemaker/pacemaker.log")).unwrap_or_default()
-    }
-
-    fn mon(&self, i: usize) -> Result<Mon> {
-        let xml = self.exec(i, &["/usr/sbin/crm_mon", "-1", "--output-as=xml"])?;
-        let attr = |tag: &str, name: &str| -> Option<String> {
-            let k = format!(" {name}=\"");
-            let s = tag.find(&k)? + k.len();
-            Some(tag[s..].split('"').next()?.to_string())
+    /// How Pacemaker runs `kind`: the resource `crm_resource --move/--clear` act on (the group
+    /// for the secondary IP) and its primitives in start order.
+    fn spec(kind: Kind) -> PacemakerSpec {
+        let (resource, primitives): (&'static str, &'static [&'static str]) = match kind {
+            Kind::SecondaryIp => ("sip", &["sip_aws", "sip_ip"]),
+            Kind::Dns => ("dns", &["dns"]),
         };
-        let mut m = Mon { online: vec![], running: BTreeMap::new(), dc: None, failed: false };
-        let mut in_nodes = false;
-        let mut res: Option<String> = None;
-        for raw in xml.split('<').skip(1) {
-            let tag = raw.split('>').next().unwrap_or("");
-            if tag.starts_with("nodes") {
-                in_nodes = true;
-            } else if tag.starts_with("/nodes") {
-                in_nodes = false;
-            } else if tag.starts_with("resource ") {
-                let id = attr(tag, "id").unwrap_or_default();
-                if self.primitives().contains(&id.as_str()) {
-                    if attr(tag, "failed").as_deref() == Some("true") {
-                        m.failed = true;
-                    }
-                    m.running.entry(id.clone()).or_default();
-                    res = (!tag.ends_with('/')).then_some(id);
-                }
-            } else if tag.starts_with("/resource") {
-                res = None;
-            } else if tag.starts_with("node ") && in_nodes {
-                if attr(tag, "online").as_deref() == Some("true") {
-                    m.online.push(attr(tag, "name").unwrap_or_default());
-                }
-            } else if tag.starts_with("node ") {
-                if let Some(r) = &res {
-                    m.running.entry(r.clone()).or_default().push(attr(tag, "name").unwrap_or_default());
-                }
-            } else if tag.starts_with("current_dc") && attr(tag, "present").as_deref() == Some("true") {
-                m.dc = attr(tag, "name");
-            }
+        PacemakerSpec {
+            // aws-vpc-route53 parses text output
+            aws_output: "text",
+            resource,
+            primitives,
+            steady_timeout: Duration::from_secs(150),
+            cleanup_failed: true,
+            stop_timeout: Duration::from_secs(90),
         }
-        Ok(m)
-    }
-
-    /// The node every primitive runs on, when they all run on exactly that one node.
-    fn running_on(&self, m: &Mon) -> Option<String> {
-        let first = m.running.get(self.primitives()[0])?;
-        if first.len() != 1 {
-            return None;
-        }
-        self.primitives()
-            .iter()
-            .all(|p| m.running.get(*p) == Some(first))
-            .then(|| first[0].clone())
     }
 
     fn cib_resources(&self) -> String {
-        let w = self.wrapper.display();
+        let w = self.pm.wrapper().display();
         match self.kind {
             Kind::SecondaryIp => format!(
                 "<group id=\"sip\">\
@@ -1061,7 +716,7 @@ impl Pacemaker {
                  <op id=\"dns-start-0\" name=\"start\" interval=\"0s\" timeout=\"180s\"/>\
                  <op id=\"dns-stop-0\" name=\"stop\" interval=\"0s\" timeout=\"180s\"/>\
                  </operations></primitive>",
-                zone = self.lab.seed_info().hosted_zone_id
+                zone = self.pm.lab().seed_info().hosted_zone_id
             ),
         }
     }
@@ -1076,65 +731,25 @@ impl System for Pacemaker {
     fn start(kind: Kind) -> Result<Self> {
         let (name, subnet) = kind.lab(SystemKind::Pacemaker);
         let mut spec = LabSpec::new(name, subnet, 2);
-        spec.daemon_bin = daemon_bin();
+        spec.daemon_bin = daemon_bin_or(lab::default_daemon_bin);
         let lab = Lab::start(spec)?;
-        let work = lab.spec().work_dir.clone();
-        // the AWS CLI: the agents pass --profile default; v2 ignores AWS_ENDPOINT_URL;
-        // aws-vpc-route53 parses text output (its profile must say `output = text`)
-        let aws = work.join("aws");
-        fs::create_dir_all(&aws)?;
-        fs::write(aws.join("config"), "[default]\nregion = us-east-1\noutput = text\n")?;
-        fs::write(aws.join("credentials"), "[default]\naws_access_key_id = testing\naws_secret_access_key = testing\n")?;
-        let wrapper = work.join("aws-lab");
-        fs::write(
-            &wrapper,
-            format!(
-                "#!/bin/sh\n# the lab's AWS CLI: Debian's /usr/bin/aws (v2) pointed at the emulator\n\
-                 export AWS_CONFIG_FILE={c} AWS_SHARED_CREDENTIALS_FILE={k} AWS_PAGER=''\n\
-                 exec /usr/bin/aws --endpoint-url {url} \"$@\"\n",
-                c = aws.join("config").display(),
-                k = aws.join("credentials").display(),
-                url = lab.emulator_url()
-            ),
-        )?;
-        sh(&format!("chmod 0755 {}", wrapper.display()));
         if kind == Kind::Dns {
             // the record exists, on node 1: without it both nodes' first probes would UPSERT
             // it (aws-vpc-route53 writes a missing record even in a probe)
             lab.set_dns_record(RECORD, lab.private_ip(0), TTL as i64)?;
         }
-        let observer = Observer::new(&lab, kind)?;
-        let n = lab.node_count();
-        let mut pm = Pacemaker {
-            kind,
-            pacemakerd: (0..n).map(|_| None).collect(),
-            imds80: (0..n).map(|_| None).collect(),
-            wrapper,
-            cib: String::new(),
-            observer,
-            lab,
-        };
-        for i in 0..n {
-            pm.prepare_node(i)?;
-        }
-        for i in 0..n {
-            pm.start_pacemaker(i)?;
-        }
-        pm.lab.wait_for("pacemaker: both nodes online with a DC", Duration::from_secs(120), || {
-            let Ok(m) = pm.mon(0) else { return Ok(None) };
-            Ok((m.online.len() == n && m.dc.is_some()).then_some(()))
-        })?;
-        pm.exec(0, &["/usr/sbin/crm_attribute", "--type", "crm_config", "--name", "stonith-enabled", "--update", "false"])?;
-        pm.exec(0, &["/usr/sbin/crm_attribute", "--type", "rsc_defaults", "--name", "resource-stickiness", "--update", "INFINITY"])?;
-        let xml = pm.cib_resources();
-        pm.exec(0, &["/usr/sbin/cibadmin", "--create", "-o", "resources", "--xml-text", &xml])?;
-        pm.cib = xml;
-        pm.steady().context("pacemaker: initial start")?;
-        Ok(pm)
+        let pm = PacemakerCluster::start(lab, Pacemaker::spec(kind))?;
+        let observer = Observer::new(pm.lab(), kind)?;
+        let mut me = Pacemaker { kind, cib: String::new(), observer, pm };
+        let xml = me.cib_resources();
+        me.pm.create_resources(&xml)?;
+        me.cib = xml;
+        me.steady().context("pacemaker: initial start")?;
+        Ok(me)
     }
 
     fn lab(&self) -> &Lab {
-        &self.lab
+        self.pm.lab()
     }
 
     fn observer(&self) -> &Observer {
@@ -1143,121 +758,33 @@ impl System for Pacemaker {
 
     /// Both nodes online, the primitives started on one node, AWS agrees, the cluster idle.
     fn steady(&self) -> Result<usize> {
-        let n = self.lab.node_count();
-        let mut cleaned = false;
-        let h = self.lab.wait_for("pacemaker steady", Duration::from_secs(150), || {
-            let m = self.mon(0)?;
-            if m.failed && !cleaned {
-                // a failed operation (e.g. a timed-out monitor on a loaded machine) blocks the
-                // resource: clear it once, as an operator would
-                let _ = self.exec(0, &["/usr/sbin/crm_resource", "--cleanup", "-r", self.resource()]);
-                cleaned = true;
-            }
-            if m.online.len() != n || m.dc.is_none() || m.failed {
-                return Ok(None);
-            }
-            let Some(node) = self.running_on(&m) else { return Ok(None) };
-            let Some(h) = self.observer.holder(&self.lab)? else { return Ok(None) };
-            Ok((node == self.lab.node_name(h)).then_some(h))
-        })?;
-        self.exec(h, &["/usr/sbin/crm_resource", "--wait", "--timeout", "150s"])?;
-        Ok(h)
+        self.pm.steady(|lab| self.observer.holder(lab))
     }
 
     fn before_event(&self, h: usize, t: &mut Trial) -> Result<()> {
-        let m = self.mon(h)?;
-        t.holder_was_dc = Some(m.dc.as_deref() == Some(self.lab.node_name(h)));
+        t.holder_was_dc = Some(self.pm.is_dc(h)?);
         Ok(())
     }
 
     fn cause(&mut self, sc: Scenario, h: usize, other: usize) -> Result<Event> {
-        Ok(match sc {
-            Scenario::HardFailure => {
-                let tree = self.pacemakerd[h].as_ref().map(|c| process_tree(c.id())).unwrap_or_default();
-                let t0 = unix_now();
-                if let Some(p) = self.lab.corosync_pid(h) {
-                    kill_pid(p, Signal::SIGKILL);
-                }
-                for p in tree {
-                    kill_pid(p, Signal::SIGKILL);
-                }
-                self.lab.kill_corosync(h, Signal::SIGKILL); // reaps
-                self.kill_pacemaker(h, Signal::SIGKILL);
-                Event { t0, command: None }
-            }
-            Scenario::Switchover => {
-                let to = self.lab.node_name(other).to_string();
-                let mut cmd = self
-                    .lab
-                    .node_command(h, &["/usr/sbin/crm_resource", "--move", "--force", "-r", self.resource(), "-N", &to]);
-                cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
-                let t0 = unix_now();
-                Event { t0, command: Some(cmd.spawn()?) }
-            }
-            Scenario::ProcessStop => {
-                let t0 = unix_now();
-                let c = self.pacemakerd[h].as_ref().ok_or_else(|| anyhow!("no pacemakerd on node {h}"))?;
-                kill_pid(c.id(), Signal::SIGTERM);
-                Event { t0, command: None }
-            }
-        })
-    }
-
-    /// Not recorded: `crm_resource --move` returns once its constraints are in the CIB.
-    fn command_done(&mut self, mut c: Child, _t0: f64, _t: &mut Trial) -> Result<()> {
-        c.wait()?;
-        Ok(())
+        self.pm.cause(sc, h, other)
     }
 
     fn settled(&self, new: usize) -> Result<()> {
-        self.exec(new, &["/usr/sbin/crm_resource", "--wait", "--timeout", "150s"])?;
-        Ok(())
+        self.pm.wait_idle(new)
     }
 
     fn explain(&self, t0: f64, _new: usize, t: &mut Trial) -> Result<()> {
-        let needle = format!("Initiating start operation {}_start_0", self.primitives()[0]);
-        let mut init: Option<f64> = None;
-        for i in 0..self.lab.node_count() {
-            for l in self.pacemaker_log(i).lines() {
-                if l.contains(&needle) {
-                    if let Some(x) = corosync_log_time(l).filter(|&x| x >= t0.floor()) {
-                        init = Some(init.map_or(x, |y: f64| y.min(x)));
-                    }
-                }
-            }
-        }
-        t.pcmk_start_initiated_ms = init.map(|x| ms(t0, x));
+        t.pcmk_start_initiated_ms = self.pm.start_initiated(t0).map(|x| ms(t0, x));
         Ok(())
     }
 
     fn restore(&mut self, sc: Scenario, h: usize, new: usize) -> Result<()> {
-        match sc {
-            Scenario::HardFailure => {
-                clean_interface(&self.lab, h)?;
-                self.lab.start_corosync(h)?;
-                self.lab.wait_quorate(&[0, 1], 2, Duration::from_secs(30))?;
-                self.start_pacemaker(h)?;
-            }
-            Scenario::Switchover => {
-                self.steady()?;
-                // the move left a ban on the old holder: lift it or the next move has nowhere to go
-                self.exec(new, &["/usr/sbin/crm_resource", "--clear", "-r", self.resource()])?;
-            }
-            Scenario::ProcessStop => {
-                if let Some(mut c) = self.pacemakerd[h].take() {
-                    let deadline = Instant::now() + Duration::from_secs(90);
-                    while Instant::now() < deadline && c.try_wait()?.is_none() {
-                        thread::sleep(Duration::from_millis(50));
-                    }
-                    if c.try_wait()?.is_none() {
-                        self.pacemakerd[h] = Some(c);
-                        self.kill_pacemaker(h, Signal::SIGKILL);
-                    }
-                }
-                self.start_pacemaker(h)?;
-            }
+        if sc == Scenario::HardFailure {
+            clean_interface(self.pm.lab(), h)?;
         }
-        Ok(())
+        let observer = &self.observer;
+        self.pm.restore(sc, h, new, |lab| observer.holder(lab))
     }
 
     fn setup(&self) -> String {
@@ -1283,20 +810,6 @@ impl System for Pacemaker {
 
 // ---------------------------------------------------------------------------------------------
 // report
-
-fn stats(v: &[f64]) -> (f64, f64, f64) {
-    let mut s = v.to_vec();
-    let med = median(&mut s);
-    (s.first().copied().unwrap_or(f64::NAN), med, s.last().copied().unwrap_or(f64::NAN))
-}
-
-fn med_opt(trials: &[&Trial], f: impl Fn(&Trial) -> Option<f64>) -> String {
-    let mut v: Vec<f64> = trials.iter().filter_map(|t| f(t)).collect();
-    if v.is_empty() {
-        return "–".into();
-    }
-    fmt_ms(median(&mut v))
-}
 
 /// Calls per move by action, as "median × action" over the trials (an action missing from a
 /// trial counts 0 there).
@@ -1347,7 +860,8 @@ fn render(r: &Results) -> (String, String) {
             "| | |\n|---|---|\n| date | {} |\n| CPUs (`nproc`) | {} |\n| CPU | {} |\n| kernel | {} |\n\
              | corosync | {} |\n| pacemaker | {} |\n| resource-agents | {} |\n| AWS CLI | {} |\n\
              | moto | {} |\n| corosync-eip commit | {} |\n| corosync runtime token / consensus (cmap) | {} ms / {} ms |\n\n",
-            m.date, m.nproc, m.cpu, m.kernel, m.corosync, m.pacemaker, m.resource_agents, m.awscli, m.moto, m.commit,
+            m.date, m.nproc, m.cpu, m.kernel, m.corosync, m.pacemaker.as_deref().unwrap_or(""),
+            m.resource_agents.as_deref().unwrap_or(""), m.awscli.as_deref().unwrap_or(""), m.moto, m.commit,
             m.token_ms, m.consensus_ms
         );
         s += "Load average (1, 5, 15 min) at the start and end of each section, since a busy \
@@ -1355,7 +869,11 @@ fn render(r: &Results) -> (String, String) {
         for sec in &r.sections {
             s += &format!(
                 "| {} | {} | {} | {} | {} |\n",
-                sec.kind, sec.system, sec.machine.date, sec.machine.load_at_start, sec.machine.load_at_end
+                sec.kind,
+                sec.system,
+                sec.machine.date,
+                sec.machine.load_at_start,
+                sec.machine.load_at_end.as_deref().unwrap_or("")
             );
         }
         s += "\n";
@@ -1426,7 +944,7 @@ fn render(r: &Results) -> (String, String) {
             };
             s += &format!(
                 "| {} | {oc} | {bc} | {ratio} | {} / {} | {} / {} |\n",
-                sc.title(),
+                title(sc),
                 un(&o),
                 un(&b),
                 calls(&o),
@@ -1577,7 +1095,7 @@ fn main() -> Result<()> {
     if !args.render_only {
         let trials = args.trials.unwrap_or(if args.quick { 3 } else { 10 });
         let facts = Facts::collect(&lab::repo_root(), &lab::venv_python());
-        let machine = Machine::from_facts(&facts, &PacemakerStack::collect());
+        let machine = Machine::from_facts(&facts, Some(&PacemakerStack::collect()));
         let t = Instant::now();
         for kind in [Kind::SecondaryIp, Kind::Dns] {
             if !args.kinds.contains(&kind) {

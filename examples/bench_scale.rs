@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Parser, ValueEnum};
+use lab::bench::release_bin;
 use lab::machine::{Facts, Totem};
 use lab::timing::{corosync_membership_after, fmt_ms, median, ms, parse_rfc3339};
 use lab::{unix_now, Lab, LabSpec, Signal, NODE_INTERFACE};
@@ -136,12 +137,6 @@ impl ScaleRun {
 
 fn results_path() -> PathBuf {
     lab::repo_root().join("bench/results/scale.json")
-}
-
-fn release_bin() -> PathBuf {
-    std::env::var_os("BENCH_DAEMON_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| lab::repo_root().join("target/release/corosync-eip"))
 }
 
 /// Every address of the run, in configuration order.

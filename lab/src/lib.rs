@@ -28,7 +28,8 @@
 //! Modules: [`process`] (commands, waits), [`setup`] (namespaces, bridge, lock, teardown),
 //! [`node`] (per-node access, IMDS), [`daemon`], [`corosync`], [`net`] (partitions, EC2
 //! outages), [`ec2`] (moto, seed, EC2 view, request log, IAM), [`asserts`] (the waits and
-//! checks the scenarios share), [`cpgsim`] (a simulated CPG for the pure-core tests).
+//! checks the scenarios share), [`cpgsim`] (a simulated CPG for the pure-core tests), [`bench`]
+//! (what the benchmark drivers share: records, polls, the corosync-eip and Pacemaker runners).
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -39,6 +40,8 @@ use std::time::Duration;
 
 /// Waits and checks the scenarios share.
 pub mod asserts;
+/// What the benchmark drivers share: records, polls, the corosync-eip and Pacemaker runners.
+pub mod bench;
 /// Each node's corosync.
 pub mod corosync;
 /// A simulated CPG for the pure-core tests.

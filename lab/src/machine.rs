@@ -3,8 +3,8 @@
 //! and the versions they were measured with.
 //!
 //! Every fact is best-effort: a command that is missing or fails yields an empty string, so a
-//! benchmark never fails for want of a version string. Each benchmark keeps its own result
-//! record (its JSON shape is part of its output) and copies the facts it reports from here.
+//! benchmark never fails for want of a version string. The record the benchmarks write beside
+//! their results (`bench::Machine`) copies the facts it reports from here.
 //!
 //! Self-contained (std, serde_json, anyhow): nothing here knows the lab; what must run inside a
 //! node is passed in as a closure.

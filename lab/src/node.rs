@@ -15,13 +15,26 @@ use crate::{script, venv_python, Lab, LabSpec, Seed, EMULATOR_PORT, IMDS_PORT};
 
 impl Lab {
     pub(crate) fn start_imds(&mut self, i: usize) -> Result<()> {
-        let inst = self.seed.as_ref().unwrap().instances[i].clone();
-        let n = &self.nodes[i];
-        let (o, e) = append_log(&n.dir.join("imds.log"))?;
+        let (o, e) = append_log(&self.nodes[i].dir.join("imds.log"))?;
+        let child = self
+            .imds_command(i, "127.0.0.1", IMDS_PORT)
+            .stdin(Stdio::null())
+            .stdout(o)
+            .stderr(e)
+            .spawn()
+            .context("spawning imds.py")?;
+        self.nodes[i].imds = Some(child);
+        Ok(())
+    }
+
+    /// The command of an IMDS responder for node i listening on `host:port` inside the node:
+    /// the lab's own on 127.0.0.1, or a second one where a tool expects IMDS.
+    pub(crate) fn imds_command(&self, i: usize, host: &str, port: u16) -> Command {
+        let inst = &self.seed_info().instances[i];
         let mut cmd = self.node_command(i, &[]);
         cmd.arg(venv_python())
             .arg(script("imds.py"))
-            .args(["--host", "127.0.0.1", "--port", &IMDS_PORT.to_string()])
+            .args(["--host", host, "--port", &port.to_string()])
             .args(["--instance-id", &inst.instance_id, "--eni", &inst.eni])
             .args(["--region", "us-east-1"])
             .args([
@@ -36,14 +49,7 @@ impl Lab {
         if !inst.mac.is_empty() {
             cmd.args(["--mac", &inst.mac]);
         }
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(o)
-            .stderr(e)
-            .spawn()
-            .context("spawning imds.py")?;
-        self.nodes[i].imds = Some(child);
-        Ok(())
+        cmd
     }
 
     pub(crate) fn wait_imds(&mut self, i: usize) -> Result<()> {
