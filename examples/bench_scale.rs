@@ -493,8 +493,9 @@ fn render(runs: &[ScaleRun]) -> String {
           records (one CreateTags) and its secondary IPs (one AssignPrivateIpAddresses per ENI). AssociateAddress, \
           ReplaceRoute and the Route 53 UPSERT stay one per address. A node that takes one address pays \
           four calls for an EIP (the read that carries the ownership record, the record itself, written first so a \
-          holder elected elsewhere yields at once, AssociateAddress, the read-back), two for a VIP or a secondary IP \
-          (no read first: the view says another node had it), and the UPSERT, GetChange \
+          holder elected elsewhere yields at once, AssociateAddress, the read-back), four for a VIP or a secondary IP \
+          (the read that carries its ownership record, the record on the route tables or on the node's ENI, the \
+          change, the read-back), and the UPSERT, GetChange \
           polls until INSYNC and one ListResourceRecordSets for a record.\n";
     s += "\n**What is left between this and 1 s.** Holders elsewhere in the cluster now keep what they hold \
           through the quorum round of a membership change (a member whose corosync has not reported the new \

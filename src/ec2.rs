@@ -292,6 +292,7 @@ pub fn observed_interface(n: &aws_sdk_ec2::types::NetworkInterface) -> ObservedI
             .filter_map(|a| a.private_ip_address().map(str::to_owned))
             .collect(),
         ipv6: n.ipv6_addresses().iter().filter_map(|a| a.ipv6_address().map(str::to_owned)).collect(),
+        records: crate::core::reconcile::records_from_tags(n.tag_set().iter().filter_map(|t| Some((t.key()?, t.value()?)))),
     }
 }
 
@@ -338,6 +339,18 @@ struct Claim {
     budget: Duration,
 }
 
+/// One VIP's or secondary IP's ownership record to write (see `Ec2::write_record`).
+struct RecordWrite {
+    /// The resources that carry it: a VIP's route tables, or the holder's ENI.
+    resources: Vec<String>,
+    /// The same resources, as one string: records on the same resources share a CreateTags.
+    group: String,
+    key: String,
+    value: String,
+    gate: SharedGate,
+    budget: Duration,
+}
+
 /// One secondary IPv4 address to assign to an ENI (see `Ec2::assign_private_ip`).
 struct Assignment {
     network_interface_id: String,
@@ -352,6 +365,7 @@ struct Batches {
     route_tables: ReadBatcher<String, ObservedRouteTable>,
     interfaces: ReadBatcher<std::net::IpAddr, ObservedInterface>,
     claims: Batcher<Claim, Result<u64, Ec2Error>>,
+    records: Batcher<RecordWrite, Result<(), Ec2Error>>,
     assignments: Batcher<Assignment, Result<(), Ec2Error>>,
 }
 
@@ -378,6 +392,11 @@ impl Batches {
             Box::pin(async move { claim_round(&c, &m, round).await })
         });
         let (c, m) = (client.clone(), metrics.clone());
+        let records: crate::batch::Round<RecordWrite, Result<(), Ec2Error>> = Arc::new(move |round| {
+            let (c, m) = (c.clone(), m.clone());
+            Box::pin(async move { record_round(&c, &m, round).await })
+        });
+        let (c, m) = (client.clone(), metrics.clone());
         let assignments: crate::batch::Round<Assignment, Result<(), Ec2Error>> = Arc::new(move |round| {
             let (c, m) = (c.clone(), m.clone());
             Box::pin(async move { assignment_round(&c, &m, round).await })
@@ -387,6 +406,7 @@ impl Batches {
             route_tables: read_batcher(route_tables),
             interfaces: read_batcher(interfaces),
             claims: Batcher::new(batch::WINDOW, claims),
+            records: Batcher::new(batch::WINDOW, records),
             assignments: Batcher::new(batch::WINDOW, assignments),
         }
     }
@@ -492,6 +512,18 @@ impl GatedWrite for Claim {
     }
 }
 
+impl GatedWrite for RecordWrite {
+    fn group(&self) -> &str {
+        &self.group
+    }
+    fn gate(&self) -> &SharedGate {
+        &self.gate
+    }
+    fn budget(&self) -> Duration {
+        self.budget
+    }
+}
+
 impl GatedWrite for Assignment {
     fn group(&self) -> &str {
         &self.network_interface_id
@@ -557,6 +589,28 @@ async fn claim_round(client: &aws_sdk_ec2::Client, metrics: &Arc<Metrics>, round
                 epoch,
             };
             create_tags(&client, &metrics, &ids, &owner, budget, gate).await.map(|()| epoch)
+        })
+    })
+    .await
+}
+
+/// Writes the VIP and secondary IP records of a round: one CreateTags per set of resources (a
+/// VIP's route tables, or this node's ENI) with every record meant for it.
+async fn record_round(client: &aws_sdk_ec2::Client, metrics: &Arc<Metrics>, round: Vec<RecordWrite>) -> Vec<Result<(), Ec2Error>> {
+    write_round("CreateTags", &round, |writes, budget, gate| {
+        let (client, metrics) = (client.clone(), metrics.clone());
+        Box::pin(async move {
+            let resources = writes.first().map(|w| w.resources.clone()).unwrap_or_default();
+            let tags: Vec<(String, String)> = writes.iter().map(|w| (w.key.clone(), w.value.clone())).collect();
+            retrying(&metrics, "CreateTags", budget, gate, || async {
+                let mut call = client.create_tags().set_resources(Some(resources.clone()));
+                for (k, v) in &tags {
+                    call = call.tags(aws_sdk_ec2::types::Tag::builder().key(k).value(v).build());
+                }
+                call.send().await.map_err(|e| classify("CreateTags", e))?;
+                Ok(())
+            })
+            .await
         })
     })
     .await
@@ -726,6 +780,7 @@ metrics: &Metrics,
                         })
                     })
                     .collect(),
+                records: crate::core::reconcile::records_from_tags(t.tags().iter().filter_map(|t| Some((t.key()?, t.value()?)))),
             })
             .collect())
     })
@@ -863,6 +918,20 @@ impl Ec2 {
             budget,
         };
         self.batches.claims.submit(claim).await.unwrap_or_else(|| Err(lost("CreateTags")))
+    }
+
+    /// Writes a VIP's or secondary IP's ownership record (`key` = `value`) on `resources`:
+    /// records meant for the same resources at the same moment share one CreateTags.
+    pub async fn write_record(&self, resources: &[String], key: &str, value: &str, budget: Duration, gate: SharedGate) -> Result<(), Ec2Error> {
+        let write = RecordWrite {
+            resources: resources.to_vec(),
+            group: resources.join(" "),
+            key: key.to_owned(),
+            value: value.to_owned(),
+            gate,
+            budget,
+        };
+        self.batches.records.submit(write).await.unwrap_or_else(|| Err(lost("CreateTags")))
     }
 
     /// DescribeRouteTables for all of `route_table_ids`, shared with every concurrent read of

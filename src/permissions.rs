@@ -189,8 +189,9 @@ where
 }
 
 /// Every permission the configuration needs, proven with DryRun calls all at once, in a
-/// stable order: per EIP AssociateAddress and CreateTags, per route table ReplaceRoute (and
-/// CreateRoute), then the reads. `instance_id` and `eni` are who would take the addresses.
+/// stable order: per EIP AssociateAddress and CreateTags, per route table ReplaceRoute,
+/// CreateTags (and CreateRoute), CreateTags on this node's ENI for secondary IPs, then the
+/// reads. `instance_id` and `eni` are who would take the addresses.
 pub async fn probe(
     config: &Config,
     client: &aws_sdk_ec2::Client,
@@ -260,11 +261,26 @@ pub async fn probe(
         let req = client.replace_route().dry_run(true).route_table_id(table).network_interface_id(&eni);
         let req = if ipv6 { req.destination_ipv6_cidr_block(&dest) } else { req.destination_cidr_block(&dest) };
         probes.push(dry_run("ReplaceRoute", target.clone(), false, true, req.send()));
+        let tag = aws_sdk_ec2::types::Tag::builder()
+            .key(crate::core::reconcile::route_record_key(&dest))
+            .value(format!("{eni}/0"))
+            .build();
+        let req = client.create_tags().dry_run(true).resources(table).tags(tag);
+        probes.push(dry_run("CreateTags", target.clone(), true, true, req.send()));
         if create {
             let req = client.create_route().dry_run(true).route_table_id(table).network_interface_id(&eni);
             let req = if ipv6 { req.destination_ipv6_cidr_block(&dest) } else { req.destination_cidr_block(&dest) };
             probes.push(dry_run("CreateRoute", target, false, true, req.send()));
         }
+    }
+    // The secondary IPs' ownership records go on this node's ENI: one DryRun CreateTags.
+    if let (Some(first), Some(eni)) = (config.secondary_ips.first(), &eni) {
+        let tag = aws_sdk_ec2::types::Tag::builder()
+            .key(crate::core::reconcile::address_record_key(first.address))
+            .value(format!("{eni}/0"))
+            .build();
+        let req = client.create_tags().dry_run(true).resources(eni).tags(tag);
+        probes.push(dry_run("CreateTags", Some(eni.clone()), true, true, req.send()));
     }
     // AssignPrivateIpAddresses has no DryRun: listed, so the report names what is unproven.
     // Nor do the IPv6 pair that moves an IPv6 address.

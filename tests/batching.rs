@@ -1,8 +1,9 @@
 //! A node that takes many addresses at once shares its AWS calls: after its peer dies, the new
 //! holder of a service (6 Elastic IPs, 2 secondary IPs, a VIP) sends one AssociateAddress per
-//! EIP, one ReplaceRoute, and shares everything else: the read-backs, the ownership records
-//! (one CreateTags, one epoch) and the secondary IPs (one AssignPrivateIpAddresses). The same
-//! on a planned move. Assertions read the emulator's request log, EC2 and each node's status.
+//! EIP, one ReplaceRoute, and shares everything else: the reads, the ownership records (one
+//! CreateTags with one epoch for the EIPs, one on the route table for the VIP, one on its ENI
+//! for both secondary IPs) and the secondary IPs (one AssignPrivateIpAddresses). The same on a
+//! planned move. Assertions read the emulator's request log, EC2 and each node's status.
 //! Needs root and scripts/setup.sh. Run: cargo test --test batching -- --nocapture
 
 use std::collections::BTreeMap;
@@ -63,6 +64,32 @@ fn all_on(lab: &Lab, i: usize) -> u64 {
     assert!(records.iter().all(|(owner, _)| owner.as_deref() == Some(instance.as_str())), "owner {instance}: {records:?}");
     let first = records[0].1.expect("an epoch");
     assert!(records.iter().all(|(_, e)| *e == Some(first)), "one epoch for the addresses taken together: {records:?}");
+    // The secondary IPs' records on the holder's ENI, the VIP's on the route table: each names
+    // the holder's ENI.
+    let eni = lab.eni(i).to_string();
+    let tags = |id: String| {
+        lab.with_ec2(move |rt, c| {
+            let out = rt
+                .block_on(c.describe_tags().filters(aws_sdk_ec2::types::Filter::builder().name("resource-id").values(id).build()).send())
+                .map_err(|e| anyhow::anyhow!("DescribeTags: {}", aws_sdk_ec2::error::DisplayErrorContext(e)))?;
+            Ok(out
+                .tags()
+                .iter()
+                .filter_map(|t| Some((t.key()?.to_string(), t.value()?.to_string())))
+                .collect::<BTreeMap<String, String>>())
+        })
+        .unwrap()
+    };
+    let on_eni = tags(eni.clone());
+    for s in SECONDARY {
+        let record = on_eni.get(&format!("corosync-eip:ip:{s}")).unwrap_or_else(|| panic!("no record for {s} on {eni}: {on_eni:?}"));
+        assert!(record.starts_with(&format!("{eni}/")), "{s}: {record}");
+    }
+    for t in lab.route_table_ids() {
+        let on_table = tags(t.clone());
+        let record = on_table.get(&format!("corosync-eip:route:{VIP}/32")).unwrap_or_else(|| panic!("no record in {t}: {on_table:?}"));
+        assert!(record.starts_with(&format!("{eni}/")), "{VIP}: {record}");
+    }
     first
 }
 
@@ -72,10 +99,15 @@ fn assert_shared(calls: &BTreeMap<String, usize>, what: &str) {
     assert_eq!(count(calls, "AssociateAddress"), 6, "{what}: {calls:?}");
     assert_eq!(count(calls, "ReplaceRoute"), 1, "{what}: {calls:?}");
     assert_eq!(count(calls, "AssignPrivateIpAddresses"), 1, "{what}: one call for both secondary IPs: {calls:?}");
-    assert_eq!(count(calls, "CreateTags"), 1, "{what}: one ownership write for all EIPs: {calls:?}");
-    // One read-back round each, a second only if EC2 had not caught up yet.
+    assert_eq!(
+        count(calls, "CreateTags"),
+        3,
+        "{what}: one ownership write for all EIPs, one on the route table, one on the ENI: {calls:?}"
+    );
+    // One read before (it carries the records to outbid) and one read-back round each, a
+    // third only if EC2 had not caught up yet.
     for read in ["DescribeAddresses", "DescribeRouteTables", "DescribeNetworkInterfaces"] {
-        assert!((1..=2).contains(&count(calls, read)), "{what}: {read}: {calls:?}");
+        assert!((2..=3).contains(&count(calls, read)), "{what}: {read}: {calls:?}");
     }
     assert_eq!(count(calls, "DisassociateAddress") + count(calls, "UnassignPrivateIpAddresses"), 0, "{what}: {calls:?}");
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Result};
 use corosync_eip::status::ResourceStatus;
-use lab::{Lab, LabSpec, Signal, StatusReport};
+use lab::{Lab, LabSpec, Signal, StatusReport, NODE_INTERFACE};
 
 const SETTLE: Duration = Duration::from_secs(40);
 
@@ -250,5 +250,73 @@ fn two_node_split_moves_once_and_never_ping_pongs() {
     assert_eq!(settled(&lab, &[0, 1], 2), other);
     std::thread::sleep(Duration::from_secs(4));
     assert_eq!(moves(t0).len(), 1, "healing moves nothing");
+    lab.assert_no_panics();
+}
+
+/// The same split with a VIP and a secondary IP in the holder's group: their ownership records
+/// (a tag on the route table, a tag on the holder's ENI) make the old holder yield them too,
+/// and take them off its interface, instead of taking them back every monitor interval.
+#[test]
+fn two_node_split_moves_vips_and_secondary_ips_once_and_never_ping_pongs() {
+    const VIP: &str = "172.31.255.30";
+    const ADDRESS: &str = "10.0.1.203";
+    let mut spec = LabSpec::new("splk", 78, 2);
+    spec.route_tables = 1;
+    let mut lab = Lab::start(spec).expect("lab starts");
+    let config = format!(
+        "{}group = \"svc\"\n{}create_route = true\ngroup = \"svc\"\n{}group = \"svc\"\n",
+        lab.default_daemon_config(),
+        lab.vip_config("db", VIP),
+        lab.secondary_ip_config("app", ADDRESS)
+    );
+    for i in 0..2 {
+        lab.write_daemon_config(i, &config).unwrap();
+        lab.start_daemon(i).unwrap();
+    }
+    let held = lab.settled_units(&[0, 1], 2, SETTLE);
+    let holder = held["db"];
+    assert!(held.values().all(|h| *h == holder), "one holder for the group: {held:?}");
+    let other = 1 - holder;
+    let table = lab.route_table_ids()[0].clone();
+    let t0 = lab::unix_now();
+    lab.isolate(holder).unwrap();
+    lab.wait_for("the other half takes the VIP and the secondary IP", SETTLE, || {
+        let route = lab.route_holder(&table, VIP)?;
+        let assigned = lab.secondary_ip_holders(ADDRESS)?;
+        Ok((route == Some(other) && assigned == vec![other]).then_some(()))
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.logs()));
+    lab.wait_for("the old holder yields both and drops them from its interface", SETTLE, || {
+        let s = lab.daemon_status(holder)?;
+        let yielded = ["db", "app"]
+            .iter()
+            .all(|n| s.resources.iter().any(|r| r.name == *n && r.state == "yielded"));
+        let local = lab.node_has_address(holder, NODE_INTERFACE, VIP)? || lab.node_has_address(holder, NODE_INTERFACE, ADDRESS)?;
+        Ok((yielded && !local).then_some(()))
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.logs()));
+    std::thread::sleep(Duration::from_secs(6)); // three monitor intervals on both sides
+    let moves = |since| {
+        mutating_calls_since(&lab, since)
+            .into_iter()
+            .filter(|(_, a)| matches!(a.as_str(), "ReplaceRoute" | "CreateRoute" | "AssignPrivateIpAddresses"))
+            .collect::<Vec<_>>()
+    };
+    let mut expected = vec![(Some(other), "AssignPrivateIpAddresses".to_string()), (Some(other), "ReplaceRoute".to_string())];
+    let mut seen = moves(t0);
+    seen.sort();
+    expected.sort();
+    assert_eq!(seen, expected, "exactly one move of each, no ping-pong");
+    assert_eq!(lab.route_holder(&table, VIP).unwrap(), Some(other));
+    assert_eq!(lab.secondary_ip_holders(ADDRESS).unwrap(), vec![other]);
+    assert!(lab.node_has_address(other, NODE_INTERFACE, VIP).unwrap() && lab.node_has_address(other, NODE_INTERFACE, ADDRESS).unwrap());
+
+    // Heal: the merged cluster keeps the newer holder, and nothing moves.
+    lab.heal(holder).unwrap();
+    lab.wait_quorate(&[0, 1], 2, SETTLE).unwrap();
+    let held = lab.settled_units(&[0, 1], 2, SETTLE);
+    assert!(held.values().all(|h| *h == other), "the newer holder keeps the group: {held:?}");
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(moves(t0).len(), 2, "healing moves nothing");
     lab.assert_no_panics();
 }

@@ -74,8 +74,21 @@ fn ipv6_vip_routes_a_128_to_the_holder_and_fails_over_once() {
         lab.mutating_calls_since(t).unwrap().into_iter().map(|c| (c.node, c.action)).collect();
     assert_eq!(
         calls,
-        vec![(Some(new), "ReplaceRoute".to_string()), (Some(new), "ReplaceRoute".to_string())],
-        "one ReplaceRoute per table"
+        vec![
+            (Some(new), "CreateTags".to_string()),
+            (Some(new), "ReplaceRoute".to_string()),
+            (Some(new), "ReplaceRoute".to_string())
+        ],
+        "the ownership record on both tables first, then one ReplaceRoute per table"
     );
+    // The record is keyed by the /128 as the route spells it, and names the new holder's ENI.
+    let key = format!("corosync-eip:route:{DEST6}");
+    let tagged = lab
+        .ec2_requests()
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.t >= t && r.action == "CreateTags")
+        .any(|r| r.param("Tag.1.Key") == Some(key.as_str()) && r.param("Tag.1.Value").is_some_and(|v| v.starts_with(&format!("{}/", lab.eni(new)))));
+    assert!(tagged, "no ownership record {key} for {}", lab.eni(new));
     lab.assert_no_panics();
 }

@@ -55,6 +55,16 @@ fn route_table_calls_use_the_assumed_role_assumed_once_per_node() {
     assert_eq!(route_keys.len(), 1, "every route-table call signed with one assumed key: {route_keys:?}");
     assert!(own_keys.is_disjoint(&route_keys), "route-table calls are not signed with the node's own key");
     assert!(!own_keys.is_empty(), "the EIP's calls keep the node's own credentials");
+    // The VIP's ownership record goes on the route table, so it is a route-table call too.
+    let table_tags: Vec<_> = by_node(holder, "CreateTags")
+        .into_iter()
+        .filter(|r| r.param("ResourceId.1").is_some_and(|id| id.starts_with("rtb-")))
+        .collect();
+    assert!(!table_tags.is_empty(), "the holder wrote the VIP's ownership record on the table");
+    assert!(
+        table_tags.iter().all(|r| r.access_key.as_ref().is_some_and(|k| route_keys.contains(k))),
+        "the record is signed with the assumed key: {table_tags:?}"
+    );
 
     // A failover: the survivor assumes the role (once) and moves the route with it.
     let t1 = lab::unix_now();

@@ -323,7 +323,14 @@ impl Holding {
                 ));
                 self.yielded = wanted;
                 self.held = None;
-                Vec::new()
+                // The newer holder answers for the address now; a copy on our interface would
+                // only answer our own traffic, wrongly.
+                if self.local_address_managed && self.local_address != Some(false) && !self.removing {
+                    self.removing = true;
+                    vec![Effect::RemoveAddress]
+                } else {
+                    Vec::new()
+                }
             }
             Verdict::Unknown(error) => {
                 self.last_error = Some(error);
@@ -534,6 +541,17 @@ mod tests {
         assert_eq!(h.yielded(), Some(1));
         assert_eq!(h.reconcile(facts(Some(1)), now), vec![], "never takes a yielded address back");
         assert_eq!(h.reconcile(facts(Some(2)), now), vec![Effect::Acquire { generation: 2 }], "a new election does");
+    }
+
+    #[test]
+    fn a_holder_that_yields_takes_the_address_off_its_interface() {
+        let now = Instant::now();
+        let mut h = Holding::new(true);
+        h.reconcile(facts(Some(1)), now);
+        h.acquired(1, Some(1), Some(5), true);
+        assert_eq!(h.monitored(Some(1), Verdict::Yield { to: "eni-2".into(), epoch: 6 }, Some(true)), vec![Effect::RemoveAddress]);
+        assert_eq!(h.yielded(), Some(1));
+        assert_eq!(h.reconcile(facts(Some(1)), now), vec![], "never takes a yielded address back");
     }
 
     #[test]

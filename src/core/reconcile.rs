@@ -89,6 +89,156 @@ pub enum DriftVerdict {
     },
 }
 
+/// Whether a record of `their_epoch` by `them` outbids ours (`our_epoch` by `us`): a higher
+/// epoch, or the same with a lower id. Two holders that read the same record write the same
+/// epoch; the lower id keeps the address, so exactly one of them yields.
+fn outbids(their_epoch: u64, them: &str, our_epoch: u64, us: &str) -> bool {
+    them != us && (their_epoch > our_epoch || (their_epoch == our_epoch && them < us))
+}
+
+/// Tag key prefix of a VIP's ownership record on each of its route tables; the key ends with
+/// the route's destination, e.g. `corosync-eip:route:172.31.255.10/32`.
+pub const ROUTE_RECORD_PREFIX: &str = "corosync-eip:route:";
+/// Tag key prefix of a secondary IP's ownership record on its holder's ENI; the key ends with
+/// the address, e.g. `corosync-eip:ip:10.0.1.50`.
+pub const ADDRESS_RECORD_PREFIX: &str = "corosync-eip:ip:";
+
+/// The ownership record of an address that lives on resources other addresses share (a VIP's
+/// route tables, the ENI a secondary IP is assigned to): one tag per address, valued
+/// `<holder's ENI>/<epoch>`. It does for these kinds what `Ownership` does for an EIP: a holder
+/// elected in another partition (a split two-node cluster) sees that it lost the address to a
+/// newer holder and yields instead of taking it back.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct InterfaceOwnership {
+    /// The ENI of the holder that took the address.
+    pub network_interface_id: String,
+    /// Grows by one with every deliberate take-over; a higher epoch wins.
+    pub epoch: u64,
+}
+
+impl InterfaceOwnership {
+    /// The tag value, `eni-…/7`.
+    pub fn tag_value(&self) -> String {
+        format!("{}/{}", self.network_interface_id, self.epoch)
+    }
+
+    /// From a tag value; None when malformed (then nobody yields to it).
+    pub fn from_tag_value(value: &str) -> Option<InterfaceOwnership> {
+        let (eni, epoch) = value.rsplit_once('/')?;
+        if !eni.starts_with("eni-") {
+            return None;
+        }
+        Some(InterfaceOwnership {
+            network_interface_id: eni.to_owned(),
+            epoch: epoch.parse().ok()?,
+        })
+    }
+}
+
+/// The tag key of a VIP's record (`destination` as the VIP's route spells it).
+pub fn route_record_key(destination: &str) -> String {
+    format!("{ROUTE_RECORD_PREFIX}{}", canonical_destination(destination))
+}
+
+/// The tag key of a secondary IP's record.
+pub fn address_record_key(address: std::net::IpAddr) -> String {
+    format!("{ADDRESS_RECORD_PREFIX}{address}")
+}
+
+/// The ownership records among a resource's tags, by their key. Malformed values are left out.
+pub fn records_from_tags<'a>(
+    tags: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> std::collections::BTreeMap<String, InterfaceOwnership> {
+    tags.into_iter()
+        .filter(|(k, _)| k.starts_with(ROUTE_RECORD_PREFIX) || k.starts_with(ADDRESS_RECORD_PREFIX))
+        .filter_map(|(k, v)| Some((k.to_owned(), InterfaceOwnership::from_tag_value(v)?)))
+        .collect()
+}
+
+/// The newest of `records` (highest epoch; the lower ENI id on a tie).
+fn newest<'a>(records: impl IntoIterator<Item = &'a InterfaceOwnership>) -> Option<&'a InterfaceOwnership> {
+    records.into_iter().max_by(|a, b| a.epoch.cmp(&b.epoch).then_with(|| b.network_interface_id.cmp(&a.network_interface_id)))
+}
+
+/// The newest ownership record of `destination` in the VIP's tables.
+pub fn route_record<'a>(tables: &'a [ObservedRouteTable], route_table_ids: &[String], destination: &str) -> Option<&'a InterfaceOwnership> {
+    let key = route_record_key(destination);
+    newest(
+        tables
+            .iter()
+            .filter(|t| route_table_ids.contains(&t.route_table_id))
+            .filter_map(|t| t.records.get(&key)),
+    )
+}
+
+/// The epoch a new holder of a VIP writes: one above the newest record in its tables.
+pub fn next_route_epoch(tables: &[ObservedRouteTable], route_table_ids: &[String], destination: &str) -> u64 {
+    route_record(tables, route_table_ids, destination).map_or(0, |r| r.epoch).saturating_add(1)
+}
+
+/// What the holder of a VIP makes of its tables: ours when every table routes the address to
+/// `eni`; a yield when a table routes it to the ENI of a newer record; otherwise a repair.
+pub fn judge_route(
+    tables: &[ObservedRouteTable],
+    route_table_ids: &[String],
+    destination: &str,
+    eni: &str,
+    our_epoch: Option<u64>,
+) -> DriftVerdict {
+    if all_routes_point_at(tables, route_table_ids, destination, eni) {
+        return DriftVerdict::Ours;
+    }
+    match (route_record(tables, route_table_ids, destination), our_epoch) {
+        (Some(r), Some(ours))
+            if outbids(r.epoch, &r.network_interface_id, ours, eni)
+                && tables
+                    .iter()
+                    .filter(|t| route_table_ids.contains(&t.route_table_id))
+                    .any(|t| route_points_at(t, destination, &r.network_interface_id)) =>
+        {
+            DriftVerdict::Yield {
+                to: r.network_interface_id.clone(),
+                epoch: r.epoch,
+            }
+        }
+        _ => DriftVerdict::Repair,
+    }
+}
+
+/// The newest ownership record of `address` on an ENI that carries it and that the record
+/// names (a record left on an ENI the address has since left does not count).
+pub fn address_record(interfaces: &[ObservedInterface], address: std::net::IpAddr) -> Option<&InterfaceOwnership> {
+    let key = address_record_key(address);
+    let carriers = interfaces_with(interfaces, address);
+    newest(
+        interfaces
+            .iter()
+            .filter(|i| carriers.contains(&i.network_interface_id))
+            .filter_map(|i| i.records.get(&key).filter(|r| r.network_interface_id == i.network_interface_id)),
+    )
+}
+
+/// The epoch a new holder of a secondary IP writes: one above the record of the ENI that
+/// carries the address.
+pub fn next_address_epoch(interfaces: &[ObservedInterface], address: std::net::IpAddr) -> u64 {
+    address_record(interfaces, address).map_or(0, |r| r.epoch).saturating_add(1)
+}
+
+/// What the holder of a secondary IP makes of the ENIs that carry it: ours when only `eni`
+/// does; a yield when the ENI that carries it holds a newer record for it; otherwise a repair.
+pub fn judge_address(interfaces: &[ObservedInterface], address: std::net::IpAddr, eni: &str, our_epoch: Option<u64>) -> DriftVerdict {
+    if secondary_points_at(interfaces, address, eni) {
+        return DriftVerdict::Ours;
+    }
+    match (address_record(interfaces, address), our_epoch) {
+        (Some(r), Some(ours)) if outbids(r.epoch, &r.network_interface_id, ours, eni) => DriftVerdict::Yield {
+            to: r.network_interface_id.clone(),
+            epoch: r.epoch,
+        },
+        _ => DriftVerdict::Repair,
+    }
+}
+
 /// What the holder does when its monitor reads the address. `our_epoch` is the epoch we wrote.
 pub fn judge_eip(observed: &ObservedEip, me: &Identity, private_ip: Option<Ipv4Addr>, our_epoch: Option<u64>) -> DriftVerdict {
     if points_at(observed, me, private_ip) {
@@ -98,8 +248,7 @@ pub fn judge_eip(observed: &ObservedEip, me: &Identity, private_ip: Option<Ipv4A
         // Two holders that read the same record write the same epoch: the lower instance id
         // keeps the address, so exactly one of them yields.
         (Some(owner), Some(ours))
-            if (owner.epoch > ours || (owner.epoch == ours && owner.instance_id < me.instance_id))
-                && owner.instance_id != me.instance_id
+            if outbids(owner.epoch, &owner.instance_id, ours, &me.instance_id)
                 && observed.instance_id.as_deref() == Some(owner.instance_id.as_str()) =>
         {
             DriftVerdict::Yield {
@@ -131,6 +280,9 @@ pub struct ObservedRouteTable {
     pub route_table_id: String,
     /// Every route of the table, as EC2 returned it.
     pub routes: Vec<ObservedRoute>,
+    /// The VIPs' ownership records on the table, by tag key (see `route_record_key`).
+    #[serde(default)]
+    pub records: std::collections::BTreeMap<String, InterfaceOwnership>,
 }
 
 /// One route of a table, with the target EC2 reports for it.
@@ -248,6 +400,9 @@ pub struct ObservedInterface {
     /// Every IPv6 address assigned to the ENI.
     #[serde(default)]
     pub ipv6: Vec<String>,
+    /// The secondary IPs' ownership records on the ENI, by tag key (see `address_record_key`).
+    #[serde(default)]
+    pub records: std::collections::BTreeMap<String, InterfaceOwnership>,
 }
 
 /// The ENIs that carry `address` as a secondary IPv4 address or as an IPv6 address (exact
@@ -364,7 +519,73 @@ mod tests {
             primary_ip: Some(primary.into()),
             secondary_ips: v4.iter().map(|s| s.to_string()).collect(),
             ipv6: v6.iter().map(|s| s.to_string()).collect(),
+            records: Default::default(),
         }
+    }
+
+    fn record(eni: &str, epoch: u64) -> InterfaceOwnership {
+        InterfaceOwnership {
+            network_interface_id: eni.into(),
+            epoch,
+        }
+    }
+
+    #[test]
+    fn a_record_tag_reads_back_and_malformed_ones_count_for_nothing() {
+        let r = record("eni-2", 7);
+        assert_eq!(r.tag_value(), "eni-2/7");
+        assert_eq!(InterfaceOwnership::from_tag_value(&r.tag_value()), Some(r));
+        for bad in ["eni-2", "eni-2/x", "i-2/7", "/7", "eni-2/-1"] {
+            assert_eq!(InterfaceOwnership::from_tag_value(bad), None, "{bad}");
+        }
+        let tags = [("corosync-eip:ip:10.0.1.50", "eni-2/7"), ("corosync-eip:ip:10.0.1.51", "junk"), ("Name", "eni-9/1")];
+        let records = records_from_tags(tags);
+        assert_eq!(records.len(), 1);
+        assert_eq!(records["corosync-eip:ip:10.0.1.50"].epoch, 7);
+    }
+
+    #[test]
+    fn a_secondary_ip_holder_yields_only_to_a_newer_record_on_the_eni_that_has_the_address() {
+        let a: std::net::IpAddr = "10.0.1.50".parse().unwrap();
+        let key = address_record_key(a);
+        let mut theirs = eni("eni-2", "10.0.1.12", &["10.0.1.50"]);
+        let ours = eni("eni-1", "10.0.1.11", &[]);
+        // Moved by hand, no record: repair.
+        assert_eq!(judge_address(&[theirs.clone(), ours.clone()], a, "eni-1", Some(3)), DriftVerdict::Repair);
+        // A newer holder's record on the ENI that has it: yield.
+        theirs.records.insert(key.clone(), record("eni-2", 4));
+        assert_eq!(
+            judge_address(&[theirs.clone(), ours.clone()], a, "eni-1", Some(3)),
+            DriftVerdict::Yield { to: "eni-2".into(), epoch: 4 }
+        );
+        assert_eq!(next_address_epoch(&[theirs.clone()], a), 5);
+        // An older record, or none of ours to compare with: repair.
+        assert_eq!(judge_address(&[theirs.clone()], a, "eni-1", Some(4)), DriftVerdict::Repair, "same epoch, higher id keeps it");
+        assert_eq!(judge_address(&[theirs.clone()], a, "eni-3", Some(4)), DriftVerdict::Yield { to: "eni-2".into(), epoch: 4 }, "same epoch, lower id wins");
+        assert_eq!(judge_address(&[theirs.clone()], a, "eni-1", Some(9)), DriftVerdict::Repair);
+        assert_eq!(judge_address(&[theirs.clone()], a, "eni-1", None), DriftVerdict::Repair);
+        // A record naming another ENI than the one it sits on is a copy: it counts for nothing.
+        theirs.records.insert(key, record("eni-7", 99));
+        assert_eq!(address_record(&[theirs.clone()], a), None);
+        assert_eq!(judge_address(&[theirs], a, "eni-1", Some(3)), DriftVerdict::Repair);
+    }
+
+    #[test]
+    fn a_vip_holder_yields_only_to_a_newer_record_whose_eni_the_route_points_at() {
+        let ids = vec!["rtb-1".to_string()];
+        let dest = "172.31.255.10/32";
+        let mut t = table(&[(dest, Some("eni-2"), false)]);
+        assert_eq!(judge_route(&[t.clone()], &ids, dest, "eni-1", Some(3)), DriftVerdict::Repair, "no record: repair");
+        t.records.insert(route_record_key(dest), record("eni-2", 4));
+        assert_eq!(judge_route(&[t.clone()], &ids, dest, "eni-1", Some(3)), DriftVerdict::Yield { to: "eni-2".into(), epoch: 4 });
+        assert_eq!(next_route_epoch(&[t.clone()], &ids, dest), 5);
+        assert_eq!(judge_route(&[t.clone()], &ids, dest, "eni-1", Some(5)), DriftVerdict::Repair, "ours is newer");
+        assert_eq!(judge_route(&[t.clone()], &ids, dest, "eni-2", Some(4)), DriftVerdict::Ours);
+        // The newer record's holder is not where the route points (moved by hand since): repair.
+        t.routes[0].network_interface_id = Some("eni-9".into());
+        assert_eq!(judge_route(&[t.clone()], &ids, dest, "eni-1", Some(3)), DriftVerdict::Repair);
+        // A record in a table that is not the VIP's does not count.
+        assert_eq!(next_route_epoch(&[t], &["rtb-other".to_string()], dest), 1);
     }
 
     #[test]
@@ -474,6 +695,7 @@ mod tests {
                     blackhole: *blackhole,
                 })
                 .collect(),
+            records: Default::default(),
         }
     }
 

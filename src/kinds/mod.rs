@@ -218,7 +218,8 @@ pub const TOGETHER: Duration = Duration::from_millis(500);
 /// How one acquisition is started.
 pub struct Start {
     /// The agreed view says another node held the address until now (a failover or a move),
-    /// so the read before the change can be skipped; the read-back proves the outcome either way.
+    /// so the read before the change can be skipped where it carries no ownership record (a
+    /// Route 53 record); the read-back proves the outcome either way.
     pub held_elsewhere: bool,
     /// The acquisitions started with this one, which share its read-back.
     pub cohort: Member,
@@ -378,8 +379,8 @@ pub fn judge(name: &str, kind: &Kind, seen: &Observation, me: &Identity, epoch: 
     let present = || seen.local.iter().find(|(r, _)| r == name).is_none_or(|(_, p)| *p);
     match kind {
         Kind::Eip(eip) => eip::judge(eip, seen.eips.as_ref()?, me, epoch),
-        Kind::Vip(vip) => vip::judge(vip, seen.routes.get(&vip.route_table_role)?, me, present()),
-        Kind::Secondary(s) => secondary::judge(s, seen.interfaces.as_ref()?, me, present()),
+        Kind::Vip(vip) => vip::judge(vip, seen.routes.get(&vip.route_table_role)?, me, present(), epoch),
+        Kind::Secondary(s) => secondary::judge(s, seen.interfaces.as_ref()?, me, present(), epoch),
         Kind::Dns(d) => dns::judge(d, seen.records.get(&d.config.hosted_zone_id)?),
     }
 }

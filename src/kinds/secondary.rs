@@ -14,16 +14,22 @@ use tracing::{info, warn};
 use super::{AcquireError, Acquired, Gate, Judgement, Observed, Start, TOGETHER};
 use crate::config::SecondaryIpConfig;
 use crate::core::holder::Verdict;
-use crate::core::reconcile::{backoff, decide_secondary, secondary_points_at, Identity, ObservedInterface, SecondaryAction};
+use crate::core::reconcile::{
+    address_record, address_record_key, backoff, decide_secondary, judge_address, next_address_epoch, secondary_points_at, DriftVerdict,
+    Identity, InterfaceOwnership, ObservedInterface, SecondaryAction,
+};
 use crate::ec2::{Ec2, Ec2Error, ErrorClass};
 use crate::localaddr::LocalAddresses;
 
-/// (DescribeNetworkInterfaces →) AssignPrivateIpAddresses (AllowReassignment) → verify that
-/// the address is on our ENI and only there → put it on our interface. When the agreed view says
-/// another node held the address until now (`start.held_elsewhere`), an IPv4 address is
-/// assigned without a read first (reassignment takes it from wherever it is); a refusal gets
-/// the careful path, which says why (e.g. the address is another ENI's primary). The read-back
-/// is shared with the acquisitions started with this one.
+/// How long writing the ownership record may take.
+const RECORD_BUDGET: Duration = Duration::from_secs(2);
+
+/// DescribeNetworkInterfaces → ownership record on our ENI → AssignPrivateIpAddresses
+/// (AllowReassignment) → verify that the address is on our ENI and only there → put it on our
+/// interface. The first read is never skipped: it says where the address is and carries the
+/// ownership record the new one must outbid, which is written before the address moves (as an
+/// EIP's is). Both reads, the record's CreateTags and the assignment are shared with the
+/// acquisitions started with this one.
 pub async fn acquire(
     ec2: &Ec2,
     addresses: Option<&LocalAddresses>,
@@ -33,27 +39,29 @@ pub async fn acquire(
     budget: Duration,
     start: Start,
 ) -> Result<Acquired, AcquireError> {
-    let Start {
-        held_elsewhere,
-        cohort: mut together,
-    } = start;
+    let mut together = start.cohort;
     let eni = me.network_interface_id.clone().ok_or(AcquireError::NoInterface)?;
     let addresses = addresses.ok_or_else(|| AcquireError::Setup("local address management is not available".into()))?;
     let address = secondary.address;
-    let sent = match address {
-        IpAddr::V4(v4) if held_elsewhere => {
-            info!(resource = %secondary.name, %address, "assigning the address to this node's interface (AllowReassignment)");
-            let sent = Instant::now();
-            match ec2.assign_private_ip(&eni, v4, budget, gate.clone()).await {
-                Ok(()) => Some(sent),
-                Err(e) if matches!(e.class, ErrorClass::Cancelled | ErrorClass::Transient | ErrorClass::Permission) => return Err(e.into()),
-                Err(e) => {
-                    warn!(resource = %secondary.name, %address, error = %e, "AssignPrivateIpAddresses refused; reading where the address is");
-                    place(ec2, secondary, &eni, &gate, budget).await?.or(Some(sent))
-                }
-            }
+    let seen = ec2.describe_interfaces_with(&[address], budget).await?;
+    // The ENIs the address leaves (None: it is ours already).
+    let from = match decide_secondary(&seen, address, &eni) {
+        SecondaryAction::AlreadyOurs => None,
+        SecondaryAction::Assign { from } => Some(from),
+        SecondaryAction::Primary { of } => {
+            return Err(AcquireError::Setup(format!(
+                "{address} is the primary address of {of}; EC2 never moves a primary address"
+            )))
         }
-        _ => place(ec2, secondary, &eni, &gate, budget).await?,
+    };
+    let epoch = match address_record(&seen, address) {
+        // Our own record stands where the address is ours already (a restart or reload).
+        Some(r) if r.network_interface_id == eni && from.is_none() => Some(r.epoch),
+        _ => record(ec2, secondary, &eni, next_address_epoch(&seen, address), &gate).await?,
+    };
+    let sent = match from {
+        Some(from) => Some(assign(ec2, secondary, &from, &eni, &gate, budget).await?),
+        None => None,
     };
     together.sent_and_wait(TOGETHER).await;
     let mut attempt = 0;
@@ -80,46 +88,53 @@ pub async fn acquire(
         observed: Observed::Secondary(mine(&verified, secondary)),
         sent,
         verified: Instant::now(),
-        epoch: None,
+        epoch,
     })
 }
 
-/// Reads where the address is and moves it to `eni` if it is not there yet: when the change
-/// was sent, None when nothing needed to change.
-async fn place(ec2: &Ec2, secondary: &SecondaryIpConfig, eni: &str, gate: &Gate, budget: Duration) -> Result<Option<Instant>, AcquireError> {
-    let address = secondary.address;
-    let seen = ec2.describe_interfaces_with(&[address], budget).await?;
-    let mut sent = None;
-    match decide_secondary(&seen, address, eni) {
-        SecondaryAction::AlreadyOurs => {}
-        SecondaryAction::Primary { of } => {
-            return Err(AcquireError::Setup(format!(
-                "{address} is the primary address of {of}; EC2 never moves a primary address"
-            )))
+/// Writes our ownership record for the address on our ENI. A refusal (e.g. no ec2:CreateTags
+/// on network interfaces) only costs the split-brain protection, so it is logged and the
+/// address is still taken (`Ok(None)`); a closed gate means we are no longer the holder (`Err`).
+async fn record(ec2: &Ec2, secondary: &SecondaryIpConfig, eni: &str, epoch: u64, gate: &Gate) -> Result<Option<u64>, AcquireError> {
+    let record = InterfaceOwnership {
+        network_interface_id: eni.to_owned(),
+        epoch,
+    };
+    let key = address_record_key(secondary.address);
+    match ec2.write_record(&[eni.to_owned()], &key, &record.tag_value(), RECORD_BUDGET, gate.clone()).await {
+        Ok(()) => Ok(Some(epoch)),
+        Err(e) if e.class == ErrorClass::Cancelled => Err(e.into()),
+        Err(e) => {
+            warn!(resource = %secondary.name, eni = %eni, error = %e, "cannot write the ownership tag on this node's interface; split-brain protection is off for this address");
+            Ok(None)
         }
-        SecondaryAction::Assign { from } => match address {
-            IpAddr::V4(v4) => {
-                info!(resource = %secondary.name, %address, from = ?from, "assigning the address to this node's interface (AllowReassignment)");
-                sent = Some(Instant::now());
-                ec2.assign_private_ip(eni, v4, budget, gate.clone()).await?;
-            }
-            IpAddr::V6(v6) => {
-                // EC2 has no reassignment for IPv6: the address is on no ENI between the two
-                // calls (the gap is measured by the lab's tests and the README says so).
-                sent = Some(Instant::now());
-                for other in &from {
-                    warn!(resource = %secondary.name, %address, from = %other, "moving an IPv6 address is not atomic: unassigning it from the old interface first");
-                    match ec2.unassign_ipv6(other, &[v6], budget, gate.as_ref()).await {
-                        Ok(()) => {}
-                        // Gone from there meanwhile: nothing left to take away.
-                        Err(e) if e.class == ErrorClass::NotFound => {}
-                        Err(e) => return Err(e.into()),
-                    }
+    }
+}
+
+/// Moves the address to `eni` from the ENIs that carry it: when the change was sent.
+async fn assign(ec2: &Ec2, secondary: &SecondaryIpConfig, from: &[String], eni: &str, gate: &Gate, budget: Duration) -> Result<Instant, AcquireError> {
+    let address = secondary.address;
+    let sent = Instant::now();
+    match address {
+        IpAddr::V4(v4) => {
+            info!(resource = %secondary.name, %address, from = ?from, "assigning the address to this node's interface (AllowReassignment)");
+            ec2.assign_private_ip(eni, v4, budget, gate.clone()).await?;
+        }
+        IpAddr::V6(v6) => {
+            // EC2 has no reassignment for IPv6: the address is on no ENI between the two
+            // calls (the gap is measured by the lab's tests and the README says so).
+            for other in from {
+                warn!(resource = %secondary.name, %address, from = %other, "moving an IPv6 address is not atomic: unassigning it from the old interface first");
+                match ec2.unassign_ipv6(other, &[v6], budget, gate.as_ref()).await {
+                    Ok(()) => {}
+                    // Gone from there meanwhile: nothing left to take away.
+                    Err(e) if e.class == ErrorClass::NotFound => {}
+                    Err(e) => return Err(e.into()),
                 }
-                info!(resource = %secondary.name, %address, "assigning the IPv6 address to this node's interface");
-                ec2.assign_ipv6(eni, &[v6], budget, gate.as_ref()).await?;
             }
-        },
+            info!(resource = %secondary.name, %address, "assigning the IPv6 address to this node's interface");
+            ec2.assign_ipv6(eni, &[v6], budget, gate.as_ref()).await?;
+        }
     }
     Ok(sent)
 }
@@ -137,6 +152,7 @@ pub fn judge(
     seen: &Result<Vec<ObservedInterface>, Ec2Error>,
     me: &Identity,
     present: bool,
+    epoch: Option<u64>,
 ) -> Option<Judgement> {
     let seen = match seen {
         Err(e) => {
@@ -149,9 +165,16 @@ pub fn judge(
         Ok(seen) => seen,
     };
     let eni = me.network_interface_id.clone().unwrap_or_default();
-    let ours = secondary_points_at(seen, secondary.address, &eni);
+    let verdict = match judge_address(seen, secondary.address, &eni, epoch) {
+        DriftVerdict::Ours if present => Verdict::Ours,
+        DriftVerdict::Ours | DriftVerdict::Repair => Verdict::Repair,
+        DriftVerdict::Yield { to, epoch } => {
+            warn!(resource = %secondary.name, to = %to, epoch, "a holder elected in another partition took the address after us; not taking it back");
+            Verdict::Yield { to, epoch }
+        }
+    };
     Some(Judgement {
-        verdict: if ours && present { Verdict::Ours } else { Verdict::Repair },
+        verdict,
         observed: Some(Observed::Secondary(mine(seen, secondary))),
         address_present: Some(present),
     })

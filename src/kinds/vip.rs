@@ -9,15 +9,21 @@ use tracing::{info, warn};
 use super::{AcquireError, Acquired, Gate, Judgement, Observed, Start, TOGETHER};
 use crate::config::VipConfig;
 use crate::core::holder::Verdict;
-use crate::core::reconcile::{all_routes_point_at, backoff, decide_route, Identity, ObservedRouteTable, RouteAction};
+use crate::core::reconcile::{
+    all_routes_point_at, backoff, decide_route, judge_route, next_route_epoch, route_record, route_record_key, DriftVerdict, Identity,
+    InterfaceOwnership, ObservedRouteTable, RouteAction,
+};
 use crate::ec2::{Ec2, Ec2Error, ErrorClass};
 use crate::localaddr::LocalAddresses;
 
-/// (DescribeRouteTables →) ReplaceRoute/CreateRoute in every table at once → verify → put the
-/// address on our interface. When the agreed view says another node held the address until now
-/// (`start.held_elsewhere`), every route points elsewhere and ReplaceRoute goes out without a
-/// read first; a table that refuses it (no such route yet) gets the careful path. The read-back
-/// is shared with the acquisitions started with this one.
+/// How long writing the ownership record may take.
+const RECORD_BUDGET: Duration = Duration::from_secs(2);
+
+/// DescribeRouteTables → ownership record → ReplaceRoute/CreateRoute in every table at once →
+/// verify → put the address on our interface. The first read is never skipped: it carries the
+/// ownership record the new one must outbid, which goes on every table before the routes move
+/// (as an EIP's does). Both reads and the record's CreateTags are shared with the acquisitions
+/// started with this one.
 pub async fn acquire(
     ec2: &Ec2,
     addresses: Option<&LocalAddresses>,
@@ -27,31 +33,21 @@ pub async fn acquire(
     budget: Duration,
     start: Start,
 ) -> Result<Acquired, AcquireError> {
-    let Start {
-        held_elsewhere,
-        cohort: mut together,
-    } = start;
+    let mut together = start.cohort;
     let eni = me.network_interface_id.clone().ok_or(AcquireError::NoInterface)?;
     let addresses = addresses.ok_or_else(|| AcquireError::Setup("local address management is not available".into()))?;
     let destination = vip.destination();
     if vip.route_tables.is_empty() {
         return Err(AcquireError::Setup("no route table to point at this node (see the route_table_tag warning)".into()));
     }
-    let sent = if held_elsewhere {
-        info!(resource = %vip.name, destination = %destination, tables = ?vip.route_tables, "pointing routes at this node");
-        let sent = Instant::now();
-        let calls = vip.route_tables.iter().map(|id| ec2.set_route(id, &destination, &eni, false, budget, gate.as_ref()));
-        match futures_util::future::join_all(calls).await.into_iter().find_map(Result::err) {
-            None => Some(sent),
-            Some(e) if matches!(e.class, ErrorClass::Cancelled | ErrorClass::Transient | ErrorClass::Permission) => return Err(e.into()),
-            Some(e) => {
-                warn!(resource = %vip.name, error = %e, "ReplaceRoute refused; reading the route tables to decide per table");
-                point_routes(ec2, vip, &eni, &destination, &gate, budget).await?.or(Some(sent))
-            }
-        }
-    } else {
-        point_routes(ec2, vip, &eni, &destination, &gate, budget).await?
+    let tables = ec2.describe_route_tables(&vip.route_tables, budget).await?;
+    let changes = plan_routes(vip, &tables, &eni, &destination)?;
+    let epoch = match route_record(&tables, &vip.route_tables, &destination) {
+        // Our own record stands where the routes are ours already (a restart or reload).
+        Some(r) if r.network_interface_id == eni && changes.is_empty() => Some(r.epoch),
+        _ => record(ec2, vip, &eni, next_route_epoch(&tables, &vip.route_tables, &destination), &gate).await?,
     };
+    let sent = change_routes(ec2, vip, &changes, &eni, &destination, &gate, budget).await?;
     together.sent_and_wait(TOGETHER).await;
     let mut attempt = 0;
     let deadline = Instant::now() + budget;
@@ -77,21 +73,33 @@ pub async fn acquire(
         observed: Observed::Vip(verified_tables),
         sent,
         verified: Instant::now(),
-        epoch: None,
+        epoch,
     })
 }
 
-/// Reads every table and changes those that do not route `destination` to `eni` yet: when
-/// the change was sent, None when nothing needed to change.
-async fn point_routes(
-    ec2: &Ec2,
-    vip: &VipConfig,
-    eni: &str,
-    destination: &str,
-    gate: &Gate,
-    budget: Duration,
-) -> Result<Option<Instant>, AcquireError> {
-    let tables = ec2.describe_route_tables(&vip.route_tables, budget).await?;
+/// Writes our ownership record on every table of the VIP. A refusal (e.g. no ec2:CreateTags
+/// on route tables) only costs the split-brain protection, so it is logged and the address is
+/// still taken (`Ok(None)`); a closed gate means we are no longer the holder (`Err`).
+async fn record(ec2: &Ec2, vip: &VipConfig, eni: &str, epoch: u64, gate: &Gate) -> Result<Option<u64>, AcquireError> {
+    let record = InterfaceOwnership {
+        network_interface_id: eni.to_owned(),
+        epoch,
+    };
+    let key = route_record_key(&vip.destination());
+    match ec2.write_record(&vip.route_tables, &key, &record.tag_value(), RECORD_BUDGET, gate.clone()).await {
+        Ok(()) => Ok(Some(epoch)),
+        Err(e) if e.class == ErrorClass::Cancelled => Err(e.into()),
+        Err(e) => {
+            warn!(resource = %vip.name, tables = ?vip.route_tables, error = %e, "cannot write the ownership tag on the route tables; split-brain protection is off for this address");
+            Ok(None)
+        }
+    }
+}
+
+/// The tables (as just read) that do not route `destination` to `eni` yet, and whether each
+/// needs CreateRoute rather than ReplaceRoute. A missing route or table is a setup error every
+/// node would meet.
+fn plan_routes(vip: &VipConfig, tables: &[ObservedRouteTable], eni: &str, destination: &str) -> Result<Vec<(String, bool)>, AcquireError> {
     let mut changes = Vec::new();
     for id in &vip.route_tables {
         let table = tables.iter().find(|t| &t.route_table_id == id);
@@ -107,6 +115,20 @@ async fn point_routes(
             RouteAction::NoTable => return Err(AcquireError::Setup(format!("route table {id} not found in this region/account"))),
         }
     }
+    Ok(changes)
+}
+
+/// Sends the planned changes, all tables at once: when they were sent, None when nothing
+/// needed to change.
+async fn change_routes(
+    ec2: &Ec2,
+    vip: &VipConfig,
+    changes: &[(String, bool)],
+    eni: &str,
+    destination: &str,
+    gate: &Gate,
+    budget: Duration,
+) -> Result<Option<Instant>, AcquireError> {
     if changes.is_empty() {
         return Ok(None);
     }
@@ -121,8 +143,9 @@ async fn point_routes(
     Ok(Some(sent))
 }
 
-/// Reads a monitor round's DescribeRouteTables (and our interface) for one VIP we hold.
-pub fn judge(vip: &VipConfig, seen: &Result<Vec<ObservedRouteTable>, Ec2Error>, me: &Identity, present: bool) -> Option<Judgement> {
+/// Reads a monitor round's DescribeRouteTables (and our interface) for one VIP we hold;
+/// `epoch` is the ownership record we wrote.
+pub fn judge(vip: &VipConfig, seen: &Result<Vec<ObservedRouteTable>, Ec2Error>, me: &Identity, present: bool, epoch: Option<u64>) -> Option<Judgement> {
     let tables = match seen {
         Err(e) => {
             return Some(Judgement {
@@ -139,9 +162,16 @@ pub fn judge(vip: &VipConfig, seen: &Result<Vec<ObservedRouteTable>, Ec2Error>, 
         .cloned()
         .collect();
     let eni = me.network_interface_id.clone().unwrap_or_default();
-    let routes_ok = all_routes_point_at(&mine, &vip.route_tables, &vip.destination(), &eni);
+    let verdict = match judge_route(&mine, &vip.route_tables, &vip.destination(), &eni, epoch) {
+        DriftVerdict::Ours if present => Verdict::Ours,
+        DriftVerdict::Ours | DriftVerdict::Repair => Verdict::Repair,
+        DriftVerdict::Yield { to, epoch } => {
+            warn!(resource = %vip.name, to = %to, epoch, "a holder elected in another partition took the routes after us; not taking them back");
+            Verdict::Yield { to, epoch }
+        }
+    };
     Some(Judgement {
-        verdict: if routes_ok && present { Verdict::Ours } else { Verdict::Repair },
+        verdict,
         observed: Some(Observed::Vip(mine)),
         address_present: Some(present),
     })
