@@ -29,7 +29,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::{Parser, ValueEnum};
 use lab::bench::release_bin;
 use lab::machine::{Facts, Totem};
-use lab::timing::{corosync_membership_after, fmt_ms, median, ms, parse_rfc3339};
+use lab::timing::{corosync_membership_after, covered, fmt_ms, median, ms, parse_rfc3339};
 use lab::{unix_now, Lab, LabSpec, Signal, NODE_INTERFACE};
 use serde::{Deserialize, Serialize};
 
@@ -119,6 +119,23 @@ struct ScaleRun {
     ec2_all_visible_ms: f64,
     /// Calls from the taking nodes between the kill and the last verification, by action.
     calls: BTreeMap<String, u32>,
+    /// Where the time went on the survivor that verified last.
+    #[serde(default)]
+    last_taker: Option<TakerPath>,
+}
+
+/// The failover as the survivor that verified last lived it: from its own corosync membership
+/// line to its last timeline line, and how much of that its EC2 and Route 53 calls spent in the
+/// emulator (the request log's arrival time and duration of each).
+#[derive(Serialize, Deserialize, Debug, Clone)]
+struct TakerPath {
+    node: u32,
+    window_ms: f64,
+    /// Milliseconds of the window with at least one of its calls in the emulator.
+    in_emulator_ms: f64,
+    calls: u32,
+    median_call_ms: f64,
+    longest_call_ms: f64,
 }
 
 impl ScaleRun {
@@ -388,6 +405,12 @@ fn run(args: &Args, layout: Layout, facts: &Facts) -> Result<ScaleRun> {
         }
     }
     let corosync_ms = survivors.iter().find_map(|&i| corosync_membership_after(&lab, i, t0)).map(|x| ms(t0, x));
+    let last_taker = lost
+        .iter()
+        .map(|a| timelines[&a.name])
+        .max_by(|x, y| x.1.total_cmp(&y.1))
+        .and_then(|(node, verified)| taker_path(&lab, node, t0, verified).transpose())
+        .transpose()?;
     let mut configured = BTreeMap::new();
     for a in &all {
         *configured.entry(a.kind.to_string()).or_default() += 1;
@@ -420,7 +443,32 @@ fn run(args: &Args, layout: Layout, facts: &Facts) -> Result<ScaleRun> {
         all_verified_ms: ms(t0, last),
         ec2_all_visible_ms: ms(t0, ec2_visible.unwrap_or(last)),
         calls,
+        last_taker,
     })
+}
+
+/// The critical path on node `i`, which verified its last address at `verified`.
+fn taker_path(lab: &Lab, i: usize, t0: f64, verified: f64) -> Result<Option<TakerPath>> {
+    let Some(membership) = corosync_membership_after(lab, i, t0) else { return Ok(None) };
+    let mut spans = Vec::new();
+    let mut durations = Vec::new();
+    for r in lab.ec2_requests()? {
+        if lab.node_by_ip(&r.source) != Some(i) || r.t < membership || r.t > verified {
+            continue;
+        }
+        let d = r.duration_ms.unwrap_or(0.0);
+        spans.push((r.t, r.t + d / 1000.0));
+        durations.push(d);
+    }
+    let longest = durations.iter().copied().fold(f64::NAN, f64::max);
+    Ok(Some(TakerPath {
+        node: lab.node_id(i),
+        window_ms: ms(membership, verified),
+        in_emulator_ms: (covered(&spans, membership, verified) * 10_000.0).round() / 10.0,
+        calls: u32::try_from(durations.len()).unwrap_or(u32::MAX),
+        median_call_ms: median(&mut durations),
+        longest_call_ms: longest,
+    }))
 }
 
 fn med_max(v: &[f64]) -> String {
@@ -445,7 +493,11 @@ fn render(runs: &[ScaleRun]) -> String {
          - **EC2 poll**: the harness's own DescribeAddresses + DescribeRouteTables + DescribeNetworkInterfaces every \
            250 ms from the emulator's namespace, until all moved EC2-kind addresses show on survivors.\n\
          - **calls**: every EC2 and Route 53 request from the nodes that took addresses, from the kill to the last \
-           verification (the request log).\n\n",
+           verification (the request log).\n\
+         - **last taker**: the survivor whose verification came last, from its own corosync membership line to that \
+           verification. \"In the emulator\" is the part of that window in which at least one of its calls was being \
+           served (request log: arrival time and duration); the rest is the daemon itself, CPG delivery, and requests \
+           waiting for the emulator to pick them up.\n\n",
     );
     let Some(first) = runs.first() else { return s };
     s += &format!(
@@ -484,6 +536,17 @@ fn render(runs: &[ScaleRun]) -> String {
     row(&mut s, "kill → **all verified**", &|r| fmt_ms(r.all_verified_ms));
     row(&mut s, "corosync membership → **all verified**", &|r| r.after_membership(r.all_verified_ms).map_or("–".into(), |x| format!("**{}**", fmt_ms(x))));
     row(&mut s, "kill → EC2 poll shows all EC2-kind addresses moved", &|r| fmt_ms(r.ec2_all_visible_ms));
+    row(&mut s, "last taker: its membership → its last verification", &|r| {
+        r.last_taker.as_ref().map_or("–".into(), |p| format!("{} (node {})", fmt_ms(p.window_ms), p.node))
+    });
+    row(&mut s, "… of which with one of its calls in the emulator", &|r| {
+        r.last_taker.as_ref().map_or("–".into(), |p| {
+            format!("{} ({:.0} %)", fmt_ms(p.in_emulator_ms), 100.0 * p.in_emulator_ms / p.window_ms.max(0.1))
+        })
+    });
+    row(&mut s, "… its calls: count, median / longest", &|r| {
+        r.last_taker.as_ref().map_or("–".into(), |p| format!("{}, {} / {}", p.calls, fmt_ms(p.median_call_ms), fmt_ms(p.longest_call_ms)))
+    });
     row(&mut s, "AWS calls (by action)", &|r| r.calls.iter().map(|(a, n)| format!("{n} {a}")).collect::<Vec<_>>().join(", "));
     row(&mut s, "**AWS calls per moved address**", &|r| {
         format!("**{:.2}** ({} / {})", f64::from(r.calls_total()) / r.moved_total().max(1) as f64, r.calls_total(), r.moved_total())

@@ -17,8 +17,9 @@ $SUDO apt-get install -y \
 # Packaging checks (tests/packaging.rs, scripts/build-rpm.sh): rpmbuild, the SELinux
 # reference-policy Makefile, systemd-analyze; qdevice/qnetd for the 2-node corosync.conf
 # sample (tests/corosync_conf.rs). Recommends would pull in setools' plotting stack.
+# systemd-container: systemd-nspawn, for lab nodes that boot systemd (tests/systemd.rs).
 $SUDO apt-get install -y --no-install-recommends \
-    rpm checkpolicy selinux-policy-dev systemd corosync-qdevice corosync-qnetd
+    rpm checkpolicy selinux-policy-dev systemd systemd-container corosync-qdevice corosync-qnetd
 
 # The lab runs its own corosync processes inside network namespaces: the host's
 # service must not be running (it would also bind knet ports on the host).

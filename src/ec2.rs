@@ -682,6 +682,32 @@ async fn assign_private_ips(
     .await
 }
 
+/// The node has no CA certificate the SDK's HTTPS client could load.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "no CA certificate found in this node's trust store ({detail}): HTTPS to EC2 could not be verified; \
+     install the ca-certificates package, or point SSL_CERT_FILE at a CA bundle"
+)]
+pub struct NoTrustStore {
+    /// What the loader reported.
+    pub detail: String,
+}
+
+/// Counts the CA certificates the SDK's HTTPS client will trust. The SDK panics when there
+/// are none, which would crash-loop the daemon without a word on why.
+pub fn trust_store() -> Result<usize, NoTrustStore> {
+    let loaded = rustls_native_certs::load_native_certs();
+    if loaded.certs.is_empty() {
+        let detail = if loaded.errors.is_empty() {
+            "the system's certificate locations are empty".to_string()
+        } else {
+            loaded.errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+        };
+        return Err(NoTrustStore { detail });
+    }
+    Ok(loaded.certs.len())
+}
+
 /// Builds the SDK configuration: the standard chain (env, profile, IMDS) with the config
 /// file's overrides on top.
 pub async fn sdk_config(aws: &AwsConfig) -> aws_config::SdkConfig {

@@ -80,7 +80,10 @@ fn systemd_unit_verifies_and_keeps_corosync_ipc() {
     assert_eq!(get("Restart"), ["on-failure"]);
     assert_eq!(get("Requires"), ["corosync.service"]);
     assert!(get("After").iter().any(|v| v.split_whitespace().any(|u| u == "corosync.service")));
-    assert_eq!(get("ExecReload"), ["/bin/kill -HUP $MAINPID"]);
+    assert_eq!(
+        get("ExecReload"),
+        ["/usr/sbin/corosync-eip run --check-config --config /etc/corosync-eip/corosync-eip.toml", "/bin/kill -HUP $MAINPID"]
+    );
     assert_eq!(get("WatchdogSec").len(), 1);
     assert_eq!(get("RuntimeDirectory"), ["corosync-eip"]);
     assert_eq!(get("RuntimeDirectoryMode"), ["0700"]);

@@ -100,7 +100,7 @@ impl Lab {
 
     /// Runs the daemon's command line (`corosync-eip ARGS`) inside node i, as an admin would.
     pub fn cli(&self, i: usize, args: &[&str]) -> std::process::Output {
-        let bin = self.spec().daemon_bin.to_string_lossy().into_owned();
+        let bin = self.daemon_command_path();
         let mut argv = vec![bin.as_str()];
         argv.extend_from_slice(args);
         self.node_exec(i, &argv).unwrap_or_else(|e| panic!("corosync-eip {args:?} in node {i}: {e:#}"))

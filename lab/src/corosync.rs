@@ -43,7 +43,12 @@ impl Lab {
 
     /// Node i's corosync log: membership and quorum timings for failure messages and benches.
     pub fn corosync_log(&self, i: usize) -> String {
-        fs::read_to_string(self.nodes[i].dir.join("var-log-corosync/corosync.log"))
+        let path = if self.spec.systemd {
+            self.node_var(i).join("log/corosync/corosync.log")
+        } else {
+            self.nodes[i].dir.join("var-log-corosync/corosync.log")
+        };
+        fs::read_to_string(path)
             .unwrap_or_default()
     }
 

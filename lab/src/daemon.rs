@@ -1,5 +1,6 @@
 //! The corosync-eip daemon on each node: configuration, process control, status and log.
 
+use std::os::unix::fs::PermissionsExt as _;
 use std::fs::{self, OpenOptions};
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -60,9 +61,15 @@ impl Lab {
 
     /// Writes node i's /etc/corosync-eip/corosync-eip.toml.
     pub fn write_daemon_config(&self, i: usize, toml: &str) -> Result<()> {
-        let p = self.nodes[i].dir.join("etc-corosync-eip/corosync-eip.toml");
+        let p = if self.spec.systemd {
+            self.node_etc(i).join("corosync-eip/corosync-eip.toml")
+        } else {
+            self.nodes[i].dir.join("etc-corosync-eip/corosync-eip.toml")
+        };
         let tmp = p.with_extension("toml.tmp");
         fs::write(&tmp, toml)?;
+        // root-only, as the RPM installs it (the file names commands run as root)
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o600))?;
         fs::rename(&tmp, &p)?;
         Ok(())
     }
@@ -74,7 +81,14 @@ impl Lab {
 
     /// Spawns `daemon_bin run --config /etc/corosync-eip/corosync-eip.toml` in node i
     /// (writes the default config first if the node has none).
+    /// In a systemd lab: `systemctl start --no-block corosync-eip` with the node's sysconfig
+    /// rewritten first.
     pub fn start_daemon(&mut self, i: usize) -> Result<()> {
+        if self.spec.systemd {
+            self.write_sysconfig(i)?;
+            self.systemctl(i, &["start", "--no-block", crate::systemd::UNIT])?;
+            return Ok(());
+        }
         if let Some(c) = self.nodes[i].daemon.as_mut() {
             if c.try_wait()?.is_none() {
                 bail!("daemon of node {i} is already running (pid {})", c.id());
@@ -218,8 +232,18 @@ impl Lab {
         })
     }
 
+    /// The daemon binary as a command inside a node: the lab's build, or in a systemd lab the
+    /// installed `/usr/sbin/corosync-eip`.
+    pub fn daemon_command_path(&self) -> String {
+        if self.spec.systemd {
+            crate::systemd::INSTALLED_BIN.to_string()
+        } else {
+            self.spec.daemon_bin.to_string_lossy().into_owned()
+        }
+    }
+
     fn daemon_status_output(&self, i: usize) -> Result<Vec<u8>> {
-        let bin = self.spec.daemon_bin.to_string_lossy().into_owned();
+        let bin = self.daemon_command_path();
         let out = self.node_exec(i, &[&bin, "status", "--json"])?;
         if !out.status.success() {
             bail!(
@@ -232,7 +256,11 @@ impl Lab {
     }
 
     /// Node i's daemon log so far (empty if none), for assertions and failure messages.
+    /// In a systemd lab: the unit's journal, messages only.
     pub fn daemon_log(&self, i: usize) -> String {
+        if self.spec.systemd {
+            return self.journal(i, crate::systemd::UNIT, "cat");
+        }
         fs::read_to_string(self.daemon_log_path(i)).unwrap_or_default()
     }
 

@@ -60,6 +60,8 @@ pub mod node;
 pub mod process;
 /// Building and tearing down a lab.
 pub mod setup;
+/// Nodes that boot systemd (`LabSpec::systemd`).
+pub mod systemd;
 /// Times and summaries for the benchmarks.
 pub mod timing;
 
@@ -153,6 +155,10 @@ pub struct LabSpec {
     pub daemon_bin: PathBuf,
     /// Logs, configs, per-node dirs. Wiped at start.
     pub work_dir: PathBuf,
+    /// Every node is a container booting systemd, with corosync and corosync-eip as its
+    /// services (see [`systemd`]); the daemon is then started with `systemctl`, not
+    /// `Lab::start_daemon`. Default false.
+    pub systemd: bool,
 }
 
 impl LabSpec {
@@ -169,6 +175,7 @@ impl LabSpec {
             token_ms: 1000,
             daemon_bin: default_daemon_bin(),
             work_dir: repo_root().join(".lab").join(name),
+            systemd: false,
         }
     }
 }
@@ -185,6 +192,8 @@ pub(crate) struct Node {
     pub(crate) imds: Option<Child>,
     pub(crate) daemon: Option<Child>,
     pub(crate) daemon_exit: Option<ExitStatus>,
+    /// The node's systemd container, in a `LabSpec::systemd` lab.
+    pub(crate) container: Option<systemd::Container>,
 }
 
 /// A running lab: owns every process and kernel object it created and removes them on drop,

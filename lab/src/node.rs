@@ -31,7 +31,7 @@ impl Lab {
     /// the lab's own on 127.0.0.1, or a second one where a tool expects IMDS.
     pub(crate) fn imds_command(&self, i: usize, host: &str, port: u16) -> Command {
         let inst = &self.seed_info().instances[i];
-        let mut cmd = self.node_command(i, &[]);
+        let mut cmd = self.node_ns_command(i, &[]);
         cmd.arg(venv_python())
             .arg(script("imds.py"))
             .args(["--host", host, "--port", &port.to_string()])
@@ -207,7 +207,21 @@ impl Lab {
     /// `nsenter --net=... --mount=... -- argv`, with a clean environment (`node_env`).
     /// nsenter execs in place (no fork), so the child's pid is the command's pid (call
     /// `wait_exec(pid)` after spawning before signalling it: until then the pid is nsenter).
+    /// In a `LabSpec::systemd` lab, once node i's container runs, the command runs inside the
+    /// container instead (its mounts, its /run and /dev/shm, its corosync).
     pub fn node_command(&self, i: usize, argv: &[&str]) -> Command {
+        match self.container_command(i, argv) {
+            Some(mut cmd) => {
+                cmd.envs(self.node_env());
+                cmd
+            }
+            None => self.node_ns_command(i, argv),
+        }
+    }
+
+    /// `node_command` in the node's own network and mount namespaces, also in a systemd lab
+    /// (the IMDS responder runs there, beside the container, with the lab's python).
+    pub(crate) fn node_ns_command(&self, i: usize, argv: &[&str]) -> Command {
         let n = &self.nodes[i];
         let mut cmd = Command::new("nsenter");
         cmd.arg(format!("--net=/run/netns/{}", n.netns))

@@ -59,6 +59,7 @@ fn netns_with_prefix(prefix: &str) -> Vec<String> {
 /// Removes everything a lab with this prefix may have left behind: processes in its
 /// namespaces, mount namespaces under `ns_dir`, namespaces, links. Waits for the links to go.
 fn teardown(prefix: &str, bridge: &str, ns_dir: &Path) {
+    crate::systemd::remove_cgroups(prefix);
     for ns in netns_with_prefix(prefix) {
         // processes still living in the namespace (leftovers of a crashed run)
         if let Ok(out) = Command::new("ip").args(["netns", "pids", &ns]).output() {
@@ -199,6 +200,7 @@ impl Lab {
                     imds: None,
                     daemon: None,
                     daemon_exit: None,
+                    container: None,
                 }
             })
             .collect();
@@ -246,10 +248,27 @@ impl Lab {
         self.setup_network()?;
         self.start_emulator()?;
         self.setup_nodes()?;
-        for i in 0..self.nodes.len() {
-            self.start_corosync(i)?;
+        if self.spec.systemd {
+            self.write_usr_extra()?;
+            for i in 0..self.nodes.len() {
+                self.write_node_root(i)?;
+                self.boot(i)?;
+            }
+            for i in 0..self.nodes.len() {
+                self.systemctl(i, &["start", "corosync.service"])?;
+            }
+        } else {
+            for i in 0..self.nodes.len() {
+                self.start_corosync(i)?;
+            }
         }
         self.seed()?;
+        if self.spec.systemd {
+            // the default config names the seeded EIPs
+            for i in 0..self.nodes.len() {
+                self.write_daemon_config(i, &self.default_daemon_config())?;
+            }
+        }
         self.start_ec2_worker()?;
         // warm-up: moto's first call is slow, and our own client's first connection too
         self.describe_addresses()
@@ -372,6 +391,9 @@ impl Drop for Lab {
         let t0 = Instant::now();
         for n in self.nodes.iter_mut() {
             kill_and_reap(&mut n.daemon);
+        }
+        for i in 0..self.nodes.len() {
+            self.shutdown_container(i, Duration::from_secs(10));
         }
         for n in self.nodes.iter_mut() {
             kill_and_reap(&mut n.corosync);

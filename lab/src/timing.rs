@@ -54,6 +54,33 @@ pub fn corosync_log_time(line: &str) -> Option<f64> {
     parse_rfc3339(&format!("{year}-{m:02}-{d:02}T{hms}"))
 }
 
+/// Seconds within `[lo, hi]` covered by at least one of `spans` (start, end), so calls in
+/// flight at the same time count once.
+pub fn covered(spans: &[(f64, f64)], lo: f64, hi: f64) -> f64 {
+    let mut clipped: Vec<(f64, f64)> = spans
+        .iter()
+        .map(|&(a, b)| (a.max(lo), b.min(hi)))
+        .filter(|(a, b)| a < b)
+        .collect();
+    clipped.sort_by(|x, y| x.0.total_cmp(&y.0));
+    let mut total = 0.0;
+    let mut current: Option<(f64, f64)> = None;
+    for (a, b) in clipped {
+        current = match current {
+            Some((ca, cb)) if a <= cb => Some((ca, cb.max(b))),
+            Some((ca, cb)) => {
+                total += cb - ca;
+                Some((a, b))
+            }
+            None => Some((a, b)),
+        };
+    }
+    if let Some((ca, cb)) = current {
+        total += cb - ca;
+    }
+    total
+}
+
 /// When node `i`'s corosync first reported a membership with members gone, at or after `t0`.
 pub fn corosync_membership_after(lab: &Lab, i: usize, t0: f64) -> Option<f64> {
     lab.corosync_log(i)
@@ -76,6 +103,14 @@ mod tests {
         assert_eq!(fmt_ms(f64::NAN), "–");
         assert_eq!(fmt_ms(2210.0), "2.21 s");
         assert_eq!(fmt_ms(30.4), "30 ms");
+    }
+
+    #[test]
+    fn overlapping_spans_count_once_and_are_clipped() {
+        assert_eq!(covered(&[], 0.0, 1.0), 0.0);
+        assert!((covered(&[(0.1, 0.3), (0.2, 0.4), (0.6, 0.7)], 0.0, 1.0) - 0.4).abs() < 1e-9);
+        assert!((covered(&[(-1.0, 0.5), (0.9, 2.0)], 0.0, 1.0) - 0.6).abs() < 1e-9);
+        assert_eq!(covered(&[(2.0, 3.0)], 0.0, 1.0), 0.0);
     }
 
     #[test]

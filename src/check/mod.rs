@@ -177,9 +177,20 @@ pub async fn run_checks(config: &Config) -> CheckReport {
         }
     };
 
+    let trust_ok = match crate::ec2::trust_store() {
+        Ok(n) => {
+            items.push(CheckItem::pass("CA certificates", format!("{n} in the trust store")));
+            true
+        }
+        Err(e) => {
+            items.push(CheckItem::fail("CA certificates", e.to_string(), "install the ca-certificates package"));
+            false
+        }
+    };
+
     // 4.-6. EC2 calls
     match sdk {
-        Some(sdk) if endpoint_ok && creds_ok => {
+        Some(sdk) if endpoint_ok && creds_ok && trust_ok => {
             let client = aws_sdk_ec2::Client::new(&sdk);
             let route53 = aws_sdk_route53::Client::new(&sdk);
             let mut route_clients = std::collections::BTreeMap::new();
@@ -191,7 +202,9 @@ pub async fn run_checks(config: &Config) -> CheckReport {
             items.extend(ec2::ec2_checks(config, &client, &route53, &route_clients, imds.as_ref().ok()).await);
         }
         _ => {
-            let why = if !endpoint_ok {
+            let why = if !trust_ok {
+                "no CA certificate to verify EC2 with"
+            } else if !endpoint_ok {
                 "the EC2 endpoint is unreachable"
             } else {
                 "no credentials"

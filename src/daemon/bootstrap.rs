@@ -51,6 +51,7 @@ impl Daemon {
             info!(listen = %addr, "serving Prometheus metrics");
             tokio::spawn(crate::metrics::serve(listener, metrics.clone()));
         }
+        ec2::trust_store()?;
         let sdk = ec2::sdk_config(&config.aws).await;
         let ec2 = Ec2::new(&sdk, metrics.clone());
         let Some((identity, availability_zone)) = resolve_identity(&config, &ec2, signals).await else {
