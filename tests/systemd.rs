@@ -219,3 +219,25 @@ fn reload_applies_a_valid_file_in_place_and_refuses_an_invalid_one_visibly() {
     assert_eq!(lab.eip_holder(&allocations[0]).unwrap_or_else(|e| panic!("{e:#}")), Some(holder));
     lab.assert_no_panics();
 }
+
+#[test]
+fn restarting_corosync_on_a_non_holder_restarts_its_daemon_and_moves_nothing() {
+    let lab = systemd_lab("sde", 83, 1);
+    let holder = start_everywhere(&lab);
+    let node = others(holder)[0];
+    let pid = prop(&lab, node, "MainPID");
+    let t = unix_now();
+    // Requires=corosync.service: systemd stops the daemon before corosync and starts it again
+    // after, as an admin's `systemctl restart corosync` expects.
+    lab.systemctl(node, &["restart", "corosync.service"]).unwrap_or_else(|e| panic!("{e:#}"));
+    lab.wait_for(&format!("node {node}'s daemon back after corosync's restart"), SETTLE, || {
+        let active = lab.unit_property(node, UNIT, "ActiveState")? == "active";
+        let new_pid = lab.unit_property(node, UNIT, "MainPID")?;
+        Ok((active && new_pid != pid && new_pid != "0").then_some(()))
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.logs()));
+    lab.wait_quorate(&NODES, 3, SETTLE).unwrap_or_else(|e| panic!("{e:#}"));
+    assert_eq!(lab.settled_holder(&NODES, 3, SETTLE).unwrap_or_else(|e| panic!("{e:#}\n{}", lab.logs())), holder);
+    assert_eq!(moves_since(&lab, t), vec![], "restarting corosync on a non-holder moved the address");
+    lab.assert_no_panics();
+}
