@@ -177,7 +177,13 @@ impl Lab {
         let dir = dest.parent().ok_or_else(|| anyhow!("no parent of {}", dest.display()))?;
         fs::create_dir_all(dir)?;
         let tmp = dir.join(".corosync-eip.new");
-        fs::copy(bin, &tmp).with_context(|| format!("copying {} into the containers' /usr", bin.display()))?;
+        let _ = fs::remove_file(&tmp);
+        // A hard link costs no space; a debug build is hundreds of megabytes and every lab
+        // would otherwise keep its own copy. A copy is the fallback across file systems.
+        if fs::hard_link(bin, &tmp).is_err() {
+            fs::copy(bin, &tmp)
+                .with_context(|| format!("copying {} into the containers' /usr", bin.display()))?;
+        }
         fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755))?;
         fs::rename(&tmp, &dest)?;
         Ok(())
