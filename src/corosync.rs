@@ -178,6 +178,43 @@ impl QuorumProbe {
         let handle = self.handle.lock().unwrap_or_else(|p| p.into_inner());
         quorum::getquorate(&handle).unwrap_or(false)
     }
+
+    /// `quorate`, or None at once while another caller is still waiting for corosync (so a
+    /// corosync that stopped answering does not collect a queue of blocked threads).
+    fn try_quorate(&self) -> Option<bool> {
+        let handle = match self.handle.try_lock() {
+            Ok(h) => h,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+        };
+        Some(quorum::getquorate(&handle).unwrap_or(false))
+    }
+}
+
+/// How long the event loop waits for an answer to a synchronous corosync call. Corosync answers
+/// library calls late while its main process is starved or its ring re-forms (seen for 20 s on
+/// a 16-node lab); the loop must keep delivering messages and pinging the watchdog meanwhile,
+/// and corosync's notification brings the same fact later.
+pub const CALL_BUDGET: Duration = Duration::from_millis(500);
+
+/// How long a multicast waits out corosync's TryAgain before the connection counts as lost
+/// (well inside the watchdog's half period, so a waiting send never trips it).
+pub const SEND_PATIENCE: Duration = Duration::from_secs(10);
+
+/// Votes from votequorum's per-node info (one call per node: a blocking thread's work).
+fn votes_of(handle: &votequorum::Handle, local: u32, nodes: &[u32]) -> Option<Votes> {
+    let me = votequorum::get_info(handle, NodeId::from(local)).ok()?;
+    let present = nodes
+        .iter()
+        .filter_map(|n| votequorum::get_info(handle, NodeId::from(*n)).ok())
+        .map(|i| i.node_votes)
+        .sum::<u32>()
+        + me.qdevice_votes;
+    Some(Votes {
+        expected: me.highest_expected.max(me.node_expected_votes),
+        present,
+        needed: me.quorum,
+    })
 }
 
 struct Fd(RawFd);
@@ -194,8 +231,9 @@ pub struct Corosync {
     quorum_fd: AsyncFd<Fd>,
     cpg: cpg::Handle,
     quorum: quorum::Handle,
-    /// For vote counts in status only; the daemon works without it.
-    votequorum: Option<votequorum::Handle>,
+    /// For vote counts in status only; the daemon works without it. Shared with the blocking
+    /// thread that asks it (see `votes_within`); the lock keeps one call in flight.
+    votequorum: Option<std::sync::Arc<Mutex<votequorum::Handle>>>,
     group: String,
     local: MemberId,
     initially_quorate: bool,
@@ -254,7 +292,8 @@ impl Corosync {
             nodelist_notification_fn: None,
             expectedvotes_notification_fn: None,
         })
-        .ok();
+        .ok()
+        .map(|h| std::sync::Arc::new(Mutex::new(h)));
         Ok(Corosync {
             cpg_fd,
             quorum_fd,
@@ -299,25 +338,25 @@ impl Corosync {
     }
 
     /// Votes as votequorum counts them: expected, present (of `nodes`), needed for quorum.
-    pub fn votes(&self, nodes: &[u32]) -> Option<Votes> {
-        let handle = self.votequorum.as_ref()?;
-        let me = votequorum::get_info(handle, NodeId::from(self.local.node)).ok()?;
-        let present = nodes
-            .iter()
-            .filter_map(|n| votequorum::get_info(handle, NodeId::from(*n)).ok())
-            .map(|i| i.node_votes)
-            .sum::<u32>()
-            + me.qdevice_votes;
-        Some(Votes {
-            expected: me.highest_expected.max(me.node_expected_votes),
-            present,
-            needed: me.quorum,
-        })
+    /// Asked off the event loop and bounded by `budget` (see [`CALL_BUDGET`]); None when
+    /// votequorum is not there, did not answer in time, or a previous ask is still waiting.
+    pub async fn votes_within(&self, nodes: &[u32], budget: Duration) -> Option<Votes> {
+        let handle = self.votequorum.clone()?;
+        let local = self.local.node;
+        let nodes = nodes.to_vec();
+        let ask = tokio::task::spawn_blocking(move || {
+            let handle = handle.try_lock().ok()?;
+            votes_of(&handle, local, &nodes)
+        });
+        tokio::time::timeout(budget, ask).await.ok()?.ok()?
     }
 
-    /// Quorum as corosync sees it at this instant.
-    pub fn quorate_now(&self) -> bool {
-        self.probe.quorate()
+    /// Quorum as corosync sees it now, asked off the event loop and bounded by `budget`; None
+    /// when corosync did not answer in time or a previous ask is still waiting for it.
+    pub async fn quorate_within(&self, budget: Duration) -> Option<bool> {
+        let probe = self.probe.clone();
+        let ask = tokio::task::spawn_blocking(move || probe.try_quorate());
+        tokio::time::timeout(budget, ask).await.ok()?.ok()?
     }
 
     /// Waits for corosync to have something for us and returns it in delivery order. An error
@@ -345,15 +384,18 @@ impl Corosync {
         }
     }
 
-    /// Multicasts in agreed order. Flow control (TryAgain) is waited out briefly.
+    /// Multicasts in agreed order. TryAgain (flow control, or corosync re-forming its ring,
+    /// which on a loaded 3-node lab took 0.7 s) is waited out for up to [`SEND_PATIENCE`]:
+    /// giving up sooner drops the connection in the middle of every slow membership change.
     pub async fn send(&self, bytes: &[u8]) -> Result<(), CorosyncError> {
-        let mut attempt = 0u32;
+        let started = tokio::time::Instant::now();
+        let mut pause = Duration::from_millis(2);
         loop {
             match cpg::mcast_joined(&self.cpg, cpg::Guarantee::TypeAgreed, bytes) {
                 Ok(()) => return Ok(()),
-                Err(CsError::CsErrTryAgain) if attempt < 50 => {
-                    attempt += 1;
-                    tokio::time::sleep(Duration::from_millis(2)).await;
+                Err(CsError::CsErrTryAgain) if started.elapsed() < SEND_PATIENCE => {
+                    tokio::time::sleep(pause).await;
+                    pause = pause.saturating_mul(2).min(Duration::from_millis(100));
                 }
                 Err(error) => return Err(CorosyncError::Call { call: "cpg_mcast_joined", error }),
             }

@@ -809,3 +809,22 @@ fn a_peer_generation_near_the_limit_is_refused_not_overflowed() {
     p.settle();
     assert_eq!(p.holder("web"), Some(holder));
 }
+
+#[test]
+fn only_a_member_that_learnt_the_table_keeps_it_for_its_next_connection() {
+    let mut p = Partition::new(&["web"]);
+    for n in 1..=3 {
+        p.join(m(n, 100 + n), true);
+    }
+    // Before any round completes, nobody has a table to hand over.
+    for v in p.views.values() {
+        assert!(v.table_to_keep().is_none(), "{} offered a table it never learnt", v.local());
+    }
+    p.settle();
+    let holder = p.holder("web").expect("a holder");
+    for v in p.views.values() {
+        let kept = v.table_to_keep().expect("a synced member keeps its table");
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0].holder, Some(holder));
+    }
+}

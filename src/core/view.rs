@@ -230,6 +230,13 @@ impl View {
         self.placed = true;
     }
 
+    /// The table a next incarnation of this member (re-exec, or a new corosync connection)
+    /// starts from; None while this member never learnt the cluster's table, so that a member
+    /// that knows nothing never offers an empty table as the cluster's.
+    pub fn table_to_keep(&self) -> Option<Vec<WireAssignment>> {
+        self.knows_cluster.then(|| self.state_message().assignments)
+    }
+
     /// This daemon, as the others name it.
     pub fn local(&self) -> MemberId {
         self.local

@@ -23,10 +23,11 @@ const RELEASE_WAIT: Duration = Duration::from_secs(2);
 
 /// Why a session ended.
 pub(super) enum SessionEnd {
-    Lost(CorosyncError),
+    /// The connection failed; the next session starts from this table, if we knew one.
+    Lost(CorosyncError, Option<Vec<WireAssignment>>),
     Shutdown,
-    /// Re-execute, handing this table to the new process.
-    Reload(Vec<WireAssignment>),
+    /// Re-execute, handing this table (if we knew one) to the new process.
+    Reload(Option<Vec<WireAssignment>>),
 }
 
 /// Whether this process was re-executed by a running daemon (a reload), rather than started.
@@ -38,8 +39,9 @@ pub(super) fn reexecuted() -> bool {
 pub(super) fn inherited_state() -> Option<Vec<WireAssignment>> {
     let text = std::env::var(REEXEC_STATE_ENV).ok()?;
     std::env::remove_var(REEXEC_STATE_ENV);
-    match serde_json::from_str(&text) {
-        Ok(table) => Some(table),
+    // `null`: the previous process had not learnt the cluster's table yet.
+    match serde_json::from_str::<Option<Vec<WireAssignment>>>(&text) {
+        Ok(table) => table,
         Err(e) => {
             warn!(error = %e, "ignoring unreadable state from the previous process");
             None
@@ -112,7 +114,7 @@ impl Daemon {
             Ok(_) => {
                 info!(config = %self.config_path.display(), "reloading: re-executing with the new configuration, keeping every address");
                 systemd::reloading();
-                Some(SessionEnd::Reload(view.state_message().assignments))
+                Some(SessionEnd::Reload(view.table_to_keep()))
             }
             Err(e) => {
                 error!(error = %e, "reload refused: the new configuration is invalid; keeping the running one");
@@ -186,7 +188,7 @@ impl Daemon {
     }
 
     /// Replaces this process with a new one of the same executable, handing over the table.
-    pub(super) fn reexec(&self, table: Vec<WireAssignment>) -> ! {
+    pub(super) fn reexec(&self, table: Option<Vec<WireAssignment>>) -> ! {
         use std::os::unix::process::CommandExt;
         let state = serde_json::to_string(&table).unwrap_or_default();
         let mut cmd = std::process::Command::new(&self.exe);

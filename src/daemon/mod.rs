@@ -226,8 +226,12 @@ pub async fn run(config: Config, config_path: PathBuf, mut signals: Signals) -> 
                         drop(cs);
                         daemon.reexec(table);
                     }
-                    SessionEnd::Lost(e) => {
+                    SessionEnd::Lost(e, table) => {
                         warn!(error = %e, "lost the corosync connection; not acting until it is back");
+                        // Every member may lose its connection at once (corosync refuses calls
+                        // while it re-forms the ring): each keeps the table it knew, so the
+                        // members that meet again keep their holders instead of placing afresh.
+                        seed = table;
                     }
                 }
             }
@@ -276,7 +280,7 @@ impl Daemon {
         let mut monitor = tokio::time::interval(self.config.cluster.monitor_interval);
         monitor.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut local_quorate = cs.initially_quorate();
-        self.votes = cs.votes(cs.initial_nodes());
+        self.votes = cs.votes_within(cs.initial_nodes(), crate::corosync::CALL_BUDGET).await;
         let mut watchdog = tokio::time::interval(systemd::watchdog_interval().unwrap_or(Duration::from_secs(3600)));
         let mut heartbeat = tokio::time::interval(HEARTBEAT);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -321,7 +325,7 @@ impl Daemon {
                 },
             };
             if let Err(e) = step {
-                return SessionEnd::Lost(e);
+                return SessionEnd::Lost(e, view.table_to_keep());
             }
             self.liveness.beat();
             self.persist_standby(&view);
@@ -351,7 +355,9 @@ impl Daemon {
                 CorosyncEvent::Quorum { quorate, ring, nodes } => {
                     info!(quorate, ring = %ring, nodes = ?nodes, "corosync quorum changed");
                     *local_quorate = quorate;
-                    self.votes = cs.votes(&nodes);
+                    if let Some(votes) = cs.votes_within(&nodes, crate::corosync::CALL_BUDGET).await {
+                        self.votes = Some(votes);
+                    }
                     view.set_local_quorum(quorate, Some(ring), nodes)
                 }
                 CorosyncEvent::Confchg { members, left, joined } => {
@@ -360,11 +366,19 @@ impl Daemon {
                     // Corosync applies a loss of members to quorum before it delivers the CPG
                     // change, though its notification may reach us later: read it now, so the
                     // fact we announce in the new configuration is not the old one.
-                    let now_quorate = cs.quorate_now();
-                    if !now_quorate {
-                        *local_quorate = false;
-                    }
-                    let mut outputs = view.note_quorate_now(now_quorate);
+                    // Unanswered in time: the fact stays "not known yet" until the notification.
+                    let mut outputs = match cs.quorate_within(crate::corosync::CALL_BUDGET).await {
+                        Some(now_quorate) => {
+                            if !now_quorate {
+                                *local_quorate = false;
+                            }
+                            view.note_quorate_now(now_quorate)
+                        }
+                        None => {
+                            warn!("corosync did not say within {:?} whether it is quorate; waiting for its notification", crate::corosync::CALL_BUDGET);
+                            Vec::new()
+                        }
+                    };
                     outputs.extend(view.handle(Event::Confchg { members, left, joined }));
                     self.after(self.config.cluster.sync_timeout, TaskResult::SyncTimeout(view.config()));
                     outputs
