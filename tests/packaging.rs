@@ -116,6 +116,25 @@ fn systemd_unit_verifies_and_keeps_corosync_ipc() {
     assert!(out.status.success() && err.trim().is_empty(), "systemd-analyze verify: {}\n{err}", out.status);
 }
 
+/// The exposure `systemd-analyze security` gives the unit (2.4 of 10 when written): a change
+/// that loosens the sandbox must be deliberate, and shows here.
+#[test]
+fn unit_exposure_stays_low() {
+    let out = Command::new("systemd-analyze")
+        .args(["security", "--offline=true", "--no-pager", "--threshold=25"])
+        .arg(root().join("contrib/corosync-eip.service"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let overall = text.lines().find(|l| l.contains("Overall exposure level")).unwrap_or_default();
+    assert!(out.status.success(), "exposure above 2.5: {overall}\n{}", String::from_utf8_lossy(&out.stderr));
+    for directive in ["✓ PrivateMounts=", "✓ MemoryDenyWriteExecute=", "✓ ProtectSystem=", "✓ NoNewPrivileges="] {
+        assert!(text.lines().any(|l| l.starts_with(directive)), "{directive} not in force:\n{text}");
+    }
+    // DevicePolicy=closed: only the pseudo devices every service gets.
+    assert!(text.lines().any(|l| l.starts_with("✗ DeviceAllow=") && l.contains("some special devices")), "{text}");
+}
+
 fn actions(statement: &Value) -> Vec<String> {
     match &statement["Action"] {
         Value::String(s) => vec![s.clone()],

@@ -81,6 +81,27 @@ fn units_start_once_synced_and_stopping_the_holder_hands_over_once() {
     for i in others(holder) {
         assert!(prop(&lab, i, "StatusText").contains("holding 0 of 1"), "node {i}: {}", prop(&lab, i, "StatusText"));
     }
+    // The unit's resource settings are in force on the running daemon, which works under them.
+    let pid = lab.unit_main_pid_host(holder, UNIT).unwrap_or_else(|e| panic!("{e:#}")).expect("a main pid");
+    // This machine's root lacks CAP_SYS_RESOURCE, so systemd cannot lower the kernel's score
+    // here: the unit must start regardless, with the setting as written.
+    assert_eq!(prop(&lab, holder, "OOMScoreAdjust"), "-500");
+    let limits = fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let nofile = limits.lines().find(|l| l.starts_with("Max open files")).unwrap_or_default();
+    // LimitNOFILE=65536, or as much of it as the host's hard limit allows without
+    // CAP_SYS_RESOURCE (this machine caps it at 20000; RHEL allows 524288).
+    let own = fs::read_to_string("/proc/self/limits").unwrap();
+    let hard = |text: &str| -> u64 {
+        let line = text.lines().find(|l| l.starts_with("Max open files")).unwrap_or_default();
+        line.split_whitespace().nth(4).and_then(|w| w.parse().ok()).unwrap_or(0)
+    };
+    let soft: u64 = nofile.split_whitespace().nth(3).and_then(|w| w.parse().ok()).unwrap_or(0);
+    assert_eq!(soft, hard(&own).min(65536), "{nofile}");
+    assert_eq!(prop(&lab, holder, "MemoryMax"), (512u64 << 20).to_string());
+    // What the bounds leave room for (this machine's cgroups do not account memory).
+    let proc_status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| proc_status.lines().find(|l| l.starts_with(name)).unwrap_or_default().to_string();
+    println!("holder's daemon: {}, {}", field("VmRSS:"), field("Threads:"));
 
     let t = unix_now();
     lab.systemctl(holder, &["stop", UNIT]).unwrap_or_else(|e| panic!("{e:#}"));
