@@ -10,6 +10,7 @@
 //!   `reason`: units a member failed to take and handed to the next candidate
 //! - `conflicts[]`: `unit`, `keys`, `variants[].nodes`: units whose members' files differ
 //! - `muted[]`: `node_id`, `pid` of members that said nothing for the sync timeout
+//! - `binary_replaced`: the installed binary is newer than the running one (reload pending)
 //! - `resources[]`: see the README (the schema's reference).
 //!
 //! Also the human-readable rendering of the report, and the terminal colours every report a
@@ -78,6 +79,10 @@ pub struct StatusReport {
     /// nothing and serve nothing until they speak.
     #[serde(default)]
     pub muted: Vec<MemberRef>,
+    /// The daemon's binary on disk is no longer the program running (a package upgrade
+    /// replaced it): `systemctl reload corosync-eip` runs the new one in place.
+    #[serde(default)]
+    pub binary_replaced: bool,
 }
 
 /// A unit whose members' configuration files differ: neither placed nor moved until they agree.

@@ -262,3 +262,67 @@ fn restarting_corosync_on_a_non_holder_restarts_its_daemon_and_moves_nothing() {
     assert_eq!(moves_since(&lab, t), vec![], "restarting corosync on a non-holder moved the address");
     lab.assert_no_panics();
 }
+
+/// The main package's `%posttrans` scriptlet, as rpm runs it after an upgrade.
+fn posttrans_scriptlet() -> String {
+    let spec = fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/rpm/corosync-eip.spec")).unwrap();
+    let body: Vec<&str> = spec
+        .lines()
+        .skip_while(|l| l.trim() != "%posttrans")
+        .skip(1)
+        .take_while(|l| !l.starts_with('%'))
+        .collect();
+    body.join("\n")
+}
+
+fn sh(lab: &Lab, i: usize, script: &str) {
+    let out = lab.in_container(i, &["sh", "-ec", script]).unwrap_or_else(|e| panic!("{e:#}"));
+    assert!(
+        out.status.success(),
+        "node {i}: `{script}` failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A rolling package upgrade, node by node and the holder last, as an admin runs `dnf upgrade`:
+/// the new binary is renamed over the old one (as rpm does), then the spec's own `%posttrans`
+/// runs. The "new" binary is the same build in a new file, so what this proves is the mechanism:
+/// status says the binary was replaced until the reload, the reload re-executes the new file in
+/// the same process, and nothing moves.
+#[test]
+fn an_upgrade_reloads_the_new_binary_in_place_and_moves_nothing() {
+    let lab = systemd_lab("sdf", 86, 2);
+    let holder = start_everywhere(&lab);
+    let script = posttrans_scriptlet();
+    assert!(script.contains("systemctl reload corosync-eip.service"), "%posttrans: {script}");
+    let t = unix_now();
+    let mut order = others(holder);
+    order.push(holder);
+    for i in order {
+        let pid = prop(&lab, i, "MainPID");
+        assert!(!lab.daemon_status(i).unwrap_or_else(|e| panic!("{e:#}")).binary_replaced, "node {i} before the upgrade");
+        sh(&lab, i, "install -m 0755 /usr/sbin/corosync-eip '/usr/sbin/corosync-eip;upgrade' && mv -f '/usr/sbin/corosync-eip;upgrade' /usr/sbin/corosync-eip");
+        let st = lab
+            .wait_for(&format!("node {i} reports its binary replaced"), SETTLE, || {
+                let st = lab.daemon_status(i)?;
+                Ok(st.binary_replaced.then_some(st))
+            })
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        assert!(st.warnings.iter().any(|w| w.contains("systemctl reload corosync-eip")), "node {i}: {:?}", st.warnings);
+        sh(&lab, i, &script);
+        lab.wait_for(&format!("node {i} runs the new binary, synced"), SETTLE, || {
+            let st = lab.daemon_status(i)?;
+            Ok((!st.binary_replaced && st.synced && st.quorate).then_some(()))
+        })
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.logs()));
+        assert_eq!(prop(&lab, i, "MainPID"), pid, "node {i}: the reload re-executed in place");
+        assert_eq!(prop(&lab, i, "ActiveState"), "active");
+        assert_eq!(prop(&lab, i, "NRestarts"), "0");
+    }
+    assert_eq!(lab.settled_holder(&NODES, 3, SETTLE).unwrap_or_else(|e| panic!("{e:#}")), holder);
+    assert!(moves_since(&lab, t).is_empty(), "the upgrade moved addresses: {:?}", moves_since(&lab, t));
+    let journal = lab.journal(holder, UNIT, "cat");
+    assert!(journal.contains("reloading: re-executing"), "{journal}");
+    lab.assert_no_panics();
+}

@@ -249,8 +249,8 @@ impl Lab {
         self.start_emulator()?;
         self.setup_nodes()?;
         if self.spec.systemd {
-            self.write_usr_extra()?;
             for i in 0..self.nodes.len() {
+                self.write_usr_extra(i)?;
                 self.write_node_root(i)?;
                 self.boot(i)?;
             }

@@ -3,10 +3,11 @@
 //! namespace, with corosync and corosync-eip as the services users run.
 //!
 //! What the container sees:
-//! - `/`: a fresh tmpfs (`--volatile=yes`) with the host's `/usr` read-only, overlaid with the
-//!   lab's `usr-extra` directory, so `/usr/sbin/corosync-eip` and
+//! - `/`: a fresh tmpfs (`--volatile=yes`) with the host's `/usr` as the lower layer of an
+//!   overlay whose upper layer is the node's `usr` directory, so `/usr/sbin/corosync-eip` and
 //!   `/usr/lib/systemd/system/corosync-eip.service` are where the RPM puts them (the unit file
-//!   is `contrib/corosync-eip.service`, unchanged) while the host's `/usr` stays untouched;
+//!   is `contrib/corosync-eip.service`, unchanged) and an upgrade inside the node writes there,
+//!   while the host's `/usr` stays untouched;
 //! - `/etc` and `/var`: the node's `etc` and `var` directories on the host, built here from
 //!   scratch (users, NSS, the linker cache, a machine id so systemd never runs its first-boot
 //!   wizard, corosync.conf, the daemon's config and sysconfig), so the harness reads logs and
@@ -165,35 +166,28 @@ impl Lab {
         self.nodes[i].dir.join("var")
     }
 
-    /// The lab's additions to the containers' `/usr` (binary and unit as installed).
-    pub fn usr_extra(&self) -> PathBuf {
-        self.spec.work_dir.join("usr-extra")
+    /// The upper layer of node i's `/usr`: the binary and unit as the RPM installs them, and
+    /// whatever the node writes to `/usr` later (an upgrade), kept per node like a real disk.
+    pub fn usr_extra(&self, i: usize) -> PathBuf {
+        self.nodes[i].dir.join("usr")
     }
 
-    /// Installs `bin` as `/usr/sbin/corosync-eip` for every container (an upgrade replaces the
-    /// file under the running daemons, as rpm does: a new inode, the old one stays mapped).
-    pub fn install_daemon_binary(&self, bin: &Path) -> Result<()> {
-        let dest = self.usr_extra().join("sbin/corosync-eip");
-        let dir = dest.parent().ok_or_else(|| anyhow!("no parent of {}", dest.display()))?;
-        fs::create_dir_all(dir)?;
-        let tmp = dir.join(".corosync-eip.new");
-        let _ = fs::remove_file(&tmp);
-        // A hard link costs no space; a debug build is hundreds of megabytes and every lab
-        // would otherwise keep its own copy. A copy is the fallback across file systems.
-        if fs::hard_link(bin, &tmp).is_err() {
-            fs::copy(bin, &tmp)
-                .with_context(|| format!("copying {} into the containers' /usr", bin.display()))?;
+    /// Writes node i's `/usr` additions: the daemon (the lab's `daemon_bin`) as
+    /// `/usr/sbin/corosync-eip`, and the unit file from `contrib/`, unchanged.
+    pub(crate) fn write_usr_extra(&self, i: usize) -> Result<()> {
+        let dir = self.usr_extra(i).join("sbin");
+        fs::create_dir_all(&dir)?;
+        let dest = dir.join("corosync-eip");
+        let _ = fs::remove_file(&dest);
+        let bin = &self.spec.daemon_bin;
+        // A hard link costs no space; a debug build is about a hundred megabytes and every node
+        // would otherwise keep its own copy. A copy is the fallback across file systems. The
+        // node never writes into the file: an upgrade renames a new one over it, as rpm does.
+        if fs::hard_link(bin, &dest).is_err() {
+            fs::copy(bin, &dest).with_context(|| format!("copying {} into node {i}'s /usr", bin.display()))?;
         }
-        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755))?;
-        fs::rename(&tmp, &dest)?;
-        Ok(())
-    }
-
-    /// Writes the `/usr` additions: the daemon (the lab's `daemon_bin`) and the unit file from
-    /// `contrib/`, unchanged.
-    pub(crate) fn write_usr_extra(&self) -> Result<()> {
-        self.install_daemon_binary(&self.spec.daemon_bin.clone())?;
-        let unit = self.usr_extra().join("lib/systemd/system/corosync-eip.service");
+        fs::set_permissions(&dest, fs::Permissions::from_mode(0o755))?;
+        let unit = self.usr_extra(i).join("lib/systemd/system/corosync-eip.service");
         fs::create_dir_all(unit.parent().ok_or_else(|| anyhow!("unit path"))?)?;
         fs::copy(repo_root().join("contrib/corosync-eip.service"), &unit)
             .context("installing contrib/corosync-eip.service")?;
@@ -286,12 +280,12 @@ impl Lab {
         let script = format!(
             "set -e; {moves}exec nsenter --net=/run/netns/{netns} -- systemd-nspawn --quiet --register=no \
              --keep-unit --directory=/ --volatile=yes --machine={machine} --bind={etc}:/etc --bind={var}:/var \
-             --overlay-ro=/usr:{extra}:/usr --link-journal=no --resolv-conf=off --timezone=off --console=pipe \
+             --overlay=/usr:{extra}:/usr --link-journal=no --resolv-conf=off --timezone=off --console=pipe \
              --boot --capability=CAP_NET_ADMIN,CAP_IPC_LOCK",
             netns = self.nodes[i].netns,
             etc = self.node_etc(i).display(),
             var = self.node_var(i).display(),
-            extra = self.usr_extra().display(),
+            extra = self.usr_extra(i).display(),
         );
         let nspawn = Command::new("sh")
             .args(["-c", &script])

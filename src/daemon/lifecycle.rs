@@ -35,6 +35,18 @@ pub(super) fn reexecuted() -> bool {
     std::env::var_os(REEXEC_STATE_ENV).is_some()
 }
 
+/// Whether the file this daemon runs from is no longer the program running: a package upgrade
+/// replaced (or removed) it, and no reload has re-executed it yet.
+pub(super) fn binary_replaced(exe: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    // The magic link resolves to the inode that is executing, even once it is unlinked.
+    let Ok(running) = std::fs::metadata("/proc/self/exe") else { return false };
+    match std::fs::metadata(exe) {
+        Ok(installed) => (installed.dev(), installed.ino()) != (running.dev(), running.ino()),
+        Err(_) => true,
+    }
+}
+
 /// The table handed over by the process we were re-executed from, if any.
 pub(super) fn inherited_state() -> Option<Vec<WireAssignment>> {
     let text = std::env::var(REEXEC_STATE_ENV).ok()?;

@@ -153,6 +153,13 @@ impl Daemon {
             .cloned()
             .chain(conflicts.iter().map(|c| c.to_string()))
             .collect();
+        s.binary_replaced = super::lifecycle::binary_replaced(&self.exe);
+        if s.binary_replaced {
+            s.warnings.push(format!(
+                "{} was replaced since this daemon started (a package upgrade?): `systemctl reload corosync-eip` runs it in place, keeping every address",
+                self.exe.display()
+            ));
+        }
         s.conflicts = conflicts.iter().map(ConflictStatus::from).collect();
         s.muted = view.muted().iter().map(|m| MemberRef { node_id: m.node, pid: m.pid }).collect();
     }
