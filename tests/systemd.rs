@@ -122,6 +122,9 @@ fn units_start_once_synced_and_stopping_the_holder_hands_over_once() {
         .find(|v| v["MESSAGE"].as_str().is_some_and(|m| m.contains("failover timeline")))
         .unwrap_or_else(|| panic!("no failover timeline in node {taker}'s journal:\n{journal}"));
     assert_eq!(timeline["RESOURCE"], "eip1", "{timeline}");
+    let status = lab.daemon_status(taker).unwrap_or_else(|e| panic!("{e:#}"));
+    assert_eq!(timeline["NODE"].as_str(), status.node_id.map(|n| n.to_string()).as_deref(), "{timeline}");
+    assert_eq!(timeline["INSTANCE"].as_str(), status.instance_id.as_deref(), "{timeline}");
     assert!(timeline["ELAPSED_MS"].as_str().is_some_and(|v| v.parse::<u64>().is_ok()), "{timeline}");
     assert_eq!(timeline["_SYSTEMD_UNIT"], UNIT, "{timeline}");
     lab.assert_no_panics();
