@@ -240,6 +240,7 @@ pub struct Corosync {
     initial_ring: Option<Ring>,
     initial_nodes: Vec<u32>,
     probe: std::sync::Arc<QuorumProbe>,
+    node_name: Option<String>,
 }
 
 impl Corosync {
@@ -309,7 +310,13 @@ impl Corosync {
             initial_ring,
             initial_nodes,
             probe,
+            node_name: nodelist_name(u32::from(node)),
         })
+    }
+
+    /// This node's `name` in corosync.conf's nodelist, read at connect.
+    pub fn node_name(&self) -> Option<&str> {
+        self.node_name.as_deref()
     }
 
     /// The ring of the quorum state read at connect.
@@ -490,6 +497,28 @@ fn cmap_fields(
         each(index, field, e.data());
     }
     Ok(())
+}
+
+/// The nodelist `name` of node `id`, through a short-lived cmap connection; None when the
+/// nodelist gives it no name (or cmap does not answer).
+fn nodelist_name(id: u32) -> Option<String> {
+    let h = cmap::initialize(cmap::Map::Icmap).ok()?;
+    let mut nodes: BTreeMap<String, (Option<u32>, Option<String>)> = BTreeMap::new();
+    let listed = cmap_fields(&h, "nodelist.node.", |index, field, data| {
+        let entry = nodes.entry(index.to_string()).or_default();
+        match field {
+            "nodeid" => entry.0 = data_u64(data).and_then(|v| u32::try_from(v).ok()),
+            "name" => entry.1 = data_string(data),
+            _ => {}
+        }
+    });
+    let _ = cmap::finalize(&h);
+    listed.ok()?;
+    nodes
+        .into_values()
+        .find(|(node, _)| *node == Some(id))
+        .and_then(|(_, name)| name)
+        .filter(|n| !n.is_empty() && n.len() <= 255)
 }
 
 /// Reads [`CorosyncFacts`] through short-lived connections. Blocks (the library calls do), and

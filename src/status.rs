@@ -159,6 +159,13 @@ pub struct MemberStatus {
     /// it can serve them again).
     #[serde(default)]
     pub cannot_serve: Vec<crate::core::wire::Unable>,
+    /// The node's `name` in corosync.conf's nodelist; null when it has none (or the member's
+    /// version predates it).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The member's hostname; null when unknown.
+    #[serde(default)]
+    pub hostname: Option<String>,
 }
 
 /// The daemon the cluster elected to hold an address.
@@ -314,6 +321,8 @@ pub fn members(view: &crate::core::view::View) -> Vec<MemberStatus> {
                 standby: info.map(|i| i.standby),
                 availability_zone: info.and_then(|i| i.availability_zone.clone()),
                 cannot_serve: info.map(|i| i.cannot_serve.clone()).unwrap_or_default(),
+                name: info.and_then(|i| i.name.clone()),
+                hostname: info.and_then(|i| i.hostname.clone()),
             }
         })
         .collect()
@@ -523,8 +532,9 @@ pub fn render(r: &StatusReport, color: bool) -> String {
         };
         let _ = writeln!(
             out,
-            "  node {:<4} pid {:<8} {:<22} {:<22} {:<16}{}",
+            "  node {:<4} {:<16} pid {:<8} {:<22} {:<22} {:<16}{}",
             m.node_id,
+            m.name.as_deref().or(m.hostname.as_deref()).unwrap_or("-"),
             m.pid,
             m.instance_id.as_deref().unwrap_or("(joining)"),
             m.network_interface_id.as_deref().unwrap_or(""),
@@ -544,7 +554,10 @@ pub fn render(r: &StatusReport, color: bool) -> String {
     let _ = writeln!(out, "resources:");
     for res in &r.resources {
         let holder = res.holder.as_ref().map_or("-".to_string(), |h| {
-            format!("node {} {}", h.node_id, h.instance_id.as_deref().unwrap_or(""))
+            let member = r.members.iter().find(|m| m.node_id == h.node_id);
+            let name = member.and_then(|m| m.name.as_deref().or(m.hostname.as_deref()));
+            let node = crate::core::names::label(h.node_id, name, None);
+            format!("{node} {}", h.instance_id.as_deref().unwrap_or(""))
         });
         let ec2 = match (&res.ec2, &res.routes, &res.record) {
             (None, None, Some(r)) => match &r.values {

@@ -345,6 +345,8 @@ fn info(node: u32, quorate: bool, ring: Ring, nodes: Vec<u32>) -> MemberInfo {
         ring: Some(ring),
         units: BTreeMap::new(),
         cannot_serve: vec![],
+        name: None,
+        hostname: None,
     }
 }
 

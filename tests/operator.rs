@@ -93,7 +93,7 @@ fn status_metrics_and_notify_hooks() {
     assert!(text.contains(&lab.seed_info().instances[0].az), "availability zone shown:\n{text}");
     assert!(text.contains("cluster group corosync-eip"), "{text}");
     assert!(text.contains(&alloc) && text.contains("held"), "{text}");
-    assert!(text.contains(&format!("holder node {}", lab.node_id(h))), "{text}");
+    assert!(text.contains(&format!("holder {} (node {})", lab.node_name(h), lab.node_id(h))), "{text}");
     assert!(!text.contains('\u{1b}'), "no colours when not a terminal");
     let out = lab.node_exec(h, &[&bin, "status"]).unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("last failover"));
@@ -135,9 +135,21 @@ fn status_metrics_and_notify_hooks() {
     assert_eq!(acquire["COROSYNC_EIP_ADDRESS"], public_ip);
     assert_eq!(acquire["COROSYNC_EIP_INSTANCE_ID"], lab.instance_id(h));
 
-    // A planned move: release on the old holder, acquire on the new one.
+    // Members carry corosync.conf's node names, and a node is named as admins name it.
+    let s = lab.daemon_status(h).unwrap();
+    for i in 0..3 {
+        let m = s.members.iter().find(|m| m.node_id == lab.node_id(i)).expect("member");
+        assert_eq!(m.name.as_deref(), Some(lab.node_name(i)), "{m:?}");
+    }
+    let out = lab.node_exec(h, &[&bin, "move", "eip1", "--to", "no-such-node"]).unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "an unknown node name is refused");
+    assert!(err.contains("no-such-node") && err.contains(&format!("{} (node {})", lab.node_name(h), lab.node_id(h))), "{err}");
+    assert!(hook_events(&lab, h).iter().all(|e| e["COROSYNC_EIP_EVENT"] != "release"), "a refused move releases nothing");
+
+    // A planned move, by node name: release on the old holder, acquire on the new one.
     let to = (h + 1) % 3;
-    let out = lab.node_exec(h, &[&bin, "move", "eip1", "--to", &lab.node_id(to).to_string()]).unwrap();
+    let out = lab.node_exec(h, &[&bin, "move", "eip1", "--to", lab.node_name(to)]).unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     lab.wait_for("release and acquire hooks", SETTLE, || {
         let old = hook_events(&lab, h);

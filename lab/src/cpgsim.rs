@@ -33,6 +33,8 @@ pub fn member_info(id: MemberId, quorate: bool, nodes: &[u32]) -> MemberInfo {
         ring: None,
         units: BTreeMap::new(),
         cannot_serve: vec![],
+        name: None,
+        hostname: None,
     }
 }
 

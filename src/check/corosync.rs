@@ -253,6 +253,8 @@ mod tests {
                 class: crate::core::wire::Incapacity::Permission,
                 reason: "UnauthorizedOperation".into(),
             }],
+            name: None,
+            hostname: None,
         });
         let item = agreement_item(Some(&s));
         assert_eq!(item.status, CheckStatus::Fail);

@@ -6,6 +6,7 @@
 
 pub mod health;
 pub mod holder;
+pub mod names;
 pub mod placement;
 pub mod reconcile;
 pub mod spec;

@@ -143,6 +143,12 @@ pub struct MemberInfo {
     /// Units the sender failed to take and cannot serve until it proves otherwise.
     #[serde(default)]
     pub cannot_serve: Vec<Unable>,
+    /// The node's `name` in corosync.conf's nodelist, when it has one: how admins name it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The node's hostname.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
 }
 
 fn yes() -> bool {

@@ -9,6 +9,7 @@ use tracing::{error, info};
 
 use super::Daemon;
 use crate::control::{Command, Request};
+use crate::core::names::{self, Named};
 use crate::core::view::View;
 use crate::core::wire::{self, Body};
 use crate::corosync::{Corosync, CorosyncError};
@@ -168,17 +169,19 @@ impl Daemon {
     }
 }
 
-/// A node named by its id or by a member's instance id.
+/// A node named by its nodelist name, hostname, id or instance id (see [`crate::core::names`]).
 fn resolve_node(view: &View, text: &str) -> Result<u32, String> {
-    if let Ok(id) = text.parse::<u32>() {
-        if view.members().iter().any(|m| m.node == id) {
-            return Ok(id);
-        }
-        return Err(format!("node {id} has no corosync-eip daemon in the group"));
-    }
-    view.members()
+    let members: Vec<Named<'_>> = view
+        .members()
         .iter()
-        .find(|m| view.info(m).is_some_and(|i| i.instance_id == text))
-        .map(|m| m.node)
-        .ok_or_else(|| format!("`{text}` is neither a node id nor the instance id of a member"))
+        .filter_map(|m| {
+            view.info(m).map(|i| Named {
+                node: m.node,
+                name: i.name.as_deref(),
+                hostname: i.hostname.as_deref(),
+                instance_id: &i.instance_id,
+            })
+        })
+        .collect();
+    names::resolve(&members, text).map_err(|e| e.to_string())
 }

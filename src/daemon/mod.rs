@@ -270,6 +270,8 @@ impl Daemon {
             ring: cs.initial_ring(),
             units: BTreeMap::new(),
             cannot_serve: self.cannot_serve_list(),
+            name: cs.node_name().map(str::to_owned),
+            hostname: local_hostname(),
         };
         let mut view = View::new(cs.local(), info, self.config.unit_specs());
         if let Some(table) = seed {
@@ -580,4 +582,11 @@ mod tests {
         let asked = tokio::time::timeout(Duration::from_secs(5), signals.recv()).await;
         assert_eq!(asked, Ok(Asked::Stop));
     }
+}
+
+/// This machine's hostname, as admins see it in their prompt (None when unreadable).
+fn local_hostname() -> Option<String> {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+    let name = name.trim();
+    (!name.is_empty() && name.len() <= 255).then(|| name.to_owned())
 }
