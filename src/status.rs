@@ -4,7 +4,7 @@
 //! - `schema`, `version`, `node_id`, `pid`, `instance_id`, `network_interface_id`
 //! - `corosync`: "connected" | "disconnected"; `synced`: this member knows the cluster's holders
 //! - `quorate`: the partition is quorate (every member says so); `local_quorate`: corosync says so here
-//! - `members[]`: `node_id`, `pid`, `instance_id`, `network_interface_id`, `version`, `quorate`
+//! - `members[]`: `node_id`, `name`, `hostname`, `pid`, `instance_id`, `network_interface_id`, `version`, `quorate`
 //! - `reattaching[]`: `node_id`, `pid` of vanished daemons whose addresses are kept during the grace
 //! - `members[].cannot_serve[]`: `unit`, `class` ("permission" | "unreachable" | "identity"),
 //!   `reason`: units a member failed to take and handed to the next candidate
