@@ -4,6 +4,7 @@
 //! delivered messages in CPG's agreed order; because every member sees the same sequence, every
 //! member computes the same holders.
 
+pub mod events;
 pub mod health;
 pub mod holder;
 pub mod names;
