@@ -118,6 +118,20 @@ impl Imds {
             })
     }
 
+    /// A metadata document that may be absent: None when IMDS answers 404 (EC2 serves the
+    /// event documents only while there is an event).
+    pub async fn get_optional(&self, path: &str) -> Result<Option<String>, ImdsError> {
+        use aws_config::imds::client::error::ImdsError as SdkError;
+        match self.client.get(path).await {
+            Ok(s) => Ok(Some(s.as_ref().trim().to_string())),
+            Err(SdkError::ErrorResponse(e)) if e.response().status().as_u16() == 404 => Ok(None),
+            Err(source) => Err(ImdsError::Get {
+                path: path.to_string(),
+                source,
+            }),
+        }
+    }
+
     /// This instance's id, checked to look like one.
     pub async fn instance_id(&self) -> Result<String, ImdsError> {
         let id = self.get("/latest/meta-data/instance-id").await?;

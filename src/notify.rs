@@ -17,6 +17,11 @@ pub enum HookEvent {
     Release,
     /// This node was to hold the resource but could not; `COROSYNC_EIP_DETAIL` says why.
     Fault,
+    /// This node drained itself before an event AWS announced (`[aws_events]`); the
+    /// resource is empty and `COROSYNC_EIP_DETAIL` names the event.
+    Drain,
+    /// The event's window is over and this node serves again.
+    Undrain,
 }
 
 impl HookEvent {
@@ -26,6 +31,8 @@ impl HookEvent {
             HookEvent::Acquire => "acquire",
             HookEvent::Release => "release",
             HookEvent::Fault => "fault",
+            HookEvent::Drain => "drain",
+            HookEvent::Undrain => "undrain",
         }
     }
 }
@@ -39,7 +46,7 @@ pub struct HookContext {
     pub resource: String,
     /// `COROSYNC_EIP_GROUP`: its unit, the group name or its own name when ungrouped.
     pub group: String,
-    /// `COROSYNC_EIP_KIND`: `eip` or `vip`.
+    /// `COROSYNC_EIP_KIND`: the resource's kind (`eip`, `vip`, ...), `node` for a drain.
     pub kind: &'static str,
     /// "holder" after acquire, "standby" after release, the intended role on fault.
     pub role: &'static str,

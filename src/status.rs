@@ -11,6 +11,7 @@
 //! - `conflicts[]`: `unit`, `keys`, `variants[].nodes`: units whose members' files differ
 //! - `muted[]`: `node_id`, `pid` of members that said nothing for the sync timeout
 //! - `binary_replaced`: the installed binary is newer than the running one (reload pending)
+//! - `aws_event`: `kind`, `id`, `not_before`, `drained_until` of the AWS event this node drained for
 //! - `resources[]`: see the README (the schema's reference).
 //!
 //! Also the human-readable rendering of the report, and the terminal colours every report a
@@ -83,6 +84,22 @@ pub struct StatusReport {
     /// replaced it): `systemctl reload corosync-eip` runs the new one in place.
     #[serde(default)]
     pub binary_replaced: bool,
+    /// The AWS event this node drained itself for (`[aws_events]`); null when none.
+    #[serde(default)]
+    pub aws_event: Option<AwsEventStatus>,
+}
+
+/// An event EC2 announced for this instance, and the drain it caused.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AwsEventStatus {
+    /// `system-reboot`, `instance-stop`, `spot-interruption`, ...
+    pub kind: String,
+    /// EC2's event id (or the notice it came from).
+    pub id: String,
+    /// When it may start (seconds since the epoch).
+    pub not_before: u64,
+    /// When the drain ends by itself (seconds since the epoch).
+    pub drained_until: u64,
 }
 
 /// A unit whose members' configuration files differ: neither placed nor moved until they agree.
@@ -521,6 +538,13 @@ pub fn render(r: &StatusReport, color: bool) -> String {
             c.unit,
             groups.join(" vs "),
             c.keys.join(", ")
+        );
+    }
+    if let Some(e) = &r.aws_event {
+        let _ = writeln!(
+            out,
+            "draining: AWS announced {} ({}) from {} (unix time); serving again after {}",
+            e.kind, e.id, e.not_before, e.drained_until
         );
     }
     let _ = writeln!(out, "members:");

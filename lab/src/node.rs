@@ -45,11 +45,39 @@ impl Lab {
                     &inst.az
                 },
             ])
-            .args(["--private-ip", &inst.private_ip]);
+            .args(["--private-ip", &inst.private_ip])
+            .arg("--events-dir")
+            .arg(self.imds_events_dir(i));
         if !inst.mac.is_empty() {
             cmd.args(["--mac", &inst.mac]);
         }
         cmd
+    }
+
+    /// Where node i's IMDS responder reads the event documents EC2 serves only while there is
+    /// an event.
+    pub fn imds_events_dir(&self, i: usize) -> PathBuf {
+        self.nodes[i].dir.join("imds-events")
+    }
+
+    /// Makes node i's IMDS serve `body` as one of the event documents (`scheduled.json`,
+    /// `spot.json`, `rebalance.json`), or stop serving it (None: 404, as EC2 without an event).
+    pub fn set_imds_event(&self, i: usize, file: &str, body: Option<&str>) -> Result<()> {
+        let dir = self.imds_events_dir(i);
+        fs::create_dir_all(&dir)?;
+        let path = dir.join(file);
+        match body {
+            Some(body) => {
+                let tmp = dir.join(format!(".{file}.tmp"));
+                fs::write(&tmp, body)?;
+                fs::rename(&tmp, &path)?;
+            }
+            None => match fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+                _ => {}
+            },
+        }
+        Ok(())
     }
 
     pub(crate) fn wait_imds(&mut self, i: usize) -> Result<()> {

@@ -81,9 +81,27 @@ pub struct Config {
     pub notify: Vec<NotifyConfig>,
     /// Where the Prometheus endpoint listens; None: no endpoint.
     pub metrics_listen: Option<SocketAddr>,
+    /// Draining before AWS's announced events (`[aws_events]`).
+    pub aws_events: AwsEventsConfig,
     /// Computed once from `eips`/`vips` while validating, so callers never meet an invalid
     /// grouping at run time.
     units: Vec<Unit>,
+}
+
+/// Draining before the outages EC2 announces in instance metadata (`[aws_events]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AwsEventsConfig {
+    /// Off by default: an admin opts in.
+    pub enabled: bool,
+    /// How often IMDS is read for events.
+    pub poll_interval: Duration,
+    /// How long before an event may start the node drains (its addresses move by planned
+    /// moves).
+    pub drain_before: Duration,
+    /// How long after its start an event with no announced end keeps the node drained.
+    pub window: Duration,
+    /// The kinds acted on.
+    pub events: std::collections::BTreeSet<crate::core::events::EventKind>,
 }
 
 /// A command run on acquire/release/fault of a resource on this node.
@@ -390,6 +408,7 @@ impl Config {
         let health = validate::health(raw.health)?;
         let notify = validate::notify(raw.notify)?;
         let metrics_listen = validate::metrics(raw.metrics)?;
+        let aws_events = validate::aws_events(raw.aws_events)?;
         let units = validate::units(&cluster.prefer, &eips, &vips, &secondary_ips, &dns)?;
         Ok(Config {
             cluster,
@@ -403,6 +422,7 @@ impl Config {
             health,
             notify,
             metrics_listen,
+            aws_events,
             units,
         })
     }
@@ -572,6 +592,9 @@ allocation_id = "eipalloc-2"
             ("health[0].interval", "1h", "3601s", Box::new(move |v| health("interval", v))),
             ("health[0].timeout", "600s", "601s", Box::new(move |v| health("timeout", v))),
             ("notify[0].timeout", "600s", "601s", Box::new(|v| format!("{MINIMAL}[[notify]]\nname = \"n\"\ncommand = \"true\"\ntimeout = \"{v}\"\n"))),
+            ("aws_events.poll_interval", "600s", "601s", Box::new(|v| format!("[aws_events]\npoll_interval = \"{v}\"\n{MINIMAL}"))),
+            ("aws_events.drain_before", "168h", "604801s", Box::new(|v| format!("[aws_events]\ndrain_before = \"{v}\"\n{MINIMAL}"))),
+            ("aws_events.window", "24h", "86401s", Box::new(|v| format!("[aws_events]\nwindow = \"{v}\"\n{MINIMAL}"))),
         ];
         for (key, max, over, file) in &cases {
             if let Err(e) = parse(&file(max)) {
@@ -632,6 +655,22 @@ allocation_id = "eipalloc-2"
         fn parser_never_panics_on_near_valid_files(lines in proptest::collection::vec(line(), 0..30)) {
             let _ = parse(&lines.join("\n"));
         }
+    }
+
+    #[test]
+    fn aws_events_are_off_by_default_and_name_unknown_kinds() {
+        use crate::core::events::EventKind;
+        let c = parse(MINIMAL).unwrap();
+        assert!(!c.aws_events.enabled);
+        assert_eq!(c.aws_events.events.len(), EventKind::ALL.len());
+        let c = parse(&format!("[aws_events]\nenabled = true\nevents = [\"instance-stop\", \"spot-interruption\"]\n{MINIMAL}")).unwrap();
+        assert!(c.aws_events.enabled);
+        assert_eq!(c.aws_events.events.iter().copied().collect::<Vec<_>>(), vec![EventKind::InstanceStop, EventKind::SpotInterruption]);
+        let err = error_of(&format!("[aws_events]\nevents = [\"instance-stop\", \"reboot\"]\n{MINIMAL}"));
+        assert!(err.contains("aws_events.events[1]") && err.contains("`reboot`") && err.contains("system-reboot"), "{err}");
+        assert!(error_of(&format!("[aws_events]\nevents = []\n{MINIMAL}")).contains("aws_events.events"));
+        assert!(error_of(&format!("[aws_events]\ndrain_before = \"0s\"\n{MINIMAL}")).contains("aws_events.drain_before"));
+        assert!(error_of(&format!("[aws_events]\nenable = true\n{MINIMAL}")).contains("enable"));
     }
 
     #[test]

@@ -47,6 +47,28 @@ pub(super) struct RawConfig {
     /// `[metrics]`: the optional Prometheus endpoint.
     #[serde(default)]
     pub metrics: RawMetrics,
+    /// `[aws_events]`: draining before AWS's announced events (off by default).
+    #[serde(default)]
+    pub aws_events: RawAwsEvents,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+/// `[aws_events]` as written.
+pub(super) struct RawAwsEvents {
+    /// `enabled`: watch IMDS for events and drain before them.
+    pub enabled: Option<bool>,
+    /// `poll_interval`: how often IMDS is read.
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub poll_interval: Option<Duration>,
+    /// `drain_before`: how long before an event the node drains.
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub drain_before: Option<Duration>,
+    /// `window`: how long after its start an event without an end keeps the node drained.
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub window: Option<Duration>,
+    /// `events`: the kinds acted on; absent means all.
+    pub events: Option<Vec<String>>,
 }
 
 #[derive(Deserialize, Default)]

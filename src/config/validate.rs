@@ -10,9 +10,9 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::raw::{RawAws, RawCluster, RawDaemon, RawEip, RawHealth, RawMetrics, RawNode, RawNotify, RawSecondaryIp, RawVip, RawDns};
+use super::raw::{RawAws, RawAwsEvents, RawCluster, RawDaemon, RawEip, RawHealth, RawMetrics, RawNode, RawNotify, RawSecondaryIp, RawVip, RawDns};
 use super::{
-    AwsConfig, ClusterConfig, DaemonConfig, DnsConfig, DnsValue, EipConfig, RecordType, HealthCheck, HealthConfig, NodeConfig, NotifyConfig,
+    AwsConfig, AwsEventsConfig, ClusterConfig, DaemonConfig, DnsConfig, DnsValue, EipConfig, RecordType, HealthCheck, HealthConfig, NodeConfig, NotifyConfig,
     RouteTableQuery, SecondaryIpConfig, Unit, VipConfig, DEFAULT_CONTROL_SOCKET, DEFAULT_STATE_DIR,
 };
 
@@ -717,8 +717,8 @@ fn hook(index: usize, n: RawNotify) -> Result<NotifyConfig, Invalid> {
         "",
     )?;
     let events = n.events.unwrap_or_else(|| vec!["acquire".into(), "release".into(), "fault".into()]);
-    if let Some(bad) = events.iter().find(|e| !matches!(e.as_str(), "acquire" | "release" | "fault")) {
-        return Err(invalid(key("events"), format!("`{bad}` is not one of acquire, release, fault")));
+    if let Some(bad) = events.iter().find(|e| !matches!(e.as_str(), "acquire" | "release" | "fault" | "drain" | "undrain")) {
+        return Err(invalid(key("events"), format!("`{bad}` is not one of acquire, release, fault, drain, undrain")));
     }
     Ok(NotifyConfig {
         name: n.name,
@@ -736,6 +736,59 @@ pub(super) fn metrics(raw: RawMetrics) -> Result<Option<SocketAddr>, Invalid> {
                 .map_err(|_| invalid("metrics.listen", format!("`{text}` is not an address:port like \"127.0.0.1:9464\"")))
         })
         .transpose()
+}
+
+/// `[aws_events]`: off unless enabled; bounded timers; only event kinds this program knows.
+pub(super) fn aws_events(raw: RawAwsEvents) -> Result<AwsEventsConfig, Invalid> {
+    use crate::core::events::EventKind;
+    let poll_interval = duration(
+        "aws_events.poll_interval",
+        raw.poll_interval,
+        Duration::from_secs(30),
+        Low::At(Duration::from_secs(1)),
+        Duration::from_secs(600),
+        "a Spot notice comes two minutes ahead",
+    )?;
+    let drain_before = duration(
+        "aws_events.drain_before",
+        raw.drain_before,
+        Duration::from_secs(600),
+        Low::Positive,
+        Duration::from_secs(7 * 24 * 3600),
+        "EC2 schedules events up to weeks ahead; the node serves nothing while drained",
+    )?;
+    let window = duration(
+        "aws_events.window",
+        raw.window,
+        Duration::from_secs(1800),
+        Low::Positive,
+        Duration::from_secs(24 * 3600),
+        "an event without an announced end keeps the node drained this long",
+    )?;
+    let events = match raw.events {
+        None => EventKind::ALL.into_iter().collect(),
+        Some(names) => {
+            let mut kinds = BTreeSet::new();
+            for (i, name) in names.iter().enumerate() {
+                let kind = EventKind::parse(name).ok_or_else(|| {
+                    let known: Vec<&str> = EventKind::ALL.iter().map(|k| k.as_str()).collect();
+                    invalid(format!("aws_events.events[{i}]"), format!("`{name}` is not one of {}", known.join(", ")))
+                })?;
+                kinds.insert(kind);
+            }
+            if kinds.is_empty() {
+                return Err(invalid("aws_events.events", "lists no event; leave it out for all, or set enabled = false"));
+            }
+            kinds
+        }
+    };
+    Ok(AwsEventsConfig {
+        enabled: raw.enabled.unwrap_or(false),
+        poll_interval,
+        drain_before,
+        window,
+        events,
+    })
 }
 
 /// Groups resources into placement units, in a stable order (by unit name). A group's

@@ -133,6 +133,7 @@ impl Daemon {
             warnings,
             permission_warnings: Vec::new(),
             permission_check_running: false,
+            drain: Default::default(),
             metrics,
             votes: None,
             probe: None,

@@ -48,6 +48,9 @@ impl Daemon {
                 let _ = request.reply.send(Err(e));
             }
             Ok((body, node)) => {
+                if matches!(body, Body::Standby { .. }) && node == view.local().node {
+                    self.admin_took_standby();
+                }
                 let command = match (&request.command, &body) {
                     (Command::Move { .. }, Body::Move { unit, to }) => Command::Move { unit: unit.clone(), to: to.to_string() },
                     (c, _) => c.clone(),
@@ -145,7 +148,9 @@ impl Daemon {
     /// Keeps the standby flag in the state directory in line with the view, so a restarted
     /// daemon comes back in standby.
     pub(super) fn persist_standby(&mut self, view: &View) {
-        let want = view.local_info().standby;
+        // A drain before an AWS event is not the admin's: a node that reboots for the event
+        // comes back serving.
+        let want = view.local_info().standby && self.drain.current.is_none();
         if want == self.standby_persisted {
             return;
         }

@@ -15,6 +15,7 @@
 
 mod bootstrap;
 mod commands;
+mod drain;
 mod holding;
 mod lifecycle;
 mod monitor;
@@ -143,6 +144,8 @@ enum TaskResult {
     Health { index: usize, result: Result<(), String> },
     /// DryRun permission checks of an idle node: the failing ones.
     Permissions(Vec<String>),
+    /// One poll of IMDS for announced AWS events.
+    AwsEvents(drain::EventsSeen),
 }
 
 /// The adapter state around the pure view: what this process knows and runs.
@@ -182,6 +185,8 @@ pub struct Daemon {
     /// Permissions the last DryRun check on this (idle) node found missing.
     permission_warnings: Vec<String>,
     permission_check_running: bool,
+    /// Draining before AWS's announced events.
+    drain: drain::DrainState,
     metrics: Arc<Metrics>,
     /// votequorum's count, for status.
     votes: Option<Votes>,
@@ -291,6 +296,8 @@ impl Daemon {
         let period = if permission_every.is_zero() { Duration::from_secs(86400 * 365) } else { permission_every };
         let mut permission_check = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         permission_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut event_poll = tokio::time::interval(self.config.aws_events.poll_interval);
+        event_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         self.publish(&view, local_quorate);
         loop {
             // Observe: one input at a time.
@@ -316,6 +323,10 @@ impl Daemon {
                 }
                 _ = permission_check.tick(), if !permission_every.is_zero() => {
                     self.start_permission_check(&view);
+                    Ok(())
+                }
+                _ = event_poll.tick(), if self.config.aws_events.enabled => {
+                    self.start_event_poll();
                     Ok(())
                 }
                 asked = signals.recv() => match asked {
@@ -507,6 +518,7 @@ impl Daemon {
                 }
             }
             TaskResult::Permissions(failing) => self.on_permissions(cs, view, failing).await?,
+            TaskResult::AwsEvents(seen) => self.on_aws_events(cs, view, seen).await?,
             TaskResult::Monitored(seen) => {
                 self.monitor_running = false;
                 self.check_drift(view, &seen);

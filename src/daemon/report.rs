@@ -153,6 +153,13 @@ impl Daemon {
             .cloned()
             .chain(conflicts.iter().map(|c| c.to_string()))
             .collect();
+        s.warnings.extend(self.drain.problems.iter().cloned());
+        s.aws_event = self.drain.current.as_ref().map(|d| crate::status::AwsEventStatus {
+            kind: d.event.kind.as_str().to_owned(),
+            id: d.event.id.clone(),
+            not_before: d.event.not_before,
+            drained_until: d.until,
+        });
         s.binary_replaced = super::lifecycle::binary_replaced(&self.exe);
         if s.binary_replaced {
             s.warnings.push(format!(

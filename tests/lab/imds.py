@@ -6,7 +6,13 @@
 
 PUT /latest/api/token needs X-aws-ec2-metadata-token-ttl-seconds (1..21600) and returns a
 token; every GET needs a valid, unexpired X-aws-ec2-metadata-token (401 otherwise).
+
+With --events-dir DIR, the documents EC2 serves only while there is an event are read from DIR
+at every request (404 while the file is absent, as EC2 does): scheduled.json for
+events/maintenance/scheduled, spot.json for spot/instance-action, rebalance.json for
+events/recommendations/rebalance.
 """
+import os
 import argparse
 import json
 import secrets
@@ -14,6 +20,13 @@ import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+EVENT_FILES = {
+    "/latest/meta-data/events/maintenance/scheduled": "scheduled.json",
+    "/latest/meta-data/spot/instance-action": "spot.json",
+    "/latest/meta-data/events/recommendations/rebalance": "rebalance.json",
+}
 
 
 def build_handler(meta):
@@ -99,6 +112,13 @@ def build_handler(meta):
             if path != "/" and path.endswith("/"):
                 path = path[:-1]
             body = paths.get(path)
+            events_dir = meta.get("events_dir")
+            if body is None and events_dir and path in EVENT_FILES:
+                try:
+                    with open(os.path.join(events_dir, EVENT_FILES[path])) as f:
+                        body = f.read()
+                except FileNotFoundError:
+                    body = None
             if body is None:
                 return self._send(404, "Not Found")
             ctype = "application/json" if path.endswith("instance-identity/document") else "text/plain"
@@ -119,11 +139,13 @@ def main():
     ap.add_argument("--az", default="us-east-1a")
     ap.add_argument("--private-ip", required=True)
     ap.add_argument("--mac", default="")
+    ap.add_argument("--events-dir", default="")
     args = ap.parse_args()
     mac = args.mac or "0e:00:%02x:%02x:%02x:%02x" % tuple(
         int(x) for x in (args.private_ip.split(".") + ["0"] * 4)[:4])
     meta = {"instance_id": args.instance_id, "eni": args.eni, "region": args.region,
-            "az": args.az, "private_ip": args.private_ip, "mac": mac}
+            "az": args.az, "private_ip": args.private_ip, "mac": mac,
+            "events_dir": args.events_dir}
     ThreadingHTTPServer.daemon_threads = True
     ThreadingHTTPServer.allow_reuse_address = True
     srv = ThreadingHTTPServer((args.host, args.port), build_handler(meta))
