@@ -11,6 +11,8 @@ fn write(name: &str, text: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join(name);
     std::fs::write(&path, text).unwrap();
+    // As the package installs it: only root may write it, whatever the umask.
+    std::fs::set_permissions(&path, <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600)).unwrap();
     path
 }
 
@@ -62,4 +64,27 @@ fn status_without_a_daemon_says_so() {
     let out = corosync_eip(&["status", "--socket", "/nonexistent/control.sock"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("is corosync-eip running"));
+}
+
+/// The file's [[health]] and [[notify]] commands run as root: a file someone else could have
+/// written is refused with exit 64, naming who, for the daemon and the check alike.
+#[test]
+fn a_config_file_others_can_write_is_refused() {
+    use std::os::unix::fs::PermissionsExt as _;
+    assert!(nix::unistd::geteuid().is_root(), "the suite runs as root (the lab needs it)");
+    let path = write("writable.toml", "[[eip]]\nname = \"web\"\nallocation_id = \"eipalloc-0abc\"\n");
+    for (mode, who) in [(0o666, "writable by everyone (mode 0666)"), (0o620, "writable by its group (mode 0620)")] {
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        for args in [vec!["run", "--check-config", "--config"], vec!["run", "--config"]] {
+            let mut argv = args.clone();
+            argv.push(path.to_str().unwrap());
+            let out = corosync_eip(&argv);
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(64), "{argv:?}: {err}");
+            assert!(err.contains(who) && err.contains("chmod go-w"), "{argv:?}: {err}");
+        }
+    }
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = corosync_eip(&["run", "--check-config", "--config", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
 }

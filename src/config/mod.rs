@@ -43,6 +43,15 @@ pub enum ConfigError {
         /// The TOML parser's explanation, on one line for the journal.
         message: String,
     },
+    /// Someone other than root could have written the file, and its health checks and hooks
+    /// run as root.
+    #[error("{path}: {message}; its [[health]] and [[notify]] commands run as root, so only root may be able to write it (chown root: and chmod go-w)")]
+    Unsafe {
+        /// The file, for the operator.
+        path: PathBuf,
+        /// Who else can write it.
+        message: String,
+    },
     /// A value is well-formed TOML but not something the daemon can act on.
     #[error("{path}: key `{key}`: {message}")]
     Invalid {
@@ -371,13 +380,35 @@ pub struct Unit {
     pub resources: Vec<String>,
 }
 
+/// Who besides root may write a file with this owner and mode; None when nobody.
+fn other_writers(uid: u32, mode: u32) -> Option<String> {
+    if uid != 0 {
+        return Some(format!("owned by uid {uid}"));
+    }
+    (mode & 0o022 != 0).then(|| format!("writable by {} (mode {:04o})", if mode & 0o002 != 0 { "everyone" } else { "its group" }, mode & 0o7777))
+}
+
 impl Config {
-    /// Reads and validates the file at `path`.
+    /// Reads and validates the file at `path`; as root, refuses a file anyone else could have
+    /// written.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
         })?;
+        if nix::unistd::geteuid().is_root() {
+            let meta = std::fs::metadata(path).map_err(|source| ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            })?;
+            use std::os::unix::fs::MetadataExt as _;
+            if let Some(message) = other_writers(meta.uid(), meta.mode()) {
+                return Err(ConfigError::Unsafe {
+                    path: path.to_owned(),
+                    message,
+                });
+            }
+        }
         Config::parse(&text, path)
     }
 
@@ -655,6 +686,15 @@ allocation_id = "eipalloc-2"
         fn parser_never_panics_on_near_valid_files(lines in proptest::collection::vec(line(), 0..30)) {
             let _ = parse(&lines.join("\n"));
         }
+    }
+
+    #[test]
+    fn only_root_may_be_able_to_write_the_file() {
+        assert_eq!(other_writers(0, 0o100600), None);
+        assert_eq!(other_writers(0, 0o100644), None);
+        assert_eq!(other_writers(1000, 0o100600).as_deref(), Some("owned by uid 1000"));
+        assert_eq!(other_writers(0, 0o100664).as_deref(), Some("writable by its group (mode 0664)"));
+        assert_eq!(other_writers(0, 0o100666).as_deref(), Some("writable by everyone (mode 0666)"));
     }
 
     #[test]
