@@ -25,6 +25,13 @@ pub enum ControlError {
         /// The failing filesystem or socket call.
         source: std::io::Error,
     },
+    /// Another daemon answers on the socket: a second one would take its socket over and then
+    /// act beside it.
+    #[error("another corosync-eip daemon is running and answers on {path}; refusing to start a second one (stop it first, or give this one another [daemon] control_socket)")]
+    InUse {
+        /// The configured `control_socket`.
+        path: PathBuf,
+    },
     /// A command-line client could not talk to the daemon, usually because it is not running.
     #[error("cannot reach the daemon at {path} (is corosync-eip running?): {source}")]
     Connect {
@@ -94,7 +101,7 @@ pub fn parse_command(line: &str) -> Result<Command, String> {
 }
 
 /// Creates the root-only socket (directory 0700, socket 0600), replacing a stale file left by
-/// a crashed or re-executed daemon.
+/// a crashed or re-executed daemon; refuses while another daemon answers on it.
 pub fn bind(path: &Path) -> Result<UnixListener, ControlError> {
     let err = |source| ControlError::Bind {
         path: path.to_owned(),
@@ -103,7 +110,11 @@ pub fn bind(path: &Path) -> Result<UnixListener, ControlError> {
     if let Some(dir) = path.parent() {
         std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(err)?;
     }
-    // A socket file left by a crashed or re-executed daemon: nobody listens on it any more.
+    // A live daemon accepts the connection (even when hung: the kernel queues it); a socket
+    // file left by a crashed or re-executed daemon refuses it, and is replaced.
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        return Err(ControlError::InUse { path: path.to_owned() });
+    }
     match std::fs::remove_file(path) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

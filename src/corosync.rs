@@ -173,10 +173,12 @@ impl QuorumProbe {
         })
     }
 
-    /// Corosync's quorum at this instant; an error (corosync gone) counts as not quorate.
+    /// Corosync's quorum at this instant; an error (corosync gone) counts as not quorate, and
+    /// so does a question already waiting for corosync's answer on another thread. Called from
+    /// tasks on the daemon's single runtime thread: waiting for that other thread's lock would
+    /// freeze the whole daemon for as long as corosync does not answer it.
     pub fn quorate(&self) -> bool {
-        let handle = self.handle.lock().unwrap_or_else(|p| p.into_inner());
-        quorum::getquorate(&handle).unwrap_or(false)
+        self.try_quorate() == Some(true)
     }
 
     /// `quorate`, or None at once while another caller is still waiting for corosync (so a

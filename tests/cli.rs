@@ -88,3 +88,31 @@ fn a_config_file_others_can_write_is_refused() {
     let out = corosync_eip(&["run", "--check-config", "--config", path.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// A second daemon started by mistake (a manual `run` beside the service) must not take the
+/// running daemon's control socket over.
+#[test]
+fn a_second_daemon_refuses_to_take_a_live_control_socket() {
+    let dir = std::env::temp_dir().join(format!("corosync-eip-cli-sock-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let socket = dir.join("control.sock");
+    let _ = std::fs::remove_file(&socket);
+    // Stands for the running daemon: something listens on the socket.
+    let live = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let path = write(
+        "second.toml",
+        &format!(
+            "[daemon]\ncontrol_socket = \"{}\"\nstate_dir = \"{}\"\n[[eip]]\nname = \"web\"\nallocation_id = \"eipalloc-0abc\"\n",
+            socket.display(),
+            dir.display()
+        ),
+    );
+    let out = corosync_eip(&["run", "--config", path.to_str().unwrap()]);
+    // The daemon logs its fatal error (to the journal under systemd, here to stdout).
+    let err = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("another corosync-eip daemon") && err.contains(socket.to_str().unwrap()), "{err}");
+    // The live socket is still there and still answers.
+    assert!(std::os::unix::net::UnixStream::connect(&socket).is_ok());
+    drop(live);
+}

@@ -326,6 +326,7 @@ fn two_node_split_moves_vips_and_secondary_ips_once_and_never_ping_pongs() {
 /// keep the majority's holder and its generation on every node: no member may give up its
 /// connection and come back with an empty table, which placed the address afresh.
 #[test]
+#[ignore = "stress: corosync stopped and resumed for 3 s per round; run with --ignored on an otherwise idle machine"]
 fn heal_while_corosync_is_starved_keeps_the_holder_and_its_generation() {
     let mut lab = start_lab("starv", 84, 3);
     for round in 0..3u64 {
