@@ -16,6 +16,19 @@ fn write(name: &str, text: &str) -> std::path::PathBuf {
     path
 }
 
+/// `run --check-config` and `run` on one file, which both must judge alike: for each, the
+/// command line, the exit code and what it said on standard error.
+fn check_and_run(path: &std::path::Path) -> Vec<(String, Option<i32>, String)> {
+    let path = path.to_str().unwrap();
+    [vec!["run", "--check-config", "--config", path], vec!["run", "--config", path]]
+        .into_iter()
+        .map(|argv| {
+            let out = corosync_eip(&argv);
+            (argv.join(" "), out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+        })
+        .collect()
+}
+
 #[test]
 fn check_config_accepts_a_good_file() {
     let path = write("good.toml", "[cluster]\nmonitor_interval = \"5s\"\n[[eip]]\nname = \"web\"\nallocation_id = \"eipalloc-0abc\"\n");
@@ -45,13 +58,9 @@ fn bad_config_exits_64_naming_the_key() {
     ];
     for (name, text, key) in cases {
         let path = write(name, text);
-        for args in [vec!["run", "--check-config", "--config"], vec!["run", "--config"]] {
-            let mut argv = args.clone();
-            argv.push(path.to_str().unwrap());
-            let out = corosync_eip(&argv);
-            let err = String::from_utf8_lossy(&out.stderr);
-            assert_eq!(out.status.code(), Some(64), "{argv:?}: {err}");
-            assert!(err.contains(key), "{argv:?}: message should name `{key}`: {err}");
+        for (argv, code, err) in check_and_run(&path) {
+            assert_eq!(code, Some(64), "{argv}: {err}");
+            assert!(err.contains(key), "{argv}: message should name `{key}`: {err}");
         }
     }
     let out = corosync_eip(&["run", "--check-config", "--config", "/nonexistent/corosync-eip.toml"]);
@@ -75,13 +84,9 @@ fn a_config_file_others_can_write_is_refused() {
     let path = write("writable.toml", "[[eip]]\nname = \"web\"\nallocation_id = \"eipalloc-0abc\"\n");
     for (mode, who) in [(0o666, "writable by everyone (mode 0666)"), (0o620, "writable by its group (mode 0620)")] {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
-        for args in [vec!["run", "--check-config", "--config"], vec!["run", "--config"]] {
-            let mut argv = args.clone();
-            argv.push(path.to_str().unwrap());
-            let out = corosync_eip(&argv);
-            let err = String::from_utf8_lossy(&out.stderr);
-            assert_eq!(out.status.code(), Some(64), "{argv:?}: {err}");
-            assert!(err.contains(who) && err.contains("chmod go-w"), "{argv:?}: {err}");
+        for (argv, code, err) in check_and_run(&path) {
+            assert_eq!(code, Some(64), "{argv}: {err}");
+            assert!(err.contains(who) && err.contains("chmod go-w"), "{argv}: {err}");
         }
     }
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();

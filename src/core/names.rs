@@ -29,6 +29,14 @@ pub enum NameError {
         /// Every member as name, id and instance.
         members: String,
     },
+    /// A node id with no daemon in the group (the node may be down, or not run the daemon).
+    #[error("node {node} has no corosync-eip daemon in the group. Members: {members}")]
+    NoDaemon {
+        /// The node id typed.
+        node: u32,
+        /// Every member as name, id and instance.
+        members: String,
+    },
     /// Several nodes matched: a name must never pick one of them silently.
     #[error("`{text}` names more than one node (nodes {nodes}); use the node id. Members: {members}")]
     Ambiguous {
@@ -64,9 +72,15 @@ pub fn resolve(members: &[Named<'_>], text: &str) -> Result<u32, NameError> {
     };
     match found.as_slice() {
         [one] => Ok(*one),
-        [] => Err(NameError::Unknown {
-            text: text.to_owned(),
-            members: listing(members),
+        [] => Err(match text.parse::<u32>() {
+            Ok(node) => NameError::NoDaemon {
+                node,
+                members: listing(members),
+            },
+            Err(_) => NameError::Unknown {
+                text: text.to_owned(),
+                members: listing(members),
+            },
         }),
         many => Err(NameError::Ambiguous {
             text: text.to_owned(),
@@ -152,8 +166,10 @@ mod tests {
         for part in ["acc-n9", "acc-n1 (node 1) i-01", "acc-n2 (node 2) i-02", "web3.example.com (node 3) i-03"] {
             assert!(text.contains(part), "{part} missing in: {text}");
         }
-        // A node id with no member is unknown too, not a silent success.
-        assert!(matches!(resolve(&three(), "7"), Err(NameError::Unknown { .. })));
+        // A node id with no member is refused too, saying so.
+        let err = resolve(&three(), "7").unwrap_err();
+        assert!(matches!(err, NameError::NoDaemon { node: 7, .. }), "{err:?}");
+        assert!(err.to_string().starts_with("node 7 has no corosync-eip daemon"), "{err}");
     }
 
     #[test]
