@@ -42,7 +42,20 @@ fn start_everywhere(lab: &Lab) -> usize {
                 continue;
             }
             let st = lab.daemon_status(i).unwrap_or_else(|e| panic!("{e:#}"));
-            assert!(st.synced, "node {i}: the unit is active but the daemon is not synced yet: {st:?}");
+            // Synced now, or already re-syncing because a later daemon joined; either way the
+            // journal must show this process synced before systemd counted the unit started.
+            let journal = lab
+                .wait_for(&format!("node {i}'s journal shows the unit started"), SETTLE, || {
+                    let journal = lab.journal(i, UNIT, "cat");
+                    Ok(journal.contains("Started ").then_some(journal))
+                })
+                .unwrap_or_else(|e| panic!("{e:#}"));
+            let ready = journal.find("synced with the cluster; ready");
+            let started = journal.find("Started ");
+            assert!(
+                ready.is_some() && ready < started,
+                "node {i}: the unit is active but the daemon was not synced first: {st:?}\n{journal}"
+            );
             active.insert(i);
         }
         assert!(Instant::now() < deadline, "units not active after {SETTLE:?}: {active:?} active\n{}", lab.logs());

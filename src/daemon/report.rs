@@ -88,6 +88,7 @@ impl Daemon {
             ours.join(", ")
         );
         if view.is_synced() && !self.ready_sent {
+            info!(members = view.members().len(), "synced with the cluster; ready");
             systemd::ready(&status);
             self.ready_sent = true;
             self.systemd_status = status;
