@@ -95,10 +95,16 @@ fn a_scheduled_event_drains_the_holder_by_a_planned_move_and_its_withdrawal_move
     // A planned move: one AssociateAddress by the taker, never unassociated, nothing from the
     // drained node.
     assert_eq!(moves_since(&lab, t1), vec![(Some(taker), "AssociateAddress".to_string())]);
-    let drained = hook_events(&lab, holder);
+    // Hooks run in the background: wait for both to have written their lines.
+    let drained = lab
+        .wait_for("the drain and release hooks ran on the drained node", SETTLE, || {
+            let events = hook_events(&lab, holder);
+            let both = ["drain", "release"].iter().all(|want| events.iter().any(|e| e["COROSYNC_EIP_EVENT"] == *want));
+            Ok(both.then_some(events))
+        })
+        .unwrap_or_else(|e| panic!("{e:#}: {:?}", hook_events(&lab, holder)));
     let drain = drained.iter().find(|e| e["COROSYNC_EIP_EVENT"] == "drain").unwrap_or_else(|| panic!("{drained:?}"));
     assert!(drain["COROSYNC_EIP_DETAIL"].contains("system-reboot instance-event-0lab"), "{drain:?}");
-    assert!(drained.iter().any(|e| e["COROSYNC_EIP_EVENT"] == "release"), "{drained:?}");
 
     // EC2 withdraws the event: the node serves again, and nothing moves back.
     let t2 = unix_now();
@@ -108,7 +114,10 @@ fn a_scheduled_event_drains_the_holder_by_a_planned_move_and_its_withdrawal_move
         Ok((s.aws_event.is_none() && !s.standby && s.eligible).then_some(()))
     })
     .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.logs()));
-    assert!(hook_events(&lab, holder).iter().any(|e| e["COROSYNC_EIP_EVENT"] == "undrain"));
+    lab.wait_for("the undrain hook ran", SETTLE, || {
+        Ok(hook_events(&lab, holder).iter().any(|e| e["COROSYNC_EIP_EVENT"] == "undrain").then_some(()))
+    })
+    .unwrap_or_else(|e| panic!("{e:#}: {:?}", hook_events(&lab, holder)));
     std::thread::sleep(Duration::from_secs(3)); // several polls and monitor rounds
     assert_eq!(lab.settled_holder(&[0, 1, 2], 3, SETTLE).unwrap(), taker, "nothing moves back");
     let since = lab.mutating_calls_since(t2).unwrap();
