@@ -505,22 +505,40 @@ fn cmap_fields(
 /// nodelist gives it no name (or cmap does not answer).
 fn nodelist_name(id: u32) -> Option<String> {
     let h = cmap::initialize(cmap::Map::Icmap).ok()?;
-    let mut nodes: BTreeMap<String, (Option<u32>, Option<String>)> = BTreeMap::new();
-    let listed = cmap_fields(&h, "nodelist.node.", |index, field, data| {
-        let entry = nodes.entry(index.to_string()).or_default();
+    let nodes = nodelist(&h);
+    let _ = cmap::finalize(&h);
+    nodes
+        .ok()?
+        .into_iter()
+        .find(|n| n.nodeid == Some(id))
+        .and_then(|n| n.name)
+        .filter(|n| !n.is_empty() && n.len() <= 255)
+}
+
+/// One `nodelist.node.N` entry of cmap.
+struct NodelistEntry {
+    nodeid: Option<u32>,
+    name: Option<String>,
+    ring0_addr: Option<String>,
+}
+
+/// Every nodelist entry of cmap, in index order.
+fn nodelist(h: &cmap::Handle) -> Result<Vec<NodelistEntry>, CsError> {
+    let mut nodes: BTreeMap<String, NodelistEntry> = BTreeMap::new();
+    cmap_fields(h, "nodelist.node.", |index, field, data| {
+        let entry = nodes.entry(index.to_string()).or_insert(NodelistEntry {
+            nodeid: None,
+            name: None,
+            ring0_addr: None,
+        });
         match field {
-            "nodeid" => entry.0 = data_u64(data).and_then(|v| u32::try_from(v).ok()),
-            "name" => entry.1 = data_string(data),
+            "nodeid" => entry.nodeid = data_u64(data).and_then(|v| u32::try_from(v).ok()),
+            "name" => entry.name = data_string(data),
+            "ring0_addr" => entry.ring0_addr = data_string(data),
             _ => {}
         }
-    });
-    let _ = cmap::finalize(&h);
-    listed.ok()?;
-    nodes
-        .into_values()
-        .find(|(node, _)| *node == Some(id))
-        .and_then(|(_, name)| name)
-        .filter(|n| !n.is_empty() && n.len() <= 255)
+    })?;
+    Ok(nodes.into_values().collect())
 }
 
 /// Reads [`CorosyncFacts`] through short-lived connections. Blocks (the library calls do), and
@@ -576,25 +594,16 @@ pub fn read_facts() -> CorosyncFacts {
     let value = |key: &str| cmap::get(&h, key).ok().as_ref().and_then(data_u64);
     facts.token = value("runtime.config.totem.token");
     facts.consensus = value("runtime.config.totem.consensus");
-    // index → (nodeid, name, ring0_addr)
-    let mut nodes: BTreeMap<String, (Option<u32>, Option<String>, Option<String>)> = BTreeMap::new();
-    let listed = cmap_fields(&h, "nodelist.node.", |index, field, data| {
-        let entry = nodes.entry(index.to_string()).or_default();
-        match field {
-            "nodeid" => entry.0 = data_u64(data).and_then(|v| u32::try_from(v).ok()),
-            "name" => entry.1 = data_string(data),
-            "ring0_addr" => entry.2 = data_string(data),
-            _ => {}
+    match nodelist(&h) {
+        Ok(nodes) => {
+            for n in nodes {
+                if let Some(id) = n.nodeid {
+                    let label = n.name.or(n.ring0_addr).unwrap_or_else(|| format!("node {id}"));
+                    facts.nodelist.insert(id, label);
+                }
+            }
         }
-    });
-    if let Err(e) = listed {
-        facts.cmap_error = Some(failed("cmap nodelist")(e));
-    }
-    for (id, name, addr) in nodes.into_values() {
-        if let Some(id) = id {
-            let label = name.or(addr).unwrap_or_else(|| format!("node {id}"));
-            facts.nodelist.insert(id, label);
-        }
+        Err(e) => facts.cmap_error = Some(failed("cmap nodelist")(e)),
     }
     let mut members = BTreeSet::new();
     let joined = cmap_fields(&h, "runtime.members.", |id, field, data| {
