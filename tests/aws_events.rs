@@ -10,12 +10,7 @@ use lab::{unix_now, Lab, LabSpec};
 const SETTLE: Duration = Duration::from_secs(40);
 
 fn hook_events(lab: &Lab, node: usize) -> Vec<BTreeMap<String, String>> {
-    let out = lab.node_exec(node, &["/bin/cat", "/run/hook.log"]).unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .split("---\n")
-        .filter(|b| !b.trim().is_empty())
-        .map(|block| block.lines().filter_map(|l| l.split_once('=')).map(|(k, v)| (k.to_owned(), v.to_owned())).collect())
-        .collect()
+    lab.hook_log(node, "/run/hook.log").unwrap()
 }
 
 /// IMDS's time format for scheduled events, e.g. `21 Jan 2019 09:00:43 GMT`.

@@ -52,18 +52,7 @@ fn scrape(lab: &Lab, node: usize) -> Result<BTreeMap<String, f64>> {
 }
 
 fn hook_events(lab: &Lab, node: usize) -> Vec<BTreeMap<String, String>> {
-    let out = lab.node_exec(node, &["/bin/cat", "/run/hook.log"]).unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .split("---\n")
-        .filter(|b| !b.trim().is_empty())
-        .map(|block| {
-            block
-                .lines()
-                .filter_map(|l| l.split_once('='))
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                .collect()
-        })
-        .collect()
+    lab.hook_log(node, "/run/hook.log").unwrap()
 }
 
 #[test]

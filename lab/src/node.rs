@@ -54,6 +54,17 @@ impl Lab {
         cmd
     }
 
+    /// The blocks a test's notify hook appended to `file` inside node i (`env | grep
+    /// ^COROSYNC_EIP_ | sort`, then a `---` line), each as variable → value.
+    pub fn hook_log(&self, i: usize, file: &str) -> Result<Vec<std::collections::BTreeMap<String, String>>> {
+        let out = self.node_exec(i, &["/bin/cat", file])?.stdout;
+        Ok(String::from_utf8_lossy(&out)
+            .split("---\n")
+            .filter(|b| !b.trim().is_empty())
+            .map(|block| block.lines().filter_map(|l| l.split_once('=')).map(|(k, v)| (k.to_owned(), v.to_owned())).collect())
+            .collect())
+    }
+
     /// Where node i's IMDS responder reads the event documents EC2 serves only while there is
     /// an event.
     pub fn imds_events_dir(&self, i: usize) -> PathBuf {
