@@ -1,13 +1,14 @@
 //! Runs one configured health check: a shell command or a systemd unit that must be active.
 
-use std::process::Stdio;
 use std::time::Duration;
 
+use crate::child::{self, Outcome};
 use crate::config::HealthCheck;
 
-/// Ok when healthy; Err with what failed (exit status, timeout, spawn error).
+/// Ok when healthy; Err with what failed (exit status, timeout, spawn error). A check that
+/// overstays its timeout is killed with everything it started.
 pub async fn run_check(check: &HealthCheck, timeout: Duration) -> Result<(), String> {
-    let mut cmd = match check {
+    let cmd = match check {
         HealthCheck::Command(c) => {
             let mut cmd = tokio::process::Command::new("/bin/sh");
             cmd.arg("-c").arg(c);
@@ -19,14 +20,9 @@ pub async fn run_check(check: &HealthCheck, timeout: Duration) -> Result<(), Str
             cmd
         }
     };
-    // A hung check must not outlive its timeout.
-    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).kill_on_drop(true);
-    let mut child = cmd.spawn().map_err(|e| format!("cannot start: {e}"))?;
-    match tokio::time::timeout(timeout, child.wait()).await {
-        Err(_) => Err(format!("timed out after {}ms", timeout.as_millis())),
-        Ok(Err(e)) => Err(format!("wait failed: {e}")),
-        Ok(Ok(status)) if status.success() => Ok(()),
-        Ok(Ok(status)) => Err(format!("failed ({status})")),
+    match child::run(cmd, timeout).await {
+        Outcome::Success => Ok(()),
+        other => Err(other.to_string()),
     }
 }
 

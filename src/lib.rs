@@ -7,6 +7,7 @@
 
 pub mod batch;
 pub mod check;
+pub mod child;
 pub mod config;
 pub mod control;
 pub mod core;

@@ -90,12 +90,13 @@ fn a_scheduled_event_drains_the_holder_by_a_planned_move_and_its_withdrawal_move
     // A planned move: one AssociateAddress by the taker, never unassociated, nothing from the
     // drained node.
     assert_eq!(moves_since(&lab, t1), vec![(Some(taker), "AssociateAddress".to_string())]);
-    // Hooks run in the background: wait for the drain hook's line. (`release` does not fire
-    // on every transition that ends a holding yet, a standby drain included: issue 14.)
+    // Hooks run in the background, one at a time in event order: the drain, then the release
+    // of the address it moved away.
     let drained = lab
-        .wait_for("the drain hook ran on the drained node", SETTLE, || {
+        .wait_for("the drain and release hooks ran on the drained node", SETTLE, || {
             let events = hook_events(&lab, holder);
-            Ok(events.iter().any(|e| e["COROSYNC_EIP_EVENT"] == "drain").then_some(events))
+            let names: Vec<&str> = events.iter().map(|e| e["COROSYNC_EIP_EVENT"].as_str()).collect();
+            Ok(names.ends_with(&["drain", "release"]).then_some(events))
         })
         .unwrap_or_else(|e| panic!("{e:#}: {:?}", hook_events(&lab, holder)));
     let drain = drained.iter().find(|e| e["COROSYNC_EIP_EVENT"] == "drain").unwrap_or_else(|| panic!("{drained:?}"));

@@ -80,7 +80,8 @@ pub enum Effect {
     },
     /// Take the (VIP) address off our interface.
     RemoveAddress,
-    /// We held the resource and stopped: tell the hooks.
+    /// A holding ended (given up, lost, yielded, drifted away, stood down): tell the hooks.
+    /// Exactly one per holding.
     Released,
     /// Try again at this time (the daemon wakes its loop then).
     RetryAt(Instant),
@@ -314,7 +315,9 @@ impl Holding {
             Verdict::Repair => {
                 self.drift_repairs = self.drift_repairs.saturating_add(1);
                 self.held = None;
-                vec![Effect::Drift]
+                // The address was ours and no longer is: that holding ended, and the repair is
+                // a new acquisition (with its own acquire).
+                vec![Effect::Released, Effect::Drift]
             }
             Verdict::Yield { to, epoch } => {
                 self.last_error = Some(format!(
@@ -323,14 +326,14 @@ impl Holding {
                 ));
                 self.yielded = wanted;
                 self.held = None;
+                let mut effects = vec![Effect::Released];
                 // The newer holder answers for the address now; a copy on our interface would
                 // only answer our own traffic, wrongly.
                 if self.local_address_managed && self.local_address != Some(false) && !self.removing {
                     self.removing = true;
-                    vec![Effect::RemoveAddress]
-                } else {
-                    Vec::new()
+                    effects.push(Effect::RemoveAddress);
                 }
+                effects
             }
             Verdict::Unknown(error) => {
                 self.last_error = Some(error);
@@ -351,10 +354,12 @@ impl Holding {
     /// We lost the corosync connection (or stop): nothing is ours any more.
     pub fn stand_down(&mut self, drop_address: bool) -> Vec<Effect> {
         let mut effects = Vec::new();
+        if self.held.take().is_some() {
+            effects.push(Effect::Released);
+        }
         if self.acquiring.take().is_some() {
             effects.push(Effect::Abort);
         }
-        self.held = None;
         if drop_address && self.local_address_managed && self.local_address != Some(false) && !self.removing {
             self.removing = true;
             effects.push(Effect::RemoveAddress);
@@ -533,7 +538,7 @@ mod tests {
         h.acquired(1, Some(1), Some(5), false);
         assert_eq!(h.monitored(Some(1), Verdict::Unknown("throttled".into()), None), vec![]);
         assert_eq!(h.held(), Some(1), "an EC2 error in monitoring never moves anything");
-        assert_eq!(h.monitored(Some(1), Verdict::Repair, None), vec![Effect::Drift]);
+        assert_eq!(h.monitored(Some(1), Verdict::Repair, None), vec![Effect::Released, Effect::Drift]);
         assert_eq!(h.drift_repairs(), 1);
         assert_eq!(h.reconcile(facts(Some(1)), now), vec![Effect::Acquire { generation: 1 }]);
         h.acquired(1, Some(1), Some(5), false);
@@ -549,7 +554,10 @@ mod tests {
         let mut h = Holding::new(true);
         h.reconcile(facts(Some(1)), now);
         h.acquired(1, Some(1), Some(5), true);
-        assert_eq!(h.monitored(Some(1), Verdict::Yield { to: "eni-2".into(), epoch: 6 }, Some(true)), vec![Effect::RemoveAddress]);
+        assert_eq!(
+            h.monitored(Some(1), Verdict::Yield { to: "eni-2".into(), epoch: 6 }, Some(true)),
+            vec![Effect::Released, Effect::RemoveAddress]
+        );
         assert_eq!(h.yielded(), Some(1));
         assert_eq!(h.reconcile(facts(Some(1)), now), vec![], "never takes a yielded address back");
     }
@@ -560,7 +568,7 @@ mod tests {
         let mut h = Holding::new(true);
         h.reconcile(facts(Some(1)), now);
         h.acquired(1, Some(1), None, true);
-        assert_eq!(h.monitored(Some(1), Verdict::Repair, Some(false)), vec![Effect::Drift]);
+        assert_eq!(h.monitored(Some(1), Verdict::Repair, Some(false)), vec![Effect::Released, Effect::Drift]);
         assert_eq!(h.local_address(), Some(false));
     }
 
@@ -577,6 +585,7 @@ mod tests {
             Monitored(u8),
             Recovered,
             Removed,
+            StandDown(bool),
             Wait(u16),
         }
 
@@ -590,6 +599,7 @@ mod tests {
                 1 => (0u8..4).prop_map(Step::Monitored),
                 1 => Just(Step::Recovered),
                 1 => Just(Step::Removed),
+                1 => any::<bool>().prop_map(Step::StandDown),
                 1 => (0u16..30_000).prop_map(Step::Wait),
             ]
         }
@@ -597,7 +607,8 @@ mod tests {
         proptest! {
             /// Whatever the order of facts and outcomes: an acquisition starts only for the
             /// generation we are elected for while we may act; never two at once; a yielded
-            /// generation is never taken back; without quorum or election a VIP is removed.
+            /// generation is never taken back; without quorum or election a VIP is removed; every
+            /// holding that ends tells the hooks exactly once.
             #[test]
             fn holder_decisions_stay_safe(vip in any::<bool>(), steps in proptest::collection::vec(step(), 1..80)) {
                 let mut h = Holding::new(vip);
@@ -605,7 +616,8 @@ mod tests {
                 let mut wanted = None;
                 let mut running: Option<u64> = None;
                 for s in steps {
-                    match s {
+                    let held_before = h.held();
+                    let effects: Vec<Effect> = match s {
                         Step::Reconcile { wanted: w, may_act, quorate, synced } => {
                             wanted = w;
                             let facts = Facts { wanted: w, may_act: may_act && quorate, quorate, quorum_pending: false, synced };
@@ -630,12 +642,14 @@ mod tests {
                                 prop_assert!(running.is_none());
                             }
                             prop_assert_eq!(running, h.acquiring());
+                            effects
                         }
                         Step::Acquired(g) => {
                             if running == Some(g) && h.acquired(g, wanted, Some(1), true) {
                                 running = None;
                                 prop_assert_eq!(h.held(), Some(g));
                             }
+                            Vec::new()
                         }
                         Step::Failed(g, f) => {
                             if running == Some(g) {
@@ -646,6 +660,9 @@ mod tests {
                                 if matches!(failure, Failure::Permission | Failure::Identity) {
                                     prop_assert!(h.incapacity().is_some());
                                 }
+                                effects
+                            } else {
+                                Vec::new()
                             }
                         }
                         Step::Cancelled(g) => {
@@ -653,6 +670,7 @@ mod tests {
                                 h.acquire_cancelled(g);
                                 running = None;
                             }
+                            Vec::new()
                         }
                         Step::Monitored(v) => {
                             let verdict = match v {
@@ -661,18 +679,37 @@ mod tests {
                                 2 => Verdict::Yield { to: "i-2".into(), epoch: 9 },
                                 _ => Verdict::Unknown("throttled".into()),
                             };
-                            let held_before = h.held();
-                            h.monitored(wanted, verdict.clone(), None);
+                            let effects = h.monitored(wanted, verdict.clone(), None);
                             if matches!(verdict, Verdict::Unknown(_) | Verdict::Ours) {
                                 prop_assert_eq!(h.held(), held_before, "monitoring errors never move anything");
                             }
+                            effects
                         }
                         Step::Recovered => {
                             h.recovered();
+                            Vec::new()
                         }
-                        Step::Removed => h.address_removed(Ok(())),
-                        Step::Wait(ms) => now += Duration::from_millis(u64::from(ms)),
-                    }
+                        Step::Removed => {
+                            h.address_removed(Ok(()));
+                            Vec::new()
+                        }
+                        Step::StandDown(drop_address) => {
+                            let effects = h.stand_down(drop_address);
+                            if effects.contains(&Effect::Abort) {
+                                running = None;
+                            }
+                            prop_assert_eq!(h.held(), None);
+                            prop_assert_eq!(h.acquiring(), None);
+                            effects
+                        }
+                        Step::Wait(ms) => {
+                            now += Duration::from_millis(u64::from(ms));
+                            Vec::new()
+                        }
+                    };
+                    let released = effects.iter().filter(|e| **e == Effect::Released).count();
+                    let ended = held_before.is_some() && h.held().is_none();
+                    prop_assert_eq!(released, usize::from(ended), "one release per ended holding: {:?} -> {:?}, {:?}", held_before, h.held(), effects);
                 }
             }
         }

@@ -24,6 +24,7 @@ use crate::kinds::{self, Kind};
 use crate::localaddr::LocalAddresses;
 use crate::metrics::Metrics;
 use crate::status::{self, StatusReport};
+use crate::notify::Notifier;
 use crate::{health, identity};
 
 impl Daemon {
@@ -106,6 +107,7 @@ impl Daemon {
             let unit = config.unit_of(&name).unwrap_or_else(|| name.clone());
             resources.insert(name, LocalResource::new(kind, unit));
         }
+        let notifier = Notifier::start(config.notify.clone());
         let daemon = Daemon {
             kinds: kinds::Context {
                 ec2: ec2.clone(),
@@ -134,6 +136,8 @@ impl Daemon {
             permission_warnings: Vec::new(),
             permission_check_running: false,
             drain: Default::default(),
+            notifier,
+            node_id: None,
             metrics,
             votes: None,
             probe: None,

@@ -16,7 +16,7 @@ use crate::core::view::View;
 use crate::core::wire::{self, Body};
 use crate::corosync::{Corosync, CorosyncError};
 use crate::imds::Imds;
-use crate::notify::{self, HookContext, HookEvent};
+use crate::notify::{HookContext, HookEvent};
 
 /// What one poll of IMDS found.
 #[derive(Debug)]
@@ -155,9 +155,7 @@ impl Daemon {
     }
 
     fn fire_drain_hook(&self, node_id: u32, event: HookEvent, drain: &Drain) {
-        notify::fire(
-            &self.config.notify,
-            HookContext {
+        self.notifier.fire(HookContext {
                 event,
                 resource: String::new(),
                 group: String::new(),
@@ -166,8 +164,7 @@ impl Daemon {
                 address: String::new(),
                 node_id,
                 instance_id: self.identity.instance_id.clone(),
-                detail: format!("{} {} at {} (until {})", drain.event.kind.as_str(), drain.event.id, drain.event.not_before, drain.until),
-            },
-        );
+            detail: format!("{} {} at {} (until {})", drain.event.kind.as_str(), drain.event.id, drain.event.not_before, drain.until),
+        });
     }
 }

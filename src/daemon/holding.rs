@@ -20,7 +20,7 @@ use crate::core::MemberId;
 use crate::corosync::{Corosync, CorosyncError};
 use crate::kinds::{self, AcquireError, Gate, Kind, Observed};
 use crate::metrics::Metrics;
-use crate::notify::{self, HookContext, HookEvent};
+use crate::notify::{HookContext, HookEvent};
 use crate::status::{FailoverTimeline, MemberRef};
 
 /// Time budget for one acquisition (retries of transient errors included); never more than
@@ -376,9 +376,7 @@ impl Daemon {
         }
         let Some(local) = self.resources.get(resource) else { return };
         let address = local.kind.address(local.observed.as_ref());
-        notify::fire(
-            &self.config.notify,
-            HookContext {
+        self.notifier.fire(HookContext {
                 event,
                 resource: resource.to_owned(),
                 group: local.unit.clone(),
@@ -388,8 +386,7 @@ impl Daemon {
                 node_id,
                 instance_id: self.identity.instance_id.clone(),
                 detail,
-            },
-        );
+            });
     }
 
     /// Resources of units the view says are ours, with their kinds.

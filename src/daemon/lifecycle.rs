@@ -14,6 +14,7 @@ use crate::core::wire::{self, Body, WireAssignment};
 use crate::core::holder::Effect;
 use crate::corosync::{Corosync, CorosyncError, CorosyncEvent};
 use crate::kinds;
+use crate::notify::HookEvent;
 use crate::systemd;
 
 /// Environment variable carrying the cluster view across a reload re-exec.
@@ -70,7 +71,7 @@ impl Daemon {
         if !view.others_serve() {
             self.delete_records_nobody_takes(view).await;
         }
-        self.stand_down(true);
+        self.stand_down(true, "stopping");
         self.remove_local_addresses().await;
         if let Err(e) = cs.send(&wire::encode(&Body::Release)).await {
             warn!(error = %e, "could not announce the release; peers will see us leave");
@@ -151,7 +152,7 @@ impl Daemon {
 
     /// Stop every background action: we may no longer act. Without corosync we cannot be the
     /// holder of anything, so VIPs leave our interface too (unless we are re-executing).
-    pub(super) fn stand_down(&mut self, drop_addresses: bool) {
+    pub(super) fn stand_down(&mut self, drop_addresses: bool, reason: &str) {
         self.permit.send_replace(BTreeSet::new());
         for p in std::mem::take(&mut self.pending_commands) {
             let _ = p.reply.send(Err("lost the corosync connection".into()));
@@ -159,12 +160,19 @@ impl Daemon {
         let names: Vec<String> = self.resources.keys().cloned().collect();
         for name in names {
             let Some(local) = self.resources.get_mut(&name) else { continue };
-            for effect in local.holding.stand_down(drop_addresses) {
+            let effects = local.holding.stand_down(drop_addresses);
+            for effect in effects {
                 match effect {
-                    Effect::Abort => local.abort(),
-                    Effect::RemoveAddress => {
-                        self.spawn_remove_address(&name);
-                        break;
+                    Effect::Abort => {
+                        if let Some(local) = self.resources.get_mut(&name) {
+                            local.abort();
+                        }
+                    }
+                    Effect::RemoveAddress => self.spawn_remove_address(&name),
+                    Effect::Released => {
+                        if let Some(node) = self.node_id {
+                            self.hook(node, &name, HookEvent::Release, "standby", reason.to_owned());
+                        }
                     }
                     _ => {}
                 }

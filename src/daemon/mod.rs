@@ -42,6 +42,7 @@ use crate::corosync::{Corosync, CorosyncError, CorosyncEvent, QuorumProbe, Votes
 use crate::ec2::Ec2;
 use crate::kinds::{self, AcquireError};
 use crate::metrics::Metrics;
+use crate::notify::Notifier;
 use crate::systemd;
 
 use self::commands::PendingCommand;
@@ -53,6 +54,9 @@ use self::report::Undecodable;
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// The main loop marks itself alive this often.
 const HEARTBEAT: Duration = Duration::from_millis(250);
+/// How long queued `[[notify]]` hooks (the release hooks of a stop among them) may still run
+/// before the process exits or re-executes; well inside the unit's TimeoutStopSec.
+const HOOKS_AT_EXIT: Duration = Duration::from_secs(10);
 
 /// What the process does when `run` returns.
 pub enum Exit {
@@ -187,6 +191,10 @@ pub struct Daemon {
     permission_check_running: bool,
     /// Draining before AWS's announced events.
     drain: drain::DrainState,
+    /// Runs the `[[notify]]` hooks, one at a time in event order.
+    notifier: Notifier,
+    /// Our corosync node id, once a session knew it (hooks name it).
+    node_id: Option<u32>,
     metrics: Arc<Metrics>,
     /// votequorum's count, for status.
     votes: Option<Votes>,
@@ -225,10 +233,18 @@ pub async fn run(config: Config, config_path: PathBuf, mut signals: Signals) -> 
                     SessionEnd::Shutdown => {
                         cs.leave();
                         info!("released everything and left the group; exiting");
+                        daemon.notifier.finish(HOOKS_AT_EXIT).await;
                         return Ok(Exit::Stopped);
                     }
                     SessionEnd::Reload(table) => {
                         drop(cs);
+                        // A reload keeps every address: no hook of ours is due, and what still
+                        // runs must not be left to an image that never waits for it.
+                        daemon.notifier.finish(HOOKS_AT_EXIT).await;
+                        let ended = crate::child::end_all();
+                        if ended > 0 {
+                            warn!(ended, "health checks or hooks still running at the reload were killed");
+                        }
                         daemon.reexec(table);
                     }
                     SessionEnd::Lost(e, table) => {
@@ -248,10 +264,11 @@ pub async fn run(config: Config, config_path: PathBuf, mut signals: Signals) -> 
                 }
             }
         }
-        daemon.stand_down(true);
+        daemon.stand_down(true, "lost the corosync connection");
         let wait = backoff(attempt, Duration::from_millis(200), Duration::from_secs(5), rand::random());
         attempt += 1;
         if daemon.offline(wait, &mut signals).await {
+            daemon.notifier.finish(HOOKS_AT_EXIT).await;
             return Ok(Exit::Stopped);
         }
     }
@@ -278,6 +295,7 @@ impl Daemon {
             name: cs.node_name().map(str::to_owned),
             hostname: local_hostname(),
         };
+        self.node_id = Some(cs.local().node);
         let mut view = View::new(cs.local(), info, self.config.unit_specs());
         if let Some(table) = seed {
             view.seed(table);
