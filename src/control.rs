@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
+use crate::listener::{Gate, Limits};
 use crate::status::StatusReport;
 
 /// Why the control socket could not be served or used; the message names the socket path.
@@ -125,18 +126,38 @@ pub fn bind(path: &Path) -> Result<UnixListener, ControlError> {
     Ok(listener)
 }
 
+/// The control socket's limits: admin commands are few and their request and reply lines
+/// short; the wait for the cluster to carry a command out is bounded apart (`COMMAND_TIMEOUT`).
+pub const LIMITS: Limits = Limits {
+    connections: 32,
+    read: std::time::Duration::from_secs(5),
+    write: std::time::Duration::from_secs(5),
+};
+
 /// Answers clients forever, each on its own task, so a slow client never stalls the daemon.
 pub async fn serve(listener: UnixListener, status: SharedStatus, requests: Requests) {
+    serve_with(listener, status, requests, LIMITS).await
+}
+
+/// [`serve`] with other limits (tests use short ones).
+pub async fn serve_with(listener: UnixListener, status: SharedStatus, requests: Requests, limits: Limits) {
+    let mut gate = Gate::new("control socket", limits);
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                gate.failed(&e).await;
+                continue;
+            }
         };
+        let Some(permit) = gate.admit() else { continue };
         let status = status.clone();
         let requests = requests.clone();
         tokio::spawn(async move {
-            if let Err(e) = answer(stream, status, requests).await {
+            if let Err(e) = answer(stream, status, requests, limits).await {
                 tracing::debug!(error = %e, "control client went away");
             }
+            drop(permit);
         });
     }
 }
@@ -154,11 +175,17 @@ async fn run_command(command: Command, requests: &Requests) -> Result<String, St
     }
 }
 
-async fn answer(stream: UnixStream, status: SharedStatus, requests: Requests) -> std::io::Result<()> {
+fn timed_out(what: &str, limit: std::time::Duration) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::TimedOut, format!("client took more than {}ms to {what}", limit.as_millis()))
+}
+
+async fn answer(stream: UnixStream, status: SharedStatus, requests: Requests, limits: Limits) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     let mut reader = BufReader::new(read).take(4096);
-    reader.read_line(&mut line).await?;
+    tokio::time::timeout(limits.read, reader.read_line(&mut line))
+        .await
+        .map_err(|_| timed_out("send its request", limits.read))??;
     let reply = match line.trim() {
         "status" => {
             let report = status.lock().unwrap_or_else(|p| p.into_inner()).clone();
@@ -175,9 +202,12 @@ async fn answer(stream: UnixStream, status: SharedStatus, requests: Requests) ->
             }
         }
     };
-    write.write_all(reply.as_bytes()).await?;
-    write.write_all(b"\n").await?;
-    write.shutdown().await
+    let send = async {
+        write.write_all(reply.as_bytes()).await?;
+        write.write_all(b"\n").await?;
+        write.shutdown().await
+    };
+    tokio::time::timeout(limits.write, send).await.map_err(|_| timed_out("read the reply", limits.write))?
 }
 
 use tokio::io::AsyncReadExt;
@@ -215,5 +245,38 @@ pub async fn request_command(path: &Path, line: &str) -> Result<Result<String, S
         Ok(Ok(ok.to_owned()))
     } else {
         Ok(Err(value["error"].as_str().unwrap_or("unexpected reply").to_owned()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    async fn closed_without_answer(stream: &mut UnixStream) -> bool {
+        let mut reply = String::new();
+        matches!(tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut reply)).await, Ok(Ok(0)))
+    }
+
+    #[tokio::test]
+    async fn idle_and_excess_clients_are_closed_and_the_socket_keeps_answering() {
+        let dir = std::env::temp_dir().join(format!("corosync-eip-control-{}", std::process::id()));
+        let path = dir.join("control.sock");
+        let listener = bind(&path).unwrap();
+        let status: SharedStatus = Arc::new(Mutex::new(StatusReport { version: "lab".into(), ..Default::default() }));
+        let (requests, _commands) = tokio::sync::mpsc::channel(1);
+        let limits = Limits { connections: 2, read: Duration::from_millis(300), write: Duration::from_secs(1) };
+        tokio::spawn(serve_with(listener, status, requests, limits));
+        // Two clients that never send take both slots; a third is closed at once.
+        let mut idle = [UnixStream::connect(&path).await.unwrap(), UnixStream::connect(&path).await.unwrap()];
+        let mut excess = UnixStream::connect(&path).await.unwrap();
+        assert!(closed_without_answer(&mut excess).await, "a client over the cap is closed");
+        // The idle ones are closed after the read limit, and their slots serve again.
+        for stream in &mut idle {
+            assert!(closed_without_answer(stream).await, "an idle client is closed after the read limit");
+        }
+        let report = request_status(&path).await.unwrap();
+        assert_eq!(report.version, "lab");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -18,6 +18,7 @@ pub mod health;
 pub mod identity;
 pub mod imds;
 pub mod kinds;
+pub mod listener;
 pub mod localaddr;
 pub mod metrics;
 pub mod notify;

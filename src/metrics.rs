@@ -14,6 +14,8 @@ use prometheus_client::registry::Registry;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
+use crate::listener::{Gate, Limits};
+
 /// The `{resource,kind}` labels: one series per configured address, with its kind so a
 /// dashboard can sum EIPs, VIPs and secondary IPs apart.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -129,18 +131,34 @@ impl Metrics {
     }
 }
 
+/// The metrics endpoint's limits: a scraper connects every few seconds and reads a few
+/// kilobytes.
+pub const LIMITS: Limits = Limits {
+    connections: 16,
+    read: Duration::from_secs(5),
+    write: Duration::from_secs(5),
+};
+
 /// Serves `GET /metrics` in the OpenMetrics text format; anything else is a 404.
 pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
+    let mut gate = Gate::new("metrics", LIMITS);
     loop {
-        let Ok((mut stream, _)) = listener.accept().await else { continue };
+        let mut stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                gate.failed(&e).await;
+                continue;
+            }
+        };
+        let Some(permit) = gate.admit() else { continue };
         let metrics = metrics.clone();
         tokio::spawn(async move {
             let mut buf = vec![0u8; 2048];
-            let n = match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await {
+            let n = match tokio::time::timeout(LIMITS.read, stream.read(&mut buf)).await {
                 Ok(Ok(n)) => n,
                 _ => return,
             };
-            let request = String::from_utf8_lossy(&buf[..n]);
+            let request = String::from_utf8_lossy(buf.get(..n).unwrap_or_default());
             let path = request.split_whitespace().nth(1).unwrap_or("");
             let response = if request.starts_with("GET ") && (path == "/metrics" || path == "/") {
                 let body = metrics.render();
@@ -151,8 +169,12 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
             } else {
                 "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_owned()
             };
-            let _ = stream.write_all(response.as_bytes()).await;
-            let _ = stream.shutdown().await;
+            let send = async {
+                stream.write_all(response.as_bytes()).await?;
+                stream.shutdown().await
+            };
+            let _ = tokio::time::timeout(LIMITS.write, send).await;
+            drop(permit);
         });
     }
 }

@@ -217,6 +217,14 @@ pub async fn run_checks(config: &Config) -> CheckReport {
         }
     }
 
+    if let Some(exposed) = config.metrics_exposure() {
+        items.push(CheckItem::warn(
+            "metrics endpoint",
+            exposed,
+            "listen on 127.0.0.1 or ::1, or allow the port only from your Prometheus server",
+        ));
+    }
+
     // 7. corosync
     match corosync.await {
         Ok(list) => items.extend(list),

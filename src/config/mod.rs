@@ -474,6 +474,16 @@ impl Config {
             .collect()
     }
 
+    /// Why the metrics endpoint is exposed beyond this host, if it is: anyone who reaches the
+    /// port reads this node's holders and EC2 error counts, and every connection costs the
+    /// daemon a file descriptor.
+    pub fn metrics_exposure(&self) -> Option<String> {
+        let addr = self.metrics_listen?;
+        (!addr.ip().is_loopback()).then(|| {
+            format!("[metrics] listen = \"{addr}\" is not a loopback address: anyone who can reach that port reads this node's holders and EC2 error counts")
+        })
+    }
+
     /// The unit (group or the resource itself) a resource is placed with.
     pub fn unit_of(&self, resource: &str) -> Option<String> {
         let group = |g: &Option<String>, n: &String| g.clone().unwrap_or_else(|| n.clone());
@@ -599,6 +609,17 @@ allocation_id = "eipalloc-2"
 
     fn error_of(text: &str) -> String {
         parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_metrics_endpoint_beyond_loopback_is_named_as_exposed() {
+        let exposure = |listen: &str| parse(&format!("{MINIMAL}[metrics]\nlisten = \"{listen}\"\n")).unwrap().metrics_exposure();
+        assert_eq!(exposure("127.0.0.1:9464"), None);
+        assert_eq!(exposure("[::1]:9464"), None);
+        let exposed = exposure("0.0.0.0:9464").expect("all interfaces are exposed");
+        assert!(exposed.contains("0.0.0.0:9464") && exposed.contains("not a loopback"), "{exposed}");
+        assert!(exposure("10.0.0.5:9464").is_some());
+        assert_eq!(parse(MINIMAL).unwrap().metrics_exposure(), None, "no endpoint, nothing exposed");
     }
 
     /// Every duration key, the file around it, and its documented upper bound (as the README

@@ -62,6 +62,10 @@ impl Daemon {
 
         let route_clients = route_clients(&sdk, &config, &identity, &metrics).await;
         let mut warnings = discover_route_tables(&ec2, &route_clients, &mut config.vips).await;
+        if let Some(exposed) = config.metrics_exposure() {
+            warn!(problem = %exposed, "metrics endpoint exposed; keep it on 127.0.0.1 or ::1, or firewall the port");
+            warnings.push(format!("{exposed}; keep it on 127.0.0.1 or ::1, or firewall the port"));
+        }
         if !config.vips.is_empty() {
             warnings.extend(source_dest_check(&ec2, &identity).await);
         }
