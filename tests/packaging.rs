@@ -61,6 +61,25 @@ fn selinux_module_compiles_and_is_enforcing() {
     for name in ["rhcs_stream_connect_cluster", "rhcs_rw_cluster_tmpfs", "corosync_stream_connect", "corosync_mmap_rw_tmpfs"] {
         assert!(code.clone().any(|l| l.contains(name)), "{name} missing from the .te");
     }
+    // The metrics port and a proxy are each behind a boolean, off by default, and the module
+    // grants them nothing else.
+    for (boolean, grants) in [
+        ("corosync_eip_metrics", ["corenet_tcp_bind_generic_node", "corenet_tcp_bind_all_unreserved_ports"]),
+        ("corosync_eip_use_proxy", ["corenet_tcp_connect_squid_port", "corenet_tcp_connect_http_cache_port"]),
+    ] {
+        assert!(code.clone().any(|l| l == format!("gen_tunable({boolean}, false)")), "{boolean} not declared off");
+        let block: String = te
+            .split(&format!("tunable_policy(`{boolean}',`"))
+            .nth(1)
+            .and_then(|rest| rest.split("')").next())
+            .unwrap_or_else(|| panic!("no tunable_policy block for {boolean}"))
+            .to_owned();
+        for grant in grants {
+            assert!(block.contains(grant), "{boolean} does not grant {grant}");
+            let outside = te.replace(&block, "");
+            assert!(!outside.lines().any(|l| l.split('#').next().unwrap().contains(grant)), "{grant} granted outside {boolean}");
+        }
+    }
     let fc = fs::read_to_string(dir.join("corosync_eip.fc")).unwrap();
     for path in ["/usr/sbin/corosync-eip", "/etc/corosync-eip", "/run/corosync-eip", "/var/lib/corosync-eip"] {
         assert!(fc.contains(path), "{path} not labelled in the .fc");
@@ -279,6 +298,9 @@ fn rpm_builds_installs_and_reloads_on_upgrade() {
     let line = flags.lines().find(|l| l.starts_with("/etc/corosync-eip/corosync-eip.toml ")).unwrap();
     assert!(line.split(' ').nth(1).unwrap().contains('n'), "config is not noreplace: {line}");
     assert!(line.ends_with("-rw-------"), "config must be root-only: {line}");
+    let line = flags.lines().find(|l| l.starts_with("/etc/sysconfig/corosync-eip ")).unwrap();
+    assert!(line.split(' ').nth(1).unwrap().contains('n'), "sysconfig is not noreplace: {line}");
+    assert!(line.ends_with("-rw-------"), "sysconfig may hold proxy credentials and must be root-only: {line}");
     let dump = rpm_q(&main, &["--dump"]);
     assert!(dump.lines().any(|l| l.starts_with("/etc/corosync-eip/corosync-eip.toml ") && l.split(' ').nth(7) == Some("1")));
 
