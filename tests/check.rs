@@ -314,6 +314,9 @@ fn check_proves_permissions_with_dry_run_against_iam() {
         ],
     );
     assert!(r.out.contains("allow ec2:AssociateAddress"), "{}", r.out);
+    // The advice is the shipped policy's scoped statement, never every resource.
+    assert!(r.out.contains("MoveClusterElasticIpsOntoClusterInterfaces") && r.out.contains(":elastic-ip/"), "{}", r.out);
+    assert!(!r.out.replace(' ', "").contains(r#""Resource":"*""#), "{}", r.out);
     assert_eq!(r.failed_lines().len(), 1, "{}", r.out);
     assert!(
         r.line("permission ec2:ReplaceRoute")

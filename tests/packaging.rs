@@ -170,6 +170,24 @@ fn resources(statement: &Value) -> Vec<String> {
     }
 }
 
+/// The alarm for what IAM cannot scope: a route change by the nodes' role to anything but the
+/// VIPs, as an EventBridge pattern over CloudTrail.
+#[test]
+fn route_change_alarm_matches_route_writes_to_other_destinations() {
+    let text = fs::read_to_string(root().join("contrib/route-change-alarm.json")).unwrap();
+    let pattern: Value = serde_json::from_str(&text).expect("route-change-alarm.json parses");
+    assert_eq!(pattern["detail-type"], serde_json::json!(["AWS API Call via CloudTrail"]));
+    assert_eq!(pattern["detail"]["eventName"], serde_json::json!(["ReplaceRoute", "CreateRoute"]));
+    let arms = pattern["detail"]["$or"].as_array().expect("an $or over both address families");
+    for (field, vip) in [("destinationCidrBlock", "/32"), ("destinationIpv6CidrBlock", "/128")] {
+        let arm = arms.iter().find(|a| a["requestParameters"].get(field).is_some()).unwrap_or_else(|| panic!("no arm for {field}"));
+        let but = &arm["requestParameters"][field][0]["anything-but"];
+        assert!(but.as_array().is_some_and(|l| l.iter().all(|v| v.as_str().is_some_and(|v| v.ends_with(vip)))), "{arm}");
+    }
+    let role = &pattern["detail"]["userIdentity"]["sessionContext"]["sessionIssuer"]["arn"][0];
+    assert!(role.as_str().is_some_and(|r| r.starts_with("arn:aws:iam::") && r.contains(":role/")), "{role}");
+}
+
 #[test]
 fn iam_policy_is_least_privilege() {
     let text = fs::read_to_string(root().join("contrib/iam-policy.json")).unwrap();
@@ -202,9 +220,19 @@ fn iam_policy_is_least_privilege() {
                 assert!(cond.contains_key("route53:ChangeResourceRecordSetsNormalizedRecordNames"), "{s}");
             }
         } else {
-            // Every mutating grant is scoped to the cluster's tagged resources.
+            // Every mutating grant is scoped to the cluster's tagged resources, in one account
+            // and region.
             let cond = s["Condition"]["StringEquals"].as_object().unwrap_or_else(|| panic!("no tag condition: {s}"));
             assert!(cond.keys().any(|k| k.starts_with("aws:ResourceTag/") || k.starts_with("ec2:ResourceTag/")), "{s}");
+            assert_eq!(cond.get("ec2:Region").and_then(Value::as_str), Some("REPLACE_WITH_REGION"), "{s}");
+            for r in &res {
+                let fields: Vec<&str> = r.split(':').collect();
+                assert!(fields.len() >= 6 && fields[3] == "REPLACE_WITH_REGION" && fields[4] == "REPLACE_WITH_ACCOUNT_ID", "region and account pinned: {r}");
+            }
+            if acts.iter().any(|a| a == "ec2:ReplaceRoute" || a == "ec2:CreateRoute") {
+                // Routes: every condition key AWS offers for them beyond the tag.
+                assert!(cond.get("ec2:Vpc").and_then(Value::as_str).is_some_and(|v| v.contains(":vpc/")), "{s}");
+            }
         }
         allowed.extend(acts);
     }
@@ -291,7 +319,10 @@ fn rpm_builds_installs_and_reloads_on_upgrade() {
     ] {
         assert!(files.lines().any(|l| l.starts_with(f)), "{f} not in the package:\n{files}");
     }
-    assert!(files.contains("corosync.conf.3node-aws") && files.contains("iam-policy.json"), "docs missing:\n{files}");
+    assert!(
+        files.contains("corosync.conf.3node-aws") && files.contains("iam-policy.json") && files.contains("route-change-alarm.json"),
+        "docs missing:\n{files}"
+    );
     let config = rpm_q(&main, &["--configfiles"]);
     assert!(config.lines().any(|l| l == "/etc/corosync-eip/corosync-eip.toml"), "{config}");
     let flags = rpm_q(&main, &["--qf", "[%{FILENAMES} %{FILEFLAGS:fflags} %{FILEMODES:perms}\n]"]);

@@ -202,10 +202,8 @@ fn permission_item(p: &Probe) -> CheckItem {
             name,
             detail,
             format!(
-                "allow {action} in the policy of the instance role (every node's), e.g. \
-                 {{\"Effect\": \"Allow\", \"Action\": \"{action}\", \"Resource\": \"*\"}};\n\
-                 an SCP or permission boundary can deny it too (aws sts decode-authorization-message tells which)",
-                action = p.iam_action()
+                "{};\nan SCP or permission boundary can deny it too (aws sts decode-authorization-message tells which)",
+                grant_advice(&p.iam_action())
             ),
         ),
         Outcome::PerformedDespiteDryRun => CheckItem::warn(
@@ -234,6 +232,47 @@ fn permission_item(p: &Probe) -> CheckItem {
         return CheckItem { status: CheckStatus::Warn, ..item };
     }
     item
+}
+
+/// The policy shipped with the package (`contrib/iam-policy.json`, installed with the docs):
+/// the one place that says how each action is scoped, so advice never drifts from it.
+const SHIPPED_POLICY: &str = include_str!("../../contrib/iam-policy.json");
+/// Where the package installs it.
+const SHIPPED_POLICY_PATH: &str = "/usr/share/doc/corosync-eip/iam-policy.json";
+
+/// How to grant `action`: the shipped policy's scoped statement for it, never a bare
+/// `"Resource": "*"` (Describe calls, which AWS cannot scope, are named instead).
+pub(crate) fn grant_advice(action: &str) -> String {
+    let policy: serde_json::Value = serde_json::from_str(SHIPPED_POLICY).unwrap_or_default();
+    let statements: Vec<&serde_json::Value> = policy["Statement"]
+        .as_array()
+        .map(|all| {
+            all.iter()
+                .filter(|s| s["Effect"] == "Allow")
+                .filter(|s| match &s["Action"] {
+                    serde_json::Value::String(a) => a == action,
+                    serde_json::Value::Array(list) => list.iter().any(|a| a == action),
+                    _ => false,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let unscopable = statements.iter().any(|s| s["Resource"] == "*");
+    match statements.first() {
+        None => format!("allow {action} in the policy of the instance role (every node's); see {SHIPPED_POLICY_PATH}"),
+        Some(s) if unscopable => format!(
+            "allow {action} in the policy of the instance role (every node's): AWS cannot scope it to resources, as statement {} of {SHIPPED_POLICY_PATH} says",
+            s["Sid"].as_str().unwrap_or("?")
+        ),
+        Some(_) => {
+            let shown: Vec<String> = statements.iter().map(|s| s.to_string()).collect();
+            format!(
+                "allow {action} in the policy of the instance role (every node's), scoped as {SHIPPED_POLICY_PATH} does \
+                 (replace the REPLACE_WITH_ placeholders): {}",
+                shown.join(" ")
+            )
+        }
+    }
 }
 
 /// Whether each configured EIP, route table, route and our ENI's source/dest check are as
@@ -501,3 +540,43 @@ async fn secondary_checks(config: &Config, client: &aws_sdk_ec2::Client, me: &Me
         .collect()
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every action `check` probes, by its IAM name.
+    const PROBED: &[&str] = &[
+        "ec2:AssociateAddress",
+        "ec2:CreateTags",
+        "ec2:ReplaceRoute",
+        "ec2:CreateRoute",
+        "ec2:AssignPrivateIpAddresses",
+        "ec2:DescribeAddresses",
+        "ec2:DescribeRouteTables",
+        "ec2:DescribeSubnets",
+        "ec2:DescribeInstances",
+        "ec2:DescribeNetworkInterfaces",
+        "route53:ListResourceRecordSets",
+    ];
+
+    #[test]
+    fn advice_never_grants_every_resource() {
+        for action in PROBED {
+            let advice = grant_advice(action);
+            let compact: String = advice.chars().filter(|c| !c.is_whitespace()).collect();
+            assert!(!compact.contains(r#""Resource":"*""#), "{action}: {advice}");
+            assert!(advice.contains(SHIPPED_POLICY_PATH), "{action}: {advice}");
+            assert!(!advice.contains("see /usr"), "{action} has no statement in the shipped policy: {advice}");
+        }
+    }
+
+    #[test]
+    fn route_advice_carries_every_condition_the_policy_sets() {
+        let advice = grant_advice("ec2:ReplaceRoute");
+        for key in ["aws:ResourceTag/corosync-eip-cluster", "ec2:Vpc", "ec2:Region", ":route-table/*"] {
+            assert!(advice.contains(key), "{key} missing: {advice}");
+        }
+        assert!(grant_advice("ec2:DescribeRouteTables").contains("cannot scope"));
+    }
+}
