@@ -18,7 +18,13 @@ use nix::unistd::Pid;
 static RUNNING: Mutex<BTreeSet<i32>> = Mutex::new(BTreeSet::new());
 
 /// Environment variables of this daemon that an admin's command must not inherit.
-const PRIVATE_ENV: &[&str] = &["COROSYNC_EIP_REEXEC_STATE", "NOTIFY_SOCKET", "WATCHDOG_PID", "WATCHDOG_USEC"];
+const PRIVATE_ENV: &[&str] = &[
+    crate::daemon::handover::FD_ENV,
+    crate::daemon::handover::PID_ENV,
+    "NOTIFY_SOCKET",
+    "WATCHDOG_PID",
+    "WATCHDOG_USEC",
+];
 
 /// How a command ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -179,13 +185,14 @@ mod tests {
     #[tokio::test]
     async fn private_environment_is_not_inherited() {
         let out = scratch("env");
-        std::env::set_var("COROSYNC_EIP_REEXEC_STATE", "[]");
+        // systemd's notify socket: a hook must not send READY or STOPPING on our behalf.
+        std::env::set_var("NOTIFY_SOCKET", "/run/systemd/notify");
         let outcome = run(sh(&format!("env > {}", out.display())), Duration::from_secs(5)).await;
-        std::env::remove_var("COROSYNC_EIP_REEXEC_STATE");
+        std::env::remove_var("NOTIFY_SOCKET");
         assert_eq!(outcome, Outcome::Success);
         let env = std::fs::read_to_string(&out).unwrap();
         let _ = std::fs::remove_file(&out);
-        assert!(!env.contains("COROSYNC_EIP_REEXEC_STATE"), "{env}");
+        assert!(!env.contains("NOTIFY_SOCKET"), "{env}");
         assert!(env.contains("PATH="), "the rest of the environment stays: {env}");
     }
 }

@@ -251,3 +251,70 @@ fn a_record_value_refused_at_start_is_read_again_when_the_record_is_taken() {
     assert!(!reads.is_empty(), "node 0 read its interface again after the refusal");
     assert!(!lab.daemon_log(0).contains("panicked"));
 }
+
+/// Each resource's elected holder as node `i` sees it.
+fn holders(lab: &Lab, i: usize) -> Vec<(String, Option<u32>)> {
+    let s = lab.daemon_status(i).unwrap();
+    s.resources.iter().map(|r| (r.name.clone(), r.holder.as_ref().map(|h| h.node_id))).collect()
+}
+
+/// A reload (the RPM upgrade's `systemctl reload`) while every EC2 call takes 3 s: the new
+/// process rejoins CPG with what the old one handed over, before any EC2 call or health
+/// check, so the peers' reattach grace (5 s on the lab) never runs out and nothing moves.
+#[test]
+fn a_reload_under_slow_ec2_rejoins_before_any_call_and_moves_nothing() {
+    let mut spec = LabSpec::new("frl", 92, 3);
+    spec.route_tables = 1;
+    let mut lab = Lab::start(spec).expect("lab starts");
+    let proxy = Proxy::start(&lab);
+    // A VIP and a health check too: every start-up step that asks EC2 or runs a check.
+    let config = format!(
+        "{}group = \"svc\"\n{}create_route = true\ngroup = \"svc\"\n\n[[health]]\nname = \"app\"\ncommand = \"true\"\ninterval = \"1s\"\ntimeout = \"1s\"\n\n[aws]\nendpoint_url = \"http://{}:{PROXY_PORT}\"\n",
+        lab.default_daemon_config(),
+        lab.vip_config("db", "172.31.255.40"),
+        lab.emulator_ip()
+    );
+    for i in 0..3 {
+        lab.write_daemon_config(i, &config).unwrap();
+        lab.start_daemon(i).unwrap();
+    }
+    let first = holder(&lab, &[0, 1, 2]);
+    let pid = lab.daemon_pid(first).unwrap();
+    let before = lab
+        .wait_for("both addresses held", SETTLE, || {
+            let h = holders(&lab, first);
+            Ok((h.len() == 2 && h.iter().all(|(_, n)| n.is_some())).then_some(h))
+        })
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.logs()));
+    proxy.faults(json!([{"action": "*", "mode": "latency", "latency_ms": 3000}]));
+    let t0 = lab::unix_now();
+    lab.signal_daemon(first, Signal::SIGHUP).unwrap();
+    let rejoined = lab
+        .wait_for("the reloaded daemon rejoined", SETTLE, || {
+            Ok(lab::bench::daemon_log_time(&lab, first, t0, &["joined CPG group"], &[]))
+        })
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.daemon_log(first)));
+    let reloading = lab::bench::daemon_log_time(&lab, first, t0, &["reloading"], &[]).expect("reload logged");
+    eprintln!("exec to rejoin with 3 s EC2 latency: {:.0} ms", (rejoined - reloading) * 1000.0);
+    // Longer than a reattach grace, with the slow EC2 still in place.
+    std::thread::sleep(Duration::from_secs(8));
+    proxy.faults(json!([]));
+    assert_eq!(holder(&lab, &[0, 1, 2]), first, "the reloaded holder kept its addresses");
+    assert_eq!(lab.daemon_pid(first), Some(pid), "reloaded in place");
+    let writes: Vec<_> = lab
+        .mutating_calls_since(t0)
+        .unwrap()
+        .into_iter()
+        .filter(|c| c.action != "CreateTags")
+        .map(|c| (c.node, c.action))
+        .collect();
+    assert!(writes.is_empty(), "nothing moved: {writes:?}");
+    for i in 0..3 {
+        assert_eq!(holders(&lab, i), before, "node {i} sees the same holders");
+    }
+    // The handed-over identity is the node's own.
+    let s = lab.daemon_status(first).unwrap();
+    assert_eq!(s.resources[0].holder.as_ref().and_then(|h| h.instance_id.as_deref()), Some(lab.instance_id(first)));
+    let _ = &mut lab;
+    lab.assert_no_panics();
+}

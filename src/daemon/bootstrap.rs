@@ -25,12 +25,21 @@ use crate::localaddr::LocalAddresses;
 use crate::metrics::Metrics;
 use crate::status::{self, StatusReport};
 use crate::notify::Notifier;
+use super::handover::{Discovered, Handover};
 use crate::{health, identity};
 
 impl Daemon {
     /// Serves status and metrics, finds our identity (retrying until EC2 answers), discovers
     /// route tables and runs the first health checks. None: stopped while waiting for EC2.
-    pub(super) async fn start(mut config: Config, config_path: PathBuf, signals: &mut Signals) -> anyhow::Result<Option<Daemon>> {
+    /// With a `handover` (a reload), what the previous process learnt is taken instead of
+    /// asked again, and the checks that only warn run after rejoining, so the new process
+    /// rejoins within the peers' reattach grace whatever EC2's latency.
+    pub(super) async fn start(
+        mut config: Config,
+        config_path: PathBuf,
+        signals: &mut Signals,
+        handover: Option<&Handover>,
+    ) -> anyhow::Result<Option<Daemon>> {
         let exe = std::env::current_exe()?;
         let args: Vec<OsString> = std::env::args_os().collect();
         let status: SharedStatus = Arc::new(Mutex::new(StatusReport {
@@ -55,38 +64,36 @@ impl Daemon {
         ec2::trust_store()?;
         let sdk = ec2::sdk_config(&config.aws).await;
         let ec2 = Ec2::new(&sdk, metrics.clone());
-        let Some((identity, availability_zone)) = resolve_identity(&config, &ec2, signals).await else {
-            return Ok(None);
+        let handed_identity = handover.and_then(|h| Some((h.identity.clone()?, h.availability_zone.clone())));
+        let (identity, availability_zone) = match handed_identity {
+            Some(known) => known,
+            None => match resolve_identity(&config, &ec2, signals).await {
+                Some(found) => found,
+                None => return Ok(None),
+            },
         };
         info!(instance = %identity.instance_id, eni = ?identity.network_interface_id, az = ?availability_zone, "node identity");
 
         let route_clients = route_clients(&sdk, &config, &identity, &metrics).await;
-        let mut warnings = discover_route_tables(&ec2, &route_clients, &mut config.vips).await;
+        let (mut warnings, discovered) =
+            discover_route_tables(&ec2, &route_clients, &mut config.vips, handover.map(|h| &h.route_tables)).await;
         if let Some(exposed) = config.metrics_exposure() {
             warn!(problem = %exposed, "metrics endpoint exposed; keep it on 127.0.0.1 or ::1, or firewall the port");
             warnings.push(format!("{exposed}; keep it on 127.0.0.1 or ::1, or firewall the port"));
         }
-        if !config.vips.is_empty() {
-            warnings.extend(source_dest_check(&ec2, &identity).await);
-        }
-        match same_subnet(&ec2, &identity, &config.secondary_ips, &config_path).await {
-            Ok(w) => warnings.extend(w),
-            // A reload must never end the daemon that holds addresses: the address is refused
-            // by EC2 at the first move instead, and the warning says why.
-            Err(e) if super::lifecycle::reexecuted() => {
-                error!(error = %e, "the reloaded configuration does not fit this node");
-                warnings.push(e.to_string());
-            }
-            Err(e) => return Err(e.into()),
-        }
         let route53 = crate::route53::Route53::new(&sdk, metrics.clone());
-        match zones_hold_records(&route53, &config, &config_path).await {
-            Ok(w) => warnings.extend(w),
-            Err(e) if super::lifecycle::reexecuted() => {
-                error!(error = %e, "the reloaded configuration does not fit Route 53");
-                warnings.push(e.to_string());
-            }
-            Err(e) => return Err(e.into()),
+        let (results_tx, results_rx) = mpsc::unbounded_channel();
+        if handover.is_some() {
+            // A reload must never end the daemon that holds addresses, nor hold up its rejoin:
+            // these checks only warn, after it rejoined.
+            let (ec2, route53, identity, config, path, tx) =
+                (ec2.clone(), route53.clone(), identity.clone(), config.clone(), config_path.clone(), results_tx.clone());
+            tokio::spawn(async move {
+                let warnings = fit_warnings(&ec2, &route53, &identity, &config, &path, true).await.unwrap_or_default();
+                let _ = tx.send(TaskResult::Warnings(warnings));
+            });
+        } else {
+            warnings.extend(fit_warnings(&ec2, &route53, &identity, &config, &config_path, false).await?);
         }
         let targets = dns_targets(&ec2, &identity, &config).await;
         let addresses = if config.vips.is_empty() && config.secondary_ips.is_empty() {
@@ -94,10 +101,9 @@ impl Daemon {
         } else {
             Some(Arc::new(LocalAddresses::new()?))
         };
-        let health = first_health_checks(&config).await;
+        let health = first_health_checks(&config, handover.map(|h| &h.health)).await;
         let standby_persisted = config.daemon.state_dir.join(super::commands::STANDBY_FILE).exists();
 
-        let (results_tx, results_rx) = mpsc::unbounded_channel();
         let (permit, _) = watch::channel(BTreeSet::new());
         let mut resources = BTreeMap::new();
         let kinds = config
@@ -142,6 +148,7 @@ impl Daemon {
             drain: Default::default(),
             notifier,
             node_id: None,
+            discovered,
             metrics,
             votes: None,
             probe: None,
@@ -219,17 +226,33 @@ async fn route_clients(
 
 /// Adds the route tables found by tag to each VIP that asks for discovery; returns the
 /// warnings for status when none or no answer was found.
-async fn discover_route_tables(ec2: &Ec2, route_clients: &BTreeMap<String, Ec2>, vips: &mut [VipConfig]) -> Vec<String> {
+/// Fills in the route tables of VIPs that `discover` them: handed over by the process a reload
+/// replaced when its query is unchanged, else looked up in EC2. Returns the warnings and what
+/// was found, by VIP, for the next reload.
+async fn discover_route_tables(
+    ec2: &Ec2,
+    route_clients: &BTreeMap<String, Ec2>,
+    vips: &mut [VipConfig],
+    handed: Option<&BTreeMap<String, Discovered>>,
+) -> (Vec<String>, BTreeMap<String, Discovered>) {
     let mut warnings = Vec::new();
+    let mut discovered = BTreeMap::new();
     for vip in vips.iter_mut() {
         let Some(query) = vip.discover.clone() else { continue };
+        let text = format!("{query:?}");
+        let known = handed.and_then(|h| h.get(&vip.name)).filter(|d| d.query == text).map(|d| d.tables.clone());
         let client = match &vip.route_table_role {
             Some(role) => route_clients.get(role).unwrap_or(ec2),
             None => ec2,
         };
-        match client.find_route_tables(&query, Duration::from_secs(10)).await {
+        let result = match known {
+            Some(tables) => Ok(tables),
+            None => client.find_route_tables(&query, Duration::from_secs(10)).await,
+        };
+        match result {
             Ok(found) if !found.is_empty() => {
                 info!(resource = %vip.name, tables = ?found, "route tables found by tag");
+                discovered.insert(vip.name.clone(), Discovered { query: text, tables: found.clone() });
                 for id in found {
                     if !vip.route_tables.contains(&id) {
                         vip.route_tables.push(id);
@@ -248,7 +271,7 @@ async fn discover_route_tables(ec2: &Ec2, route_clients: &BTreeMap<String, Ec2>,
             }
         }
     }
-    warnings
+    (warnings, discovered)
 }
 
 /// Route-table VIPs need the source/destination check off on our interface; say so at start
@@ -404,10 +427,18 @@ async fn dns_targets(ec2: &Ec2, identity: &Identity, config: &Config) -> Vec<kin
     targets
 }
 
-/// Health checks run once before we join, so our first announcement is already right.
-async fn first_health_checks(config: &Config) -> Vec<HealthState> {
+/// Health checks run once before we join, so our first announcement is already right. After a
+/// reload, a check the previous process ran keeps its state instead (the periodic run follows).
+async fn first_health_checks(config: &Config, handed: Option<&BTreeMap<String, bool>>) -> Vec<HealthState> {
     let mut health = Vec::new();
     for check in &config.health {
+        if let Some(&healthy) = handed.and_then(|h| h.get(&check.name)) {
+            health.push(HealthState {
+                tracker: HealthTracker::new(check.rise, check.fall, healthy),
+                last_error: None,
+            });
+            continue;
+        }
         let result = health::run_check(&check.check, check.timeout).await;
         if let Err(e) = &result {
             warn!(check = %check.name, error = %e, "health check failing at start");
@@ -418,4 +449,38 @@ async fn first_health_checks(config: &Config) -> Vec<HealthState> {
         });
     }
     health
+}
+
+/// What does not fit this node in the configuration: the source/destination check for VIPs,
+/// secondary IPs outside our subnet, records outside their zones. On a first start a misfit is
+/// an error; after a reload it is a warning (`reloaded`).
+async fn fit_warnings(
+    ec2: &Ec2,
+    route53: &crate::route53::Route53,
+    identity: &Identity,
+    config: &Config,
+    config_path: &std::path::Path,
+    reloaded: bool,
+) -> Result<Vec<String>, ConfigError> {
+    let mut warnings = Vec::new();
+    if !config.vips.is_empty() {
+        warnings.extend(source_dest_check(ec2, identity).await);
+    }
+    match same_subnet(ec2, identity, &config.secondary_ips, config_path).await {
+        Ok(w) => warnings.extend(w),
+        Err(e) if reloaded => {
+            error!(error = %e, "the reloaded configuration does not fit this node");
+            warnings.push(e.to_string());
+        }
+        Err(e) => return Err(e),
+    }
+    match zones_hold_records(route53, config, config_path).await {
+        Ok(w) => warnings.extend(w),
+        Err(e) if reloaded => {
+            error!(error = %e, "the reloaded configuration does not fit Route 53");
+            warnings.push(e.to_string());
+        }
+        Err(e) => return Err(e),
+    }
+    Ok(warnings)
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tracing::{error, info, warn};
 
+use super::handover::{self, Handover};
 use super::{Daemon, Signals};
 use crate::config::Config;
 use crate::core::view::View;
@@ -17,8 +18,6 @@ use crate::kinds;
 use crate::notify::HookEvent;
 use crate::systemd;
 
-/// Environment variable carrying the cluster view across a reload re-exec.
-const REEXEC_STATE_ENV: &str = "COROSYNC_EIP_REEXEC_STATE";
 /// How long a stopping holder waits for its Release to come back through CPG.
 const RELEASE_WAIT: Duration = Duration::from_secs(2);
 
@@ -31,11 +30,6 @@ pub(super) enum SessionEnd {
     Reload(Option<Vec<WireAssignment>>),
 }
 
-/// Whether this process was re-executed by a running daemon (a reload), rather than started.
-pub(super) fn reexecuted() -> bool {
-    std::env::var_os(REEXEC_STATE_ENV).is_some()
-}
-
 /// Whether the file this daemon runs from is no longer the program running: a package upgrade
 /// replaced (or removed) it, and no reload has re-executed it yet.
 pub(super) fn binary_replaced(exe: &std::path::Path) -> bool {
@@ -45,20 +39,6 @@ pub(super) fn binary_replaced(exe: &std::path::Path) -> bool {
     match std::fs::metadata(exe) {
         Ok(installed) => (installed.dev(), installed.ino()) != (running.dev(), running.ino()),
         Err(_) => true,
-    }
-}
-
-/// The table handed over by the process we were re-executed from, if any.
-pub(super) fn inherited_state() -> Option<Vec<WireAssignment>> {
-    let text = std::env::var(REEXEC_STATE_ENV).ok()?;
-    std::env::remove_var(REEXEC_STATE_ENV);
-    // `null`: the previous process had not learnt the cluster's table yet.
-    match serde_json::from_str::<Option<Vec<WireAssignment>>>(&text) {
-        Ok(table) => table,
-        Err(e) => {
-            warn!(error = %e, "ignoring unreadable state from the previous process");
-            None
-        }
     }
 }
 
@@ -207,13 +187,35 @@ impl Daemon {
         }
     }
 
-    /// Replaces this process with a new one of the same executable, handing over the table.
+    /// Replaces this process with a new one of the same executable, handing over the table and
+    /// all this process learnt, so the new one rejoins before any slow call.
     pub(super) fn reexec(&self, table: Option<Vec<WireAssignment>>) -> ! {
+        use std::os::fd::AsRawFd;
         use std::os::unix::process::CommandExt;
-        let state = serde_json::to_string(&table).unwrap_or_default();
+        let handover = Handover {
+            table,
+            identity: Some(self.identity.clone()),
+            availability_zone: self.availability_zone.clone(),
+            route_tables: self.discovered.clone(),
+            health: self.config.health.iter().zip(&self.health).map(|(c, h)| (c.name.clone(), h.tracker.healthy())).collect(),
+        };
         let mut cmd = std::process::Command::new(&self.exe);
-        cmd.args(self.args.iter().skip(1)).env(REEXEC_STATE_ENV, state);
+        cmd.args(self.args.iter().skip(1));
+        // Kept open until the exec (it fails: dropped with it); the new image inherits it.
+        let memfd = match handover::write(&handover) {
+            Ok(fd) => {
+                cmd.env(handover::FD_ENV, fd.as_raw_fd().to_string()).env(handover::PID_ENV, std::process::id().to_string());
+                Some(fd)
+            }
+            Err(e) => {
+                // The new process starts as a fresh one would: it re-learns the table from its
+                // peers, and a holder that is re-elected keeps its address.
+                error!(error = %e, "cannot write the handover; re-executing without it");
+                None
+            }
+        };
         let err = cmd.exec();
+        drop(memfd);
         error!(error = %err, exe = %self.exe.display(), "re-exec failed; exiting so systemd restarts us");
         std::process::exit(1);
     }

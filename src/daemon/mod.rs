@@ -16,6 +16,7 @@
 mod bootstrap;
 mod commands;
 mod drain;
+pub(crate) mod handover;
 mod holding;
 mod lifecycle;
 mod monitor;
@@ -148,6 +149,8 @@ enum TaskResult {
     Health { index: usize, result: Result<(), String> },
     /// DryRun permission checks of an idle node: the failing ones.
     Permissions(Vec<String>),
+    /// Problems found by the start-up checks a reload runs after rejoining.
+    Warnings(Vec<String>),
     /// One poll of IMDS for announced AWS events.
     AwsEvents(drain::EventsSeen),
 }
@@ -195,6 +198,8 @@ pub struct Daemon {
     notifier: Notifier,
     /// Our corosync node id, once a session knew it (hooks name it).
     node_id: Option<u32>,
+    /// Route tables found by VIPs' `discover` queries, handed to a reload.
+    discovered: BTreeMap<String, handover::Discovered>,
     metrics: Arc<Metrics>,
     /// votequorum's count, for status.
     votes: Option<Votes>,
@@ -219,10 +224,16 @@ pub struct Daemon {
 /// Runs the daemon until it is stopped: connects to corosync (again and again, if it goes
 /// away) and runs one session per connection.
 pub async fn run(config: Config, config_path: PathBuf, mut signals: Signals) -> anyhow::Result<Exit> {
-    let Some(mut daemon) = Daemon::start(config, config_path, &mut signals).await? else {
+    // Taken first: a re-executed daemon knows who it is and what EC2 said, and rejoins before
+    // any slow call.
+    let handover = handover::take().unwrap_or_else(|e| {
+        warn!(error = %e, "ignoring the handover; starting as a fresh process");
+        None
+    });
+    let Some(mut daemon) = Daemon::start(config, config_path, &mut signals, handover.as_ref()).await? else {
         return Ok(Exit::Stopped);
     };
-    let mut seed = lifecycle::inherited_state();
+    let mut seed = handover.and_then(|h| h.table);
     let mut attempt = 0;
     loop {
         match Corosync::connect(&daemon.config.cluster.group) {
@@ -536,6 +547,13 @@ impl Daemon {
                 }
             }
             TaskResult::Permissions(failing) => self.on_permissions(cs, view, failing).await?,
+            TaskResult::Warnings(found) => {
+                for w in found {
+                    if !self.warnings.contains(&w) {
+                        self.warnings.push(w);
+                    }
+                }
+            }
             TaskResult::AwsEvents(seen) => self.on_aws_events(cs, view, seen).await?,
             TaskResult::Monitored(seen) => {
                 self.monitor_running = false;
