@@ -18,3 +18,8 @@ export CARGO_PROFILE_RELEASE_DEBUG="${CARGO_PROFILE_RELEASE_DEBUG:-0}"
 cargo clippy --workspace --all-targets -- -A clippy::all -D clippy::incompatible_msrv
 # One test at a time: the cluster scenarios are timing-sensitive on a 2-core machine.
 cargo test --workspace --all-targets -- --test-threads=1
+# Bounded fuzzing of the CPG decoder and the config parser (nightly, cargo-fuzz): opt-in, as it
+# builds the AWS SDK a second time with the fuzzer's flags.
+if [ "${COROSYNC_EIP_FUZZ:-0}" = "1" ]; then
+    "$ROOT/scripts/fuzz.sh" "${COROSYNC_EIP_FUZZ_SECONDS:-60}"
+fi

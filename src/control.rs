@@ -251,7 +251,30 @@ pub async fn request_command(path: &Path, line: &str) -> Result<Result<String, S
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
     use std::time::Duration;
+
+    proptest! {
+        /// A line from any local client: parsed or refused with a message, never a panic.
+        #[test]
+        fn any_line_is_parsed_or_refused(line in "\\PC{0,200}") {
+            if let Err(message) = parse_command(&line) {
+                prop_assert!(message.starts_with("unknown command"));
+            }
+        }
+
+        /// Every command an admin can type reads back as itself, whatever the spacing.
+        #[test]
+        fn commands_read_back(unit in "[A-Za-z0-9_.-]{1,30}", node in "[A-Za-z0-9-]{1,20}", pad in "[ \t]{0,3}") {
+            prop_assert_eq!(
+                parse_command(&format!("{pad}move{pad} {unit} {node}{pad}")),
+                Ok(Command::Move { unit: unit.clone(), to: node.clone() })
+            );
+            prop_assert_eq!(parse_command(&format!("standby {node}")), Ok(Command::Standby { node: Some(node.clone()), standby: true }));
+            prop_assert_eq!(parse_command(&format!("{pad}unstandby{pad}")), Ok(Command::Standby { node: None, standby: false }));
+            prop_assert!(parse_command(&format!("move {unit}")).is_err(), "a move needs a target");
+        }
+    }
 
     async fn closed_without_answer(stream: &mut UnixStream) -> bool {
         let mut reply = String::new();

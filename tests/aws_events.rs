@@ -41,10 +41,7 @@ fn a_scheduled_event_drains_the_holder_by_a_planned_move_and_its_withdrawal_move
         "{}\n[aws_events]\nenabled = true\npoll_interval = \"1s\"\ndrain_before = \"10m\"\n\n[[notify]]\nname = \"record\"\ncommand = \"env | grep ^COROSYNC_EIP_ | sort >> /run/hook.log; echo --- >> /run/hook.log\"\ntimeout = \"5s\"\nevents = [\"acquire\", \"release\", \"drain\", \"undrain\"]\n",
         lab.default_daemon_config()
     );
-    for i in 0..3 {
-        lab.write_daemon_config(i, &config).unwrap();
-        lab.start_daemon(i).unwrap();
-    }
+    lab.start_daemons_with(&config).unwrap();
     let holder = lab.settled_holder(&[0, 1, 2], 3, SETTLE).unwrap_or_else(|e| panic!("{e:#}\n{}", lab.logs()));
     let other = (holder + 1) % 3;
 

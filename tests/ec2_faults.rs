@@ -132,10 +132,7 @@ fn failovers_converge_through_ec2_faults_without_duplicate_moves() {
         lab.default_daemon_config(),
         lab.emulator_ip()
     );
-    for i in 0..3 {
-        lab.write_daemon_config(i, &config).unwrap();
-        lab.start_daemon(i).unwrap();
-    }
+    lab.start_daemons_with(&config).unwrap();
     let first = holder(&lab, &[0, 1, 2]);
 
     // Throttling and a 5xx on the takeover's AssociateAddress: retried with backoff.
@@ -274,10 +271,7 @@ fn a_reload_under_slow_ec2_rejoins_before_any_call_and_moves_nothing() {
         lab.vip_config("db", "172.31.255.40"),
         lab.emulator_ip()
     );
-    for i in 0..3 {
-        lab.write_daemon_config(i, &config).unwrap();
-        lab.start_daemon(i).unwrap();
-    }
+    lab.start_daemons_with(&config).unwrap();
     let first = holder(&lab, &[0, 1, 2]);
     let pid = lab.daemon_pid(first).unwrap();
     let before = lab

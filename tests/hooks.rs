@@ -51,10 +51,7 @@ fn assert_balanced(lab: &Lab, nodes: &[usize], holder: Option<usize>) {
 fn every_end_of_a_holding_fires_exactly_one_release() {
     let mut lab = Lab::start(LabSpec::new("hk", 88, 3)).expect("lab starts");
     let config = format!("{}{HOOK}", lab.default_daemon_config());
-    for i in 0..3 {
-        lab.write_daemon_config(i, &config).unwrap();
-        lab.start_daemon(i).unwrap();
-    }
+    lab.start_daemons_with(&config).unwrap();
     let all = [0, 1, 2];
     let first = lab.settled_holder(&all, 3, SETTLE).unwrap_or_else(|e| panic!("{e:#}\n{}", lab.logs()));
     wait_hooks(&lab, first, 1, 0, "the first holder's acquire hook");
@@ -109,10 +106,7 @@ fn every_end_of_a_holding_fires_exactly_one_release() {
 fn the_old_holder_of_a_two_node_split_releases_when_it_yields() {
     let mut lab = Lab::start(LabSpec::new("hks", 89, 2)).expect("lab starts");
     let config = format!("{}{HOOK}", lab.default_daemon_config());
-    for i in 0..2 {
-        lab.write_daemon_config(i, &config).unwrap();
-        lab.start_daemon(i).unwrap();
-    }
+    lab.start_daemons_with(&config).unwrap();
     let holder = lab.settled_holder(&[0, 1], 2, SETTLE).unwrap_or_else(|e| panic!("{e:#}\n{}", lab.logs()));
     let other = 1 - holder;
     wait_hooks(&lab, holder, 1, 0, "the holder's acquire hook");
@@ -168,10 +162,7 @@ fn a_reload_ends_the_health_check_it_was_running_and_leaves_no_zombie() {
         "{}\n[[health]]\nname = \"app\"\ncommand = \"if [ -e /run/slow ]; then exec sleep 47.3; fi\"\ninterval = \"5s\"\ntimeout = \"50s\"\n",
         lab.default_daemon_config()
     );
-    for i in 0..2 {
-        lab.write_daemon_config(i, &config).unwrap();
-        lab.start_daemon(i).unwrap();
-    }
+    lab.start_daemons_with(&config).unwrap();
     let holder = lab.settled_holder(&[0, 1], 2, SETTLE).unwrap_or_else(|e| panic!("{e:#}\n{}", lab.logs()));
     lab.node_exec(holder, &["/usr/bin/touch", "/run/slow"]).unwrap();
     let hung = lab

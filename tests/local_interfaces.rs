@@ -46,10 +46,7 @@ print(opened)
 fn a_flood_on_the_metrics_port_starves_neither_a_failover_nor_the_control_socket() {
     let mut lab = Lab::start(LabSpec::new("lim", 91, 2)).expect("lab starts");
     let config = format!("{}\n[metrics]\nlisten = \"127.0.0.1:9464\"\n", lab.default_daemon_config());
-    for i in 0..2 {
-        lab.write_daemon_config(i, &config).unwrap();
-        lab.start_daemon(i).unwrap();
-    }
+    lab.start_daemons_with(&config).unwrap();
     let holder = lab.settled_holder(&[0, 1], 2, SETTLE).unwrap_or_else(|e| panic!("{e:#}\n{}", lab.logs()));
     let target = 1 - holder;
     // The node that is to take over gets few descriptors, as a daemon does under a low

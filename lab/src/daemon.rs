@@ -79,6 +79,15 @@ impl Lab {
         self.nodes[i].dir.join("daemon.log")
     }
 
+    /// Writes `config` on every node and starts every daemon.
+    pub fn start_daemons_with(&mut self, config: &str) -> Result<()> {
+        for i in 0..self.nodes.len() {
+            self.write_daemon_config(i, config)?;
+            self.start_daemon(i)?;
+        }
+        Ok(())
+    }
+
     /// Spawns `daemon_bin run --config /etc/corosync-eip/corosync-eip.toml` in node i
     /// (writes the default config first if the node has none).
     /// In a systemd lab: `systemctl start --no-block corosync-eip` with the node's sysconfig

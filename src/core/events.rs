@@ -381,4 +381,69 @@ mod tests {
         }
         assert_eq!(EventKind::parse("reboot"), None);
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        const KINDS: [EventKind; 7] = EventKind::ALL;
+
+        fn event() -> impl Strategy<Value = AwsEvent> {
+            (0usize..KINDS.len(), any::<u64>(), proptest::option::of(any::<u64>())).prop_map(|(k, not_before, not_after)| AwsEvent {
+                kind: KINDS[k],
+                id: format!("e{k}"),
+                not_before,
+                not_after,
+            })
+        }
+
+        proptest! {
+            /// IMDS documents are input from the network: nothing in them panics the daemon.
+            #[test]
+            fn documents_never_panic(text in "\\PC{0,300}") {
+                let _ = parse_scheduled(&text);
+                let _ = parse_spot(&text);
+                let _ = parse_rebalance(&text);
+            }
+
+            /// The same, for documents of the right shape with any values in them.
+            #[test]
+            fn any_values_in_the_right_shape_never_panic(code in "\\PC{0,20}", a in "\\PC{0,40}", b in "\\PC{0,40}", state in "\\PC{0,10}") {
+                let doc = serde_json::json!([{"Code": code, "NotBefore": a, "NotAfter": b, "EventId": "x", "State": state, "Description": ""}]);
+                let _ = parse_scheduled(&doc.to_string());
+                let _ = parse_spot(&serde_json::json!({"action": code, "time": a}).to_string());
+                let _ = parse_rebalance(&serde_json::json!({"noticeTime": b}).to_string());
+            }
+
+            /// Any times, up to u64::MAX: the decision never overflows, only drains inside an
+            /// event's window, and picks the earliest event that applies.
+            #[test]
+            fn decide_is_total_and_stays_inside_the_window(
+                events in proptest::collection::vec(event(), 0..6),
+                now in any::<u64>(),
+                drain_before in any::<u64>(),
+                window in any::<u64>(),
+            ) {
+                let policy = DrainPolicy { drain_before, window, kinds: KINDS.iter().copied().collect() };
+                match decide(&events, now, &policy) {
+                    Some(d) => {
+                        prop_assert!(d.event.not_before.saturating_sub(drain_before) <= now && now < d.until);
+                        prop_assert!(events.contains(&d.event));
+                        for e in &events {
+                            let until = e.not_after.unwrap_or_else(|| e.not_before.saturating_add(window));
+                            if e.not_before.saturating_sub(drain_before) <= now && now < until {
+                                prop_assert!(d.event.not_before <= e.not_before);
+                            }
+                        }
+                    }
+                    None => {
+                        for e in &events {
+                            let until = e.not_after.unwrap_or_else(|| e.not_before.saturating_add(window));
+                            prop_assert!(!(e.not_before.saturating_sub(drain_before) <= now && now < until), "{e:?} applies");
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
