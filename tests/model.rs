@@ -92,7 +92,7 @@ use std::time::{Duration, Instant};
 use corosync_eip::core::holder::{Facts, Failure, Holding, Policy};
 use corosync_eip::core::spec::UnitSpec;
 use corosync_eip::core::view::{Event, LeaveReason, Output, View};
-use corosync_eip::core::wire::{Body, HeldMsg, Incapacity, MemberInfo, Unable, PROTOCOL};
+use corosync_eip::core::wire::{Body, HeldMsg, Incapacity, MemberInfo, Unable, WireAssignment, PROTOCOL};
 use corosync_eip::core::{MemberId, Ring};
 use lab::cpgsim::{self, Item};
 use stateright::{Checker, Expectation, Model, Property};
@@ -264,6 +264,8 @@ struct Cluster {
     found: Found,
     /// How many actions of the model's plan happened.
     plan_pos: u8,
+    /// Per node: the table a disconnected daemon kept for its next connection.
+    kept: Vec<Option<Vec<WireAssignment>>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -287,6 +289,9 @@ enum Action {
     /// A daemon's startup wait runs out.
     StartupTimer(u32),
     Crash(u32),
+    /// A daemon loses its corosync connection: it leaves the group, stands down, and keeps the
+    /// table it knew for its next connection (`Start`).
+    Disconnect(u32),
     Start(u32),
     Release(u32),
     Split(u32),
@@ -314,6 +319,8 @@ struct ElectionModel {
     partitions: bool,
     /// Daemon crashes, restarts and planned releases.
     process_faults: bool,
+    /// Lost corosync connections, the daemon keeping its table for the next one.
+    reconnects: bool,
     /// SIGSTOP / SIGCONT of daemons.
     stops: bool,
     /// Permission recoveries of denied nodes.
@@ -378,6 +385,7 @@ impl Cluster {
             ec2: vec![None; units.len()],
             writers: vec![BTreeSet::new(); units.len()],
             top_written: vec![0; units.len()],
+            kept: vec![None; n],
             owner_changes: vec![0; units.len()],
             heal_holders: None,
             found: Found::default(),
@@ -857,7 +865,11 @@ impl Cluster {
         self.next_pid += 1;
         let me = MemberId { node, pid: self.next_pid };
         let nodes = self.nodes_in(part);
-        let view = View::new(me, info(node, self.cs_quorate[i], self.ring[i], nodes), self.specs(node));
+        let mut view = View::new(me, info(node, self.cs_quorate[i], self.ring[i], nodes), self.specs(node));
+        // A daemon back after a lost connection offers the table it knew, as the daemon does.
+        if let Some(table) = self.kept[i].take() {
+            view.seed(table);
+        }
         self.daemons[i] = Some(Daemon {
             view,
             local_quorate: self.cs_quorate[i],
@@ -989,7 +1001,12 @@ impl ElectionModel {
             if let Some(next) = plan.get(usize::from(c.plan_pos)) {
                 let membership = matches!(
                     next,
-                    Action::Crash(_) | Action::Start(_) | Action::Release(_) | Action::Split(_) | Action::Heal
+                    Action::Crash(_)
+                        | Action::Disconnect(_)
+                        | Action::Start(_)
+                        | Action::Release(_)
+                        | Action::Split(_)
+                        | Action::Heal
                 );
                 if settled || (!membership && !self.idle_changes) {
                     actions.push(next.clone());
@@ -1021,6 +1038,9 @@ impl ElectionModel {
                 if active {
                     actions.push(Action::Release(node));
                 }
+            }
+            if self.reconnects && active {
+                actions.push(Action::Disconnect(node));
             }
             if self.stops && active {
                 actions.push(Action::Stop(node));
@@ -1149,6 +1169,13 @@ impl ElectionModel {
                 c.daemon(node).filter(|d| !d.releasing)?;
                 c.disrupt();
                 c.leave(node);
+                c.kept[idx(node)] = None;
+            }
+            Action::Disconnect(node) => {
+                let table = c.daemon(node).filter(|d| !d.releasing && !d.stopped)?.view.table_to_keep();
+                c.disrupt();
+                c.leave(node);
+                c.kept[idx(node)] = table;
             }
             Action::Release(node) => {
                 let part = c.partition[idx(node)];
@@ -1733,6 +1760,7 @@ fn atomic(nodes: u32, disruptions: u8) -> ElectionModel {
         atomic: true,
         partitions: true,
         process_faults: true,
+        reconnects: false,
         stops: false,
         recover: false,
         inits: vec![Init::default()],
@@ -1749,6 +1777,7 @@ fn per_node(nodes: u32, disruptions: u8, units: &'static [&'static str]) -> Elec
         atomic: false,
         partitions: true,
         process_faults: false,
+        reconnects: false,
         stops: false,
         recover: false,
         inits: vec![Init::default()],
@@ -1870,6 +1899,29 @@ fn totem_news_never_elects_on_stale_quorum_facts() {
         ..model
     };
     found.extend(run("per-node, crashed holder then a cut (finding 1)", scenario, 200, TOTEM_FINDING));
+    report(found);
+}
+
+/// Lost corosync connections (a `systemctl restart corosync`, a ring that re-forms slowly):
+/// each daemon keeps the table it knew and offers it when it is back, in any order with the
+/// others' losses, rejoins, cuts and heals. Two nodes so that every member can be gone at once.
+#[test]
+fn reconnects_with_kept_tables_are_safe() {
+    let depth = env("MODEL_RECONNECT_DEPTH", 10);
+    let three = ElectionModel { reconnects: true, process_faults: true, ..per_node(3, 2, WEB) };
+    let mut found = run("per-node with lost connections, 3 nodes", three, depth, &except(&[TOTEM_FINDING]));
+    let two = ElectionModel { reconnects: true, process_faults: true, partitions: false, ..per_node(2, 2, WEB) };
+    found.extend(run("per-node with lost connections, 2 nodes", two, depth + 4, &except(&[TOTEM_FINDING])));
+    // The scenario the lab found: a planned move (generation 2), then every member loses its
+    // connection and comes back. Without the kept tables they place afresh at generation 1 and
+    // move the address back: a stale write.
+    let model = per_node(3, 8, WEB);
+    let holder = Play::new(&model).state.ec2[0].expect("web is placed");
+    let mut plan = vec![Action::Release(holder), Action::Start(holder)];
+    plan.extend((1..=3).map(Action::Disconnect));
+    plan.extend((1..=3).map(Action::Start));
+    let scenario = ElectionModel { plan: Some(plan), idle_changes: true, process_faults: true, reconnects: true, ..model };
+    found.extend(run("per-node, a move then every connection lost and back", scenario, 200, ALL));
     report(found);
 }
 
@@ -2139,6 +2191,7 @@ fn parse_plan(text: &str) -> Vec<Action> {
                 Some("split") => Action::Split(node()),
                 Some("heal") => Action::Heal,
                 Some("crash") => Action::Crash(node()),
+                Some("disconnect") => Action::Disconnect(node()),
                 Some("start") => Action::Start(node()),
                 Some("release") => Action::Release(node()),
                 Some("stop") => Action::Stop(node()),
