@@ -125,6 +125,18 @@ fn a_record_follows_its_group_and_failed_reads_never_move_it() {
     assert_eq!(lab.settled_units(&[0, 1, 2], 3, SETTLE)["www"], holder, "and never moves");
     wait_record_on(&lab, holder, "record unchanged");
 
+    // ---- reload of the holder: the new process reads its value again when it re-verifies,
+    // and writes nothing
+    let t = lab::unix_now();
+    lab.signal_daemon(holder, Signal::SIGHUP).unwrap();
+    lab.wait_for("re-exec logged", SETTLE, || Ok(lab.daemon_log(holder).contains("reloading").then_some(())))
+        .unwrap();
+    assert_eq!(lab.settled_units(&[0, 1, 2], 3, SETTLE)["www"], holder);
+    std::thread::sleep(Duration::from_secs(5)); // two monitor rounds of the new process
+    let writes: Vec<_> = route53_calls(&lab, t).into_iter().filter(|(_, a, _)| a == "ChangeResourceRecordSets").collect();
+    assert!(writes.is_empty(), "a reload writes no record: {writes:?}");
+    wait_record_on(&lab, holder, "record unchanged after the reload");
+
     // ---- planned move: one UPSERT by the new holder
     let to = (holder + 1) % 3;
     let t = lab::unix_now();

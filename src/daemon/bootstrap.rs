@@ -95,7 +95,7 @@ impl Daemon {
         } else {
             warnings.extend(fit_warnings(&ec2, &route53, &identity, &config, &config_path, false).await?);
         }
-        let targets = dns_targets(&ec2, &identity, &config).await;
+        let targets = dns_targets(&ec2, &identity, &config, handover.is_none()).await;
         let addresses = if config.vips.is_empty() && config.secondary_ips.is_empty() {
             None
         } else {
@@ -382,7 +382,9 @@ async fn zones_hold_records(route53: &crate::route53::Route53, config: &Config, 
 
 /// What each `[[dns]]` record points at on this node: our own private or public address
 /// (read from our ENI), an EIP's public IP, or a VIP's or secondary IP's address.
-async fn dns_targets(ec2: &Ec2, identity: &Identity, config: &Config) -> Vec<kinds::dns::DnsTarget> {
+/// Each record's target. `read_now`: read this node's values at once (a first start); after a
+/// reload they are read when a record is to be taken, so the rejoin waits for nothing.
+async fn dns_targets(ec2: &Ec2, identity: &Identity, config: &Config, read_now: bool) -> Vec<kinds::dns::DnsTarget> {
     use kinds::dns::{DnsTarget, Source};
     if config.dns.is_empty() {
         return Vec::new();
@@ -391,7 +393,7 @@ async fn dns_targets(ec2: &Ec2, identity: &Identity, config: &Config) -> Vec<kin
     let eni = identity.network_interface_id.as_deref();
     // This node's ENI is read once for every private/public record.
     let own = match eni {
-        Some(eni) if config.dns.iter().any(|d| matches!(d.value, DnsValue::Private | DnsValue::Public)) => {
+        Some(eni) if read_now && config.dns.iter().any(|d| matches!(d.value, DnsValue::Private | DnsValue::Public)) => {
             Some(ec2.interface_addresses(eni, budget).await)
         }
         _ => None,
@@ -414,6 +416,10 @@ async fn dns_targets(ec2: &Ec2, identity: &Identity, config: &Config) -> Vec<kin
                 .map_or_else(|| Source::Absent(format!("no [[eip]] {n}")), |e| Source::Eip(e.allocation_id.clone())),
         };
         let target = DnsTarget::new(d.clone(), source);
+        if !read_now {
+            targets.push(target);
+            continue;
+        }
         match target.resolve_with(ec2, eni, budget, own.as_ref()).await {
             // `resolve_with` logs what it read; a fixed value was known without a read.
             Ok(v) if matches!(target.source, Source::Fixed(_)) => {
