@@ -142,6 +142,28 @@ impl Run {
                 }
             }
             Ok(Some(holders))
+        });
+        // On a timeout, what each node and EC2 said last: which condition never held.
+        let holders = holders.map_err(|e| {
+            let mut seen = Vec::new();
+            for &i in &part {
+                match lab.daemon_status(i) {
+                    Ok(s) => {
+                        let units: Vec<String> = s
+                            .resources
+                            .iter()
+                            .map(|r| format!("{}={}@{}/{}", r.name, r.state, r.holder.as_ref().map_or(0, |h| h.node_id), r.generation))
+                            .collect();
+                        seen.push(format!("node {i}: synced={} quorate={} members={} [{}]", s.synced, s.quorate, s.members.len(), units.join(" ")));
+                    }
+                    Err(e) => seen.push(format!("node {i}: {e:#}")),
+                }
+            }
+            for alloc in &allocs {
+                let on = lab.eip(alloc).ok().and_then(|a| a.network_interface_id).and_then(|eni| lab.node_of(&eni));
+                seen.push(format!("EC2 {alloc} on node {on:?}"));
+            }
+            anyhow!("{e:#}; last seen: {}", seen.join("; "))
         })?;
         if !serving.is_empty() {
             for h in &holders {
