@@ -146,13 +146,6 @@ mod tests {
         std::env::temp_dir().join(format!("corosync-eip-child-{}-{name}", std::process::id()))
     }
 
-    fn alive(pid: i32) -> bool {
-        // A zombie still answers kill(0); read its state instead.
-        std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .map(|s| s.rsplit(')').next().is_some_and(|rest| !rest.trim_start().starts_with('Z')))
-            .unwrap_or(false)
-    }
-
     #[tokio::test]
     async fn outcomes() {
         let t = Duration::from_secs(5);
@@ -168,18 +161,18 @@ mod tests {
         let command = format!("sleep 300 & echo $! > {p}; sleep 301 | cat; wait", p = pids.display());
         let outcome = run(sh(&command), Duration::from_millis(300)).await;
         assert_eq!(outcome, Outcome::TimedOut(Duration::from_millis(300)));
-        let grandchild: i32 = std::fs::read_to_string(&pids).unwrap().trim().parse().unwrap();
+        let grandchild: u32 = std::fs::read_to_string(&pids).unwrap().trim().parse().unwrap();
         let _ = std::fs::remove_file(&pids);
         let mut gone = false;
         for _ in 0..200 {
-            if !alive(grandchild) {
+            if !lab::pid_alive(grandchild) {
                 gone = true;
                 break;
             }
             std::thread::sleep(Duration::from_millis(10));
         }
         assert!(gone, "the background grandchild {grandchild} survived the timeout");
-        assert!(!RUNNING.lock().unwrap().contains(&grandchild));
+        assert!(!RUNNING.lock().unwrap().contains(&i32::try_from(grandchild).unwrap()));
     }
 
     #[tokio::test]

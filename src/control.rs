@@ -142,15 +142,9 @@ pub async fn serve(listener: UnixListener, status: SharedStatus, requests: Reque
 /// [`serve`] with other limits (tests use short ones).
 pub async fn serve_with(listener: UnixListener, status: SharedStatus, requests: Requests, limits: Limits) {
     let mut gate = Gate::new("control socket", limits);
+    let listener = &listener;
     loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
-            Err(e) => {
-                gate.failed(&e).await;
-                continue;
-            }
-        };
-        let Some(permit) = gate.admit() else { continue };
+        let (stream, permit) = gate.next(|| async move { listener.accept().await.map(|(s, _)| s) }).await;
         let status = status.clone();
         let requests = requests.clone();
         tokio::spawn(async move {

@@ -4,6 +4,7 @@
 //! deadline, so idle or slow clients cannot pile up and use the descriptors the holder needs
 //! for its EC2 calls.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -48,14 +49,28 @@ impl Gate {
         Gate { name, limits, permits: Arc::new(Semaphore::new(limits.connections)), failures: 0, refused: 0 }
     }
 
-    /// The limits this gate applies.
-    pub fn limits(&self) -> Limits {
-        self.limits
+    /// The next connection to serve, with its slot (held until the connection is done):
+    /// failed accepts back off, connections over the cap are closed at once.
+    pub async fn next<S, A, F>(&mut self, mut accept: A) -> (S, OwnedSemaphorePermit)
+    where
+        A: FnMut() -> F,
+        F: Future<Output = std::io::Result<S>>,
+    {
+        loop {
+            match accept().await {
+                Err(e) => self.failed(&e).await,
+                Ok(stream) => {
+                    if let Some(permit) = self.admit() {
+                        return (stream, permit);
+                    }
+                }
+            }
+        }
     }
 
     /// `accept` failed: logs it and waits out the backoff, so a listener out of descriptors
     /// does not spin.
-    pub async fn failed(&mut self, error: &std::io::Error) {
+    async fn failed(&mut self, error: &std::io::Error) {
         self.failures = self.failures.saturating_add(1);
         let pause = backoff(self.failures);
         warn!(listener = self.name, error = %error, failures = self.failures, pause_ms = u64::try_from(pause.as_millis()).unwrap_or(u64::MAX), "cannot accept a connection; pausing this listener");
@@ -63,7 +78,7 @@ impl Gate {
     }
 
     /// A connection was accepted: its permit while under the cap, None (close it) when over.
-    pub fn admit(&mut self) -> Option<OwnedSemaphorePermit> {
+    fn admit(&mut self) -> Option<OwnedSemaphorePermit> {
         self.failures = 0;
         match self.permits.clone().try_acquire_owned() {
             Ok(permit) => Some(permit),

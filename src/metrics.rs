@@ -142,15 +142,9 @@ pub const LIMITS: Limits = Limits {
 /// Serves `GET /metrics` in the OpenMetrics text format; anything else is a 404.
 pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
     let mut gate = Gate::new("metrics", LIMITS);
+    let listener = &listener;
     loop {
-        let mut stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
-            Err(e) => {
-                gate.failed(&e).await;
-                continue;
-            }
-        };
-        let Some(permit) = gate.admit() else { continue };
+        let (mut stream, permit) = gate.next(|| async move { listener.accept().await.map(|(s, _)| s) }).await;
         let metrics = metrics.clone();
         tokio::spawn(async move {
             let mut buf = vec![0u8; 2048];

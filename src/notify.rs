@@ -210,7 +210,7 @@ mod tests {
         assert!((9..=10).contains(&n.dropped()), "{}", n.dropped());
         let mut pid = None;
         for _ in 0..500 {
-            pid = std::fs::read_to_string(&pid_file).ok().and_then(|t| t.trim().parse::<i32>().ok());
+            pid = std::fs::read_to_string(&pid_file).ok().and_then(|t| t.trim().parse::<u32>().ok());
             if pid.is_some() {
                 break;
             }
@@ -222,8 +222,7 @@ mod tests {
         // The hook still running when the limit passed was killed, not left behind.
         let mut gone = false;
         for _ in 0..200 {
-            let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            if state.is_empty() || state.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z')) {
+            if !lab::pid_alive(pid) {
                 gone = true;
                 break;
             }

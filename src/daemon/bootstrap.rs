@@ -78,8 +78,9 @@ impl Daemon {
         let (mut warnings, discovered) =
             discover_route_tables(&ec2, &route_clients, &mut config.vips, handover.map(|h| &h.route_tables)).await;
         if let Some(exposed) = config.metrics_exposure() {
-            warn!(problem = %exposed, "metrics endpoint exposed; keep it on 127.0.0.1 or ::1, or firewall the port");
-            warnings.push(format!("{exposed}; keep it on 127.0.0.1 or ::1, or firewall the port"));
+            let w = format!("{exposed}; keep it on 127.0.0.1 or ::1, or firewall the port");
+            warn!("{w}");
+            warnings.push(w);
         }
         let route53 = crate::route53::Route53::new(&sdk, metrics.clone());
         let (results_tx, results_rx) = mpsc::unbounded_channel();

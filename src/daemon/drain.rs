@@ -125,7 +125,7 @@ impl Daemon {
                     "AWS announced an event for this instance: draining, addresses leave by planned moves"
                 );
                 cs.send(&wire::encode(&Body::Standby { node: local, standby: true })).await?;
-                self.fire_drain_hook(local, HookEvent::Drain, &d);
+                self.fire_drain_hook(HookEvent::Drain, &d);
                 self.drain.current = Some(d);
             }
             (Some(d), Some(_)) if !view.local_info().standby => {
@@ -138,7 +138,7 @@ impl Daemon {
                 if view.local_info().standby {
                     info!(event = old.event.kind.as_str(), id = %old.event.id, "the AWS event's window is over: serving again (nothing moves back)");
                     cs.send(&wire::encode(&Body::Standby { node: local, standby: false })).await?;
-                    self.fire_drain_hook(local, HookEvent::Undrain, &old);
+                    self.fire_drain_hook(HookEvent::Undrain, &old);
                 }
             }
             (None, None) => {}
@@ -154,16 +154,17 @@ impl Daemon {
         }
     }
 
-    fn fire_drain_hook(&self, node_id: u32, event: HookEvent, drain: &Drain) {
+    fn fire_drain_hook(&self, event: HookEvent, drain: &Drain) {
+        let Some(node_id) = self.node_id else { return };
         self.notifier.fire(HookContext {
-                event,
-                resource: String::new(),
-                group: String::new(),
-                kind: "node",
-                role: if event == HookEvent::Drain { "standby" } else { "member" },
-                address: String::new(),
-                node_id,
-                instance_id: self.identity.instance_id.clone(),
+            event,
+            resource: String::new(),
+            group: String::new(),
+            kind: "node",
+            role: if event == HookEvent::Drain { "standby" } else { "member" },
+            address: String::new(),
+            node_id,
+            instance_id: self.identity.instance_id.clone(),
             detail: format!("{} {} at {} (until {})", drain.event.kind.as_str(), drain.event.id, drain.event.not_before, drain.until),
         });
     }

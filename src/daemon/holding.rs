@@ -118,7 +118,7 @@ impl LocalResource {
 impl Daemon {
     /// Carries out what the holder decided for one resource (the CPG announcements are sent by
     /// `announce_capability`).
-    pub(super) fn apply_effects(&mut self, view: &View, name: &str, effects: Vec<Effect>) {
+    pub(super) fn apply_effects(&mut self, name: &str, effects: Vec<Effect>) {
         for effect in effects {
             match effect {
                 Effect::Abort => {
@@ -132,7 +132,7 @@ impl Daemon {
                     }
                 }
                 Effect::RemoveAddress => self.spawn_remove_address(name),
-                Effect::Released => self.hook(view.local().node, name, HookEvent::Release, "standby", String::new()),
+                Effect::Released => self.hook(name, HookEvent::Release, "standby", String::new()),
                 Effect::RetryAt(at) => self.after(at.saturating_duration_since(Instant::now()), TaskResult::Retry),
                 Effect::CannotServe { class, reason } => {
                     error!(resource = %name, class = class.as_str(), reason = %reason, "this node cannot serve the address; handing it to the next candidate");
@@ -288,7 +288,7 @@ impl Daemon {
         } else {
             info!(resource = %resource, instance = %self.identity.instance_id, generation, "address verified on this node");
         }
-        self.hook(view.local().node, resource, HookEvent::Acquire, "holder", String::new());
+        self.hook(resource, HookEvent::Acquire, "holder", String::new());
         let (instance_id, network_interface_id) = match &acquired.observed {
             Observed::Eip(o) => (o.instance_id.clone(), o.network_interface_id.clone()),
             Observed::Vip(_) | Observed::Secondary(_) | Observed::Dns(_) => (Some(self.identity.instance_id.clone()), self.identity.network_interface_id.clone()),
@@ -337,8 +337,8 @@ impl Daemon {
             })
             .unwrap_or_default();
         error!(resource = %resource, generation, failure = ?failure, error = %message, retry_in_ms, "could not take the address");
-        self.apply_effects(view, resource, effects);
-        self.hook(view.local().node, resource, HookEvent::Fault, "holder", message);
+        self.apply_effects(resource, effects);
+        self.hook(resource, HookEvent::Fault, "holder", message);
         self.announce_capability(cs, view).await
     }
 
@@ -369,24 +369,25 @@ impl Daemon {
         Ok(())
     }
 
-    /// Runs the configured notify hooks for one resource's event.
-    pub(super) fn hook(&self, node_id: u32, resource: &str, event: HookEvent, role: &'static str, detail: String) {
+    /// Runs the configured notify hooks for one resource's event (once a session told us our
+    /// node id: nothing is held before).
+    pub(super) fn hook(&self, resource: &str, event: HookEvent, role: &'static str, detail: String) {
         if self.config.notify.is_empty() {
             return;
         }
-        let Some(local) = self.resources.get(resource) else { return };
+        let (Some(node_id), Some(local)) = (self.node_id, self.resources.get(resource)) else { return };
         let address = local.kind.address(local.observed.as_ref());
         self.notifier.fire(HookContext {
-                event,
-                resource: resource.to_owned(),
-                group: local.unit.clone(),
-                kind: local.kind.label(),
-                role,
-                address,
-                node_id,
-                instance_id: self.identity.instance_id.clone(),
-                detail,
-            });
+            event,
+            resource: resource.to_owned(),
+            group: local.unit.clone(),
+            kind: local.kind.label(),
+            role,
+            address,
+            node_id,
+            instance_id: self.identity.instance_id.clone(),
+            detail,
+        });
     }
 
     /// Resources of units the view says are ours, with their kinds.

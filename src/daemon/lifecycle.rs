@@ -149,11 +149,7 @@ impl Daemon {
                         }
                     }
                     Effect::RemoveAddress => self.spawn_remove_address(&name),
-                    Effect::Released => {
-                        if let Some(node) = self.node_id {
-                            self.hook(node, &name, HookEvent::Release, "standby", reason.to_owned());
-                        }
-                    }
+                    Effect::Released => self.hook(&name, HookEvent::Release, "standby", reason.to_owned()),
                     _ => {}
                 }
             }

@@ -590,7 +590,7 @@ impl Daemon {
                 local.pending_timeline = None;
             }
             let effects = local.holding.reconcile(facts, now);
-            self.apply_effects(view, &name, effects);
+            self.apply_effects(&name, effects);
         }
     }
 

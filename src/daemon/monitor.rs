@@ -69,7 +69,7 @@ impl Daemon {
                 _ => {}
             }
             let effects = local.holding.monitored(wanted, judged.verdict, judged.address_present);
-            self.apply_effects(view, &name, effects);
+            self.apply_effects(&name, effects);
         }
     }
 
