@@ -828,3 +828,172 @@ fn only_a_member_that_learnt_the_table_keeps_it_for_its_next_connection() {
         assert_eq!(kept[0].holder, Some(holder));
     }
 }
+
+/// A holder multicasts its State when a round starts and its Held once EC2 confirms; when the
+/// Held is delivered before the round's last State, the merged table must still carry it, or
+/// every member shows the address as unverified until the holder acquires it again (CI saw
+/// exactly that after two corosyncs rejoined).
+#[test]
+fn a_held_delivered_during_a_round_survives_the_merge() {
+    let mut p = Partition::new(&["web"]);
+    p.prefer = vec![1];
+    p.join(m(1, 1), true);
+    p.join(m(2, 1), true);
+    p.settle();
+    let holder = p.holder("web").unwrap();
+    let generation = p.views[&holder].assignments()["web"].generation;
+    // A third daemon joins: every member multicasts its State, none of them verified yet.
+    p.join(m(3, 1), true);
+    let at = p.queue.iter().position(|(from, body)| *from == holder && matches!(body, Body::State(_))).unwrap();
+    let held = HeldMsg { unit: "web".into(), resource: "web".into(), generation, instance_id: None, network_interface_id: None };
+    p.queue.insert(at + 1, (holder, Body::Held(held)));
+    assert!(p.queue.len() > at + 2, "the Held lands before the round's last State");
+    p.settle();
+    assert!(p.all_synced());
+    for v in p.views.values() {
+        let a = &v.assignments()["web"];
+        assert_eq!(a.holder, Some(holder));
+        assert!(a.verified.iter().any(|h| h.resource == "web"), "{} lost the holder's Held", v.local());
+    }
+}
+
+/// A daemon that lost its corosync connection comes back alone with the table it kept, while
+/// the holder that table names has not rejoined yet (its corosync restarted as well). It keeps
+/// that holder for the reattach grace: when the holder comes back in time, nothing moves.
+#[test]
+fn a_member_back_alone_with_its_kept_table_gives_the_absent_holder_the_grace() {
+    let mut p = Partition::new(&["web"]);
+    p.prefer = vec![1];
+    for n in 1..=3 {
+        p.join(m(n, 1), true);
+    }
+    p.settle();
+    assert_eq!(p.holder("web"), Some(m(1, 1)));
+    let kept: BTreeMap<MemberId, Vec<WireAssignment>> =
+        p.views.iter().map(|(id, v)| (*id, v.table_to_keep().expect("synced"))).collect();
+    let rejoin = |q: &mut Partition, id: MemberId| {
+        let mut v = View::new(id, info(id, true, &[]), vec![UnitSpec::new("web", vec![1])]);
+        v.seed(kept[&id].clone());
+        q.views.insert(id, v);
+        let members = q.members();
+        q.broadcast(Event::Confchg { members, left: vec![], joined: vec![id] });
+        q.settle();
+    };
+    let mut q = Partition::new(&["web"]);
+    rejoin(&mut q, m(2, 1));
+    assert!(q.all_synced());
+    assert_eq!(q.holder("web"), Some(m(1, 1)), "the absent holder keeps its unit for the grace");
+    assert!(q.grace_started.contains(&m(1, 1)));
+    assert!(q.elections.is_empty(), "elected at once: {:?}", q.elections);
+    rejoin(&mut q, m(1, 1));
+    rejoin(&mut q, m(3, 1));
+    assert_eq!(q.holder("web"), Some(m(1, 1)));
+    assert!(q.elections.is_empty(), "something moved: {:?}", q.elections);
+
+    // When the holder does not come back, its grace runs out and a member takes over.
+    let mut alone = Partition::new(&["web"]);
+    rejoin(&mut alone, m(3, 1));
+    assert_eq!(alone.holder("web"), Some(m(1, 1)));
+    alone.send(m(3, 1), Body::GraceExpired { member: m(1, 1) });
+    alone.settle();
+    assert_eq!(alone.holder("web"), Some(m(3, 1)));
+}
+
+/// A member that rejoins announces the quorum fact its corosync gave it before the new ring
+/// formed ("not quorate", on an older ring). That is news not yet arrived, not a verdict on the
+/// configuration: the holder keeps its address (no release, the local address stays) and may
+/// write again once the fact for the current ring arrives.
+#[test]
+fn a_rejoining_members_fact_about_an_older_ring_keeps_the_holder_in_place() {
+    let mut p = three_on_a_ring();
+    let r2 = Ring { rep: 1, seq: 2 };
+    p.views.remove(&m(3, 1));
+    p.broadcast(Event::Confchg { members: p.members(), left: vec![(m(3, 1), LeaveReason::NodeDown)], joined: vec![] });
+    for n in [1, 2] {
+        to_one(&mut p, m(n, 1), Event::Totem { ring: r2, nodes: vec![1, 2] });
+        quorum_to_one(&mut p, m(n, 1), true, r2, &[1, 2]);
+    }
+    p.settle();
+    let v = &p.views[&m(1, 1)];
+    assert!(v.may_act(), "synced {} quorate {} pending {}", v.is_synced(), v.partition_quorate(), v.quorum_pending());
+    // Node 3 comes back; its corosync last reported its own lonely ring, older than r3.
+    let r3 = Ring { rep: 1, seq: 3 };
+    for n in [1, 2] {
+        to_one(&mut p, m(n, 1), Event::Totem { ring: r3, nodes: vec![1, 2, 3] });
+        quorum_to_one(&mut p, m(n, 1), true, r3, &[1, 2, 3]);
+    }
+    let mut back = info(m(3, 2), false, &[3]);
+    back.ring = Some(Ring { rep: 3, seq: 2 });
+    p.views.insert(m(3, 2), View::new(m(3, 2), back, vec![UnitSpec::new("web", vec![1])]));
+    let members = p.members();
+    p.broadcast(Event::Confchg { members, left: vec![], joined: vec![m(3, 2)] });
+    p.settle();
+    let holder = &p.views[&m(1, 1)];
+    assert!(holder.is_synced());
+    assert!(!holder.partition_quorate(), "node 3 has not reported the current ring");
+    assert!(holder.quorum_pending(), "an older ring's fact is still arriving, not a veto");
+    assert!(!holder.may_act());
+    to_one(&mut p, m(3, 2), Event::Totem { ring: r3, nodes: vec![1, 2, 3] });
+    quorum_to_one(&mut p, m(3, 2), true, r3, &[1, 2, 3]);
+    p.settle();
+    let v = &p.views[&m(1, 1)];
+    assert!(v.may_act(), "quorate {} pending {}", v.partition_quorate(), v.quorum_pending());
+    assert_eq!(p.holder("web"), Some(m(1, 1)));
+}
+
+/// Both daemons of a pair lost their corosync connection (corosync restarted on each). The one
+/// back first may have missed a newer generation the other still knows: with its peer's node
+/// in the membership but its daemon not back yet, it neither elects nor writes, even once the
+/// peer's grace runs out; the other's table then decides. The startup wait bounds the pause.
+#[test]
+fn a_kept_table_waits_for_the_daemons_of_every_node_before_anyone_acts() {
+    let mut p = Partition::new(&["web"]);
+    p.nodes = vec![1, 2];
+    p.prefer = vec![1];
+    for n in 1..=2 {
+        p.join(m(n, 1), true);
+    }
+    p.settle();
+    assert_eq!(p.holder("web"), Some(m(1, 1)));
+    let stale = p.views[&m(1, 1)].table_to_keep().unwrap();
+    // Node 1's daemon is gone from the group: node 2 takes web (generation 2), then loses its
+    // own connection.
+    p.leave(m(1, 1), LeaveReason::ProcessGone);
+    p.send(m(2, 1), Body::GraceExpired { member: m(1, 1) });
+    p.settle();
+    assert_eq!(p.holder("web"), Some(m(2, 1)));
+    let newer = p.views[&m(2, 1)].table_to_keep().unwrap();
+    assert!(newer[0].generation > stale[0].generation);
+
+    let rejoin = |q: &mut Partition, id: MemberId, table: &Vec<WireAssignment>| {
+        let mut v = View::new(id, info(id, true, &[1, 2]), vec![UnitSpec::new("web", vec![1])]);
+        v.seed(table.clone());
+        q.views.insert(id, v);
+        let members = q.members();
+        q.broadcast(Event::Confchg { members, left: vec![], joined: vec![id] });
+        q.settle();
+    };
+    let mut q = Partition::new(&["web"]);
+    q.nodes = vec![1, 2];
+    rejoin(&mut q, m(1, 1), &stale);
+    let v = &q.views[&m(1, 1)];
+    assert!(v.unconfirmed() && v.awaiting_startup(), "waits for node 2's daemon");
+    assert!(!v.may_act(), "a table kept from before generation 2 must not write");
+    q.send(m(1, 1), Body::GraceExpired { member: m(2, 1) });
+    q.settle();
+    assert!(q.elections.is_empty(), "{:?}", q.elections);
+    rejoin(&mut q, m(2, 1), &newer);
+    assert_eq!(q.holder("web"), Some(m(2, 1)), "the newer table decides");
+    assert!(!q.views[&m(1, 1)].unconfirmed());
+    assert!(q.elections.is_empty(), "nothing moved: {:?}", q.elections);
+
+    // Node 2's daemon never comes back: the startup wait ends the pause.
+    let mut alone = Partition::new(&["web"]);
+    alone.nodes = vec![1, 2];
+    rejoin(&mut alone, m(1, 1), &stale);
+    assert!(!alone.views[&m(1, 1)].may_act());
+    alone.send(m(1, 1), Body::PlaceNow);
+    alone.settle();
+    assert!(alone.views[&m(1, 1)].may_act());
+    assert_eq!(alone.holder("web"), Some(m(1, 1)));
+}

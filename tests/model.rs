@@ -25,6 +25,10 @@
 //! - **Atomic mode** (the original, orderly model): a split or heal delivers what was queued
 //!   in the old configuration, then every daemon's quorum notification, the CPG change and
 //!   the totem notification, all in the same step.
+//! - **Lost connections** (`Disconnect`): the daemon leaves the group but keeps its process,
+//!   its pid and the table it knew; `Start` then reconnects it under the same member id, with
+//!   that table. The startup wait is taken to outlast a reconnect: it does not run out while a
+//!   daemon of the partition is reconnecting.
 //! - **Daemons**: crash (`Crash`), restart with a new pid (`Start`), planned release
 //!   (`Release`), SIGSTOP (`Stop`: processes and sends nothing; what corosync delivers queues
 //!   up) and SIGCONT (`Resume`; its backlog is processed afterwards by `CatchUp`, quorum
@@ -111,6 +115,7 @@ const NO_MINORITY_ELECTION: &str = "no generation is created in a non-quorate pa
 const NOTHING_MOVES_ON_HEAL: &str = "nothing moves on heal";
 const NO_CONFLICT_ELECTION: &str = "no election of a unit whose members' specs differ";
 const FAILOVER: &str = "a failover happens";
+const VERIFIED_SHOWN: &str = "a quiet quorate partition shows what each holder verified on every member";
 
 /// Every safety property.
 const ALL: &[&str] = &[
@@ -124,6 +129,7 @@ const ALL: &[&str] = &[
     NO_MINORITY_ELECTION,
     NOTHING_MOVES_ON_HEAL,
     NO_CONFLICT_ELECTION,
+    VERIFIED_SHOWN,
 ];
 
 /// The instant the model runs at (time is not modelled; see the header).
@@ -266,6 +272,9 @@ struct Cluster {
     plan_pos: u8,
     /// Per node: the table a disconnected daemon kept for its next connection.
     kept: Vec<Option<Vec<WireAssignment>>>,
+    /// Per node: the pid of a daemon that lost its corosync connection. It is the same process
+    /// when it reconnects, so it rejoins under the same member id.
+    reconnecting: Vec<Option<u32>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -386,6 +395,7 @@ impl Cluster {
             writers: vec![BTreeSet::new(); units.len()],
             top_written: vec![0; units.len()],
             kept: vec![None; n],
+            reconnecting: vec![None; n],
             owner_changes: vec![0; units.len()],
             heal_holders: None,
             found: Found::default(),
@@ -594,7 +604,14 @@ impl Cluster {
         if self.writers[k].len() > 1 && self.found.two_writers.is_none() {
             self.found.two_writers = Some(format!("{unit} written by nodes {:?} in one configuration", self.writers[k]));
         }
-        if generation < self.top_written[k] && self.found.stale_write.is_none() {
+        // An older generation written over a newer one is stale while some daemon still knows
+        // the newer one (its table, or the table a disconnected daemon kept). When every
+        // daemon that knew it is gone, the survivors start again from what they know, and
+        // EC2's ownership record (epoch + 1) is what orders the writes.
+        let newer_known = self.daemons.iter().flatten().any(|d| {
+            d.view.assignments().get(unit).is_some_and(|a| a.generation > generation)
+        }) || self.kept.iter().flatten().any(|t| t.iter().any(|a| a.resource == unit && a.generation > generation));
+        if generation < self.top_written[k] && newer_known && self.found.stale_write.is_none() {
             self.found.stale_write =
                 Some(format!("node {node} writes {unit} for gen {generation} after gen {} was written", self.top_written[k]));
         }
@@ -862,8 +879,14 @@ impl Cluster {
     fn start(&mut self, node: u32) {
         let i = idx(node);
         let part = self.partition[i];
-        self.next_pid += 1;
-        let me = MemberId { node, pid: self.next_pid };
+        let pid = match self.reconnecting[i].take() {
+            Some(pid) => pid,
+            None => {
+                self.next_pid += 1;
+                self.next_pid
+            }
+        };
+        let me = MemberId { node, pid };
         let nodes = self.nodes_in(part);
         let mut view = View::new(me, info(node, self.cs_quorate[i], self.ring[i], nodes), self.specs(node));
         // A daemon back after a lost connection offers the table it knew, as the daemon does.
@@ -986,7 +1009,10 @@ impl ElectionModel {
         }
         for node in 1..=self.nodes {
             let d = c.daemon(node);
-            if d.is_some_and(|d| d.caught_up() && d.view.awaiting_startup()) {
+            // The startup wait (10 s by default) outlasts a reconnect (corosync restarts in
+            // seconds): it does not run out while a daemon of the partition is reconnecting.
+            let reconnecting = c.nodes_in(c.partition[idx(node)]).iter().any(|n| c.reconnecting[idx(*n)].is_some());
+            if !reconnecting && d.is_some_and(|d| d.caught_up() && d.view.awaiting_startup()) {
                 let me = d.map(|d| d.view.local());
                 let queued = c.queues.values().flatten().any(|i| matches!(i, Item::Msg(f, Body::PlaceNow) if Some(*f) == me));
                 if !queued {
@@ -1170,12 +1196,15 @@ impl ElectionModel {
                 c.disrupt();
                 c.leave(node);
                 c.kept[idx(node)] = None;
+                c.reconnecting[idx(node)] = None;
             }
             Action::Disconnect(node) => {
-                let table = c.daemon(node).filter(|d| !d.releasing && !d.stopped)?.view.table_to_keep();
+                let d = c.daemon(node).filter(|d| !d.releasing && !d.stopped)?;
+                let (table, pid) = (d.view.table_to_keep(), d.view.local().pid);
                 c.disrupt();
                 c.leave(node);
                 c.kept[idx(node)] = table;
+                c.reconnecting[idx(node)] = Some(pid);
             }
             Action::Release(node) => {
                 let part = c.partition[idx(node)];
@@ -1344,6 +1373,7 @@ impl Model for ElectionModel {
                 c.owner_changes.iter().all(|n| *n <= c.disruptions.saturating_add(1))
             }),
             Property::always(HELD, |_, c: &Cluster| c.parts().iter().all(|p| held(c, *p))),
+            Property::always(VERIFIED_SHOWN, |_, c: &Cluster| c.parts().iter().all(|p| verified_shown(c, *p))),
             Property::always(NO_MINORITY_ELECTION, |_, c: &Cluster| c.found.minority_election.is_none()),
             Property::always(NOTHING_MOVES_ON_HEAL, |_, c: &Cluster| {
                 if c.found.moved_on_heal.is_some() {
@@ -1400,6 +1430,27 @@ fn held(c: &Cluster, part: u8) -> bool {
             return true;
         }
         v.members().contains(&h) && !c.denied[idx(h.node)] && c.ec2[k] == Some(h.node)
+    })
+}
+
+/// Once a quorate partition is quiet, every synced member shows each unit its holder verified
+/// at the current generation as verified (the status' "held"): a Held that a round's merge
+/// dropped would leave the address shown as unverified until the next acquisition.
+fn verified_shown(c: &Cluster, part: u8) -> bool {
+    let nodes = c.nodes_in(part);
+    if !c.quorate(part) || !c.quiet(part) {
+        return true;
+    }
+    let daemons: Vec<&Daemon> = nodes.iter().filter_map(|n| c.daemon(*n)).filter(|d| d.view.is_synced()).collect();
+    daemons.iter().all(|d| {
+        c.units.iter().enumerate().all(|(k, unit)| {
+            let Some(a) = d.view.assignments().get(*unit) else { return true };
+            let Some(h) = a.holder else { return true };
+            let verified_by_holder = c
+                .daemon(h.node)
+                .is_some_and(|hd| hd.view.local() == h && hd.view.is_synced() && hd.work[k].0.held() == Some(a.generation));
+            !verified_by_holder || a.verified.iter().any(|v| v.resource == *unit)
+        })
     })
 }
 

@@ -117,6 +117,10 @@ enum Phase {
         round: Vec<MemberId>,
         pending: BTreeSet<MemberId>,
         states: BTreeMap<MemberId, StateMsg>,
+        /// Held announcements delivered during the round. A holder's State may predate its
+        /// verification, so they are applied to the merged table rather than lost with the
+        /// table they arrived on.
+        held: Vec<(MemberId, HeldMsg)>,
     },
     Synced,
 }
@@ -174,6 +178,12 @@ pub struct View {
     placed: bool,
     /// The `pending` flag of our last quorum fact, so that its clearing is announced too.
     announced_pending: bool,
+    /// Our table was kept across a lost corosync connection or a re-exec, and no round has
+    /// confirmed it: no member brought a table it kept up to date, not every corosync node's
+    /// daemon is here, and the startup wait has not ended. A daemon that was away may have
+    /// missed newer generations that a daemon still reconnecting knows, so until then nobody
+    /// elects and nobody writes; holders keep what they hold.
+    unconfirmed: bool,
 }
 
 impl View {
@@ -208,6 +218,7 @@ impl View {
             knows_cluster: false,
             placed: false,
             announced_pending: false,
+            unconfirmed: false,
         }
     }
 
@@ -228,6 +239,13 @@ impl View {
         }
         self.knows_cluster = true;
         self.placed = true;
+        self.unconfirmed = true;
+    }
+
+    /// Our table is one kept across a lost connection or a re-exec that no round has confirmed
+    /// yet: nobody elects or writes until one does (see the field).
+    pub fn unconfirmed(&self) -> bool {
+        self.unconfirmed
     }
 
     /// The table a next incarnation of this member (re-exec, or a new corosync connection)
@@ -291,18 +309,26 @@ impl View {
     }
 
     /// The partition's quorum facts are still arriving after a membership change: some
-    /// speaking member has not announced yet, or announced that its corosync has not reported
-    /// this configuration yet; none announced "not quorate" or another ring.
+    /// speaking member has not announced yet, announced that its corosync has not reported
+    /// this configuration yet, or announced a fact about an older ring; none announced "not
+    /// quorate" or a different ring as current.
     /// A round of one CPG message per member, so milliseconds: holders keep what they hold
     /// through it (writes stay blocked, `may_act` is false) rather than drop their local
     /// addresses at every membership change.
     pub fn quorum_pending(&self) -> bool {
+        let speaking = || self.members.iter().filter(|m| !self.muted.contains(m));
+        // Totem ring sequence numbers only grow, and every member of a configuration is on
+        // its ring: a fact about an older ring is the sender's corosync not having reported
+        // the current one yet (a member that rejoins speaks before its quorum news), not a
+        // verdict on this configuration.
+        let newest = speaking().filter_map(|m| self.facts.get(m)?.ring.map(|r| r.seq)).max();
         let mut ring: Option<Ring> = None;
         let mut pending = false;
-        for m in self.members.iter().filter(|m| !self.muted.contains(m)) {
+        for m in speaking() {
             match self.facts.get(m) {
                 None => pending = true,
                 Some(fact) if fact.pending => pending = true,
+                Some(fact) if fact.ring.is_some_and(|r| Some(r.seq) < newest) => pending = true,
                 Some(fact) if !fact.quorate => return false,
                 Some(fact) => {
                     if let Some(r) = fact.ring {
@@ -320,6 +346,7 @@ impl View {
     /// Whether this member may call mutating EC2 APIs for what it holds right now.
     pub fn may_act(&self) -> bool {
         self.is_synced()
+            && !self.unconfirmed
             && self.partition_quorate()
             && !self.released.contains(&self.local)
             && !self.muted.contains(&self.local)
@@ -524,9 +551,10 @@ impl View {
     /// the startup timer that ends in a PlaceNow.
     pub fn awaiting_startup(&self) -> bool {
         self.is_synced()
-            && !self.placed
-            && !self.all_nodes_present()
-            && self.units().iter().any(|u| !self.assignments.contains_key(u))
+            && (self.unconfirmed
+                || (!self.placed
+                    && !self.all_nodes_present()
+                    && self.units().iter().any(|u| !self.assignments.contains_key(u))))
     }
 
     /// Every corosync node any member sees has a daemon in the group.
@@ -555,6 +583,7 @@ impl View {
             round: self.members.iter().copied().collect(),
             synced: self.knows_cluster,
             placed: self.placed,
+            kept: self.unconfirmed,
             assignments: self
                 .assignments
                 .iter()
@@ -641,6 +670,7 @@ impl View {
                 pending: round.iter().copied().collect(),
                 round,
                 states: BTreeMap::new(),
+                held: Vec::new(),
             };
             out.push(Output::Send(Body::State(self.state_message())));
         } else {
@@ -678,6 +708,7 @@ impl View {
                     round,
                     pending,
                     states,
+                    ..
                 } = &mut self.phase
                 {
                     if state.round == *round && pending.remove(&from) {
@@ -756,6 +787,7 @@ impl View {
             }
             Body::PlaceNow => {
                 self.placed = true;
+                self.unconfirmed = false;
             }
             Body::Release => {
                 self.released.insert(from);
@@ -766,12 +798,10 @@ impl View {
                 }
             }
             Body::Held(held) => {
-                if let Some(a) = self.assignments.get_mut(&held.unit) {
-                    if a.holder == Some(from) && a.generation == held.generation {
-                        a.verified.retain(|h| h.resource != held.resource);
-                        a.verified.push(held);
-                    }
+                if let Phase::Syncing { held: during_round, .. } = &mut self.phase {
+                    during_round.push((from, held.clone()));
                 }
+                self.note_held(from, held);
             }
             Body::GraceExpired { member } => {
                 if self.is_synced() && !self.members.contains(&member) && self.vanished.remove(&member) {
@@ -841,12 +871,27 @@ impl View {
         }
     }
 
+    /// Records that `from` verified `held` in EC2, if it holds that generation of the unit.
+    fn note_held(&mut self, from: MemberId, held: HeldMsg) {
+        if let Some(a) = self.assignments.get_mut(&held.unit) {
+            if a.holder == Some(from) && a.generation == held.generation {
+                a.verified.retain(|h| h.resource != held.resource);
+                a.verified.push(held);
+            }
+        }
+    }
+
     fn try_complete_round(&mut self, out: &mut Vec<Output>) {
-        let states = match &mut self.phase {
-            Phase::Syncing { pending, states, .. } if pending.is_empty() => std::mem::take(states),
+        let (states, held) = match &mut self.phase {
+            Phase::Syncing {
+                pending, states, held, ..
+            } if pending.is_empty() => (std::mem::take(states), std::mem::take(held)),
             _ => return,
         };
         self.merge(states, out);
+        for (from, h) in held {
+            self.note_held(from, h);
+        }
         self.phase = Phase::Synced;
         self.knows_cluster = true;
     }
@@ -856,6 +901,9 @@ impl View {
         let mut table: BTreeMap<String, Assignment> = BTreeMap::new();
         let mut vanished = BTreeSet::new();
         let mut departed: BTreeMap<MemberId, Departure> = std::mem::take(&mut self.departed);
+        // A member whose table stayed current (it never lost the group, or a round already
+        // confirmed its kept one) confirms the merge; otherwise every table here was kept.
+        self.unconfirmed = states.values().any(|s| s.synced) && !states.values().any(|s| s.synced && !s.kept);
         for state in states.values() {
             for d in &state.departed {
                 merge_departure(&mut departed, d.member, d.kind);
@@ -874,7 +922,7 @@ impl View {
                     verified_before: Vec::new(),
                 };
                 match table.get_mut(&a.resource) {
-                    Some(existing) if !newer(&candidate, existing) => {
+                    Some(existing) if !newer(&candidate, existing, &self.members) => {
                         // Same claim seen by another member, maybe with the holder's Held.
                         if existing.holder == candidate.holder
                             && existing.generation == candidate.generation
@@ -900,6 +948,17 @@ impl View {
             }
             self.apply_departure(member, kind, out);
         }
+        // Holders nobody in the round saw leave: a table kept across a lost corosync
+        // connection or a re-exec names them, and their daemon may be reconnecting as well.
+        // They get the reattach grace, as a daemon seen to vanish does, rather than an
+        // immediate successor and a move nobody needed.
+        let absent: Vec<MemberId> = self
+            .assignments
+            .values()
+            .filter_map(|a| a.holder)
+            .filter(|h| !self.members.contains(h))
+            .collect();
+        self.vanished.extend(absent);
         // A node whose daemon came back takes its addresses again: same node, no move.
         for gone in self.vanished.clone() {
             if let Some(back) = self.members.iter().find(|m| m.node == gone.node).copied() {
@@ -911,16 +970,6 @@ impl View {
                     }
                 }
             }
-        }
-        // Anyone else absent is unknown to us: free its resources.
-        let absent: Vec<MemberId> = self
-            .assignments
-            .values()
-            .filter_map(|a| a.holder)
-            .filter(|h| !self.members.contains(h) && !self.vanished.contains(h))
-            .collect();
-        for h in absent {
-            self.unassign_holder(h);
         }
         for v in &self.vanished {
             out.push(Output::StartGrace(*v));
@@ -1012,7 +1061,13 @@ impl View {
     /// majority with a newer generation after the partition heals. A unit whose members'
     /// specs differ is left as it is.
     fn elect(&mut self, out: &mut Vec<Output>) {
-        if !self.partition_quorate() {
+        // Every node of a quorate membership has its daemon here: every table that exists is
+        // in the merge. (Quorate, so the node list is not that of a ring corosync formed alone
+        // while it restarted.)
+        if self.unconfirmed && self.all_nodes_present() && self.partition_quorate() {
+            self.unconfirmed = false;
+        }
+        if !self.partition_quorate() || self.unconfirmed {
             return;
         }
         let startup_hold = !self.placed && !self.all_nodes_present();
@@ -1052,10 +1107,14 @@ impl View {
 /// Which of two claims on one unit the merged table keeps: the higher generation (only a
 /// quorate partition creates one); at the same generation a claim with a holder beats one
 /// without (a minority that saw the holder leave unassigned it without quorum: that must not
-/// undo the majority's table), then the lower member id.
-fn newer(candidate: &Assignment, existing: &Assignment) -> bool {
-    (candidate.generation, candidate.holder.is_some(), std::cmp::Reverse(candidate.holder))
-        > (existing.generation, existing.holder.is_some(), std::cmp::Reverse(existing.holder))
+/// undo the majority's table), then a holder that is a member of the round beats an absent
+/// one (a table kept across a restart may name the previous process of a node), then the
+/// lower member id.
+fn newer(candidate: &Assignment, existing: &Assignment, members: &BTreeSet<MemberId>) -> bool {
+    let key = |a: &Assignment| {
+        (a.generation, a.holder.is_some(), a.holder.is_some_and(|h| members.contains(&h)), std::cmp::Reverse(a.holder))
+    };
+    key(candidate) > key(existing)
 }
 
 /// The strongest departure wins: NodeDown and Released both free at once.

@@ -222,6 +222,10 @@ pub struct StateMsg {
     /// The sender saw a PlaceNow (startup wait over).
     #[serde(default)]
     pub placed: bool,
+    /// `assignments` is a table the sender kept across a lost corosync connection or a
+    /// re-exec, and no round has confirmed it yet (see `View::unconfirmed`).
+    #[serde(default)]
+    pub kept: bool,
 }
 
 /// Who holds one unit, as the sender's table says.

@@ -608,7 +608,12 @@ impl Daemon {
     fn arm_startup_timer(&mut self, view: &View) {
         if !self.startup_timer_armed && view.awaiting_startup() {
             self.startup_timer_armed = true;
-            info!(wait_ms = self.config.cluster.startup_wait.as_millis() as u64, "waiting for the daemons of all corosync nodes before the first placement");
+            let wait_ms = self.config.cluster.startup_wait.as_millis() as u64;
+            if view.unconfirmed() {
+                info!(wait_ms, "table kept across a reload or a lost corosync connection: waiting for the daemons of all corosync nodes before anyone moves an address (one of them may know newer holders)");
+            } else {
+                info!(wait_ms, "waiting for the daemons of all corosync nodes before the first placement");
+            }
             self.after(self.config.cluster.startup_wait, TaskResult::StartupWaitOver);
         }
     }

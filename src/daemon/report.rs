@@ -155,6 +155,12 @@ impl Daemon {
             .chain(conflicts.iter().map(|c| c.to_string()))
             .collect();
         s.warnings.extend(self.drain.problems.iter().cloned());
+        if view.is_synced() && view.unconfirmed() {
+            s.warnings.push(format!(
+                "this daemon kept its table across a reload or a lost corosync connection, and no other daemon has confirmed it yet: nobody moves an address until the daemons of every corosync node are back (at most startup_wait, {} ms)",
+                self.config.cluster.startup_wait.as_millis()
+            ));
+        }
         s.aws_event = self.drain.current.as_ref().map(|d| crate::status::AwsEventStatus {
             kind: d.event.kind.as_str().to_owned(),
             id: d.event.id.clone(),
