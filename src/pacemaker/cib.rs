@@ -376,7 +376,8 @@ fn constraint(c: Node) -> Constraint {
             if let Some(pattern) = c.attribute("rsc-pattern") {
                 unreadable.push(format!("it applies to a pattern of resource ids (`{pattern}`)"));
             }
-            if let Some(role) = c.attribute("role") {
+            // "Started" is what a constraint without a role means (crm resource move wrote it).
+            if let Some(role) = c.attribute("role").filter(|r| *r != "Started") {
                 unreadable.push(format!("it applies to the role `{role}` only"));
             }
             if let Some(discovery) = c.attribute("resource-discovery").filter(|d| *d != "always") {

@@ -324,7 +324,6 @@ pub fn import_cib(xml: &str, options: &Options) -> Result<Import, ImportError> {
         }
     }
     let monitor = monitor_interval(&addrs, &mut ctx);
-    stickiness(&cib, &addrs, &units, &prefer, &mut ctx);
     let aws = credentials.settle(&mut ctx);
 
     // Unit names: a Pacemaker group keeps its name; resources joined only by colocation take
@@ -363,6 +362,18 @@ pub fn import_cib(xml: &str, options: &Options) -> Result<Import, ImportError> {
         group_of.insert(root.clone(), name);
     }
     dns_values(&outs, &units_of_outs(&outs), &mut ctx);
+    // The report names a unit as the admin will: its group, or its one resource.
+    let display: BTreeMap<String, String> = unit_members
+        .keys()
+        .map(|root| {
+            let name = match group_of.get(root) {
+                Some(Some(g)) => format!("group {g}"),
+                _ => outs.iter().filter(|(_, r)| r == root).map(|(o, _)| o.name.clone()).collect::<Vec<_>>().join(", "),
+            };
+            (root.clone(), name)
+        })
+        .collect();
+    stickiness(&cib, &addrs, &units, &prefer, &display, &mut ctx);
 
     if !ctx.refusals.is_empty() {
         return Err(ImportError::Refused(ctx.refusals));
@@ -661,6 +672,7 @@ fn locations(
     ctx: &mut Ctx,
 ) -> BTreeMap<String, Vec<(u32, Score)>> {
     let mut scores: BTreeMap<String, BTreeMap<u32, Score>> = BTreeMap::new();
+    let mut named: BTreeMap<String, String> = BTreeMap::new();
     for c in &cib.constraints {
         let Constraint::Location {
             id,
@@ -742,6 +754,7 @@ fn locations(
             ctx.behaviour(id, format!("location of {rsc}, a member of a group, applies to its whole group: corosync-eip places groups, not their members"));
         }
         let unit = units.find(&first);
+        named.entry(unit.clone()).or_insert_with(|| rsc.to_owned());
         let entry = scores.entry(unit).or_default().entry(node_id).or_insert(Score::Num(0));
         *entry = add_scores(*entry, score);
         ctx.mapped(id, format!("location of {rsc} on {node} (node id {node_id}), score {} → prefer", score_text(score)));
@@ -753,7 +766,7 @@ fn locations(
             list.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
             if list.windows(2).any(|w| w[0].1 == w[1].1) {
                 ctx.behaviour(
-                    &unit,
+                    named.get(&unit).unwrap_or(&unit),
                     "several nodes have the same location score: Pacemaker chose among them by load, corosync-eip tries them in node id order",
                 );
             }
@@ -1123,6 +1136,12 @@ fn local_half(ip2: &Primitive, ctx: &mut Ctx) -> (Option<String>, Option<String>
             ),
         }
     }
+    if interface.is_none() {
+        ctx.behaviour(
+            subject,
+            "IPaddr2 without nic found the interface from the routing table; corosync-eip adds the address to eth0 (set `interface` where it belongs elsewhere, e.g. ens5)",
+        );
+    }
     let label = label(ip2, interface.as_deref().unwrap_or("eth0"), ctx);
     (interface, label)
 }
@@ -1185,7 +1204,14 @@ fn monitor_interval(addrs: &[Addr], ctx: &mut Ctx) -> Option<Duration> {
 }
 
 /// `resource-stickiness`: corosync-eip always behaves as INFINITY.
-fn stickiness(cib: &Cib, addrs: &[Addr], units: &Units, prefer: &BTreeMap<String, Vec<(u32, Score)>>, ctx: &mut Ctx) {
+fn stickiness(
+    cib: &Cib,
+    addrs: &[Addr],
+    units: &Units,
+    prefer: &BTreeMap<String, Vec<(u32, Score)>>,
+    display: &BTreeMap<String, String>,
+    ctx: &mut Ctx,
+) {
     let find = |pairs: &[NvPair]| {
         pairs
             .iter()
@@ -1207,6 +1233,12 @@ fn stickiness(cib: &Cib, addrs: &[Addr], units: &Units, prefer: &BTreeMap<String
             "resource-stickiness",
             "not set (0): Pacemaker could move addresses when nodes joined; corosync-eip is always sticky, like INFINITY: a live holder keeps its addresses",
         ),
+    }
+    for d in cib.rsc_defaults.iter().filter(|d| d.name != "resource-stickiness" && d.name != "resource_stickiness") {
+        ctx.unmapped(
+            "rsc_defaults",
+            format!("{}={}: a Pacemaker scheduling default with no corosync-eip equivalent (an elected node that cannot act hands over by itself)", d.name, d.value),
+        );
     }
     if legacy.is_some() {
         ctx.mapped("default-resource-stickiness", "read as the default resource-stickiness (Pacemaker 1.0's cluster property)");
@@ -1232,7 +1264,7 @@ fn stickiness(cib: &Cib, addrs: &[Addr], units: &Units, prefer: &BTreeMap<String
         };
         if fails_back {
             ctx.behaviour(
-                unit,
+                display.get(unit).unwrap_or(unit),
                 format!(
                     "no failback: Pacemaker moved it back to node id {node} when that node returned (location score {} above stickiness {}); corosync-eip leaves it on the live holder (`corosync-eip move` it back when convenient)",
                     score_text(*top),
