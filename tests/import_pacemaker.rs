@@ -167,6 +167,7 @@ fn resources_that_are_not_addresses_are_reported_not_imported() {
     let (config, report) = import("2.1/unrelated-resources.xml", &[]);
     assert_eq!(config.resource_names(), ["api-eip"]);
     assert!(has(&section(&report, "Not imported"), "batch-clone: clone of batch"), "{report}");
+    assert!(has(&section(&report, "Changes in behaviour"), "node2: standby=on"), "{report}");
 }
 
 #[test]

@@ -36,6 +36,8 @@ pub struct CibNode {
     pub id: String,
     /// `uname`: the name location constraints use.
     pub uname: String,
+    /// Node attributes (`standby`, `maintenance`, ...) as written, without rules.
+    pub attributes: Vec<NvPair>,
 }
 
 /// One name/value pair, in the order written.
@@ -223,7 +225,12 @@ pub fn parse(xml: &str) -> Result<Cib, ImportError> {
     if let Some(nodes) = child(configuration, "nodes") {
         for n in elements(nodes).filter(|n| n.has_tag_name("node")) {
             if let (Some(id), Some(uname)) = (attr(n, "id"), attr(n, "uname")) {
-                cib.nodes.push(CibNode { id, uname });
+                let mut ignored = Vec::new();
+                let attributes = elements(n)
+                    .filter(|set| set.has_tag_name("instance_attributes"))
+                    .flat_map(|set| nvpairs(set, "node attribute set", &mut ignored))
+                    .collect();
+                cib.nodes.push(CibNode { id, uname, attributes });
             }
         }
     }
@@ -457,7 +464,14 @@ mod tests {
         )
         .expect("parses");
         assert_eq!(cib.validate_with.as_deref(), Some("pacemaker-3.9"));
-        assert_eq!(cib.nodes, vec![CibNode { id: "1".into(), uname: "a".into() }]);
+        assert_eq!(
+            cib.nodes,
+            vec![CibNode {
+                id: "1".into(),
+                uname: "a".into(),
+                attributes: Vec::new()
+            }]
+        );
         let Resource::Primitive(p) = &cib.resources[0] else { panic!("a primitive") };
         assert_eq!(p.agent_spec(), "ocf:heartbeat:awseip");
         assert_eq!(p.param("allocation_id"), Some("eipalloc-1"));

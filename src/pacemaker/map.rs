@@ -523,6 +523,13 @@ fn cluster_properties(cib: &Cib, ctx: &mut Ctx) {
 fn node_ids(cib: &Cib, options: &Options, ctx: &mut Ctx) -> BTreeMap<String, Result<u32, String>> {
     let mut ids: BTreeMap<String, Result<u32, String>> = BTreeMap::new();
     for n in &cib.nodes {
+        // Standby is the state of a node, not of the file: the admin carries it over by hand.
+        for a in n.attributes.iter().filter(|a| (a.name == "standby" || a.name == "maintenance") && cib::is_true(&a.value)) {
+            ctx.behaviour(
+                &n.uname,
+                format!("{}={} on this node in Pacemaker: not part of the file; once the daemons run, `corosync-eip standby {}` keeps addresses off it", a.name, a.value, n.uname),
+            );
+        }
         let id = n.id.parse::<u32>().ok().filter(|i| *i != 0).ok_or_else(|| {
             format!("node `{}` has the Pacemaker id `{}`, which is not a corosync node id: pass --node {}=ID", n.uname, n.id, n.uname)
         });
@@ -1508,6 +1515,20 @@ mod tests {
         let lone_ipaddr2 = format!("{}{}", eip("a"), primitive("ip", "IPaddr2", &[("ip", "10.0.0.5")]));
         let r = refusals(&cib(&lone_ipaddr2, ""));
         assert!(r.iter().any(|r| r.subject == "ip" && r.reason.contains("no awsvip")), "{r:?}");
+    }
+
+    #[test]
+    fn a_node_in_standby_is_reported_with_the_command_that_carries_it_over() {
+        let xml = cib(&eip("a"), "").replace(
+            r#"<node id="2" uname="node2"/>"#,
+            r#"<node id="2" uname="node2"><instance_attributes id="n2"><nvpair id="n2-s" name="standby" value="on"/></instance_attributes></node>"#,
+        );
+        let import = import_cib(&xml, &Options::default()).expect("imports");
+        assert!(
+            import.report.behaviour.iter().any(|n| n.subject == "node2" && n.text.contains("corosync-eip standby node2")),
+            "{:?}",
+            import.report.behaviour
+        );
     }
 
     #[test]

@@ -37,6 +37,9 @@ scenario() {
     if [ -n "${EXTRA:-}" ]; then
         CIB_file="$file" cibadmin --create -o constraints -X "$EXTRA"
     fi
+    if [ -n "${STANDBY:-}" ]; then
+        CIB_file="$file" crm_attribute --node "$STANDBY" --name standby --update on --lifetime forever
+    fi
     # crm_verify returns non-zero only for errors; the warnings about quorum of a cluster that
     # never ran are expected.
     crm_verify -x "$file" 2>/dev/null || { crm_verify -V -x "$file"; echo "$0: $name does not verify" >&2; exit 1; }
@@ -100,8 +103,9 @@ location front-on-node1 front 100: node1
 rsc_defaults resource-stickiness=INFINITY
 CRM
 
-# Address resources next to things that are not imported: a service of its own and a clone.
-scenario unrelated-resources <<'CRM'
+# Address resources next to things that are not imported: a service of its own and a clone;
+# node2 in standby (crm_attribute).
+STANDBY=node2 scenario unrelated-resources <<'CRM'
 primitive api-eip ocf:heartbeat:awseip \
     params elastic_ip=203.0.113.20 allocation_id=eipalloc-0fedcba9876543210 \
     op monitor interval=20s
