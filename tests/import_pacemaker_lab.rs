@@ -85,7 +85,7 @@ fn import_with_check_checks_the_written_file_on_the_node() {
     let written = String::from_utf8_lossy(&written.stdout).into_owned();
     let config = corosync_eip::config::Config::parse(&written, std::path::Path::new(DAEMON_CONFIG)).expect("valid");
     assert_eq!(config.eips[0].allocation_id, alloc);
-    assert_eq!(config.vips[0].route_tables, [table.clone()]);
+    assert_eq!(config.vips[0].route_tables, vec![table.clone()]);
     assert_eq!(config.vips[0].prefer, [2]);
     assert!(stderr.contains("Mapped:"), "the report goes to standard error:\n{stderr}");
 
