@@ -22,6 +22,7 @@ pub mod listener;
 pub mod localaddr;
 pub mod metrics;
 pub mod notify;
+pub mod pacemaker;
 pub mod permissions;
 pub mod route53;
 pub mod status;

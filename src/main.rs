@@ -31,6 +31,11 @@ UnassignIpv6Addresses then AssignIpv6Addresses (EC2 has no reassignment for IPv6
 by one ChangeResourceRecordSets UPSERT, followed until GetChange reports INSYNC and verified with \
 ListResourceRecordSets (exact values and TTL). A failed read never moves anything.
 
+Coming from Pacemaker: `corosync-eip import-pacemaker` reads the CIB (`cibadmin --query`, --cib FILE, or - for \
+standard input) and writes the configuration for its awseip, awsvip + IPaddr2, aws-vpc-move-ip and aws-vpc-route53 \
+resources, their groups, location preferences and monitor interval, with a report of what has no equivalent; what \
+it cannot carry over faithfully is refused (exit 64).
+
 Exit status: 0 on success, 64 for an invalid configuration, 1 for other failures.";
 
 #[derive(Parser)]
@@ -100,6 +105,33 @@ enum Command {
         #[command(flatten)]
         target: Target,
     },
+    /// Convert a Pacemaker CIB's address resources (ocf:heartbeat:awseip, awsvip with its
+    /// IPaddr2, aws-vpc-move-ip, aws-vpc-route53) into a configuration file, with a report of
+    /// what was mapped, what has no equivalent and what behaves differently. Anything that
+    /// cannot be carried over with the same meaning is refused (exit 64) and nothing is written.
+    ImportPacemaker {
+        /// The CIB: a file (`cibadmin -Q` output), or `-` for standard input. Default: run
+        /// `cibadmin --query` on this node.
+        #[arg(long, value_name = "FILE|-")]
+        cib: Option<String>,
+        /// Write the configuration to this file (mode 0600, all or nothing) instead of
+        /// standard output.
+        #[arg(long, short, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Replace the --output file if it exists.
+        #[arg(long, requires = "output")]
+        force: bool,
+        /// Write the report to this file instead of standard error.
+        #[arg(long, value_name = "FILE")]
+        report: Option<PathBuf>,
+        /// The corosync node id of a node that location constraints name and the CIB's
+        /// <nodes> lacks (or lists by a UUID); repeatable.
+        #[arg(long = "node", value_name = "NAME=ID", value_parser = corosync_eip::pacemaker::parse_node_option)]
+        nodes: Vec<(String, u32)>,
+        /// Then run the pre-flight check (as `corosync-eip check`) against the written file.
+        #[arg(long, requires = "output")]
+        check: bool,
+    },
     /// Write the man page or shell completions to stdout (used by packaging).
     #[command(hide = true)]
     Generate {
@@ -139,7 +171,122 @@ fn main() -> ExitCode {
         Command::Move { resource, to, target } => command(&target, &format!("move {resource} {to}")),
         Command::Generate { what } => generate(what),
         Command::Check { config } => check(&config),
+        Command::ImportPacemaker {
+            cib,
+            output,
+            force,
+            report,
+            nodes,
+            check: then_check,
+        } => {
+            let code = import_pacemaker(cib.as_deref(), output.as_deref(), force, report.as_deref(), nodes);
+            match (code, output) {
+                (Ok(()), Some(path)) if then_check => check(&path),
+                (Ok(()), _) => ExitCode::SUCCESS,
+                (Err(code), _) => code,
+            }
+        }
     }
+}
+
+/// Exit code for an environment failure of the import (no cibadmin, unwritable output).
+const EXIT_FAILURE: u8 = 1;
+
+/// `import-pacemaker`: reads the CIB, writes the file and the report; Err carries the exit
+/// code after the message has been printed.
+fn import_pacemaker(
+    cib: Option<&str>,
+    output: Option<&Path>,
+    force: bool,
+    report: Option<&Path>,
+    nodes: Vec<(String, u32)>,
+) -> Result<(), ExitCode> {
+    let fail = |code: u8, message: String| {
+        eprintln!("corosync-eip: {message}");
+        ExitCode::from(code)
+    };
+    // Before the CIB is even read: an admin who forgot --force loses nothing, not even time.
+    if let Some(path) = output.filter(|p| !force && p.exists()) {
+        return Err(fail(EXIT_FAILURE, format!("{} exists; --force replaces it", path.display())));
+    }
+    let xml = read_cib(cib).map_err(|m| fail(EXIT_FAILURE, m))?;
+    let options = corosync_eip::pacemaker::Options {
+        node_ids: nodes.into_iter().collect(),
+    };
+    let import = corosync_eip::pacemaker::import_cib(&xml, &options).map_err(|e| fail(EXIT_BAD_CONFIG, e.to_string()))?;
+    let report_text = import.report.render();
+    match output {
+        Some(path) => {
+            write_atomically(path, &import.toml, force).map_err(|e| fail(EXIT_FAILURE, format!("cannot write {}: {e}", path.display())))?
+        }
+        None => print!("{}", import.toml),
+    }
+    match report {
+        Some(path) => {
+            write_atomically(path, &report_text, true).map_err(|e| fail(EXIT_FAILURE, format!("cannot write {}: {e}", path.display())))?
+        }
+        None => eprint!("{report_text}"),
+    }
+    if let Some(path) = output {
+        eprintln!("corosync-eip: wrote {}", path.display());
+    }
+    Ok(())
+}
+
+/// The CIB text: a file, standard input (`-`), or `cibadmin --query` on this node.
+fn read_cib(cib: Option<&str>) -> Result<String, String> {
+    match cib {
+        Some("-") => {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut text).map_err(|e| format!("cannot read the CIB from standard input: {e}"))?;
+            Ok(text)
+        }
+        Some(path) => std::fs::read_to_string(path).map_err(|e| format!("cannot read the CIB {path}: {e}")),
+        None => {
+            let out = std::process::Command::new("cibadmin").arg("--query").output().map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => "cibadmin is not installed here (package pacemaker-cli-utils): run this on a Pacemaker node, or pass --cib FILE with the output of `cibadmin -Q` from one".to_owned(),
+                _ => format!("cannot run cibadmin: {e}"),
+            })?;
+            if !out.status.success() {
+                return Err(format!(
+                    "cibadmin --query failed ({}): {}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ));
+            }
+            String::from_utf8(out.stdout).map_err(|_| "cibadmin --query printed something that is not UTF-8".to_owned())
+        }
+    }
+}
+
+/// Writes `text` to `path` so that readers see the old file or the whole new one, never a
+/// part: a temporary file beside it (mode 0600, since the daemon refuses a configuration
+/// others may write), synced, then renamed over it, or, without `replace`, linked in place,
+/// which fails rather than replace a file that appeared meanwhile.
+fn write_atomically(path: &Path, text: &str, replace: bool) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.import-{}", std::process::id()));
+    let written = (|| {
+        let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+        file.write_all(text.as_bytes())?;
+        file.sync_all()?;
+        if replace {
+            std::fs::rename(&tmp, path)
+        } else {
+            std::fs::hard_link(&tmp, path)?;
+            std::fs::remove_file(&tmp)
+        }
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
 fn check(path: &Path) -> ExitCode {
