@@ -93,7 +93,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use corosync_eip::core::holder::{Facts, Failure, Holding, Policy};
+use corosync_eip::core::holder::{Facts, Failure, Holding, Policy, Verdict};
 use corosync_eip::core::spec::UnitSpec;
 use corosync_eip::core::view::{Event, LeaveReason, Output, View};
 use corosync_eip::core::wire::{Body, HeldMsg, Incapacity, MemberInfo, Unable, WireAssignment, PROTOCOL};
@@ -275,6 +275,10 @@ struct Cluster {
     /// Per node: the pid of a daemon that lost its corosync connection. It is the same process
     /// when it reconnects, so it rejoins under the same member id.
     reconnecting: Vec<Option<u32>>,
+    two_node: bool,
+    monitor: bool,
+    /// Per unit: the epoch of the ownership record EC2 holds (written with each move).
+    epoch: Vec<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -292,6 +296,8 @@ enum Action {
     CatchUp(u32),
     /// A node's acquisition makes its mutating EC2 call (unit index).
     Ec2Write(u32, usize),
+    /// A holder's monitor reads EC2 for a unit another node took (unit index).
+    Monitor(u32, usize),
     /// A node's sync timeout runs out: it declares the silent members unresponsive.
     Unresponsive(u32),
     GraceExpire(MemberId),
@@ -315,6 +321,11 @@ enum Action {
 struct Init {
     denied: Option<u32>,
     drift: Option<u32>,
+    /// corosync's `two_node`: with two nodes, each is quorate alone (once both were seen).
+    two_node: bool,
+    /// Holders monitor EC2 (`Monitor`): an address another node took is taken back, or left
+    /// to it when its ownership record is newer.
+    monitor: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -396,6 +407,9 @@ impl Cluster {
             top_written: vec![0; units.len()],
             kept: vec![None; n],
             reconnecting: vec![None; n],
+            two_node: init.two_node,
+            monitor: init.monitor,
+            epoch: vec![0; units.len()],
             owner_changes: vec![0; units.len()],
             heal_holders: None,
             found: Found::default(),
@@ -419,7 +433,34 @@ impl Cluster {
     }
 
     fn quorate(&self, part: u8) -> bool {
-        self.nodes_in(part).len() * 2 > self.partition.len()
+        let here = self.nodes_in(part).len();
+        if self.two_node && self.partition.len() == 2 {
+            return here > 0;
+        }
+        here * 2 > self.partition.len()
+    }
+
+    /// What a holder's monitor would find for unit `k`, when it changes anything: EC2 points
+    /// at another node, whose ownership record is newer than ours (yield) or not (repair).
+    fn monitor_due(&self, node: u32, k: usize) -> Option<Verdict> {
+        if !self.monitor {
+            return None;
+        }
+        let d = self.daemon(node).filter(|d| d.caught_up())?;
+        let held = d.work[k].0.held()?;
+        let wanted = d.view.held_by_local().into_iter().find(|(u, _)| u == self.units[k]).map(|(_, g)| g);
+        if wanted != Some(held) {
+            return None;
+        }
+        let other = self.ec2[k].filter(|o| *o != node)?;
+        let ours = d.work[k].0.epoch().unwrap_or_default();
+        // `judge_eip`: a newer epoch, or the same one written by a lower instance id, wins.
+        let theirs = self.epoch[k];
+        Some(if theirs > ours || (theirs == ours && format!("i-{other}") < format!("i-{node}")) {
+            Verdict::Yield { to: format!("i-{other}"), epoch: theirs }
+        } else {
+            Verdict::Repair
+        })
     }
 
     /// The prefer list of unit `k` in `node`'s configuration file.
@@ -567,7 +608,8 @@ impl Cluster {
             if self.ec2[k] != Some(node) {
                 continue;
             }
-            if d.work[k].0.acquired(g, ours.get(*unit).copied(), None, true) {
+            // EC2 shows us with our own record: its epoch stays ours.
+            if d.work[k].0.acquired(g, ours.get(*unit).copied(), Some(self.epoch[k]), true) {
                 let me = d.view.local();
                 let held = Body::Held(HeldMsg {
                     unit: unit.to_string(),
@@ -853,24 +895,33 @@ impl Cluster {
     /// stopped, behind, denied or vanished may legitimately move later).
     fn record_heal_holders(&mut self) {
         self.heal_holders = None;
-        let Some(q) = self.parts().into_iter().find(|p| self.quorate(*p)) else {
-            return;
-        };
-        let members = self.members_in(q);
-        let daemons: Vec<&Daemon> = self.nodes_in(q).iter().filter_map(|n| self.daemon(*n)).collect();
-        let views: Vec<&View> = daemons.iter().filter(|d| d.caught_up() && d.view.is_synced()).map(|d| &d.view).collect();
-        let units: BTreeSet<&String> = views.iter().flat_map(|v| v.assignments().keys()).collect();
-        let mut kept = BTreeMap::new();
-        for unit in units {
-            let holders: BTreeSet<Option<MemberId>> =
-                views.iter().map(|v| v.assignments().get(unit).and_then(|a| a.holder)).collect();
-            if let [Some(h)] = holders.into_iter().collect::<Vec<_>>()[..] {
+        // With two_node both sides are quorate; the merge keeps the higher generation.
+        let mut best: BTreeMap<String, (u64, Option<u32>)> = BTreeMap::new();
+        for q in self.parts().into_iter().filter(|p| self.quorate(*p)) {
+            let members = self.members_in(q);
+            let daemons: Vec<&Daemon> = self.nodes_in(q).iter().filter_map(|n| self.daemon(*n)).collect();
+            let views: Vec<&View> = daemons.iter().filter(|d| d.caught_up() && d.view.is_synced()).map(|d| &d.view).collect();
+            let units: BTreeSet<&String> = views.iter().flat_map(|v| v.assignments().keys()).collect();
+            for unit in units {
+                let claims: BTreeSet<(Option<MemberId>, u64)> = views
+                    .iter()
+                    .map(|v| v.assignments().get(unit).map_or((None, 0), |a| (a.holder, a.generation)))
+                    .collect();
+                let [(Some(h), generation)] = claims.into_iter().collect::<Vec<_>>()[..] else { continue };
                 let fine = self.daemon(h.node).is_some_and(|d| d.caught_up()) && !self.denied[idx(h.node)];
-                if members.contains(&h) && fine {
-                    kept.insert(unit.clone(), h.node);
+                let node = (members.contains(&h) && fine).then_some(h.node);
+                match best.get(unit) {
+                    Some((g, _)) if *g > generation => {}
+                    Some((g, n)) if *g == generation && *n != node => {
+                        best.insert(unit.clone(), (generation, None));
+                    }
+                    _ => {
+                        best.insert(unit.clone(), (generation, node));
+                    }
                 }
             }
         }
+        let kept: BTreeMap<String, u32> = best.into_iter().filter_map(|(u, (_, n))| n.map(|n| (u, n))).collect();
         if !kept.is_empty() {
             self.heal_holders = Some(kept);
         }
@@ -966,7 +1017,7 @@ impl Cluster {
                     d.caught_up()
                         && !d.view.awaiting_startup()
                         && !self.timeout_due(n)
-                        && (0..self.units.len()).all(|k| self.write_due(n, k).is_none())
+                        && (0..self.units.len()).all(|k| self.write_due(n, k).is_none() && self.monitor_due(n, k).is_none())
                 })
         })
     }
@@ -998,6 +1049,9 @@ impl ElectionModel {
             for k in 0..self.units.len() {
                 if c.write_due(node, k).is_some() {
                     actions.push(Action::Ec2Write(node, k));
+                }
+                if c.monitor_due(node, k).is_some() {
+                    actions.push(Action::Monitor(node, k));
                 }
             }
             if c.timeout_due(node) {
@@ -1138,9 +1192,12 @@ impl ElectionModel {
                     c.absorb(node, out);
                 } else {
                     c.record_write(node, k, generation);
+                    // The ownership record goes with the move: one past the record EC2 had.
+                    c.epoch[k] = c.epoch[k].saturating_add(1);
+                    let epoch = c.epoch[k];
                     let d = c.daemons[idx(node)].as_mut()?;
                     let wanted = d.view.held_by_local().into_iter().find(|(u, _)| u == unit).map(|(_, g)| g);
-                    if d.work[k].0.acquired(generation, wanted, None, true) {
+                    if d.work[k].0.acquired(generation, wanted, Some(epoch), true) {
                         let held = Body::Held(HeldMsg {
                             unit: unit.to_string(),
                             resource: unit.to_string(),
@@ -1151,6 +1208,13 @@ impl ElectionModel {
                         c.absorb(node, vec![Output::Send(held)]);
                     }
                 }
+                c.reconcile(node);
+            }
+            Action::Monitor(node, k) => {
+                let verdict = c.monitor_due(node, k)?;
+                let d = c.daemons[idx(node)].as_mut()?;
+                let wanted = d.work[k].0.held();
+                let _ = d.work[k].0.monitored(wanted, verdict, None);
                 c.reconcile(node);
             }
             Action::Unresponsive(node) => {
@@ -1310,6 +1374,7 @@ fn internal(a: &Action) -> bool {
             | Action::QuorumNotify(_)
             | Action::CatchUp(_)
             | Action::Ec2Write(..)
+            | Action::Monitor(..)
             | Action::Unresponsive(_)
             | Action::StartupTimer(_)
     )
@@ -1429,7 +1494,10 @@ fn held(c: &Cluster, part: u8) -> bool {
         if v.vanished().contains(&h) {
             return true;
         }
-        v.members().contains(&h) && !c.denied[idx(h.node)] && c.ec2[k] == Some(h.node)
+        // With two_node both sides of a split are quorate: the holder of the side that lost
+        // the address to a newer ownership record yields it and shows that.
+        let yielded = c.daemon(h.node).is_some_and(|d| d.work[k].0.yielded().is_some());
+        v.members().contains(&h) && !c.denied[idx(h.node)] && (c.ec2[k] == Some(h.node) || yielded)
     })
 }
 
@@ -1581,6 +1649,13 @@ fn step_text(model: &ElectionModel, before: &Cluster, action: &Action, after: &C
                 format!("node {n} calls EC2 for {unit} gen {g}: permission denied (it announces it cannot serve {unit})")
             } else {
                 format!("node {n} writes {unit} gen {g} to EC2")
+            }
+        }
+        Action::Monitor(n, k) => {
+            let unit = before.units[*k];
+            match before.monitor_due(*n, *k) {
+                Some(Verdict::Yield { to, epoch }) => format!("node {n}'s monitor finds {unit} on {to} with a newer ownership epoch {epoch}: it yields"),
+                _ => format!("node {n}'s monitor finds {unit} moved without a newer ownership record: it takes it back"),
             }
         }
         Action::Unresponsive(n) => {
@@ -1878,6 +1953,29 @@ fn two_nodes_without_two_node_quorum_never_act_alone() {
     report(run("atomic, 2 nodes", atomic(2, 3), 10, &except(&[TOTEM_FINDING])));
 }
 
+/// The properties that assume one quorate partition at a time. With `two_node` each side of
+/// a split is quorate and acts, by corosync's design: both may write (the newer ownership
+/// record wins and the other side yields), their generations are counted apart, both hold a
+/// permit until the heal's CPG change reaches them, and a side whose quorum news comes after
+/// the network healed still elects.
+const TWO_NODE_BOTH_ACT: &[&str] = &[ONE_WRITER, STALE_WRITE, ONE_ACTING, NOTHING_MOVES_ON_HEAL];
+
+/// corosync's `two_node`: each node of a pair is quorate alone, so both sides of a split
+/// elect. What keeps them from fighting is the ownership record EC2 holds: the side that
+/// moves the address writes a newer epoch, the other side's monitor yields to it and never
+/// takes the address back, and the heal keeps the newer generation. Modelled with holders that
+/// monitor EC2, daemon crashes and restarts, and per-node corosync news.
+#[test]
+fn two_node_splits_move_once_and_never_fight() {
+    let two_node = Init { two_node: true, monitor: true, ..Init::default() };
+    let model = ElectionModel {
+        process_faults: true,
+        inits: vec![two_node],
+        ..per_node(2, 2, WEB)
+    };
+    report(run("per-node, two_node, monitors", model, env("MODEL_TWO_NODE_DEPTH", 16), &except(&[TWO_NODE_BOTH_ACT])));
+}
+
 #[test]
 fn election_and_handover_are_safe_for_four_nodes() {
     report(run("atomic, 4 nodes", atomic(4, 3), env("MODEL_DEPTH_4", 8), &except(&[TOTEM_FINDING])));
@@ -2006,7 +2104,7 @@ fn a_resumed_daemon_never_writes_with_its_old_permit() {
 fn denied_successors_hand_over() {
     let model = ElectionModel {
         recover: true,
-        inits: (1..=3).map(|n| Init { denied: Some(n), drift: None }).collect(),
+        inits: (1..=3).map(|n| Init { denied: Some(n), ..Init::default() }).collect(),
         ..per_node(3, 3, WEB)
     };
     report(run("per-node with a denied node", model, env("MODEL_DENIED_DEPTH", 12), ALL));
@@ -2017,7 +2115,7 @@ fn denied_successors_hand_over() {
 #[test]
 fn configuration_drift_never_fights() {
     let model = ElectionModel {
-        inits: (1..=3).map(|n| Init { denied: None, drift: Some(n) }).collect(),
+        inits: (1..=3).map(|n| Init { drift: Some(n), ..Init::default() }).collect(),
         ..per_node(3, 3, UNITS)
     };
     report(run("per-node with a drifted file", model, env("MODEL_DRIFT_DEPTH", 11), ALL));
@@ -2039,6 +2137,7 @@ fn explore_plan() {
         inits: vec![Init {
             denied: node("MODEL_PLAN_DENIED"),
             drift: node("MODEL_PLAN_DRIFT"),
+            ..Init::default()
         }],
         max_disruptions: u8::MAX,
         ..per_node(env("MODEL_PLAN_NODES", 3) as u32, 0, UNITS)
