@@ -46,6 +46,13 @@
 //!   points at. Retries are due at once (time is not modelled: a fixed instant is captured
 //!   once, acquisitions fail "now" and the holder reconciles an hour later); two holdings
 //!   that differ only in retry bookkeeping are the same state.
+//! - **Monitors** (`Monitor(node, unit)`): a holder whose address EC2 shows on another node
+//!   reads the ownership record there: a newer epoch (or the same one from a lower instance
+//!   id) is a holder elected in another partition, and it yields; otherwise it takes the
+//!   address back (a repair: a new acquisition, so a new write through the gate). Every write
+//!   records epoch + 1, as the product writes the record before it moves the address (one
+//!   step here).
+//! - **`two_node`** (one test): with two nodes each side of a split is quorate.
 //! - **Configuration drift**: an initial state where one node's `prefer` for the first unit
 //!   differs from the others' (it starts after the others placed the units).
 //!
@@ -276,7 +283,6 @@ struct Cluster {
     /// when it reconnects, so it rejoins under the same member id.
     reconnecting: Vec<Option<u32>>,
     two_node: bool,
-    monitor: bool,
     /// Per unit: the epoch of the ownership record EC2 holds (written with each move).
     epoch: Vec<u64>,
 }
@@ -323,9 +329,6 @@ struct Init {
     drift: Option<u32>,
     /// corosync's `two_node`: with two nodes, each is quorate alone (once both were seen).
     two_node: bool,
-    /// Holders monitor EC2 (`Monitor`): an address another node took is taken back, or left
-    /// to it when its ownership record is newer.
-    monitor: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -408,7 +411,6 @@ impl Cluster {
             kept: vec![None; n],
             reconnecting: vec![None; n],
             two_node: init.two_node,
-            monitor: init.monitor,
             epoch: vec![0; units.len()],
             owner_changes: vec![0; units.len()],
             heal_holders: None,
@@ -443,9 +445,6 @@ impl Cluster {
     /// What a holder's monitor would find for unit `k`, when it changes anything: EC2 points
     /// at another node, whose ownership record is newer than ours (yield) or not (repair).
     fn monitor_due(&self, node: u32, k: usize) -> Option<Verdict> {
-        if !self.monitor {
-            return None;
-        }
         let d = self.daemon(node).filter(|d| d.caught_up())?;
         let held = d.work[k].0.held()?;
         let wanted = d.view.held_by_local().into_iter().find(|(u, _)| u == self.units[k]).map(|(_, g)| g);
@@ -1963,11 +1962,11 @@ const TWO_NODE_BOTH_ACT: &[&str] = &[ONE_WRITER, STALE_WRITE, ONE_ACTING, NOTHIN
 /// corosync's `two_node`: each node of a pair is quorate alone, so both sides of a split
 /// elect. What keeps them from fighting is the ownership record EC2 holds: the side that
 /// moves the address writes a newer epoch, the other side's monitor yields to it and never
-/// takes the address back, and the heal keeps the newer generation. Modelled with holders that
-/// monitor EC2, daemon crashes and restarts, and per-node corosync news.
+/// takes the address back, and the heal keeps the newer generation. Modelled with daemon
+/// crashes and restarts, and per-node corosync news.
 #[test]
 fn two_node_splits_move_once_and_never_fight() {
-    let two_node = Init { two_node: true, monitor: true, ..Init::default() };
+    let two_node = Init { two_node: true, ..Init::default() };
     let model = ElectionModel {
         process_faults: true,
         inits: vec![two_node],
