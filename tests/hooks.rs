@@ -197,6 +197,32 @@ fn a_reload_ends_the_health_check_it_was_running_and_leaves_no_zombie() {
     assert_eq!(lab.daemon_pid(holder), Some(daemon), "the reload keeps the process");
     let zombies = zombie_children(daemon);
     assert!(zombies.is_empty(), "children left unreaped across the re-exec: {zombies:?}");
+
+    // A reload that adds a check which would hang for 20 s: the reloaded daemon rejoins first
+    // and runs the new check afterwards, so the peers' 5 s reattach grace never runs out and
+    // nothing moves. (Run first, it held the rejoin up for the whole 20 s.)
+    let added = format!(
+        "{config}\n[[health]]\nname = \"added\"\ncommand = \"if [ -e /run/slow ]; then exec sleep 20.7; fi\"\ninterval = \"5s\"\ntimeout = \"30s\"\n"
+    );
+    lab.write_daemon_config(holder, &added).unwrap();
+    lab.node_exec(holder, &["/usr/bin/touch", "/run/slow"]).unwrap();
+    let since = lab::unix_now();
+    let reloads = lab.daemon_log(holder).matches("reloading").count();
+    lab.signal_daemon(holder, Signal::SIGHUP).unwrap();
+    lab.wait_for("second re-exec logged", SETTLE, || {
+        Ok((lab.daemon_log(holder).matches("reloading").count() > reloads).then_some(()))
+    })
+    .unwrap();
+    lab.wait_for("the added check runs after the rejoin", SETTLE, || Ok((!pids_running(&["sleep", "20.7"]).is_empty()).then_some(())))
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.logs()));
+    // Longer than the reattach grace: a rejoin held up by the check would have moved it by now.
+    std::thread::sleep(Duration::from_secs(7));
+    let status = lab.daemon_status(holder).unwrap();
+    assert!(status.synced, "the reloaded daemon rejoined while its new check still runs");
+    assert_eq!(lab.settled_holder(&[0, 1], 2, SETTLE).unwrap(), holder, "the reload kept the address");
+    let moved = lab.mutating_calls_since(since).unwrap();
+    assert!(moved.is_empty(), "the reload with a new check moved something: {moved:?}");
+    lab.node_exec(holder, &["/bin/rm", "-f", "/run/slow"]).unwrap();
     let _ = &mut lab;
     lab.assert_no_panics();
 }

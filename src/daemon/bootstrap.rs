@@ -435,11 +435,18 @@ async fn dns_targets(ec2: &Ec2, identity: &Identity, config: &Config, read_now: 
 }
 
 /// Health checks run once before we join, so our first announcement is already right. After a
-/// reload, a check the previous process ran keeps its state instead (the periodic run follows).
+/// reload, a check the previous process ran keeps its state instead, and a check the reload
+/// added starts as passing: running it first would hold up the rejoin (for up to its timeout)
+/// while the peers' reattach grace runs. The periodic run after the rejoin judges both, and
+/// `fall` failures make the node ineligible as for any check.
 async fn first_health_checks(config: &Config, handed: Option<&BTreeMap<String, bool>>) -> Vec<HealthState> {
     let mut health = Vec::new();
     for check in &config.health {
-        if let Some(&healthy) = handed.and_then(|h| h.get(&check.name)) {
+        if let Some(handed) = handed {
+            let healthy = handed.get(&check.name).copied().unwrap_or_else(|| {
+                info!(check = %check.name, "health check added by the reload: judged by its periodic runs after the rejoin");
+                true
+            });
             health.push(HealthState {
                 tracker: HealthTracker::new(check.rise, check.fall, healthy),
                 last_error: None,
