@@ -871,14 +871,7 @@ fn a_member_back_alone_with_its_kept_table_gives_the_absent_holder_the_grace() {
     assert_eq!(p.holder("web"), Some(m(1, 1)));
     let kept: BTreeMap<MemberId, Vec<WireAssignment>> =
         p.views.iter().map(|(id, v)| (*id, v.table_to_keep().expect("synced"))).collect();
-    let rejoin = |q: &mut Partition, id: MemberId| {
-        let mut v = View::new(id, info(id, true, &[]), vec![UnitSpec::new("web", vec![1])]);
-        v.seed(kept[&id].clone());
-        q.views.insert(id, v);
-        let members = q.members();
-        q.broadcast(Event::Confchg { members, left: vec![], joined: vec![id] });
-        q.settle();
-    };
+    let rejoin = |q: &mut Partition, id: MemberId| rejoin_with_kept_table(q, id, &kept[&id], &[]);
     let mut q = Partition::new(&["web"]);
     rejoin(&mut q, m(2, 1));
     assert!(q.all_synced());
@@ -965,14 +958,7 @@ fn a_kept_table_waits_for_the_daemons_of_every_node_before_anyone_acts() {
     let newer = p.views[&m(2, 1)].table_to_keep().unwrap();
     assert!(newer[0].generation > stale[0].generation);
 
-    let rejoin = |q: &mut Partition, id: MemberId, table: &Vec<WireAssignment>| {
-        let mut v = View::new(id, info(id, true, &[1, 2]), vec![UnitSpec::new("web", vec![1])]);
-        v.seed(table.clone());
-        q.views.insert(id, v);
-        let members = q.members();
-        q.broadcast(Event::Confchg { members, left: vec![], joined: vec![id] });
-        q.settle();
-    };
+    let rejoin = |q: &mut Partition, id: MemberId, table: &Vec<WireAssignment>| rejoin_with_kept_table(q, id, table, &[1, 2]);
     let mut q = Partition::new(&["web"]);
     q.nodes = vec![1, 2];
     rejoin(&mut q, m(1, 1), &stale);
@@ -996,4 +982,15 @@ fn a_kept_table_waits_for_the_daemons_of_every_node_before_anyone_acts() {
     alone.settle();
     assert!(alone.views[&m(1, 1)].may_act());
     assert_eq!(alone.holder("web"), Some(m(1, 1)));
+}
+
+/// A daemon reconnects to `q` with the table it kept (seeded as the daemon does), corosync
+/// listing `nodes`, and the partition delivers what follows.
+fn rejoin_with_kept_table(q: &mut Partition, id: MemberId, table: &[WireAssignment], nodes: &[u32]) {
+    let mut v = View::new(id, info(id, true, nodes), vec![UnitSpec::new("web", vec![1])]);
+    v.seed(table.to_vec());
+    q.views.insert(id, v);
+    let members = q.members();
+    q.broadcast(Event::Confchg { members, left: vec![], joined: vec![id] });
+    q.settle();
 }

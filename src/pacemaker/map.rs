@@ -244,28 +244,16 @@ impl Ctx {
         });
     }
     fn mapped(&mut self, subject: &str, text: impl Into<String>) {
-        self.report.mapped.push(Note {
-            subject: subject.to_owned(),
-            text: text.into(),
-        });
+        note(&mut self.report.mapped, subject, text);
     }
     fn unmapped(&mut self, subject: &str, text: impl Into<String>) {
-        self.report.unmapped.push(Note {
-            subject: subject.to_owned(),
-            text: text.into(),
-        });
+        note(&mut self.report.unmapped, subject, text);
     }
     fn behaviour(&mut self, subject: &str, text: impl Into<String>) {
-        self.report.behaviour.push(Note {
-            subject: subject.to_owned(),
-            text: text.into(),
-        });
+        note(&mut self.report.behaviour, subject, text);
     }
     fn not_imported(&mut self, subject: &str, text: impl Into<String>) {
-        self.report.not_imported.push(Note {
-            subject: subject.to_owned(),
-            text: text.into(),
-        });
+        note(&mut self.report.not_imported, subject, text);
     }
 }
 
@@ -1409,6 +1397,14 @@ fn render(
         }
     }
     t
+}
+
+/// Adds a line of the report about `subject`.
+fn note(list: &mut Vec<Note>, subject: &str, text: impl Into<String>) {
+    list.push(Note {
+        subject: subject.to_owned(),
+        text: text.into(),
+    });
 }
 
 #[cfg(test)]
