@@ -781,7 +781,7 @@ impl View {
                 }
             }
             Body::Move { unit, to } => {
-                if self.is_synced() && self.partition_quorate() {
+                if self.is_synced() && self.partition_quorate() && !self.unconfirmed {
                     self.planned_move(&unit, to, &mut out);
                 }
             }

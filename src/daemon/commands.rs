@@ -83,6 +83,9 @@ impl Daemon {
         if !view.partition_quorate() {
             return Err("the partition is not quorate: nothing can move".into());
         }
+        if view.unconfirmed() {
+            return Err("the cluster's table was kept across a reload or a lost corosync connection and is not confirmed yet (the daemons of every node are not back): nothing can move until it is; see `corosync-eip status`".into());
+        }
         if let Some(c) = view.conflicts().into_iter().find(|c| c.unit == unit) {
             return Err(format!("`{unit}` cannot move: {c}"));
         }
