@@ -256,6 +256,10 @@ pub struct FailoverTimeline {
     pub detected_at: String,
     /// Milliseconds until this node was elected holder.
     pub elected_ms: u64,
+    /// Milliseconds until the departed holder's instance was stopped (`[fencing]`); null when
+    /// this takeover fenced nobody.
+    #[serde(default)]
+    pub fenced_ms: Option<u64>,
     /// Milliseconds until the association or route change was sent; null when EC2 already
     /// pointed at this node.
     pub associate_sent_ms: Option<u64>,

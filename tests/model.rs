@@ -1182,7 +1182,7 @@ impl ElectionModel {
                         .find(|d| d.caught_up() && d.view.vanished().contains(&member))
                         .map(|d| d.view.local());
                     if let Some(from) = sender {
-                        c.queues.entry(p).or_default().push_back(Item::Msg(from, Body::GraceExpired { member }));
+                        c.queues.entry(p).or_default().push_back(Item::Msg(from, Body::GraceExpired { member, node_down: false }));
                     }
                 }
             }

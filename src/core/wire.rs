@@ -100,6 +100,11 @@ pub enum Body {
     GraceExpired {
         /// The vanished member whose addresses are now handed to another member.
         member: MemberId,
+        /// The grace ended because the member's node left the totem membership (not only its
+        /// daemon): its instance may still run and must be fenced before a takeover when
+        /// fencing is on. Never sent when false, so older peers read the message as before.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        node_down: bool,
     },
 }
 
@@ -226,6 +231,11 @@ pub struct StateMsg {
     /// re-exec, and no round has confirmed it yet (see `View::unconfirmed`).
     #[serde(default)]
     pub kept: bool,
+    /// The last instance each corosync node's daemon announced, as the sender knows them: a
+    /// joiner elected for a departed holder's units must fence the same instance the others
+    /// would have.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub instances: BTreeMap<u32, String>,
 }
 
 /// Who holds one unit, as the sender's table says.
@@ -241,6 +251,22 @@ pub struct WireAssignment {
     /// joiners see them verified too.
     #[serde(default)]
     pub verified: Vec<HeldMsg>,
+    /// While the unit has no holder: the holder that left without releasing it, whose
+    /// instance the successor stops first when fencing is on (see [`FenceTarget`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fence: Option<FenceTarget>,
+}
+
+/// A holder that left the cluster without releasing its units (its node left the corosync
+/// membership): with `[fencing] stop_instance`, its successor stops its instance before it
+/// moves anything.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct FenceTarget {
+    /// The daemon that held the unit.
+    pub member: MemberId,
+    /// Its EC2 instance, as its own States (or its Held announcements) named it; None when no
+    /// member of the partition ever learnt it, which makes the fence fail rather than guess.
+    pub instance_id: Option<String>,
 }
 
 /// How a member left the group, which decides when its units are taken over.
