@@ -64,7 +64,7 @@ pub enum FenceError {
         state: String,
     },
     /// An EC2 call failed (denied, unreachable, refused, or the write gate closed).
-    #[error("fencing {instance}: {source}")]
+    #[error("fencing {instance}: EC2 {} failed: {}", .source.api, .source.summary())]
     Ec2 {
         /// The instance being fenced.
         instance: String,

@@ -615,7 +615,7 @@ impl View {
             synced: self.knows_cluster,
             placed: self.placed,
             kept: self.unconfirmed,
-            instances: self.instances.clone(),
+            instances: self.instances.iter().map(|(n, i)| (*n, i.clone())).collect(),
             assignments: self
                 .assignments
                 .iter()

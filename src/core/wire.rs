@@ -233,9 +233,10 @@ pub struct StateMsg {
     pub kept: bool,
     /// The last instance each corosync node's daemon announced, as the sender knows them: a
     /// joiner elected for a departed holder's units must fence the same instance the others
-    /// would have.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub instances: BTreeMap<u32, String>,
+    /// would have. Pairs, not a map: a JSON object's keys are strings, which serde cannot
+    /// read back as node ids inside the tagged, flattened envelope.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub instances: Vec<(u32, String)>,
 }
 
 /// Who holds one unit, as the sender's table says.
@@ -381,6 +382,54 @@ mod tests {
             decode(br#"{"v":1,"type":"quorum","quorate":true,"nodes":[1,2]}"#).unwrap(),
             Body::Quorum { quorate: true, nodes: vec![1, 2], ring: None, config: None, pending: false }
         );
+    }
+
+    #[test]
+    fn fencing_fields_survive_the_envelope_and_older_peers_read_them_as_before() {
+        let member = MemberId { node: 3, pid: 30 };
+        let grace = Body::GraceExpired { member, node_down: true };
+        assert_eq!(decode(&encode(&grace)).unwrap(), grace);
+        // Never sent when false: an older peer's message is the same.
+        let quiet = encode(&Body::GraceExpired { member, node_down: false });
+        assert!(!String::from_utf8(quiet.clone()).unwrap().contains("node_down"));
+        assert_eq!(
+            decode(br#"{"v":1,"type":"grace_expired","member":{"node":3,"pid":30}}"#).unwrap(),
+            Body::GraceExpired { member, node_down: false }
+        );
+        let state = Body::State(StateMsg {
+            info: MemberInfo {
+                instance_id: "i-1".into(),
+                network_interface_id: None,
+                version: "t".into(),
+                resources: vec![],
+                quorate: true,
+                eligible: true,
+                standby: false,
+                nodes: vec![],
+                availability_zone: None,
+                protocol: PROTOCOL,
+                ring: None,
+                units: BTreeMap::new(),
+                cannot_serve: vec![],
+                name: None,
+                hostname: None,
+            },
+            round: vec![member],
+            synced: true,
+            assignments: vec![WireAssignment {
+                resource: "web".into(),
+                holder: None,
+                generation: 2,
+                verified: vec![],
+                fence: Some(FenceTarget { member, instance_id: Some("i-3".into()) }),
+            }],
+            vanished: vec![],
+            departed: vec![],
+            placed: true,
+            kept: false,
+            instances: vec![(1, "i-1".into()), (3, "i-3".into())],
+        });
+        assert_eq!(decode(&encode(&state)).unwrap(), state);
     }
 
     #[test]

@@ -167,6 +167,19 @@ impl Daemon {
             not_before: d.event.not_before,
             drained_until: d.until,
         });
+        s.fencing = Some(crate::status::FencingStatus {
+            stop_instance: self.config.fencing.stop_instance,
+            timeout_ms: u64::try_from(self.config.fencing.timeout.as_millis()).unwrap_or(u64::MAX),
+            delay_ms: u64::try_from(self.config.fencing.delay.as_millis()).unwrap_or(u64::MAX),
+            last: self.fencer.last().map(|l| crate::status::LastFence {
+                node_id: l.node_id,
+                instance_id: l.instance_id,
+                result: l.result.to_owned(),
+                error: l.error,
+                ms: l.ms,
+                at: humantime::format_rfc3339_millis(l.at).to_string(),
+            }),
+        });
         s.binary_replaced = super::lifecycle::binary_replaced(&self.exe);
         if s.binary_replaced {
             s.warnings.push(format!(

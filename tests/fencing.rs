@@ -1,0 +1,143 @@
+//! `[fencing] stop_instance` on the lab (3 nodes, real corosync, moto as EC2): a successor
+//! stops the departed holder's instance before it moves the address, only when the holder's
+//! node left; a planned stop and a daemon restart within the grace never stop anything; a
+//! fence that fails leaves the address where it is. Assertions are on what EC2 says and on the
+//! emulator's request log, never on timings.
+//!
+//! Needs root and `scripts/setup.sh`. Lab name `fen`, subnet 94.
+
+use std::time::Duration;
+
+use lab::{Lab, LabSpec, Signal};
+
+const SETTLE: Duration = Duration::from_secs(40);
+
+fn config(lab: &Lab, prefer: &[usize]) -> String {
+    let prefer: Vec<String> = prefer.iter().map(|i| lab.node_id(*i).to_string()).collect();
+    format!(
+        "[cluster]\ngroup = \"corosync-eip\"\nmonitor_interval = \"2s\"\nreattach_grace = \"5s\"\nprefer = [{}]\n\n\
+         [aws]\nacquire_timeout = \"5s\"\n\n\
+         [fencing]\nstop_instance = true\ntimeout = \"20s\"\n\n\
+         [[eip]]\nname = \"eip1\"\nallocation_id = \"{}\"\n",
+        prefer.join(", "),
+        lab.allocation_ids()[0]
+    )
+}
+
+fn settled(lab: &Lab, nodes: &[usize], members: usize) -> usize {
+    lab.settled_holder(nodes, members, SETTLE).unwrap_or_else(|e| panic!("{e:#}\n{}", lab.logs()))
+}
+
+/// StopInstances calls (DryRun probes excluded) since `since`: (node, instance).
+fn stops_since(lab: &Lab, since: f64) -> Vec<(Option<usize>, String)> {
+    lab.ec2_requests()
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.t >= since && r.action == "StopInstances" && r.param("DryRun") != Some("true"))
+        .map(|r| (lab.node_by_ip(&r.source), r.param("InstanceId.1").unwrap_or_default().to_string()))
+        .collect()
+}
+
+fn associates_since(lab: &Lab, since: f64) -> Vec<lab::Ec2Request> {
+    lab.ec2_requests().unwrap().into_iter().filter(|r| r.t >= since && r.action == "AssociateAddress").collect()
+}
+
+/// Corosync and the daemon of node `i` die: the node leaves the membership.
+fn lose_node(lab: &mut Lab, i: usize) {
+    lab.kill_corosync(i, Signal::SIGKILL);
+    lab.kill_daemon(i);
+}
+
+#[test]
+fn fencing_stops_a_lost_holder_first_and_only_then() {
+    let mut lab = Lab::start(LabSpec::new("fen", 94, 3)).expect("lab starts");
+    // Node 2's role may do everything but StopInstances: its fences fail (scenario 4). The
+    // others sign with the lab's keys, which act as the account root.
+    let (key, secret) = lab.create_iam_user("node2", &lab::full_policy()).expect("IAM user");
+    lab.enforce_iam(true).expect("IAM enforcement on");
+    lab.set_daemon_env(2, "AWS_ACCESS_KEY_ID", &key);
+    lab.set_daemon_env(2, "AWS_SECRET_ACCESS_KEY", &secret);
+    let text = config(&lab, &[0, 2, 1]);
+    for i in 0..3 {
+        lab.write_daemon_config(i, &text).unwrap();
+        lab.start_daemon(i).unwrap();
+    }
+    let alloc = lab.allocation_ids()[0].clone();
+    assert_eq!(settled(&lab, &[0, 1, 2], 3), 0, "prefer puts eip1 on node 0");
+
+    // (2) A planned stop of the holder is a release: node 2 takes over, nobody is stopped.
+    let t = lab::unix_now();
+    lab.signal_daemon(0, Signal::SIGTERM).unwrap();
+    assert_eq!(lab.wait_daemon_exit(0, Duration::from_secs(10)).unwrap(), Some(0));
+    assert_eq!(settled(&lab, &[1, 2], 2), 2);
+    assert_eq!(stops_since(&lab, t), vec![], "a release is never fenced");
+    lab.start_daemon(0).unwrap();
+    assert_eq!(settled(&lab, &[0, 1, 2], 3), 2, "sticky: nothing moves back");
+
+    // (3) The holder's daemon dies and is back within the reattach grace: nothing moves,
+    // nobody is stopped.
+    let t = lab::unix_now();
+    lab.kill_daemon(2);
+    std::thread::sleep(Duration::from_secs(1));
+    lab.start_daemon(2).unwrap();
+    assert_eq!(settled(&lab, &[0, 1, 2], 3), 2);
+    assert_eq!(stops_since(&lab, t), vec![], "a daemon restart within the grace is never fenced");
+    assert!(lab.mutating_calls_since(t).unwrap().is_empty(), "nothing written");
+
+    // (1) The holder's node is lost: node 0 (prefer) stops node 2's instance, sees it down,
+    // and only then moves the address, once.
+    let t = lab::unix_now();
+    lose_node(&mut lab, 2);
+    assert_eq!(settled(&lab, &[0, 1], 2), 0);
+    let stops = stops_since(&lab, t);
+    assert_eq!(stops, vec![(Some(0), lab.instance_id(2).to_string())], "one fence, by the successor");
+    let log = lab.ec2_requests().unwrap();
+    let stop_at = log.iter().position(|r| r.t >= t && r.action == "StopInstances" && r.param("DryRun") != Some("true")).unwrap();
+    let assoc_at = log.iter().position(|r| r.t >= t && r.action == "AssociateAddress").expect("the address moved");
+    assert!(stop_at < assoc_at, "StopInstances before AssociateAddress");
+    assert!(
+        log[stop_at..assoc_at].iter().any(|r| r.action == "DescribeInstances" && lab.node_by_ip(&r.source) == Some(0)),
+        "the successor saw the instance down before it moved the address"
+    );
+    assert_eq!(log[stop_at].param("Force"), Some("true"), "force stop");
+    assert_eq!(associates_since(&lab, t).len(), 1, "the address moved once");
+    assert_eq!(lab.instance_state(2).unwrap(), "stopped");
+    assert_eq!(lab.eip_holder(&alloc).unwrap(), Some(0));
+    let s = lab.daemon_status_json(0).unwrap();
+    let failover = &s["resources"][0]["last_failover"];
+    assert!(failover["fenced_ms"].is_u64(), "the timeline shows the fence: {failover}");
+    assert_eq!(s["fencing"]["last"]["result"], "stopped", "{}", s["fencing"]);
+    assert!(lab.daemon_log(0).contains("→ fenced +"), "the timeline line shows the fence step");
+
+    // Node 2 comes back (its instance started again): a member again, holding nothing.
+    lab.start_instance(2).unwrap();
+    lab.start_corosync(2).unwrap();
+    lab.start_daemon(2).unwrap();
+    assert_eq!(settled(&lab, &[0, 1, 2], 3), 0);
+
+    // (4) The holder's node is lost and the successor (node 2, by prefer) may not call
+    // StopInstances: the fence fails, the address stays on node 0's instance, no move, and
+    // node 2 keeps the unit (a failed fence never hands it over) and says why.
+    let t = lab::unix_now();
+    lose_node(&mut lab, 0);
+    let status = lab
+        .wait_for("node 2 reports the failed fence", SETTLE, || {
+            let s = lab.daemon_status_json(2)?;
+            let failed = s["fencing"]["last"]["result"] == "failed";
+            Ok(failed.then_some(s))
+        })
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.logs()));
+    let error = status["fencing"]["last"]["error"].as_str().unwrap_or_default().to_string();
+    assert!(error.contains("StopInstances") && error.contains("UnauthorizedOperation"), "{error}");
+    let last_error = status["resources"][0]["last_error"].as_str().unwrap_or_default().to_string();
+    assert!(last_error.contains("StopInstances"), "status names the failed fence: {last_error}");
+    // A few retries later, still nothing has moved.
+    std::thread::sleep(Duration::from_secs(8));
+    assert_eq!(associates_since(&lab, t).len(), 0, "a failed fence is never a move");
+    assert_eq!(lab.eip_holder(&alloc).unwrap(), Some(0), "the address stays where it is");
+    assert_eq!(lab.instance_state(0).unwrap(), "running");
+    let s = lab.daemon_status_json(1).unwrap();
+    assert_eq!(s["resources"][0]["holder"]["node_id"], lab.node_id(2), "not handed to node 1: {}", s["resources"][0]);
+    assert!(lab.daemon_log(2).contains("fence failed"), "logged");
+    lab.assert_no_panics();
+}
