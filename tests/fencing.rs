@@ -65,6 +65,26 @@ fn fencing_stops_a_lost_holder_first_and_only_then() {
     let alloc = lab.allocation_ids()[0].clone();
     assert_eq!(settled(&lab, &[0, 1, 2], 3), 0, "prefer puts eip1 on node 0");
 
+    // `check` proves StopInstances with DryRun (the emulator honours DryRun there: nothing is
+    // stopped), and names it when the role lacks it.
+    let check = |i: usize, env: &[(&str, &str)]| {
+        let bin = lab.spec().daemon_bin.display().to_string();
+        let mut cmd = lab.node_command(i, &[&bin, "check", "--config", lab::DAEMON_CONFIG]);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.stdin(std::process::Stdio::null()).output().expect("runs check");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let allowed = check(0, &[]);
+    let line = allowed.lines().find(|l| l.contains("StopInstances")).unwrap_or_else(|| panic!("no StopInstances item:\n{allowed}"));
+    assert!(line.contains("allowed") && line.contains("fencing"), "{line}");
+    let denied = check(2, &[("AWS_ACCESS_KEY_ID", &key), ("AWS_SECRET_ACCESS_KEY", &secret)]);
+    let line = denied.lines().find(|l| l.contains("StopInstances")).unwrap_or_else(|| panic!("no StopInstances item:\n{denied}"));
+    assert!(!line.contains("allowed"), "{line}");
+    assert!(denied.contains("FenceClusterInstances"), "the remedy quotes the scoped statement:\n{denied}");
+    assert!((0..3).all(|i| lab.instance_state(i).unwrap() == "running"), "DryRun stopped nothing");
+
     // (2) A planned stop of the holder is a release: node 2 takes over, nobody is stopped.
     let t = lab::unix_now();
     lab.signal_daemon(0, Signal::SIGTERM).unwrap();
