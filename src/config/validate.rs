@@ -717,8 +717,8 @@ fn hook(index: usize, n: RawNotify) -> Result<NotifyConfig, Invalid> {
         "",
     )?;
     let events = n.events.unwrap_or_else(|| vec!["acquire".into(), "release".into(), "fault".into()]);
-    if let Some(bad) = events.iter().find(|e| !matches!(e.as_str(), "acquire" | "release" | "fault" | "drain" | "undrain")) {
-        return Err(invalid(key("events"), format!("`{bad}` is not one of acquire, release, fault, drain, undrain")));
+    if let Some(bad) = events.iter().find(|e| !matches!(e.as_str(), "acquire" | "release" | "fault" | "drain" | "undrain" | "fence")) {
+        return Err(invalid(key("events"), format!("`{bad}` is not one of acquire, release, fault, drain, undrain, fence")));
     }
     Ok(NotifyConfig {
         name: n.name,

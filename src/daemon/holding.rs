@@ -266,6 +266,7 @@ impl Daemon {
         acquired: kinds::Acquired,
         fenced: Option<Instant>,
     ) -> Result<(), CorosyncError> {
+        self.fence_hook();
         let ours: BTreeMap<String, u64> = view.held_by_local().into_iter().collect();
         let Some(local) = self.resources.get_mut(resource) else { return Ok(()) };
         let wanted = ours.get(&local.unit).copied();
@@ -339,6 +340,7 @@ impl Daemon {
         generation: u64,
         error: AcquireError,
     ) -> Result<(), CorosyncError> {
+        self.fence_hook();
         let Some(local) = self.resources.get_mut(resource) else { return Ok(()) };
         if local.holding.acquiring() == Some(generation) {
             local.task = None;
@@ -366,6 +368,36 @@ impl Daemon {
         self.apply_effects(resource, effects);
         self.hook(resource, HookEvent::Fault, "holder", message);
         self.announce_capability(cs, view).await
+    }
+
+    /// Tells the `fence` hooks of a fence this node carried out (or failed), once per fence:
+    /// the addresses of one departure share it, an instance already down is no news, and the
+    /// retries of a fence that keeps failing tell once.
+    fn fence_hook(&mut self) {
+        let Some(last) = self.fencer.last() else { return };
+        let seen = self.fence_hooked.replace((last.at, last.result));
+        if seen.is_some_and(|(at, result)| at == last.at || (result == "failed" && last.result == "failed"))
+            || last.result == "already_down"
+        {
+            return;
+        }
+        let (Some(node_id), false) = (self.node_id, self.config.notify.is_empty()) else { return };
+        let instance = last.instance_id.clone().unwrap_or_else(|| "(unknown instance)".into());
+        let detail = match &last.error {
+            None => format!("stopped {instance} of node {} in {} ms", last.node_id, last.ms),
+            Some(e) => format!("failed to stop {instance} of node {}: {e}", last.node_id),
+        };
+        self.notifier.fire(HookContext {
+            event: HookEvent::Fence,
+            resource: String::new(),
+            group: String::new(),
+            kind: "node",
+            role: "holder",
+            address: String::new(),
+            node_id,
+            instance_id: self.identity.instance_id.clone(),
+            detail,
+        });
     }
 
     /// Units this node cannot serve now, as announced to the others.

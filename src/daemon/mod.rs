@@ -171,6 +171,8 @@ pub struct Daemon {
     kinds: kinds::Context,
     /// Stops a departed holder's instance before a takeover (`[fencing]`).
     fencer: Arc<crate::fence::Fencer>,
+    /// When the fence the `fence` hook last told of ended, and its result.
+    fence_hooked: Option<(SystemTime, &'static str)>,
     /// The snapshot the control socket serves as `status`.
     status: SharedStatus,
     /// Every configured address, by resource name.
