@@ -18,10 +18,34 @@ fn config(lab: &Lab, prefer: &[usize]) -> String {
         "[cluster]\ngroup = \"corosync-eip\"\nmonitor_interval = \"2s\"\nreattach_grace = \"5s\"\nprefer = [{}]\n\n\
          [aws]\nacquire_timeout = \"5s\"\n\n\
          [fencing]\nstop_instance = true\ntimeout = \"20s\"\n\n\
-         [[eip]]\nname = \"eip1\"\nallocation_id = \"{}\"\n",
+         [[eip]]\nname = \"eip1\"\nallocation_id = \"{}\"\n\n\
+         [[notify]]\nname = \"fence\"\ncommand = \"env | grep ^COROSYNC_EIP_ | sort >> /run/fence-hook.log; echo --- >> /run/fence-hook.log\"\n\
+         events = [\"fence\"]\n",
         prefer.join(", "),
         lab.allocation_ids()[0]
     )
+}
+
+/// `status --json` of node `i`, the daemon's own bytes, valid against the published schema.
+fn status_valid(lab: &Lab, i: usize) -> serde_json::Value {
+    let status = lab.daemon_status_json(i).unwrap();
+    let schema = lab::repo_root().join("docs/status.schema.json");
+    let check = format!(
+        "import json,sys,jsonschema; jsonschema.validate(json.loads(sys.argv[1]), json.load(open('{}')))",
+        schema.display()
+    );
+    let out = std::process::Command::new(lab::venv_python()).args(["-c", &check, &status.to_string()]).output().unwrap();
+    assert!(out.status.success(), "node {i} status violates the schema: {}", String::from_utf8_lossy(&out.stderr));
+    status
+}
+
+/// The `fence` hook's runs on node `i`: (COROSYNC_EIP_EVENT, COROSYNC_EIP_DETAIL).
+fn fence_hooks(lab: &Lab, i: usize) -> Vec<(String, String)> {
+    lab.hook_log(i, "/run/fence-hook.log")
+        .unwrap_or_default()
+        .into_iter()
+        .map(|b| (b.get("COROSYNC_EIP_EVENT").cloned().unwrap_or_default(), b.get("COROSYNC_EIP_DETAIL").cloned().unwrap_or_default()))
+        .collect()
 }
 
 fn settled(lab: &Lab, nodes: &[usize], members: usize) -> usize {
@@ -123,11 +147,14 @@ fn fencing_stops_a_lost_holder_first_and_only_then() {
     assert_eq!(associates_since(&lab, t).len(), 1, "the address moved once");
     assert_eq!(lab.instance_state(2).unwrap(), "stopped");
     assert_eq!(lab.eip_holder(&alloc).unwrap(), Some(0));
-    let s = lab.daemon_status_json(0).unwrap();
+    let s = status_valid(&lab, 0);
     let failover = &s["resources"][0]["last_failover"];
     assert!(failover["fenced_ms"].is_u64(), "the timeline shows the fence: {failover}");
     assert_eq!(s["fencing"]["last"]["result"], "stopped", "{}", s["fencing"]);
     assert!(lab.daemon_log(0).contains("→ fenced +"), "the timeline line shows the fence step");
+    let hooks = lab.wait_for("the fence hook ran", SETTLE, || Ok(Some(fence_hooks(&lab, 0)).filter(|h| !h.is_empty()))).unwrap();
+    assert_eq!(hooks.len(), 1, "{hooks:?}");
+    assert!(hooks[0].0 == "fence" && hooks[0].1.starts_with(&format!("stopped {}", lab.instance_id(2))), "{hooks:?}");
 
     // Node 2 comes back (its instance started again): a member again, holding nothing.
     lab.start_instance(2).unwrap();
@@ -159,5 +186,9 @@ fn fencing_stops_a_lost_holder_first_and_only_then() {
     let s = lab.daemon_status_json(1).unwrap();
     assert_eq!(s["resources"][0]["holder"]["node_id"], lab.node_id(2), "not handed to node 1: {}", s["resources"][0]);
     assert!(lab.daemon_log(2).contains("fence failed"), "logged");
+    status_valid(&lab, 2);
+    let hooks = fence_hooks(&lab, 2);
+    assert_eq!(hooks.len(), 1, "a fence that keeps failing tells the hook once: {hooks:?}");
+    assert!(hooks[0].1.starts_with("failed to stop"), "{hooks:?}");
     lab.assert_no_panics();
 }
