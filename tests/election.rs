@@ -1156,3 +1156,93 @@ fn a_member_that_never_saw_the_departed_holder_learns_its_instance_from_the_tabl
     assert_eq!(fence.target.member, old);
     assert_eq!(fence.target.instance_id.as_deref(), Some(format!("i-{}", old.node).as_str()));
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(
+        std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(300)
+    ))]
+
+    /// Whatever happens, a takeover fences only a member that left with its node (a node loss,
+    /// or a grace that ended because the node left) and never released first; never a member
+    /// still present, never the new holder's own node; members announcing the same election
+    /// announce the same fence; and the instance named is the departed node's.
+    #[test]
+    fn fences_name_only_holders_lost_with_their_node(steps in proptest::collection::vec(step(), 1..60)) {
+        let mut p = Partition::new(&["a", "b", "c"]);
+        let mut pid = 1000;
+        let mut vanished_seen: Vec<MemberId> = Vec::new();
+        let mut released: Vec<MemberId> = Vec::new();
+        let mut lost: Vec<MemberId> = Vec::new();
+        for s in steps {
+            let (fences_before, elections_before) = (p.fences.len(), p.elections.len());
+            match s {
+                Step::Join(node) => {
+                    pid += 1;
+                    if !p.members().iter().any(|x| x.node == node) {
+                        p.join(m(node, pid), true);
+                    }
+                }
+                Step::Crash(i) => if let Some(id) = p.members().get(i).copied() {
+                    vanished_seen.push(id);
+                    p.leave(id, LeaveReason::ProcessGone);
+                },
+                Step::NodeDown(i) => if let Some(id) = p.members().get(i).copied() {
+                    if !released.contains(&id) {
+                        lost.push(id);
+                    }
+                    p.leave(id, LeaveReason::NodeDown);
+                },
+                Step::Release(i) => if let Some(id) = p.members().get(i).copied() {
+                    if !released.contains(&id) {
+                        released.push(id);
+                        p.send(id, Body::Release);
+                    }
+                },
+                Step::GraceExpire(i) => {
+                    if let (Some(v), Some(from)) = (vanished_seen.get(i).copied(), p.members().first().copied()) {
+                        // Odd indices: the node left the membership meanwhile.
+                        let node_down = i % 2 == 1;
+                        if node_down && !released.contains(&v) {
+                            lost.push(v);
+                        }
+                        p.send(from, Body::GraceExpired { member: v, node_down });
+                    }
+                }
+                Step::Deliver(n) => for _ in 0..=n {
+                    if let Some((from, body)) = p.queue.pop_front() {
+                        p.broadcast(Event::Message { from, body });
+                    }
+                },
+                Step::Quorum(q) => p.set_quorate(q),
+                Step::Standby(node, on) => if let Some(from) = p.members().first().copied() {
+                    p.send(from, Body::Standby { node, standby: on });
+                },
+                Step::Eligible(i, e) => if let Some(id) = p.members().get(i).copied() {
+                    let out = p.views.get_mut(&id).unwrap().set_local_eligible(e);
+                    p.absorb(id, out);
+                },
+                Step::Move(u, to) => if let Some(from) = p.members().first().copied() {
+                    p.send(from, Body::Move { unit: ["a", "b", "c"][u].into(), to });
+                },
+            }
+            prop_assert_eq!(p.fences.len() - fences_before, p.elections.len() - elections_before);
+            let mut said: BTreeMap<(String, MemberId), Option<Fence>> = BTreeMap::new();
+            for ((_, unit, fence), (_, _, holder)) in p.fences[fences_before..].iter().zip(&p.elections[elections_before..]) {
+                if let Some(f) = fence {
+                    let target = f.target.member;
+                    prop_assert!(lost.contains(&target), "{target} fenced but never lost with its node (released: {released:?})");
+                    prop_assert!(!p.members().contains(&target), "{target} fenced while a member");
+                    prop_assert_ne!(target.node, holder.node, "a node never fences itself");
+                    let expected = format!("i-{}", target.node);
+                    prop_assert!(f.target.instance_id.as_deref().is_none_or(|i| i == expected), "{:?}", f.target);
+                }
+                let key = (unit.clone(), *holder);
+                if let Some(first) = said.get(&key) {
+                    prop_assert_eq!(first, fence, "members disagree on the fence of {}", unit);
+                } else {
+                    said.insert(key, fence.clone());
+                }
+            }
+        }
+    }
+}
