@@ -707,4 +707,30 @@ mod tests {
         assert!(render(&r, true).contains("synced \x1b[32myes\x1b[0m, quorate \x1b[1;31mNO\x1b[0m"));
         assert_eq!(paint("✖", Colour::Red, true), "\x1b[31m✖\x1b[0m");
     }
+
+    #[test]
+    fn fencing_is_shown_only_when_on_and_a_failed_fence_in_alarm_colour() {
+        let mut r = StatusReport::default();
+        assert!(!render(&r, false).contains("fencing"), "a daemon without the field");
+        r.fencing = Some(FencingStatus { stop_instance: false, timeout_ms: 60_000, delay_ms: 5_000, last: None });
+        assert!(!render(&r, false).contains("fencing"), "off: nothing to say");
+        r.fencing = Some(FencingStatus { stop_instance: true, timeout_ms: 60_000, delay_ms: 5_000, last: None });
+        assert!(render(&r, false).contains("fencing: stop_instance (timeout 60000 ms, two-node delay 5000 ms); no fence yet"));
+        r.fencing = Some(FencingStatus {
+            stop_instance: true,
+            timeout_ms: 60_000,
+            delay_ms: 5_000,
+            last: Some(LastFence {
+                node_id: 2,
+                instance_id: Some("i-2".into()),
+                result: "failed".into(),
+                error: Some("denied".into()),
+                ms: 12,
+                at: "2026-12-03T00:00:00.000Z".into(),
+            }),
+        });
+        let text = render(&r, false);
+        assert!(text.contains("last: failed i-2 of node 2 in 12 ms at 2026-12-03T00:00:00.000Z: denied"), "{text}");
+        assert!(render(&r, true).contains("\x1b[1;31mfencing:"), "a failed fence is an alarm");
+    }
 }
