@@ -82,12 +82,17 @@ fn fencing_stops_a_lost_holder_first_and_only_then() {
     lab.set_daemon_env(2, "AWS_ACCESS_KEY_ID", &key);
     lab.set_daemon_env(2, "AWS_SECRET_ACCESS_KEY", &secret);
     let text = config(&lab, &[0, 2, 1]);
+    // Node 1 (never the successor here) has fencing off: every node names the difference.
+    let off = text.replace("stop_instance = true", "stop_instance = false");
     for i in 0..3 {
-        lab.write_daemon_config(i, &text).unwrap();
+        lab.write_daemon_config(i, if i == 1 { &off } else { &text }).unwrap();
         lab.start_daemon(i).unwrap();
     }
     let alloc = lab.allocation_ids()[0].clone();
     assert_eq!(settled(&lab, &[0, 1, 2], 3), 0, "prefer puts eip1 on node 0");
+    let warnings = lab.daemon_status(0).unwrap().warnings;
+    let want = format!("[fencing] stop_instance is true here but false on node(s) {}", lab.node_id(1));
+    assert!(warnings.iter().any(|w| w.starts_with(&want)), "{warnings:?}");
 
     // `check` proves StopInstances with DryRun (the emulator honours DryRun there: nothing is
     // stopped), and names it when the role lacks it.

@@ -363,6 +363,7 @@ fn info(node: u32, quorate: bool, ring: Ring, nodes: Vec<u32>) -> MemberInfo {
         cannot_serve: vec![],
         name: None,
         hostname: None,
+        fencing: None,
     }
 }
 

@@ -35,6 +35,7 @@ pub fn member_info(id: MemberId, quorate: bool, nodes: &[u32]) -> MemberInfo {
         cannot_serve: vec![],
         name: None,
         hostname: None,
+        fencing: None,
     }
 }
 

@@ -154,6 +154,10 @@ pub struct MemberInfo {
     /// The node's hostname.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hostname: Option<String>,
+    /// The member's `[fencing] stop_instance`, so that members whose files disagree on it are
+    /// named (None from peers that predate fencing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fencing: Option<bool>,
 }
 
 fn yes() -> bool {
@@ -413,6 +417,7 @@ mod tests {
                 cannot_serve: vec![],
                 name: None,
                 hostname: None,
+                fencing: Some(true),
             },
             round: vec![member],
             synced: true,

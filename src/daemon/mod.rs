@@ -311,6 +311,7 @@ impl Daemon {
             cannot_serve: self.cannot_serve_list(),
             name: cs.node_name().map(str::to_owned),
             hostname: local_hostname(),
+            fencing: Some(self.config.fencing.stop_instance),
         };
         self.node_id = Some(cs.local().node);
         let mut view = View::new(cs.local(), info, self.config.unit_specs());

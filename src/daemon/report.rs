@@ -155,6 +155,22 @@ impl Daemon {
             .chain(conflicts.iter().map(|c| c.to_string()))
             .collect();
         s.warnings.extend(self.drain.problems.iter().cloned());
+        // Fencing is a per-node setting, but a takeover fences only if its successor's file
+        // says so: members that disagree make fencing depend on who is elected.
+        let ours = self.config.fencing.stop_instance;
+        let differ: Vec<String> = view
+            .members()
+            .iter()
+            .filter(|m| view.info(m).and_then(|i| i.fencing).is_some_and(|f| f != ours))
+            .map(|m| m.node.to_string())
+            .collect();
+        if !differ.is_empty() {
+            s.warnings.push(format!(
+                "[fencing] stop_instance is {ours} here but {} on node(s) {}: whether a lost holder is fenced depends on which node takes over; set it alike on every node",
+                !ours,
+                differ.join(", ")
+            ));
+        }
         if view.is_synced() && view.unconfirmed() {
             s.warnings.push(format!(
                 "this daemon kept its table across a reload or a lost corosync connection, and no other daemon has confirmed it yet: nobody moves an address until the daemons of every corosync node are back (at most startup_wait, {} ms)",
