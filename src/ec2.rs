@@ -1166,6 +1166,58 @@ impl Ec2 {
         .await
     }
 
+    /// An instance's state name (`running`, `stopping`, `stopped`, ...); None when EC2 no
+    /// longer knows the instance (terminated long ago): it runs nothing.
+    pub async fn instance_state(&self, instance_id: &str, budget: Duration) -> Result<Option<String>, Ec2Error> {
+        let found = self
+            .with_retry("DescribeInstances", budget, || async {
+                let out = self
+                    .client
+                    .describe_instances()
+                    .instance_ids(instance_id)
+                    .send()
+                    .await
+                    .map_err(|e| classify("DescribeInstances", e))?;
+                Ok(out
+                    .reservations()
+                    .iter()
+                    .flat_map(|r| r.instances())
+                    .find(|i| i.instance_id() == Some(instance_id))
+                    .map(|i| i.state().and_then(|s| s.name()).map_or_else(|| "unknown".to_owned(), |n| n.as_str().to_owned())))
+            })
+            .await;
+        match found {
+            Err(e) if e.class == ErrorClass::NotFound && e.code.as_deref().is_some_and(|c| c.starts_with("InvalidInstanceID")) => Ok(None),
+            other => other,
+        }
+    }
+
+    /// Stops an instance at once: `Force` (no chance to flush caches) and `SkipOsShutdown` (no
+    /// graceful OS shutdown), because a fenced node must stop writing now, not after its
+    /// shutdown scripts. A region or endpoint that does not know `SkipOsShutdown` gets the call
+    /// again with `Force` alone. Mutating: `gate` is asked before every attempt.
+    pub async fn stop_instance(&self, instance_id: &str, budget: Duration, gate: WriteGate<'_>) -> Result<(), Ec2Error> {
+        let stop = |skip_os_shutdown: bool| {
+            self.gated("StopInstances", budget, gate, move || async move {
+                let mut req = self.client.stop_instances().instance_ids(instance_id).force(true);
+                if skip_os_shutdown {
+                    req = req.skip_os_shutdown(true);
+                }
+                req.send().await.map_err(|e| classify("StopInstances", e))?;
+                Ok(())
+            })
+        };
+        match stop(true).await {
+            Err(e) if e.class == ErrorClass::Refused
+                && e.code.as_deref().is_some_and(|c| matches!(c, "InvalidParameterCombination" | "UnknownParameter" | "InvalidParameter")) =>
+            {
+                tracing::warn!(instance = instance_id, error = %e.summary(), "StopInstances refused SkipOsShutdown; stopping with Force alone");
+                stop(false).await
+            }
+            other => other,
+        }
+    }
+
     /// The primary (device index 0) network interface of an instance and its availability zone.
     pub async fn instance_placement(&self, instance_id: &str, budget: Duration) -> Result<InstancePlacement, Ec2Error> {
         self.with_retry("DescribeInstances", budget, || async {

@@ -14,6 +14,7 @@ pub mod core;
 pub mod corosync;
 pub mod daemon;
 pub mod ec2;
+pub mod fence;
 pub mod health;
 pub mod identity;
 pub mod imds;

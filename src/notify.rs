@@ -27,6 +27,9 @@ pub enum HookEvent {
     Drain,
     /// The event's window is over and this node serves again.
     Undrain,
+    /// This node fenced a departed holder (`[fencing]`), or failed to; the resource is empty,
+    /// `COROSYNC_EIP_DETAIL` says `stopped INSTANCE of node N in MS ms` or `failed ...: why`.
+    Fence,
 }
 
 impl HookEvent {
@@ -38,6 +41,7 @@ impl HookEvent {
             HookEvent::Fault => "fault",
             HookEvent::Drain => "drain",
             HookEvent::Undrain => "undrain",
+            HookEvent::Fence => "fence",
         }
     }
 }

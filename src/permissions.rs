@@ -293,6 +293,18 @@ pub async fn probe(
             probes.push(settled("AssignPrivateIpAddresses", target, Outcome::Unprovable));
         }
     }
+    // Fencing stops a peer's instance. DryRun never stops anything, so our own instance serves
+    // as the target: the policy scopes StopInstances by the cluster tag, which every node's
+    // instance carries alike.
+    if config.fencing.stop_instance {
+        match &instance_id {
+            Some(id) => {
+                let req = client.stop_instances().dry_run(true).instance_ids(id).force(true);
+                probes.push(dry_run("StopInstances", Some(format!("{id} (fencing)")), false, true, req.send()));
+            }
+            None => probes.push(settled("StopInstances", Some("fencing".into()), Outcome::NotChecked(Unknown::Instance))),
+        }
+    }
     // Read permissions: one DryRun Describe each.
     if !config.eips.is_empty() {
         probes.push(dry_run("DescribeAddresses", None, false, false, client.describe_addresses().dry_run(true).send()));

@@ -12,6 +12,9 @@
 //! - `muted[]`: `node_id`, `pid` of members that said nothing for the sync timeout
 //! - `binary_replaced`: the installed binary is newer than the running one (reload pending)
 //! - `aws_event`: `kind`, `id`, `not_before`, `drained_until` of the AWS event this node drained for
+//! - `fencing`: `stop_instance`, `timeout_ms`, `delay_ms`, and `last` (`node_id`, `instance_id`,
+//!   `result` "stopped" | "already_down" | "failed", `error`, `ms`, `at`): the last fence this
+//!   node carried out
 //! - `resources[]`: see the README (the schema's reference).
 //!
 //! Also the human-readable rendering of the report, and the terminal colours every report a
@@ -87,6 +90,40 @@ pub struct StatusReport {
     /// The AWS event this node drained itself for (`[aws_events]`); null when none.
     #[serde(default)]
     pub aws_event: Option<AwsEventStatus>,
+    /// `[fencing]` on this node and the last fence it carried out; null from a daemon that
+    /// predates fencing.
+    #[serde(default)]
+    pub fencing: Option<FencingStatus>,
+}
+
+/// Fencing of departed holders (`[fencing]`) as this node does it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FencingStatus {
+    /// A takeover from a holder whose node left stops its instance first.
+    pub stop_instance: bool,
+    /// How long the successor waits for the instance to be stopping or stopped.
+    pub timeout_ms: u64,
+    /// How long the higher node id of a lone survivor waits before fencing.
+    pub delay_ms: u64,
+    /// The last fence this node carried out; null when none since it started.
+    pub last: Option<LastFence>,
+}
+
+/// One fence carried out by this node.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LastFence {
+    /// The departed corosync node.
+    pub node_id: u32,
+    /// Its instance (null: nobody knew it, and the fence failed).
+    pub instance_id: Option<String>,
+    /// "stopped", "already_down" (EC2 showed it down before we asked) or "failed".
+    pub result: String,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// Milliseconds the fence took (the two-node delay included).
+    pub ms: u64,
+    /// When it ended (RFC 3339).
+    pub at: String,
 }
 
 /// An event EC2 announced for this instance, and the drain it caused.
@@ -256,6 +293,10 @@ pub struct FailoverTimeline {
     pub detected_at: String,
     /// Milliseconds until this node was elected holder.
     pub elected_ms: u64,
+    /// Milliseconds until the departed holder's instance was stopped (`[fencing]`); null when
+    /// this takeover fenced nobody.
+    #[serde(default)]
+    pub fenced_ms: Option<u64>,
     /// Milliseconds until the association or route change was sent; null when EC2 already
     /// pointed at this node.
     pub associate_sent_ms: Option<u64>,
@@ -547,6 +588,23 @@ pub fn render(r: &StatusReport, color: bool) -> String {
             e.kind, e.id, e.not_before, e.drained_until
         );
     }
+    if let Some(f) = r.fencing.as_ref().filter(|f| f.stop_instance) {
+        let last = match &f.last {
+            None => "no fence yet".to_string(),
+            Some(l) => format!(
+                "last: {} {} of node {} in {} ms at {}{}",
+                l.result,
+                l.instance_id.as_deref().unwrap_or("(instance unknown)"),
+                l.node_id,
+                l.ms,
+                l.at,
+                l.error.as_deref().map(|e| format!(": {e}")).unwrap_or_default()
+            ),
+        };
+        let line = format!("fencing: stop_instance (timeout {} ms, two-node delay {} ms); {last}", f.timeout_ms, f.delay_ms);
+        let failed = f.last.as_ref().is_some_and(|l| l.result == "failed");
+        let _ = writeln!(out, "{}", if failed { paint(&line, Colour::Alarm) } else { line });
+    }
     let _ = writeln!(out, "members:");
     for m in &r.members {
         let flags = match (m.standby, m.eligible) {
@@ -648,5 +706,31 @@ mod tests {
         assert!(render(&r, false).contains("synced yes, quorate NO"));
         assert!(render(&r, true).contains("synced \x1b[32myes\x1b[0m, quorate \x1b[1;31mNO\x1b[0m"));
         assert_eq!(paint("✖", Colour::Red, true), "\x1b[31m✖\x1b[0m");
+    }
+
+    #[test]
+    fn fencing_is_shown_only_when_on_and_a_failed_fence_in_alarm_colour() {
+        let mut r = StatusReport::default();
+        assert!(!render(&r, false).contains("fencing"), "a daemon without the field");
+        r.fencing = Some(FencingStatus { stop_instance: false, timeout_ms: 60_000, delay_ms: 5_000, last: None });
+        assert!(!render(&r, false).contains("fencing"), "off: nothing to say");
+        r.fencing = Some(FencingStatus { stop_instance: true, timeout_ms: 60_000, delay_ms: 5_000, last: None });
+        assert!(render(&r, false).contains("fencing: stop_instance (timeout 60000 ms, two-node delay 5000 ms); no fence yet"));
+        r.fencing = Some(FencingStatus {
+            stop_instance: true,
+            timeout_ms: 60_000,
+            delay_ms: 5_000,
+            last: Some(LastFence {
+                node_id: 2,
+                instance_id: Some("i-2".into()),
+                result: "failed".into(),
+                error: Some("denied".into()),
+                ms: 12,
+                at: "2026-12-03T00:00:00.000Z".into(),
+            }),
+        });
+        let text = render(&r, false);
+        assert!(text.contains("last: failed i-2 of node 2 in 12 ms at 2026-12-03T00:00:00.000Z: denied"), "{text}");
+        assert!(render(&r, true).contains("\x1b[1;31mfencing:"), "a failed fence is an alarm");
     }
 }

@@ -143,8 +143,8 @@ fn vanished_daemon_loses_its_address_when_grace_expires() {
     let old = p.holder("web").unwrap();
     p.leave(old, LeaveReason::ProcessGone);
     let someone = p.members()[0];
-    p.send(someone, Body::GraceExpired { member: old });
-    p.send(someone, Body::GraceExpired { member: old });
+    p.send(someone, Body::GraceExpired { member: old, node_down: false });
+    p.send(someone, Body::GraceExpired { member: old, node_down: false });
     p.settle();
     let new = p.holder("web").unwrap();
     assert_ne!(new.node, old.node);
@@ -174,7 +174,7 @@ fn vanished_daemon_on_a_node_that_then_leaves_the_ring_is_taken_over() {
     let gone = p.views[&p.members()[0]].vanished_on_gone_nodes();
     assert_eq!(gone, vec![old]);
     let from = p.members()[0];
-    p.send(from, Body::GraceExpired { member: old });
+    p.send(from, Body::GraceExpired { member: old, node_down: true });
     p.settle();
     assert_ne!(p.holder("web").map(|h| h.node), Some(old.node));
 }
@@ -435,7 +435,7 @@ proptest! {
                 },
                 Step::GraceExpire(i) => {
                     if let (Some(v), Some(from)) = (vanished_seen.get(i).copied(), p.members().first().copied()) {
-                        p.send(from, Body::GraceExpired { member: v });
+                        p.send(from, Body::GraceExpired { member: v, node_down: false });
                     }
                 }
                 Step::Deliver(n) => for _ in 0..=n {
@@ -796,14 +796,14 @@ fn a_peer_generation_near_the_limit_is_refused_not_overflowed() {
     p.settle();
     let holder = p.holder("web").unwrap();
     let mut bad = View::new(m(9, 1), info(m(9, 1), true, &[]), vec![UnitSpec::new("web", vec![])]);
-    bad.seed(vec![WireAssignment { resource: "web".into(), holder: Some(m(9, 1)), generation: u64::MAX, verified: vec![] }]);
+    bad.seed(vec![WireAssignment { resource: "web".into(), holder: Some(m(9, 1)), generation: u64::MAX, verified: vec![], fence: None }]);
     assert!(bad.assignments().is_empty(), "seed refuses it");
     // A State carrying it (as a broken or hostile peer would send) is ignored in the merge.
     p.join(m(3, 1), true);
     for (from, body) in p.queue.iter_mut() {
         if let (true, Body::State(state)) = (*from == m(3, 1), body) {
             state.synced = true;
-            state.assignments = vec![WireAssignment { resource: "web".into(), holder: Some(m(3, 1)), generation: u64::MAX, verified: vec![] }];
+            state.assignments = vec![WireAssignment { resource: "web".into(), holder: Some(m(3, 1)), generation: u64::MAX, verified: vec![], fence: None }];
         }
     }
     p.settle();
@@ -887,7 +887,7 @@ fn a_member_back_alone_with_its_kept_table_gives_the_absent_holder_the_grace() {
     let mut alone = Partition::new(&["web"]);
     rejoin(&mut alone, m(3, 1));
     assert_eq!(alone.holder("web"), Some(m(1, 1)));
-    alone.send(m(3, 1), Body::GraceExpired { member: m(1, 1) });
+    alone.send(m(3, 1), Body::GraceExpired { member: m(1, 1), node_down: false });
     alone.settle();
     assert_eq!(alone.holder("web"), Some(m(3, 1)));
 }
@@ -952,7 +952,7 @@ fn a_kept_table_waits_for_the_daemons_of_every_node_before_anyone_acts() {
     // Node 1's daemon is gone from the group: node 2 takes web (generation 2), then loses its
     // own connection.
     p.leave(m(1, 1), LeaveReason::ProcessGone);
-    p.send(m(2, 1), Body::GraceExpired { member: m(1, 1) });
+    p.send(m(2, 1), Body::GraceExpired { member: m(1, 1), node_down: false });
     p.settle();
     assert_eq!(p.holder("web"), Some(m(2, 1)));
     let newer = p.views[&m(2, 1)].table_to_keep().unwrap();
@@ -965,7 +965,7 @@ fn a_kept_table_waits_for_the_daemons_of_every_node_before_anyone_acts() {
     let v = &q.views[&m(1, 1)];
     assert!(v.unconfirmed() && v.awaiting_startup(), "waits for node 2's daemon");
     assert!(!v.may_act(), "a table kept from before generation 2 must not write");
-    q.send(m(1, 1), Body::GraceExpired { member: m(2, 1) });
+    q.send(m(1, 1), Body::GraceExpired { member: m(2, 1), node_down: false });
     q.settle();
     assert!(q.elections.is_empty(), "{:?}", q.elections);
     rejoin(&mut q, m(2, 1), &newer);
@@ -993,4 +993,259 @@ fn rejoin_with_kept_table(q: &mut Partition, id: MemberId, table: &[WireAssignme
     let members = q.members();
     q.broadcast(Event::Confchg { members, left: vec![], joined: vec![id] });
     q.settle();
+}
+
+// ---- Fencing: whether a takeover must stop the departed holder's instance first ----
+
+use corosync_eip::core::view::Fence;
+
+/// The fence every member announced with the election of `unit`; panics unless they agree.
+fn fence_of(p: &Partition, unit: &str) -> Option<Fence> {
+    let said: Vec<&Option<Fence>> = p.fences.iter().filter(|(_, u, _)| u == unit).map(|(_, _, f)| f).collect();
+    assert!(!said.is_empty(), "{unit}: no election announced");
+    for f in &said {
+        assert_eq!(*f, said[0], "members disagree on the fence of {unit}");
+    }
+    said[0].clone()
+}
+
+fn three_nodes(units: &[&str]) -> Partition {
+    let mut p = Partition::new(units);
+    for n in 1..=3 {
+        p.join(m(n, n), true);
+    }
+    p.settle();
+    p.fences.clear();
+    p
+}
+
+#[test]
+fn a_holder_whose_node_left_is_fenced_by_its_successor() {
+    let mut p = three_nodes(&["web"]);
+    let old = p.holder("web").unwrap();
+    p.leave(old, LeaveReason::NodeDown);
+    p.settle();
+    let new = p.holder("web").expect("a successor");
+    let fence = fence_of(&p, "web").expect("a node loss is fenced");
+    assert_eq!(fence.target.member, old);
+    assert_eq!(fence.target.instance_id.as_deref(), Some(format!("i-{}", old.node).as_str()), "its info was dropped, its instance kept");
+    assert!(!fence.delayed, "two survivors: no split two-node cluster, no delay");
+    // The successor's own table no longer asks for it: it is carried by the election.
+    assert_eq!(p.views[&new].assignments()["web"].fence, None);
+}
+
+#[test]
+fn a_release_a_planned_move_and_a_daemon_death_on_a_live_node_are_never_fenced() {
+    // Planned release (systemctl stop).
+    let mut p = three_nodes(&["web"]);
+    let old = p.holder("web").unwrap();
+    p.send(old, Body::Release);
+    p.settle();
+    p.leave(old, LeaveReason::ProcessGone);
+    p.settle();
+    assert_eq!(fence_of(&p, "web"), None, "release");
+
+    // Planned move.
+    let mut p = three_nodes(&["web"]);
+    let old = p.holder("web").unwrap();
+    let to = p.members().into_iter().find(|x| x.node != old.node).unwrap();
+    p.send(old, Body::Move { unit: "web".into(), to: to.node });
+    p.settle();
+    assert_eq!(p.holder("web"), Some(to));
+    assert_eq!(fence_of(&p, "web"), None, "planned move");
+
+    // The daemon died, its node stayed, and the grace ran out on the clock.
+    let mut p = three_nodes(&["web"]);
+    let old = p.holder("web").unwrap();
+    p.leave(old, LeaveReason::ProcessGone);
+    p.settle();
+    let someone = p.members()[0];
+    p.send(someone, Body::GraceExpired { member: old, node_down: false });
+    p.settle();
+    assert_ne!(p.holder("web").map(|h| h.node), Some(old.node));
+    assert_eq!(fence_of(&p, "web"), None, "daemon-only death");
+
+    // Back within the grace: no election at all.
+    let mut p = three_nodes(&["web"]);
+    let old = p.holder("web").unwrap();
+    p.leave(old, LeaveReason::ProcessGone);
+    p.join(m(old.node, 77), true);
+    p.settle();
+    assert_eq!(p.holder("web"), Some(m(old.node, 77)));
+    assert!(p.fences.is_empty(), "{:?}", p.fences);
+}
+
+#[test]
+fn a_vanished_holder_whose_node_then_left_is_fenced() {
+    let mut p = three_nodes(&["web"]);
+    let old = p.holder("web").unwrap();
+    p.leave(old, LeaveReason::ProcessGone);
+    p.settle();
+    let someone = p.members()[0];
+    p.send(someone, Body::GraceExpired { member: old, node_down: true });
+    p.settle();
+    let fence = fence_of(&p, "web").expect("the node left during the grace");
+    assert_eq!(fence.target.member, old);
+}
+
+#[test]
+fn a_grace_that_ends_during_a_sync_round_fences_only_when_the_node_left() {
+    for node_down in [false, true] {
+        let mut p = three_nodes(&["web"]);
+        let old = p.holder("web").unwrap();
+        p.leave(old, LeaveReason::ProcessGone);
+        p.settle();
+        // A fourth node joins; the grace ends while its round is still collecting States.
+        p.join(m(4, 4), true);
+        let someone = p.members()[0];
+        p.queue.push_front((someone, Body::GraceExpired { member: old, node_down }));
+        p.settle();
+        assert!(p.all_synced());
+        let fence = fence_of(&p, "web");
+        assert_eq!(fence.is_some(), node_down, "node_down = {node_down}: {fence:?}");
+    }
+}
+
+#[test]
+fn in_a_split_two_node_cluster_only_the_higher_node_id_waits() {
+    // Node 1 is left alone (node 2 lost): it fences at once.
+    for (lost, survivor, delayed) in [(2u32, 1u32, false), (1, 2, true)] {
+        let mut p = Partition::new(&["web", "api"]);
+        p.prefer = vec![lost];
+        p.join(m(1, 1), true);
+        p.join(m(2, 2), true);
+        p.settle();
+        assert_eq!(p.holder("web").map(|h| h.node), Some(lost));
+        p.fences.clear();
+        p.leave(m(lost, lost), LeaveReason::NodeDown);
+        p.settle();
+        assert_eq!(p.holder("web"), Some(m(survivor, survivor)));
+        let fence = fence_of(&p, "web").expect("fenced");
+        assert_eq!(fence.delayed, delayed, "survivor {survivor}");
+    }
+    // With three nodes a lone survivor cannot be quorate; two survivors never wait.
+    let mut p = three_nodes(&["web"]);
+    p.prefer = vec![1];
+    let old = p.holder("web").unwrap();
+    p.leave(old, LeaveReason::NodeDown);
+    p.settle();
+    assert!(!fence_of(&p, "web").unwrap().delayed);
+}
+
+#[test]
+fn a_member_that_never_saw_the_departed_holder_learns_its_instance_from_the_table() {
+    // web's holder leaves while no member can take web (every other is in standby); a new
+    // node joins later and is elected: it must still fence the right instance.
+    let mut p = three_nodes(&["web"]);
+    let old = p.holder("web").unwrap();
+    for other in p.members().into_iter().filter(|x| *x != old) {
+        p.send(other, Body::Standby { node: other.node, standby: true });
+    }
+    p.settle();
+    assert_eq!(p.holder("web"), Some(old), "the holder keeps it");
+    p.leave(old, LeaveReason::NodeDown);
+    p.settle();
+    assert_eq!(p.holder("web"), None, "nobody can take it");
+    p.join(m(9, 9), true);
+    p.settle();
+    assert_eq!(p.holder("web"), Some(m(9, 9)));
+    let fence = fence_of(&p, "web").expect("still fenced");
+    assert_eq!(fence.target.member, old);
+    assert_eq!(fence.target.instance_id.as_deref(), Some(format!("i-{}", old.node).as_str()));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(
+        std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(300)
+    ))]
+
+    /// Whatever happens, a takeover fences only a member that left with its node (a node loss,
+    /// or a grace that ended because the node left) and never released first; never a member
+    /// still present, never the new holder's own node; members announcing the same election
+    /// announce the same fence; and the instance named is the departed node's.
+    #[test]
+    fn fences_name_only_holders_lost_with_their_node(steps in proptest::collection::vec(step(), 1..60)) {
+        let mut p = Partition::new(&["a", "b", "c"]);
+        let mut pid = 1000;
+        let mut vanished_seen: Vec<MemberId> = Vec::new();
+        let mut released: Vec<MemberId> = Vec::new();
+        // A Release counts once CPG delivered it while its sender was a member: one still
+        // queued when the node went down was never agreed on.
+        let mut delivered_release: Vec<MemberId> = Vec::new();
+        let mut lost: Vec<MemberId> = Vec::new();
+        for s in steps {
+            let (fences_before, elections_before) = (p.fences.len(), p.elections.len());
+            match s {
+                Step::Join(node) => {
+                    pid += 1;
+                    if !p.members().iter().any(|x| x.node == node) {
+                        p.join(m(node, pid), true);
+                    }
+                }
+                Step::Crash(i) => if let Some(id) = p.members().get(i).copied() {
+                    vanished_seen.push(id);
+                    p.leave(id, LeaveReason::ProcessGone);
+                },
+                Step::NodeDown(i) => if let Some(id) = p.members().get(i).copied() {
+                    if !delivered_release.contains(&id) {
+                        lost.push(id);
+                    }
+                    p.leave(id, LeaveReason::NodeDown);
+                },
+                Step::Release(i) => if let Some(id) = p.members().get(i).copied() {
+                    if !released.contains(&id) {
+                        released.push(id);
+                        p.send(id, Body::Release);
+                    }
+                },
+                Step::GraceExpire(i) => {
+                    if let (Some(v), Some(from)) = (vanished_seen.get(i).copied(), p.members().first().copied()) {
+                        // Odd indices: the node left the membership meanwhile.
+                        let node_down = i % 2 == 1;
+                        if node_down && !delivered_release.contains(&v) {
+                            lost.push(v);
+                        }
+                        p.send(from, Body::GraceExpired { member: v, node_down });
+                    }
+                }
+                Step::Deliver(n) => for _ in 0..=n {
+                    if let Some((from, body)) = p.queue.pop_front() {
+                        if body == Body::Release && p.members().contains(&from) {
+                            delivered_release.push(from);
+                        }
+                        p.broadcast(Event::Message { from, body });
+                    }
+                },
+                Step::Quorum(q) => p.set_quorate(q),
+                Step::Standby(node, on) => if let Some(from) = p.members().first().copied() {
+                    p.send(from, Body::Standby { node, standby: on });
+                },
+                Step::Eligible(i, e) => if let Some(id) = p.members().get(i).copied() {
+                    let out = p.views.get_mut(&id).unwrap().set_local_eligible(e);
+                    p.absorb(id, out);
+                },
+                Step::Move(u, to) => if let Some(from) = p.members().first().copied() {
+                    p.send(from, Body::Move { unit: ["a", "b", "c"][u].into(), to });
+                },
+            }
+            prop_assert_eq!(p.fences.len() - fences_before, p.elections.len() - elections_before);
+            let mut said: BTreeMap<(String, MemberId), Option<Fence>> = BTreeMap::new();
+            for ((_, unit, fence), (_, _, holder)) in p.fences[fences_before..].iter().zip(&p.elections[elections_before..]) {
+                if let Some(f) = fence {
+                    let target = f.target.member;
+                    prop_assert!(lost.contains(&target), "{target} fenced but never lost with its node (releases delivered: {delivered_release:?})");
+                    prop_assert!(!p.members().contains(&target), "{target} fenced while a member");
+                    prop_assert_ne!(target.node, holder.node, "a node never fences itself");
+                    let expected = format!("i-{}", target.node);
+                    prop_assert!(f.target.instance_id.as_deref().is_none_or(|i| i == expected), "{:?}", f.target);
+                }
+                let key = (unit.clone(), *holder);
+                if let Some(first) = said.get(&key) {
+                    prop_assert_eq!(first, fence, "members disagree on the fence of {}", unit);
+                } else {
+                    said.insert(key, fence.clone());
+                }
+            }
+        }
+    }
 }

@@ -377,6 +377,7 @@ fn info(node: u32, quorate: bool, ring: Ring, nodes: Vec<u32>) -> MemberInfo {
         cannot_serve: vec![],
         name: None,
         hostname: None,
+        fencing: None,
     }
 }
 
@@ -1245,7 +1246,7 @@ impl ElectionModel {
                         .find(|d| d.caught_up() && d.view.vanished().contains(&member))
                         .map(|d| d.view.local());
                     if let Some(from) = sender {
-                        c.queues.entry(p).or_default().push_back(Item::Msg(from, Body::GraceExpired { member }));
+                        c.queues.entry(p).or_default().push_back(Item::Msg(from, Body::GraceExpired { member, node_down: false }));
                     }
                 }
             }

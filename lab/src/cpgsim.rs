@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use corosync_eip::core::spec::UnitSpec;
-use corosync_eip::core::view::{Event, LeaveReason, Output, View};
+use corosync_eip::core::view::{Event, Fence, LeaveReason, Output, View};
 use corosync_eip::core::wire::{Body, MemberInfo, PROTOCOL};
 use corosync_eip::core::MemberId;
 
@@ -35,6 +35,7 @@ pub fn member_info(id: MemberId, quorate: bool, nodes: &[u32]) -> MemberInfo {
         cannot_serve: vec![],
         name: None,
         hostname: None,
+        fencing: None,
     }
 }
 
@@ -52,6 +53,8 @@ pub struct Partition {
     pub elections: Vec<(MemberId, String, MemberId)>,
     /// With every election: (member, unit, the resources the previous holder had verified).
     pub verified_before: Vec<(MemberId, String, Vec<String>)>,
+    /// With every election: (member, unit, the fence it says the takeover needs).
+    pub fences: Vec<(MemberId, String, Option<Fence>)>,
     /// Members whose daemon is stopped (SIGSTOP): what they send is held back.
     pub stopped: Vec<MemberId>,
     pub held_back: Vec<(MemberId, Body)>,
@@ -71,6 +74,7 @@ impl Partition {
             nodes: Vec::new(),
             elections: Vec::new(),
             verified_before: Vec::new(),
+            fences: Vec::new(),
             stopped: Vec::new(),
             held_back: Vec::new(),
             corosync_quorate: true,
@@ -94,8 +98,10 @@ impl Partition {
                     unit,
                     holder,
                     verified_before,
+                    fence,
                     ..
                 } => {
+                    self.fences.push((from, unit.clone(), fence));
                     self.verified_before.push((from, unit.clone(), verified_before));
                     self.elections.push((from, unit, holder));
                 }

@@ -327,6 +327,31 @@ impl Lab {
         Ok(states)
     }
 
+    /// The state name (`running`, `stopped`, ...) EC2 shows for node `i`'s instance.
+    pub fn instance_state(&self, i: usize) -> Result<String> {
+        let id = self.instance_id(i).to_string();
+        self.with_ec2(move |rt, c| {
+            let out = rt
+                .block_on(c.describe_instances().instance_ids(&id).send())
+                .map_err(|e| anyhow!("DescribeInstances: {}", aws_sdk_ec2::error::DisplayErrorContext(e)))?;
+            out.reservations()
+                .iter()
+                .flat_map(|r| r.instances())
+                .find_map(|i| i.state().and_then(|s| s.name()).map(|n| n.as_str().to_string()))
+                .ok_or_else(|| anyhow!("{id} not in DescribeInstances"))
+        })
+    }
+
+    /// Starts node `i`'s instance again in EC2 (after a fence stopped it), with the lab's keys.
+    pub fn start_instance(&self, i: usize) -> Result<()> {
+        let id = self.instance_id(i).to_string();
+        self.with_ec2(move |rt, c| {
+            rt.block_on(c.start_instances().instance_ids(&id).send())
+                .map_err(|e| anyhow!("StartInstances: {}", aws_sdk_ec2::error::DisplayErrorContext(e)))?;
+            Ok(())
+        })
+    }
+
     /// State of one EIP by allocation id.
     pub fn eip(&self, allocation_id: &str) -> Result<EipState> {
         self.describe_addresses()?

@@ -552,6 +552,7 @@ mod tests {
         "ec2:ReplaceRoute",
         "ec2:CreateRoute",
         "ec2:AssignPrivateIpAddresses",
+        "ec2:StopInstances",
         "ec2:DescribeAddresses",
         "ec2:DescribeRouteTables",
         "ec2:DescribeSubnets",

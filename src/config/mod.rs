@@ -92,6 +92,8 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     /// Draining before AWS's announced events (`[aws_events]`).
     pub aws_events: AwsEventsConfig,
+    /// Stopping a departed holder's instance before a takeover (`[fencing]`).
+    pub fencing: FencingConfig,
     /// Computed once from `eips`/`vips` while validating, so callers never meet an invalid
     /// grouping at run time.
     units: Vec<Unit>,
@@ -111,6 +113,20 @@ pub struct AwsEventsConfig {
     pub window: Duration,
     /// The kinds acted on.
     pub events: std::collections::BTreeSet<crate::core::events::EventKind>,
+}
+
+/// Fencing of a departed holder (`[fencing]`): its successor stops its instance before it
+/// moves any address, as Pacemaker's `fence_aws` does.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FencingConfig {
+    /// Off by default: an admin opts in (the role then needs `ec2:StopInstances`).
+    pub stop_instance: bool,
+    /// How long the successor waits for EC2 to show the instance stopping or stopped; past
+    /// it the fence failed and nothing moves.
+    pub timeout: Duration,
+    /// How long the higher node id waits before fencing when it is alone in its partition, so
+    /// the two halves of a split two-node cluster do not stop each other.
+    pub delay: Duration,
 }
 
 /// A command run on acquire/release/fault of a resource on this node.
@@ -440,6 +456,7 @@ impl Config {
         let notify = validate::notify(raw.notify)?;
         let metrics_listen = validate::metrics(raw.metrics)?;
         let aws_events = validate::aws_events(raw.aws_events)?;
+        let fencing = validate::fencing(raw.fencing)?;
         let units = validate::units(&cluster.prefer, &eips, &vips, &secondary_ips, &dns)?;
         Ok(Config {
             cluster,
@@ -454,6 +471,7 @@ impl Config {
             notify,
             metrics_listen,
             aws_events,
+            fencing,
             units,
         })
     }
@@ -647,6 +665,8 @@ allocation_id = "eipalloc-2"
             ("aws_events.poll_interval", "600s", "601s", Box::new(|v| format!("[aws_events]\npoll_interval = \"{v}\"\n{MINIMAL}"))),
             ("aws_events.drain_before", "168h", "604801s", Box::new(|v| format!("[aws_events]\ndrain_before = \"{v}\"\n{MINIMAL}"))),
             ("aws_events.window", "24h", "86401s", Box::new(|v| format!("[aws_events]\nwindow = \"{v}\"\n{MINIMAL}"))),
+            ("fencing.timeout", "600s", "601s", Box::new(|v| format!("[fencing]\ntimeout = \"{v}\"\n{MINIMAL}"))),
+            ("fencing.delay", "120s", "121s", Box::new(|v| format!("[fencing]\ndelay = \"{v}\"\n{MINIMAL}"))),
         ];
         for (key, max, over, file) in &cases {
             if let Err(e) = parse(&file(max)) {
@@ -716,6 +736,21 @@ allocation_id = "eipalloc-2"
         assert_eq!(other_writers(1000, 0o100600).as_deref(), Some("owned by uid 1000"));
         assert_eq!(other_writers(0, 0o100664).as_deref(), Some("writable by its group (mode 0664)"));
         assert_eq!(other_writers(0, 0o100666).as_deref(), Some("writable by everyone (mode 0666)"));
+    }
+
+    #[test]
+    fn fencing_is_off_by_default_and_bad_values_name_the_key() {
+        let c = parse(MINIMAL).unwrap();
+        assert!(!c.fencing.stop_instance);
+        assert_eq!(c.fencing.timeout, Duration::from_secs(60));
+        assert_eq!(c.fencing.delay, Duration::from_secs(5));
+        let c = parse(&format!("[fencing]\nstop_instance = true\ntimeout = \"30s\"\ndelay = \"0s\"\n{MINIMAL}")).unwrap();
+        assert!(c.fencing.stop_instance);
+        assert_eq!(c.fencing.timeout, Duration::from_secs(30));
+        assert_eq!(c.fencing.delay, Duration::ZERO);
+        assert!(error_of(&format!("[fencing]\ntimeout = \"500ms\"\n{MINIMAL}")).contains("`fencing.timeout`"));
+        assert!(error_of(&format!("[fencing]\nstop_instance = \"yes\"\n{MINIMAL}")).contains("stop_instance"));
+        assert!(error_of(&format!("[fencing]\nstop = true\n{MINIMAL}")).contains("stop"));
     }
 
     #[test]

@@ -50,6 +50,23 @@ pub(super) struct RawConfig {
     /// `[aws_events]`: draining before AWS's announced events (off by default).
     #[serde(default)]
     pub aws_events: RawAwsEvents,
+    /// `[fencing]`: stopping a departed holder's instance before a takeover (off by default).
+    #[serde(default)]
+    pub fencing: RawFencing,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+/// `[fencing]` as written.
+pub(super) struct RawFencing {
+    /// `stop_instance`: stop the instance of a holder whose node left before taking over.
+    pub stop_instance: Option<bool>,
+    /// `timeout`: how long the successor waits for the instance to be stopping or stopped.
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub timeout: Option<Duration>,
+    /// `delay`: how long the higher node id of a split two-node cluster waits before fencing.
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub delay: Option<Duration>,
 }
 
 #[derive(Deserialize, Default)]

@@ -10,9 +10,9 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::raw::{RawAws, RawAwsEvents, RawCluster, RawDaemon, RawEip, RawHealth, RawMetrics, RawNode, RawNotify, RawSecondaryIp, RawVip, RawDns};
+use super::raw::{RawAws, RawAwsEvents, RawFencing, RawCluster, RawDaemon, RawEip, RawHealth, RawMetrics, RawNode, RawNotify, RawSecondaryIp, RawVip, RawDns};
 use super::{
-    AwsConfig, AwsEventsConfig, ClusterConfig, DaemonConfig, DnsConfig, DnsValue, EipConfig, RecordType, HealthCheck, HealthConfig, NodeConfig, NotifyConfig,
+    AwsConfig, AwsEventsConfig, FencingConfig, ClusterConfig, DaemonConfig, DnsConfig, DnsValue, EipConfig, RecordType, HealthCheck, HealthConfig, NodeConfig, NotifyConfig,
     RouteTableQuery, SecondaryIpConfig, Unit, VipConfig, DEFAULT_CONTROL_SOCKET, DEFAULT_STATE_DIR,
 };
 
@@ -717,8 +717,8 @@ fn hook(index: usize, n: RawNotify) -> Result<NotifyConfig, Invalid> {
         "",
     )?;
     let events = n.events.unwrap_or_else(|| vec!["acquire".into(), "release".into(), "fault".into()]);
-    if let Some(bad) = events.iter().find(|e| !matches!(e.as_str(), "acquire" | "release" | "fault" | "drain" | "undrain")) {
-        return Err(invalid(key("events"), format!("`{bad}` is not one of acquire, release, fault, drain, undrain")));
+    if let Some(bad) = events.iter().find(|e| !matches!(e.as_str(), "acquire" | "release" | "fault" | "drain" | "undrain" | "fence")) {
+        return Err(invalid(key("events"), format!("`{bad}` is not one of acquire, release, fault, drain, undrain, fence")));
     }
     Ok(NotifyConfig {
         name: n.name,
@@ -736,6 +736,31 @@ pub(super) fn metrics(raw: RawMetrics) -> Result<Option<SocketAddr>, Invalid> {
                 .map_err(|_| invalid("metrics.listen", format!("`{text}` is not an address:port like \"127.0.0.1:9464\"")))
         })
         .transpose()
+}
+
+/// `[fencing]`: off unless enabled; bounded waits.
+pub(super) fn fencing(raw: RawFencing) -> Result<FencingConfig, Invalid> {
+    let timeout = duration(
+        "fencing.timeout",
+        raw.timeout,
+        Duration::from_secs(60),
+        Low::At(Duration::from_secs(1)),
+        Duration::from_secs(600),
+        "the address stays where it is while the successor waits for the old instance to stop",
+    )?;
+    let delay = duration(
+        "fencing.delay",
+        raw.delay,
+        Duration::from_secs(5),
+        Low::Zero,
+        Duration::from_secs(120),
+        "a two-node failover on the higher node id waits this long",
+    )?;
+    Ok(FencingConfig {
+        stop_instance: raw.stop_instance.unwrap_or(false),
+        timeout,
+        delay,
+    })
 }
 
 /// `[aws_events]`: off unless enabled; bounded timers; only event kinds this program knows.

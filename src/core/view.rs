@@ -23,7 +23,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::placement;
 use super::spec::{self, Conflict, UnitSpec};
 use super::wire::{
-    Body, Departure, HeldMsg, MemberInfo, StateMsg, Unable, UnitDigest, WireAssignment, WireDeparture, PROTOCOL,
+    Body, Departure, FenceTarget, HeldMsg, MemberInfo, StateMsg, Unable, UnitDigest, WireAssignment, WireDeparture,
+    PROTOCOL,
 };
 use super::{MemberId, NodeId, Ring};
 
@@ -46,6 +47,23 @@ pub struct Assignment {
     /// The resources the holder had verified when it went away: its successor knows those
     /// addresses point elsewhere (and may skip its first read); the others may point anywhere.
     pub verified_before: Vec<String>,
+    /// While there is no holder: the holder that left without releasing the unit (its node
+    /// left the corosync membership), whose instance the successor fences first when fencing
+    /// is on. None after a planned release or a daemon that died on a live node.
+    pub fence: Option<FenceTarget>,
+}
+
+/// A takeover that must stop the departed holder's instance first (when `[fencing]
+/// stop_instance` is on). Every member computes the same, from agreed inputs.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Fence {
+    /// The departed holder and its instance.
+    pub target: FenceTarget,
+    /// The new holder is alone in its partition and has the higher node id: in a split
+    /// two-node cluster both halves stay quorate and each would fence the other, so this side
+    /// waits `[fencing] delay` and lets the lower node id fence first (its own race check
+    /// then finds itself stopping and fences nobody).
+    pub delayed: bool,
 }
 
 /// Why a member left the CPG group, as corosync reports it.
@@ -105,6 +123,9 @@ pub enum Output {
         previous: Option<MemberId>,
         /// The resources of the unit that `previous` had verified in EC2 as its own.
         verified_before: Vec<String>,
+        /// The departed holder to fence before the takeover, when it left without releasing
+        /// the unit; None for a planned move, a release, or a daemon that died on a live node.
+        fence: Option<Fence>,
     },
 }
 
@@ -169,6 +190,12 @@ pub struct View {
     released: BTreeSet<MemberId>,
     /// Departures seen while not in sync, applied to the merged table when the round completes.
     departed: BTreeMap<MemberId, Departure>,
+    /// The last instance each corosync node's daemon announced: a departed holder's info is
+    /// dropped when it leaves, but its successor must still know which instance to fence.
+    instances: BTreeMap<NodeId, String>,
+    /// Vanished members whose grace ended (while not in sync) on a node that is still in the
+    /// membership: taken over at once, as a node loss is, but without a fence.
+    spared: BTreeSet<MemberId>,
     totem: Option<BTreeSet<NodeId>>,
     /// Our table is a real cluster view: we completed a round, or inherited the table from a
     /// previous incarnation of this daemon (re-exec). Offered as such in our States.
@@ -199,9 +226,12 @@ impl View {
             nodes: local_info.nodes.clone(),
             stale: false,
         };
+        let instances = BTreeMap::from([(local.node, local_info.instance_id.clone())]);
         View {
             local,
             local_info,
+            instances,
+            spared: BTreeSet::new(),
             // The ring of the quorum state read at connect is the current one until totem reports.
             totem_ring: local_quorum.ring,
             local_quorum,
@@ -234,6 +264,7 @@ impl View {
                     generation: a.generation,
                     verified: a.verified,
                     verified_before: Vec::new(),
+                    fence: a.fence,
                 },
             );
         }
@@ -584,6 +615,7 @@ impl View {
             synced: self.knows_cluster,
             placed: self.placed,
             kept: self.unconfirmed,
+            instances: self.instances.iter().map(|(n, i)| (*n, i.clone())).collect(),
             assignments: self
                 .assignments
                 .iter()
@@ -592,6 +624,7 @@ impl View {
                     holder: a.holder,
                     generation: a.generation,
                     verified: a.verified.clone(),
+                    fence: a.fence.clone(),
                 })
                 .collect(),
             vanished: self.vanished.iter().copied().collect(),
@@ -713,6 +746,7 @@ impl View {
                 {
                     if state.round == *round && pending.remove(&from) {
                         let (quorate, ring) = (state.info.quorate, state.info.ring);
+                        self.instances.insert(from.node, state.info.instance_id.clone());
                         self.infos.insert(from, state.info.clone());
                         states.insert(from, state);
                         self.accept_fact(from, quorate, ring, false);
@@ -724,6 +758,7 @@ impl View {
                     // A member declared unresponsive speaks again: its table is not merged (the
                     // round is over) but it is known and counted again.
                     let (quorate, ring) = (state.info.quorate, state.info.ring);
+                    self.instances.insert(from.node, state.info.instance_id.clone());
                     self.infos.insert(from, state.info);
                     self.accept_fact(from, quorate, ring, false);
                 }
@@ -803,11 +838,14 @@ impl View {
                 }
                 self.note_held(from, held);
             }
-            Body::GraceExpired { member } => {
+            Body::GraceExpired { member, node_down } => {
                 if self.is_synced() && !self.members.contains(&member) && self.vanished.remove(&member) {
-                    self.unassign_holder(member);
+                    self.unassign_holder(member, node_down);
                 } else if !self.is_synced() {
                     self.departed.insert(member, Departure::NodeDown);
+                    if !node_down {
+                        self.spared.insert(member);
+                    }
                 }
             }
         }
@@ -849,9 +887,15 @@ impl View {
                 }
             }
             Departure::Vanished => {}
-            Departure::Released | Departure::NodeDown => {
+            Departure::Released => {
                 self.vanished.remove(&member);
-                self.unassign_holder(member);
+                self.spared.remove(&member);
+                self.unassign_holder(member, false);
+            }
+            Departure::NodeDown => {
+                self.vanished.remove(&member);
+                let fence = !self.spared.remove(&member);
+                self.unassign_holder(member, fence);
             }
         }
     }
@@ -860,10 +904,19 @@ impl View {
         self.assignments.values().any(|a| a.holder == Some(member))
     }
 
-    fn unassign_holder(&mut self, member: MemberId) {
+    /// Frees the units of a departed holder. `fence`: it left without releasing them and its
+    /// node left the membership, so its instance may still run and write (a hung kernel, a cut
+    /// network): the successor must stop it first when fencing is on.
+    fn unassign_holder(&mut self, member: MemberId, fence: bool) {
+        let known = self.instances.get(&member.node).cloned();
         // Keep the generation so the next holder's generation is higher.
         for a in self.assignments.values_mut() {
             if a.holder == Some(member) {
+                a.fence = fence.then(|| FenceTarget {
+                    member,
+                    // A member that joined after the holder's last State still saw its Held.
+                    instance_id: known.clone().or_else(|| a.verified.iter().find_map(|h| h.instance_id.clone())),
+                });
                 a.verified_before = a.verified.drain(..).map(|h| h.resource).collect();
                 a.holder = None;
                 a.previous = Some(member);
@@ -904,6 +957,17 @@ impl View {
         // A member whose table stayed current (it never lost the group, or a round already
         // confirmed its kept one) confirms the merge; otherwise every table here was kept.
         self.unconfirmed = states.values().any(|s| s.synced) && !states.values().any(|s| s.synced && !s.kept);
+        // Every member of the round ends with the same instances, from the round's States only
+        // (each carries what its sender knew before): what each node announced of itself
+        // first, then, for departed nodes, what the lowest member id knew.
+        let mut instances: BTreeMap<NodeId, String> =
+            states.iter().map(|(from, state)| (from.node, state.info.instance_id.clone())).collect();
+        for state in states.values() {
+            for (node, instance) in &state.instances {
+                instances.entry(*node).or_insert_with(|| instance.clone());
+            }
+        }
+        self.instances = instances;
         for state in states.values() {
             for d in &state.departed {
                 merge_departure(&mut departed, d.member, d.kind);
@@ -920,9 +984,15 @@ impl View {
                     generation: a.generation,
                     verified: a.verified.clone(),
                     verified_before: Vec::new(),
+                    fence: a.fence.clone().filter(|_| a.holder.is_none()),
                 };
                 match table.get_mut(&a.resource) {
                     Some(existing) if !newer(&candidate, existing, &self.members) => {
+                        // The same vacancy: one member may have missed the departed holder's
+                        // instance; every member takes the first one named, in member order.
+                        if existing.holder.is_none() && existing.generation == candidate.generation && existing.fence.is_none() {
+                            existing.fence = candidate.fence.clone();
+                        }
                         // Same claim seen by another member, maybe with the holder's Held.
                         if existing.holder == candidate.holder
                             && existing.generation == candidate.generation
@@ -948,6 +1018,7 @@ impl View {
             }
             self.apply_departure(member, kind, out);
         }
+        self.spared.clear();
         // Holders nobody in the round saw leave: a table kept across a lost corosync
         // connection or a re-exec names them, and their daemon may be reconnecting as well.
         // They get the reattach grace, as a daemon seen to vanish does, rather than an
@@ -1021,6 +1092,16 @@ impl View {
             Some(a) => a.verified_before.clone(),
             None => Vec::new(),
         };
+        // Only a vacancy left by a holder that did not release it is fenced, never our own node
+        // (a node that left and came back is no longer running what it ran).
+        let fence = current
+            .filter(|a| a.holder.is_none())
+            .and_then(|a| a.fence.clone())
+            .filter(|t| t.member.node != holder.node)
+            .map(|target| Fence {
+                delayed: holder.node > target.member.node && self.members.iter().all(|m| m.node == holder.node),
+                target,
+            });
         // Generations are bounded on the way in; this never fails, and if it did, the unit
         // would simply keep its holder.
         let Some(generation) = current.map_or(Some(1), |a| a.generation.checked_add(1)) else {
@@ -1034,6 +1115,7 @@ impl View {
                 generation,
                 verified: Vec::new(),
                 verified_before: Vec::new(),
+                fence: None,
             },
         );
         out.push(Output::Elected {
@@ -1042,6 +1124,7 @@ impl View {
             generation,
             previous,
             verified_before,
+            fence,
         });
     }
 

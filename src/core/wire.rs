@@ -100,6 +100,11 @@ pub enum Body {
     GraceExpired {
         /// The vanished member whose addresses are now handed to another member.
         member: MemberId,
+        /// The grace ended because the member's node left the totem membership (not only its
+        /// daemon): its instance may still run and must be fenced before a takeover when
+        /// fencing is on. Never sent when false, so older peers read the message as before.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        node_down: bool,
     },
 }
 
@@ -149,6 +154,10 @@ pub struct MemberInfo {
     /// The node's hostname.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hostname: Option<String>,
+    /// The member's `[fencing] stop_instance`, so that members whose files disagree on it are
+    /// named (None from peers that predate fencing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fencing: Option<bool>,
 }
 
 fn yes() -> bool {
@@ -226,6 +235,12 @@ pub struct StateMsg {
     /// re-exec, and no round has confirmed it yet (see `View::unconfirmed`).
     #[serde(default)]
     pub kept: bool,
+    /// The last instance each corosync node's daemon announced, as the sender knows them: a
+    /// joiner elected for a departed holder's units must fence the same instance the others
+    /// would have. Pairs, not a map: a JSON object's keys are strings, which serde cannot
+    /// read back as node ids inside the tagged, flattened envelope.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub instances: Vec<(u32, String)>,
 }
 
 /// Who holds one unit, as the sender's table says.
@@ -241,6 +256,22 @@ pub struct WireAssignment {
     /// joiners see them verified too.
     #[serde(default)]
     pub verified: Vec<HeldMsg>,
+    /// While the unit has no holder: the holder that left without releasing it, whose
+    /// instance the successor stops first when fencing is on (see [`FenceTarget`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fence: Option<FenceTarget>,
+}
+
+/// A holder that left the cluster without releasing its units (its node left the corosync
+/// membership): with `[fencing] stop_instance`, its successor stops its instance before it
+/// moves anything.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct FenceTarget {
+    /// The daemon that held the unit.
+    pub member: MemberId,
+    /// Its EC2 instance, as its own States (or its Held announcements) named it; None when no
+    /// member of the partition ever learnt it, which makes the fence fail rather than guess.
+    pub instance_id: Option<String>,
 }
 
 /// How a member left the group, which decides when its units are taken over.
@@ -355,6 +386,55 @@ mod tests {
             decode(br#"{"v":1,"type":"quorum","quorate":true,"nodes":[1,2]}"#).unwrap(),
             Body::Quorum { quorate: true, nodes: vec![1, 2], ring: None, config: None, pending: false }
         );
+    }
+
+    #[test]
+    fn fencing_fields_survive_the_envelope_and_older_peers_read_them_as_before() {
+        let member = MemberId { node: 3, pid: 30 };
+        let grace = Body::GraceExpired { member, node_down: true };
+        assert_eq!(decode(&encode(&grace)).unwrap(), grace);
+        // Never sent when false: an older peer's message is the same.
+        let quiet = encode(&Body::GraceExpired { member, node_down: false });
+        assert!(!String::from_utf8(quiet.clone()).unwrap().contains("node_down"));
+        assert_eq!(
+            decode(br#"{"v":1,"type":"grace_expired","member":{"node":3,"pid":30}}"#).unwrap(),
+            Body::GraceExpired { member, node_down: false }
+        );
+        let state = Body::State(StateMsg {
+            info: MemberInfo {
+                instance_id: "i-1".into(),
+                network_interface_id: None,
+                version: "t".into(),
+                resources: vec![],
+                quorate: true,
+                eligible: true,
+                standby: false,
+                nodes: vec![],
+                availability_zone: None,
+                protocol: PROTOCOL,
+                ring: None,
+                units: BTreeMap::new(),
+                cannot_serve: vec![],
+                name: None,
+                hostname: None,
+                fencing: Some(true),
+            },
+            round: vec![member],
+            synced: true,
+            assignments: vec![WireAssignment {
+                resource: "web".into(),
+                holder: None,
+                generation: 2,
+                verified: vec![],
+                fence: Some(FenceTarget { member, instance_id: Some("i-3".into()) }),
+            }],
+            vanished: vec![],
+            departed: vec![],
+            placed: true,
+            kept: false,
+            instances: vec![(1, "i-1".into()), (3, "i-3".into())],
+        });
+        assert_eq!(decode(&encode(&state)).unwrap(), state);
     }
 
     #[test]

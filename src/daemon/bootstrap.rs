@@ -119,7 +119,10 @@ impl Daemon {
             resources.insert(name, LocalResource::new(kind, unit));
         }
         let notifier = Notifier::start(config.notify.clone());
+        let fencer = Arc::new(crate::fence::Fencer::new(ec2.clone(), identity.instance_id.clone(), config.fencing.clone()));
         let daemon = Daemon {
+            fencer,
+            fence_hooked: None,
             kinds: kinds::Context {
                 ec2: ec2.clone(),
                 route53,

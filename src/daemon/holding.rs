@@ -67,6 +67,10 @@ pub(super) struct PendingTimeline {
     /// Another node had verified the address as its own: it is not ours yet, so the
     /// acquisition can skip its first read.
     pub held_elsewhere: bool,
+    /// The departed holder to stop before anything moves (`[fencing]` on, and the view says
+    /// it left without releasing): kept until the acquisition succeeds, so every retry makes
+    /// sure it is down.
+    pub fence: Option<crate::core::view::Fence>,
     pub detected: Instant,
     pub detected_wall: SystemTime,
     pub elected: Instant,
@@ -180,6 +184,8 @@ impl Daemon {
     fn spawn_acquire(&mut self, name: &str, generation: u64, cohort: Member) {
         let Some(local) = self.resources.get(name) else { return };
         let held_elsewhere = local.pending_timeline.as_ref().is_some_and(|t| t.held_elsewhere);
+        let fence = local.pending_timeline.as_ref().and_then(|t| t.fence.clone());
+        let fencer = self.fencer.clone();
         let kind = local.kind.clone();
         let ctx = self.kinds.clone();
         let gate = self.write_gate(&local.unit, generation);
@@ -188,11 +194,27 @@ impl Daemon {
         let budget = ACQUIRE_BUDGET.min(self.config.aws.acquire_timeout);
         let start = kinds::Start { held_elsewhere, cohort };
         let task = tokio::spawn(async move {
+            // A failed fence is never a move: the acquisition ends before any address call.
+            let fenced = match &fence {
+                Some(f) => match fencer.fence(f, &gate).await {
+                    Ok(done) => Some(done.done),
+                    Err(e) => {
+                        let _ = tx.send(TaskResult::NotAcquired {
+                            resource,
+                            generation,
+                            error: AcquireError::Fence(e),
+                        });
+                        return;
+                    }
+                },
+                None => None,
+            };
             let result = match kinds::acquire(&kind, &ctx, gate, budget, start).await {
                 Ok(acquired) => TaskResult::Acquired {
                     resource,
                     generation,
                     acquired,
+                    fenced,
                 },
                 Err(error) => TaskResult::NotAcquired {
                     resource,
@@ -242,7 +264,9 @@ impl Daemon {
         resource: &str,
         generation: u64,
         acquired: kinds::Acquired,
+        fenced: Option<Instant>,
     ) -> Result<(), CorosyncError> {
+        self.fence_hook();
         let ours: BTreeMap<String, u64> = view.held_by_local().into_iter().collect();
         let Some(local) = self.resources.get_mut(resource) else { return Ok(()) };
         let wanted = ours.get(&local.unit).copied();
@@ -264,6 +288,7 @@ impl Daemon {
                 previous: t.previous.map(|p| MemberRef { node_id: p.node, pid: p.pid }),
                 detected_at: humantime::format_rfc3339_millis(t.detected_wall).to_string(),
                 elected_ms: ms(t.elected),
+                fenced_ms: fenced.map(ms),
                 associate_sent_ms: acquired.sent.map(ms),
                 verified_ms: ms(acquired.verified),
             };
@@ -273,11 +298,13 @@ impl Daemon {
                 instance = %self.identity.instance_id,
                 previous = ?t.previous.map(|p| p.to_string()),
                 elected_ms = timeline.elected_ms,
+                fenced_ms = ?timeline.fenced_ms,
                 associate_sent_ms = ?timeline.associate_sent_ms,
                 verified_ms = timeline.verified_ms,
                 elapsed_ms = timeline.verified_ms,
-                "failover timeline: detected → elected +{}ms → associate sent {} → verified +{}ms",
+                "failover timeline: detected → elected +{}ms{} → associate sent {} → verified +{}ms",
                 timeline.elected_ms,
+                timeline.fenced_ms.map_or(String::new(), |m| format!(" → fenced +{m}ms")),
                 timeline.associate_sent_ms.map_or("(not needed, already ours)".to_string(), |m| format!("+{m}ms")),
                 timeline.verified_ms,
             );
@@ -313,6 +340,7 @@ impl Daemon {
         generation: u64,
         error: AcquireError,
     ) -> Result<(), CorosyncError> {
+        self.fence_hook();
         let Some(local) = self.resources.get_mut(resource) else { return Ok(()) };
         if local.holding.acquiring() == Some(generation) {
             local.task = None;
@@ -340,6 +368,36 @@ impl Daemon {
         self.apply_effects(resource, effects);
         self.hook(resource, HookEvent::Fault, "holder", message);
         self.announce_capability(cs, view).await
+    }
+
+    /// Tells the `fence` hooks of a fence this node carried out (or failed), once per fence:
+    /// the addresses of one departure share it, an instance already down is no news, and the
+    /// retries of a fence that keeps failing tell once.
+    fn fence_hook(&mut self) {
+        let Some(last) = self.fencer.last() else { return };
+        let seen = self.fence_hooked.replace((last.at, last.result));
+        if seen.is_some_and(|(at, result)| at == last.at || (result == "failed" && last.result == "failed"))
+            || last.result == "already_down"
+        {
+            return;
+        }
+        let (Some(node_id), false) = (self.node_id, self.config.notify.is_empty()) else { return };
+        let instance = last.instance_id.clone().unwrap_or_else(|| "(unknown instance)".into());
+        let detail = match &last.error {
+            None => format!("stopped {instance} of node {} in {} ms", last.node_id, last.ms),
+            Some(e) => format!("failed to stop {instance} of node {}: {e}", last.node_id),
+        };
+        self.notifier.fire(HookContext {
+            event: HookEvent::Fence,
+            resource: String::new(),
+            group: String::new(),
+            kind: "node",
+            role: "holder",
+            address: String::new(),
+            node_id,
+            instance_id: self.identity.instance_id.clone(),
+            detail,
+        });
     }
 
     /// Units this node cannot serve now, as announced to the others.

@@ -132,6 +132,8 @@ enum TaskResult {
         resource: String,
         generation: u64,
         acquired: kinds::Acquired,
+        /// When the departed holder was fenced, if this takeover fenced it.
+        fenced: Option<Instant>,
     },
     /// An acquisition ended without the address (a cancellation is one too).
     NotAcquired {
@@ -167,6 +169,10 @@ pub struct Daemon {
     ec2: Ec2,
     /// What an acquisition or a monitor round needs: EC2, identity, local addresses.
     kinds: kinds::Context,
+    /// Stops a departed holder's instance before a takeover (`[fencing]`).
+    fencer: Arc<crate::fence::Fencer>,
+    /// When the fence the `fence` hook last told of ended, and its result.
+    fence_hooked: Option<(SystemTime, &'static str)>,
     /// The snapshot the control socket serves as `status`.
     status: SharedStatus,
     /// Every configured address, by resource name.
@@ -305,6 +311,7 @@ impl Daemon {
             cannot_serve: self.cannot_serve_list(),
             name: cs.node_name().map(str::to_owned),
             hostname: local_hostname(),
+            fencing: Some(self.config.fencing.stop_instance),
         };
         self.node_id = Some(cs.local().node);
         let mut view = View::new(cs.local(), info, self.config.unit_specs());
@@ -430,7 +437,7 @@ impl Daemon {
                     let mut outputs = view.handle(Event::Totem { ring, nodes });
                     for member in view.vanished_on_gone_nodes() {
                         info!(member = %member, "the node of a vanished daemon left the membership; peers take over");
-                        outputs.push(Output::Send(Body::GraceExpired { member }));
+                        outputs.push(Output::Send(Body::GraceExpired { member, node_down: true }));
                     }
                     outputs
                 }
@@ -480,14 +487,18 @@ impl Daemon {
                     generation,
                     previous,
                     verified_before,
+                    fence,
                 } => {
                     let instance = view.info(&holder).map(|i| i.instance_id.clone()).unwrap_or_default();
-                    info!(resource = %unit, node = holder.node, instance = %instance, generation, previous = ?previous.map(|p| p.to_string()), "holder elected");
+                    // Every member logs the same: whether this takeover fences is agreed.
+                    let fence = fence.filter(|_| self.config.fencing.stop_instance);
+                    info!(resource = %unit, node = holder.node, instance = %instance, generation, previous = ?previous.map(|p| p.to_string()), fence = ?fence.as_ref().map(|f| f.target.instance_id.clone().unwrap_or_else(|| f.target.member.to_string())), "holder elected");
                     if holder == view.local() {
                         let elsewhere = previous.is_some_and(|p| p.node != holder.node);
                         for (name, local) in self.resources.iter_mut().filter(|(_, r)| r.unit == unit) {
                             local.pending_timeline = Some(PendingTimeline {
                                 held_elsewhere: elsewhere && verified_before.contains(name),
+                                fence: fence.clone(),
                                 previous,
                                 detected: detected.0,
                                 detected_wall: detected.1,
@@ -508,7 +519,8 @@ impl Daemon {
                 resource,
                 generation,
                 acquired,
-            } => self.on_acquired(cs, view, &resource, generation, acquired).await?,
+                fenced,
+            } => self.on_acquired(cs, view, &resource, generation, acquired, fenced).await?,
             TaskResult::NotAcquired {
                 resource,
                 generation,
@@ -527,8 +539,10 @@ impl Daemon {
             TaskResult::LocalAddressRemoved { resource, result } => self.address_removed(&resource, result),
             TaskResult::GraceExpired(member) => {
                 if view.vanished().contains(&member) {
-                    info!(member = %member, "reattach grace expired; peers take over");
-                    cs.send(&wire::encode(&Body::GraceExpired { member })).await?;
+                    // Its node may have left meanwhile: then the takeover fences it.
+                    let node_down = view.vanished_on_gone_nodes().contains(&member);
+                    info!(member = %member, node_down, "reattach grace expired; peers take over");
+                    cs.send(&wire::encode(&Body::GraceExpired { member, node_down })).await?;
                 }
             }
             TaskResult::StartupWaitOver => {

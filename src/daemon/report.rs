@@ -155,6 +155,22 @@ impl Daemon {
             .chain(conflicts.iter().map(|c| c.to_string()))
             .collect();
         s.warnings.extend(self.drain.problems.iter().cloned());
+        // Fencing is a per-node setting, but a takeover fences only if its successor's file
+        // says so: members that disagree make fencing depend on who is elected.
+        let ours = self.config.fencing.stop_instance;
+        let differ: Vec<String> = view
+            .members()
+            .iter()
+            .filter(|m| view.info(m).and_then(|i| i.fencing).is_some_and(|f| f != ours))
+            .map(|m| m.node.to_string())
+            .collect();
+        if !differ.is_empty() {
+            s.warnings.push(format!(
+                "[fencing] stop_instance is {ours} here but {} on node(s) {}: whether a lost holder is fenced depends on which node takes over; set it alike on every node",
+                !ours,
+                differ.join(", ")
+            ));
+        }
         if view.is_synced() && view.unconfirmed() {
             s.warnings.push(format!(
                 "this daemon kept its table across a reload or a lost corosync connection, and no other daemon has confirmed it yet: nobody moves an address until the daemons of every corosync node are back (at most startup_wait, {} ms)",
@@ -166,6 +182,19 @@ impl Daemon {
             id: d.event.id.clone(),
             not_before: d.event.not_before,
             drained_until: d.until,
+        });
+        s.fencing = Some(crate::status::FencingStatus {
+            stop_instance: self.config.fencing.stop_instance,
+            timeout_ms: u64::try_from(self.config.fencing.timeout.as_millis()).unwrap_or(u64::MAX),
+            delay_ms: u64::try_from(self.config.fencing.delay.as_millis()).unwrap_or(u64::MAX),
+            last: self.fencer.last().map(|l| crate::status::LastFence {
+                node_id: l.node_id,
+                instance_id: l.instance_id,
+                result: l.result.to_owned(),
+                error: l.error,
+                ms: l.ms,
+                at: humantime::format_rfc3339_millis(l.at).to_string(),
+            }),
         });
         s.binary_replaced = super::lifecycle::binary_replaced(&self.exe);
         if s.binary_replaced {

@@ -167,6 +167,9 @@ pub enum AcquireError {
     /// The local interface refused the address.
     #[error("{0}")]
     Local(String),
+    /// The departed holder could not be fenced: nothing was moved.
+    #[error(transparent)]
+    Fence(#[from] crate::fence::FenceError),
 }
 
 impl AcquireError {
@@ -182,14 +185,21 @@ impl AcquireError {
                 _ => Failure::Other,
             },
             AcquireError::NoInterface => Failure::Identity,
-            AcquireError::Setup(_) | AcquireError::NotVerified(_) | AcquireError::Local(_) => Failure::Other,
+            // A fence that failed is not this node's incapacity: handing the unit over would
+            // let the next node move the address without the fence, or fence in turn while
+            // the race check here said not to. The holder retries with backoff.
+            AcquireError::Setup(_) | AcquireError::NotVerified(_) | AcquireError::Local(_) | AcquireError::Fence(_) => Failure::Other,
         }
     }
 
     /// The write gate closed before a mutating call: we are no longer the holder. Not a
     /// failure at all.
     pub fn cancelled(&self) -> bool {
-        matches!(self, AcquireError::Ec2(e) if e.class == ErrorClass::Cancelled)
+        match self {
+            AcquireError::Ec2(e) => e.class == ErrorClass::Cancelled,
+            AcquireError::Fence(e) => e.cancelled(),
+            _ => false,
+        }
     }
 }
 
