@@ -1166,29 +1166,28 @@ impl Ec2 {
         .await
     }
 
+    /// One instance as EC2 describes it; None when EC2 returns no such instance.
+    async fn describe_instance(&self, instance_id: &str, budget: Duration) -> Result<Option<aws_sdk_ec2::types::Instance>, Ec2Error> {
+        self.with_retry("DescribeInstances", budget, || async {
+            let out = self
+                .client
+                .describe_instances()
+                .instance_ids(instance_id)
+                .send()
+                .await
+                .map_err(|e| classify("DescribeInstances", e))?;
+            Ok(out.reservations().iter().flat_map(|r| r.instances()).find(|i| i.instance_id() == Some(instance_id)).cloned())
+        })
+        .await
+    }
+
     /// An instance's state name (`running`, `stopping`, `stopped`, ...); None when EC2 no
     /// longer knows the instance (terminated long ago): it runs nothing.
     pub async fn instance_state(&self, instance_id: &str, budget: Duration) -> Result<Option<String>, Ec2Error> {
-        let found = self
-            .with_retry("DescribeInstances", budget, || async {
-                let out = self
-                    .client
-                    .describe_instances()
-                    .instance_ids(instance_id)
-                    .send()
-                    .await
-                    .map_err(|e| classify("DescribeInstances", e))?;
-                Ok(out
-                    .reservations()
-                    .iter()
-                    .flat_map(|r| r.instances())
-                    .find(|i| i.instance_id() == Some(instance_id))
-                    .map(|i| i.state().and_then(|s| s.name()).map_or_else(|| "unknown".to_owned(), |n| n.as_str().to_owned())))
-            })
-            .await;
-        match found {
+        match self.describe_instance(instance_id, budget).await {
+            Ok(found) => Ok(found.map(|i| i.state().and_then(|s| s.name()).map_or_else(|| "unknown".to_owned(), |n| n.as_str().to_owned()))),
             Err(e) if e.class == ErrorClass::NotFound && e.code.as_deref().is_some_and(|c| c.starts_with("InvalidInstanceID")) => Ok(None),
-            other => other,
+            Err(e) => Err(e),
         }
     }
 
@@ -1220,24 +1219,15 @@ impl Ec2 {
 
     /// The primary (device index 0) network interface of an instance and its availability zone.
     pub async fn instance_placement(&self, instance_id: &str, budget: Duration) -> Result<InstancePlacement, Ec2Error> {
-        self.with_retry("DescribeInstances", budget, || async {
-            let out = self
-                .client
-                .describe_instances()
-                .instance_ids(instance_id)
-                .send()
-                .await
-                .map_err(|e| classify("DescribeInstances", e))?;
-            let instance = out.reservations().iter().flat_map(|r| r.instances()).next();
-            Ok(InstancePlacement {
-                primary_interface: instance.and_then(primary_interface_of).map(str::to_owned),
-                availability_zone: instance
-                    .and_then(|i| i.placement())
-                    .and_then(|p| p.availability_zone())
-                    .map(str::to_owned),
-            })
+        let instance = self.describe_instance(instance_id, budget).await?;
+        Ok(InstancePlacement {
+            primary_interface: instance.as_ref().and_then(primary_interface_of).map(str::to_owned),
+            availability_zone: instance
+                .as_ref()
+                .and_then(|i| i.placement())
+                .and_then(|p| p.availability_zone())
+                .map(str::to_owned),
         })
-        .await
     }
 }
 

@@ -142,11 +142,6 @@ impl Fencer {
         }
     }
 
-    /// Whether takeovers fence at all (`[fencing] stop_instance`).
-    pub fn enabled(&self) -> bool {
-        self.config.stop_instance
-    }
-
     /// The last fence carried out on this node, for status.
     pub fn last(&self) -> Option<FenceRecord> {
         self.last.lock().map(|l| l.clone()).unwrap_or_default()
@@ -229,10 +224,7 @@ impl Fencer {
                 });
             }
         }
-        let own = self.ec2.instance_state(&self.own_instance, CALL_BUDGET).await.map_err(|source| FenceError::Ec2 {
-            instance: target.clone(),
-            source,
-        })?;
+        let own = self.ec2.instance_state(&self.own_instance, CALL_BUDGET).await.map_err(ec2_err)?;
         if own.as_deref() != Some("running") {
             return Err(FenceError::NotRunning {
                 target,
