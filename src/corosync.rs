@@ -85,6 +85,9 @@ pub struct Votes {
     pub present: u32,
     /// Votes needed for quorum.
     pub needed: u32,
+    /// corosync's `quorum.two_node` is on: a split leaves both halves quorate.
+    #[serde(default)]
+    pub two_node: bool,
 }
 
 fn push(event: CorosyncEvent) {
@@ -216,6 +219,7 @@ fn votes_of(handle: &votequorum::Handle, local: u32, nodes: &[u32]) -> Option<Vo
         expected: me.highest_expected.max(me.node_expected_votes),
         present,
         needed: me.quorum,
+        two_node: me.flags.contains(votequorum::NodeInfoFlags::VOTEQUORUM_INFO_TWONODE),
     })
 }
 

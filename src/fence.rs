@@ -206,22 +206,20 @@ impl Fencer {
             instance: target.clone(),
             source,
         };
+        let already_down = || Fenced {
+            stop_sent: false,
+            done: Instant::now(),
+        };
         if is_down(self.ec2.instance_state(&target, CALL_BUDGET).await.map_err(ec2_err)?.as_deref()) {
-            return Ok(Fenced {
-                stop_sent: false,
-                done: Instant::now(),
-            });
+            return Ok(already_down());
         }
         if fence.delayed && !self.config.delay.is_zero() {
-            info!(node, instance = %target, delay_ms = self.config.delay.as_millis() as u64, "alone with the higher node id: waiting before fencing, so a split two-node cluster does not fence both ways");
+            info!(node, instance = %target, delay_ms = self.config.delay.as_millis() as u64, "two_node, alone, with the higher node id: waiting before fencing, so a split two-node cluster does not fence both ways");
             tokio::time::sleep(self.config.delay).await;
             // The other side may have fenced it meanwhile (it cannot have: it would have
             // fenced us), or the node may have been stopped by an admin.
             if is_down(self.ec2.instance_state(&target, CALL_BUDGET).await.map_err(ec2_err)?.as_deref()) {
-                return Ok(Fenced {
-                    stop_sent: false,
-                    done: Instant::now(),
-                });
+                return Ok(already_down());
             }
         }
         let own = self.ec2.instance_state(&self.own_instance, CALL_BUDGET).await.map_err(ec2_err)?;

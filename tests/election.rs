@@ -796,14 +796,14 @@ fn a_peer_generation_near_the_limit_is_refused_not_overflowed() {
     p.settle();
     let holder = p.holder("web").unwrap();
     let mut bad = View::new(m(9, 1), info(m(9, 1), true, &[]), vec![UnitSpec::new("web", vec![])]);
-    bad.seed(vec![WireAssignment { resource: "web".into(), holder: Some(m(9, 1)), generation: u64::MAX, verified: vec![], fence: None }]);
+    bad.seed(vec![WireAssignment { resource: "web".into(), holder: Some(m(9, 1)), generation: u64::MAX, verified: vec![], fence: None, fences: vec![] }]);
     assert!(bad.assignments().is_empty(), "seed refuses it");
     // A State carrying it (as a broken or hostile peer would send) is ignored in the merge.
     p.join(m(3, 1), true);
     for (from, body) in p.queue.iter_mut() {
         if let (true, Body::State(state)) = (*from == m(3, 1), body) {
             state.synced = true;
-            state.assignments = vec![WireAssignment { resource: "web".into(), holder: Some(m(3, 1)), generation: u64::MAX, verified: vec![], fence: None }];
+            state.assignments = vec![WireAssignment { resource: "web".into(), holder: Some(m(3, 1)), generation: u64::MAX, verified: vec![], fence: None, fences: vec![] }];
         }
     }
     p.settle();
@@ -999,14 +999,31 @@ fn rejoin_with_kept_table(q: &mut Partition, id: MemberId, table: &[WireAssignme
 
 use corosync_eip::core::view::Fence;
 
-/// The fence every member announced with the election of `unit`; panics unless they agree.
-fn fence_of(p: &Partition, unit: &str) -> Option<Fence> {
-    let said: Vec<&Option<Fence>> = p.fences.iter().filter(|(_, u, _)| u == unit).map(|(_, _, f)| f).collect();
+/// The fences every member announced with the last election of `unit`; panics unless they
+/// agree.
+fn fences_of(p: &Partition, unit: &str) -> Vec<Fence> {
+    let last = p.elections.iter().rev().find(|(_, u, _)| u == unit).map(|(_, _, h)| *h);
+    // Both are pushed with every election, and `fences` may have been cleared since.
+    let elections = &p.elections[p.elections.len() - p.fences.len()..];
+    let said: Vec<&Vec<Fence>> = p
+        .fences
+        .iter()
+        .zip(elections)
+        .filter(|((_, u, _), (_, _, h))| u == unit && Some(*h) == last)
+        .map(|((_, _, f), _)| f)
+        .collect();
     assert!(!said.is_empty(), "{unit}: no election announced");
     for f in &said {
-        assert_eq!(*f, said[0], "members disagree on the fence of {unit}");
+        assert_eq!(*f, said[0], "members disagree on the fences of {unit}");
     }
     said[0].clone()
+}
+
+/// The one fence (if any) the last election of `unit` announced.
+fn fence_of(p: &Partition, unit: &str) -> Option<Fence> {
+    let fences = fences_of(p, unit);
+    assert!(fences.len() <= 1, "{unit}: more than one fence: {fences:?}");
+    fences.into_iter().next()
 }
 
 fn three_nodes(units: &[&str]) -> Partition {
@@ -1030,8 +1047,16 @@ fn a_holder_whose_node_left_is_fenced_by_its_successor() {
     assert_eq!(fence.target.member, old);
     assert_eq!(fence.target.instance_id.as_deref(), Some(format!("i-{}", old.node).as_str()), "its info was dropped, its instance kept");
     assert!(!fence.delayed, "two survivors: no split two-node cluster, no delay");
-    // The successor's own table no longer asks for it: it is carried by the election.
-    assert_eq!(p.views[&new].assignments()["web"].fence, None);
+    // Owed until the successor verifies the unit (a re-exec or a failed fence keeps it).
+    assert_eq!(p.views[&new].fences("web"), vec![fence.clone()]);
+    assert_eq!(p.views[&new].assignments()["web"].fences, vec![fence.target.clone()]);
+    let generation = p.views[&new].assignments()["web"].generation;
+    p.send(new, Body::Held(HeldMsg { unit: "web".into(), resource: "web".into(), generation, instance_id: Some(format!("i-{}", new.node)), network_interface_id: None }));
+    p.settle();
+    for (id, v) in &p.views {
+        assert!(v.assignments()["web"].fences.is_empty(), "{id}: verified, nothing owed");
+    }
+    assert!(p.views[&new].fences("web").is_empty());
 }
 
 #[test]
@@ -1154,6 +1179,80 @@ fn a_member_that_never_saw_the_departed_holder_learns_its_instance_from_the_tabl
     assert_eq!(fence.target.instance_id.as_deref(), Some(format!("i-{}", old.node).as_str()));
 }
 
+/// Four nodes, `web` on node 1 (preferred), settled.
+fn four_nodes() -> Partition {
+    let mut p = Partition::new(&["web"]);
+    p.prefer = vec![1, 2, 3, 4];
+    for n in 1..=4 {
+        p.join(m(n, n), true);
+    }
+    p.settle();
+    assert_eq!(p.holder("web"), Some(m(1, 1)));
+    p.fences.clear();
+    p
+}
+
+#[test]
+fn a_successor_lost_before_it_fenced_leaves_both_fences_to_the_next() {
+    let mut p = four_nodes();
+    p.leave(m(1, 1), LeaveReason::NodeDown);
+    p.settle();
+    assert_eq!(p.holder("web"), Some(m(2, 2)));
+    assert_eq!(fences_of(&p, "web").iter().map(|f| f.target.member).collect::<Vec<_>>(), vec![m(1, 1)]);
+    // Node 2 goes down too before it verified anything: node 1 may still be writing, and so
+    // may node 2 (it may have sent its AssociateAddress).
+    p.leave(m(2, 2), LeaveReason::NodeDown);
+    p.settle();
+    assert_eq!(p.holder("web"), Some(m(3, 3)));
+    let fences = fences_of(&p, "web");
+    assert_eq!(fences.iter().map(|f| f.target.member).collect::<Vec<_>>(), vec![m(1, 1), m(2, 2)]);
+    assert_eq!(
+        fences.iter().map(|f| f.target.instance_id.clone()).collect::<Vec<_>>(),
+        vec![Some("i-1".to_string()), Some("i-2".to_string())]
+    );
+    p.assert_agree();
+}
+
+#[test]
+fn a_successor_re_executed_before_it_fenced_still_fences() {
+    let mut p = four_nodes();
+    p.leave(m(1, 1), LeaveReason::NodeDown);
+    p.settle();
+    assert_eq!(p.holder("web"), Some(m(2, 2)));
+    // Node 2's daemon re-executes (reload, upgrade) before its fence succeeded: its new
+    // incarnation starts from the table the old one kept.
+    let kept = p.views[&m(2, 2)].state_message().assignments;
+    p.leave(m(2, 2), LeaveReason::ProcessGone);
+    p.settle();
+    let mut v = View::new(m(2, 2), info(m(2, 2), true, &[]), vec![UnitSpec::new("web", vec![1, 2, 3, 4])]);
+    v.seed(kept);
+    p.views.insert(m(2, 2), v);
+    let members = p.members();
+    p.broadcast(Event::Confchg { members, left: vec![], joined: vec![m(2, 2)] });
+    p.settle();
+    assert_eq!(p.holder("web"), Some(m(2, 2)), "back within the grace: it keeps the unit");
+    let owed = p.views[&m(2, 2)].fences("web");
+    assert_eq!(owed.iter().map(|f| f.target.member).collect::<Vec<_>>(), vec![m(1, 1)], "the fence is still owed");
+    p.assert_agree();
+}
+
+#[test]
+fn a_departed_holder_back_in_the_group_is_no_longer_fenced() {
+    let mut p = four_nodes();
+    p.leave(m(1, 1), LeaveReason::NodeDown);
+    p.settle();
+    assert_eq!(p.views[&m(2, 2)].fences("web").len(), 1);
+    // Node 1 rebooted and its daemon is back before node 2's fence went out: stopping it now
+    // would stop a live member that holds nothing.
+    p.join(m(1, 11), true);
+    p.settle();
+    assert_eq!(p.holder("web"), Some(m(2, 2)), "no move back");
+    for (id, v) in &p.views {
+        assert!(v.assignments()["web"].fences.is_empty(), "{id} still owes a fence: {:?}", v.assignments()["web"].fences);
+    }
+    assert!(p.views[&m(2, 2)].fences("web").is_empty());
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(
         std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(300)
@@ -1229,9 +1328,9 @@ proptest! {
                 },
             }
             prop_assert_eq!(p.fences.len() - fences_before, p.elections.len() - elections_before);
-            let mut said: BTreeMap<(String, MemberId), Option<Fence>> = BTreeMap::new();
+            let mut said: BTreeMap<(String, MemberId), Vec<Fence>> = BTreeMap::new();
             for ((_, unit, fence), (_, _, holder)) in p.fences[fences_before..].iter().zip(&p.elections[elections_before..]) {
-                if let Some(f) = fence {
+                for f in fence {
                     let target = f.target.member;
                     prop_assert!(lost.contains(&target), "{target} fenced but never lost with its node (releases delivered: {delivered_release:?})");
                     prop_assert!(!p.members().contains(&target), "{target} fenced while a member");

@@ -195,5 +195,33 @@ fn fencing_stops_a_lost_holder_first_and_only_then() {
     let hooks = fence_hooks(&lab, 2);
     assert_eq!(hooks.len(), 1, "a fence that keeps failing tells the hook once: {hooks:?}");
     assert!(hooks[0].1.starts_with("failed to stop"), "{hooks:?}");
+
+    // (5) Node 2's daemon is reloaded (a re-exec, same process) while its fence is still
+    // owed: the new incarnation must still fence first, not take the address unfenced (its
+    // role may associate).
+    let pid = lab.daemon_pid(2);
+    lab.signal_daemon(2, Signal::SIGHUP).unwrap();
+    lab.wait_for("node 2 reloaded and failed its fence again", SETTLE, || {
+        let s = lab.daemon_status_json(2)?;
+        Ok((s["fencing"]["last"]["result"] == "failed" && lab.daemon_log(2).contains("reloading")).then_some(()))
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.logs()));
+    assert_eq!(lab.daemon_pid(2), pid, "a reload keeps the process");
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(associates_since(&lab, t).len(), 0, "the reloaded successor still owes the fence: {}", lab.daemon_log(2));
+    assert_eq!(lab.eip_holder(&alloc).unwrap(), Some(0));
+
+    // The admin fixes the role: the owed fence goes out, then the address moves, once.
+    let fixed = lab::unix_now();
+    lab.enforce_iam(false).unwrap();
+    lab.wait_for("the address moved to node 2", SETTLE, || Ok((lab.eip_holder(&alloc)? == Some(2)).then_some(())))
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.logs()));
+    assert_eq!(stops_since(&lab, fixed), vec![(Some(2), lab.instance_id(0).to_string())], "the owed fence, once");
+    let log = lab.ec2_requests().unwrap();
+    let stop_at = log.iter().position(|r| r.t >= fixed && r.action == "StopInstances" && r.param("DryRun") != Some("true")).unwrap();
+    let assoc_at = log.iter().position(|r| r.t >= fixed && r.action == "AssociateAddress").expect("the address moved");
+    assert!(stop_at < assoc_at, "StopInstances before AssociateAddress");
+    assert_eq!(associates_since(&lab, t).len(), 1, "the address moved once");
+    assert_eq!(lab.instance_state(0).unwrap(), "stopped");
     lab.assert_no_panics();
 }

@@ -53,8 +53,8 @@ pub struct Partition {
     pub elections: Vec<(MemberId, String, MemberId)>,
     /// With every election: (member, unit, the resources the previous holder had verified).
     pub verified_before: Vec<(MemberId, String, Vec<String>)>,
-    /// With every election: (member, unit, the fence it says the takeover needs).
-    pub fences: Vec<(MemberId, String, Option<Fence>)>,
+    /// With every election: (member, unit, the fences it says the takeover needs).
+    pub fences: Vec<(MemberId, String, Vec<Fence>)>,
     /// Members whose daemon is stopped (SIGSTOP): what they send is held back.
     pub stopped: Vec<MemberId>,
     pub held_back: Vec<(MemberId, Body)>,
@@ -98,10 +98,10 @@ impl Partition {
                     unit,
                     holder,
                     verified_before,
-                    fence,
+                    fences,
                     ..
                 } => {
-                    self.fences.push((from, unit.clone(), fence));
+                    self.fences.push((from, unit.clone(), fences));
                     self.verified_before.push((from, unit.clone(), verified_before));
                     self.elections.push((from, unit, holder));
                 }

@@ -24,7 +24,7 @@ use super::placement;
 use super::spec::{self, Conflict, UnitSpec};
 use super::wire::{
     Body, Departure, FenceTarget, HeldMsg, MemberInfo, StateMsg, Unable, UnitDigest, WireAssignment, WireDeparture,
-    PROTOCOL,
+    MAX_FENCES, PROTOCOL,
 };
 use super::{MemberId, NodeId, Ring};
 
@@ -47,10 +47,14 @@ pub struct Assignment {
     /// The resources the holder had verified when it went away: its successor knows those
     /// addresses point elsewhere (and may skip its first read); the others may point anywhere.
     pub verified_before: Vec<String>,
-    /// While there is no holder: the holder that left without releasing the unit (its node
-    /// left the corosync membership), whose instance the successor fences first when fencing
-    /// is on. None after a planned release or a daemon that died on a live node.
-    pub fence: Option<FenceTarget>,
+    /// The holders that left without releasing the unit (their node left the corosync
+    /// membership) since a holder last verified it: with fencing on, the holder stops each of
+    /// their instances before it touches the unit. They stay owed until the holder verifies
+    /// the unit, so a successor that is re-executed, or lost in turn before it fenced, leaves
+    /// them to the next one, who fences every holder that may still write. A node that comes
+    /// back into the group is forgiven: it no longer runs what it ran. Nothing is owed after a
+    /// planned release or a daemon that died on a live node.
+    pub fences: Vec<FenceTarget>,
 }
 
 /// A takeover that must stop the departed holder's instance first (when `[fencing]
@@ -123,9 +127,9 @@ pub enum Output {
         previous: Option<MemberId>,
         /// The resources of the unit that `previous` had verified in EC2 as its own.
         verified_before: Vec<String>,
-        /// The departed holder to fence before the takeover, when it left without releasing
-        /// the unit; None for a planned move, a release, or a daemon that died on a live node.
-        fence: Option<Fence>,
+        /// The departed holders to fence before the takeover (see `Assignment::fences`);
+        /// empty for a planned move, a release, or a daemon that died on a live node.
+        fences: Vec<Fence>,
     },
 }
 
@@ -256,6 +260,7 @@ impl View {
     /// reload), so that even a cluster where every daemon reloads at once keeps its holders.
     pub fn seed(&mut self, assignments: Vec<WireAssignment>) {
         for a in assignments.into_iter().filter(|a| a.generation <= MAX_GENERATION) {
+            let fences = a.owed_fences();
             self.assignments.insert(
                 a.resource,
                 Assignment {
@@ -264,7 +269,7 @@ impl View {
                     generation: a.generation,
                     verified: a.verified,
                     verified_before: Vec::new(),
-                    fence: a.fence,
+                    fences,
                 },
             );
         }
@@ -624,7 +629,8 @@ impl View {
                     holder: a.holder,
                     generation: a.generation,
                     verified: a.verified.clone(),
-                    fence: a.fence.clone(),
+                    fence: a.fences.first().cloned().filter(|_| a.holder.is_none()),
+                    fences: a.fences.clone(),
                 })
                 .collect(),
             vanished: self.vanished.iter().copied().collect(),
@@ -697,6 +703,7 @@ impl View {
         }
         let members = &self.members;
         self.released.retain(|m| members.contains(m));
+        self.forgive_returned();
         if !joined.is_empty() || self.phase == Phase::Joining {
             let round: Vec<MemberId> = self.members.iter().copied().collect();
             self.phase = Phase::Syncing {
@@ -912,11 +919,13 @@ impl View {
         // Keep the generation so the next holder's generation is higher.
         for a in self.assignments.values_mut() {
             if a.holder == Some(member) {
-                a.fence = fence.then(|| FenceTarget {
-                    member,
-                    // A member that joined after the holder's last State still saw its Held.
-                    instance_id: known.clone().or_else(|| a.verified.iter().find_map(|h| h.instance_id.clone())),
-                });
+                if fence && a.fences.len() < MAX_FENCES && !a.fences.iter().any(|t| t.member == member) {
+                    a.fences.push(FenceTarget {
+                        member,
+                        // A member that joined after the holder's last State still saw its Held.
+                        instance_id: known.clone().or_else(|| a.verified.iter().find_map(|h| h.instance_id.clone())),
+                    });
+                }
                 a.verified_before = a.verified.drain(..).map(|h| h.resource).collect();
                 a.holder = None;
                 a.previous = Some(member);
@@ -930,6 +939,8 @@ impl View {
             if a.holder == Some(from) && a.generation == held.generation {
                 a.verified.retain(|h| h.resource != held.resource);
                 a.verified.push(held);
+                // The holder fences before it writes: a verified address means it did.
+                a.fences.clear();
             }
         }
     }
@@ -984,14 +995,21 @@ impl View {
                     generation: a.generation,
                     verified: a.verified.clone(),
                     verified_before: Vec::new(),
-                    fence: a.fence.clone().filter(|_| a.holder.is_none()),
+                    // Owed until verified: a verified claim owes nothing.
+                    fences: if a.verified.is_empty() { a.owed_fences() } else { Vec::new() },
                 };
                 match table.get_mut(&a.resource) {
                     Some(existing) if !newer(&candidate, existing, &self.members) => {
-                        // The same vacancy: one member may have missed the departed holder's
-                        // instance; every member takes the first one named, in member order.
-                        if existing.holder.is_none() && existing.generation == candidate.generation && existing.fence.is_none() {
-                            existing.fence = candidate.fence.clone();
+                        // The same claim or vacancy: one member may have missed a departed
+                        // holder (or its instance); every member takes the longest list, the
+                        // first of equals in member order.
+                        if existing.holder == candidate.holder
+                            && existing.generation == candidate.generation
+                            && existing.verified.is_empty()
+                            && candidate.verified.is_empty()
+                            && existing.fences.len() < candidate.fences.len()
+                        {
+                            existing.fences = candidate.fences.clone();
                         }
                         // Same claim seen by another member, maybe with the holder's Held.
                         if existing.holder == candidate.holder
@@ -999,6 +1017,7 @@ impl View {
                             && existing.verified.len() < candidate.verified.len()
                         {
                             existing.verified = candidate.verified;
+                            existing.fences.clear();
                         }
                     }
                     _ => {
@@ -1008,6 +1027,7 @@ impl View {
             }
         }
         self.assignments = table;
+        self.forgive_returned();
         self.vanished = vanished
             .into_iter()
             .filter(|m| !self.members.contains(m) && self.holds_anything(*m))
@@ -1092,16 +1112,10 @@ impl View {
             Some(a) => a.verified_before.clone(),
             None => Vec::new(),
         };
-        // Only a vacancy left by a holder that did not release it is fenced, never our own node
-        // (a node that left and came back is no longer running what it ran).
-        let fence = current
-            .filter(|a| a.holder.is_none())
-            .and_then(|a| a.fence.clone())
-            .filter(|t| t.member.node != holder.node)
-            .map(|target| Fence {
-                delayed: holder.node > target.member.node && self.members.iter().all(|m| m.node == holder.node),
-                target,
-            });
+        // Fences still owed pass to the new holder (a planned move away from a holder that
+        // never verified hands them on too).
+        let owed = current.map(|a| a.fences.clone()).unwrap_or_default();
+        let fences = self.fences_for(&owed, holder);
         // Generations are bounded on the way in; this never fails, and if it did, the unit
         // would simply keep its holder.
         let Some(generation) = current.map_or(Some(1), |a| a.generation.checked_add(1)) else {
@@ -1115,7 +1129,7 @@ impl View {
                 generation,
                 verified: Vec::new(),
                 verified_before: Vec::new(),
-                fence: None,
+                fences: owed,
             },
         );
         out.push(Output::Elected {
@@ -1124,8 +1138,39 @@ impl View {
             generation,
             previous,
             verified_before,
-            fence,
+            fences,
         });
+    }
+
+    /// The fences `holder` owes before it takes a unit that owes `owed`: never its own node,
+    /// nor a node that is back in the group (see `Assignment::fences`).
+    fn fences_for(&self, owed: &[FenceTarget], holder: MemberId) -> Vec<Fence> {
+        let alone = self.members.iter().all(|m| m.node == holder.node);
+        owed.iter()
+            .filter(|t| t.member.node != holder.node && !self.members.iter().any(|m| m.node == t.member.node))
+            .map(|target| Fence {
+                delayed: alone && holder.node > target.member.node,
+                target: target.clone(),
+            })
+            .collect()
+    }
+
+    /// The fences this member owes before it takes `unit`, which it holds in the table: what
+    /// its election announced, or, after a re-exec or a fence that failed, what is still owed.
+    pub fn fences(&self, unit: &str) -> Vec<Fence> {
+        match self.assignments.get(unit) {
+            Some(a) if a.holder == Some(self.local) => self.fences_for(&a.fences, self.local),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Forgets the fences owed for nodes that are back in the group: what ran there before is
+    /// gone, and what runs there now answers to the group.
+    fn forgive_returned(&mut self) {
+        let members = &self.members;
+        for a in self.assignments.values_mut() {
+            a.fences.retain(|t| !members.iter().any(|m| m.node == t.member.node));
+        }
     }
 
     fn planned_move(&mut self, unit: &str, to: NodeId, out: &mut Vec<Output>) {

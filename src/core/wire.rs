@@ -257,9 +257,29 @@ pub struct WireAssignment {
     #[serde(default)]
     pub verified: Vec<HeldMsg>,
     /// While the unit has no holder: the holder that left without releasing it, whose
-    /// instance the successor stops first when fencing is on (see [`FenceTarget`]).
+    /// instance the successor stops first when fencing is on (see [`FenceTarget`]). Sent for
+    /// peers of the first fencing release, which read only this; `fences` says it all.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fence: Option<FenceTarget>,
+    /// Every holder that left without releasing the unit since a holder last verified it:
+    /// the fences still owed before the unit may be taken (see `Assignment::fences`). Empty
+    /// from older peers, which send `fence` alone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fences: Vec<FenceTarget>,
+}
+
+/// Most fences one unit may owe: one per departed node; more is a corrupt or hostile State.
+pub const MAX_FENCES: usize = 64;
+
+impl WireAssignment {
+    /// The fences this assignment says are owed, from either field, bounded.
+    pub fn owed_fences(&self) -> Vec<FenceTarget> {
+        if self.fences.is_empty() {
+            // An older peer names the departed holder of a vacancy only.
+            return self.fence.iter().filter(|_| self.holder.is_none()).cloned().collect();
+        }
+        self.fences.iter().take(MAX_FENCES).cloned().collect()
+    }
 }
 
 /// A holder that left the cluster without releasing its units (its node left the corosync
@@ -427,6 +447,7 @@ mod tests {
                 generation: 2,
                 verified: vec![],
                 fence: Some(FenceTarget { member, instance_id: Some("i-3".into()) }),
+                fences: vec![FenceTarget { member, instance_id: Some("i-3".into()) }],
             }],
             vanished: vec![],
             departed: vec![],

@@ -67,10 +67,6 @@ pub(super) struct PendingTimeline {
     /// Another node had verified the address as its own: it is not ours yet, so the
     /// acquisition can skip its first read.
     pub held_elsewhere: bool,
-    /// The departed holder to stop before anything moves (`[fencing]` on, and the view says
-    /// it left without releasing): kept until the acquisition succeeds, so every retry makes
-    /// sure it is down.
-    pub fence: Option<crate::core::view::Fence>,
     pub detected: Instant,
     pub detected_wall: SystemTime,
     pub elected: Instant,
@@ -92,6 +88,10 @@ pub(super) struct LocalResource {
     pub verified_at: Option<SystemTime>,
     /// Set when the view elected us; consumed when the acquisition is verified.
     pub pending_timeline: Option<PendingTimeline>,
+    /// The departed holders to stop before anything moves (`[fencing]` on): what the agreed
+    /// table still owes for the unit (`View::fences`), read at every reconcile, so a retry, a
+    /// re-exec or a second loss fences every holder that may still write.
+    pub fences: Vec<crate::core::view::Fence>,
     pub last_failover: Option<FailoverTimeline>,
 }
 
@@ -107,6 +107,7 @@ impl LocalResource {
             observed: None,
             verified_at: None,
             pending_timeline: None,
+            fences: Vec::new(),
             last_failover: None,
         }
     }
@@ -184,7 +185,7 @@ impl Daemon {
     fn spawn_acquire(&mut self, name: &str, generation: u64, cohort: Member) {
         let Some(local) = self.resources.get(name) else { return };
         let held_elsewhere = local.pending_timeline.as_ref().is_some_and(|t| t.held_elsewhere);
-        let fence = local.pending_timeline.as_ref().and_then(|t| t.fence.clone());
+        let fences = local.fences.clone();
         let fencer = self.fencer.clone();
         let kind = local.kind.clone();
         let ctx = self.kinds.clone();
@@ -195,9 +196,10 @@ impl Daemon {
         let start = kinds::Start { held_elsewhere, cohort };
         let task = tokio::spawn(async move {
             // A failed fence is never a move: the acquisition ends before any address call.
-            let fenced = match &fence {
-                Some(f) => match fencer.fence(f, &gate).await {
-                    Ok(done) => Some(done.done),
+            let mut fenced = None;
+            for f in &fences {
+                match fencer.fence(f, &gate).await {
+                    Ok(done) => fenced = Some(done.done),
                     Err(e) => {
                         let _ = tx.send(TaskResult::NotAcquired {
                             resource,
@@ -206,9 +208,8 @@ impl Daemon {
                         });
                         return;
                     }
-                },
-                None => None,
-            };
+                }
+            }
             let result = match kinds::acquire(&kind, &ctx, gate, budget, start).await {
                 Ok(acquired) => TaskResult::Acquired {
                     resource,

@@ -487,18 +487,21 @@ impl Daemon {
                     generation,
                     previous,
                     verified_before,
-                    fence,
+                    fences,
                 } => {
                     let instance = view.info(&holder).map(|i| i.instance_id.clone()).unwrap_or_default();
                     // Every member logs the same: whether this takeover fences is agreed.
-                    let fence = fence.filter(|_| self.config.fencing.stop_instance);
-                    info!(resource = %unit, node = holder.node, instance = %instance, generation, previous = ?previous.map(|p| p.to_string()), fence = ?fence.as_ref().map(|f| f.target.instance_id.clone().unwrap_or_else(|| f.target.member.to_string())), "holder elected");
+                    let fence: Vec<String> = fences
+                        .iter()
+                        .filter(|_| self.config.fencing.stop_instance)
+                        .map(|f| f.target.instance_id.clone().unwrap_or_else(|| f.target.member.to_string()))
+                        .collect();
+                    info!(resource = %unit, node = holder.node, instance = %instance, generation, previous = ?previous.map(|p| p.to_string()), fence = ?fence, "holder elected");
                     if holder == view.local() {
                         let elsewhere = previous.is_some_and(|p| p.node != holder.node);
                         for (name, local) in self.resources.iter_mut().filter(|(_, r)| r.unit == unit) {
                             local.pending_timeline = Some(PendingTimeline {
                                 held_elsewhere: elsewhere && verified_before.contains(name),
-                                fence: fence.clone(),
                                 previous,
                                 detected: detected.0,
                                 detected_wall: detected.1,
@@ -589,6 +592,11 @@ impl Daemon {
         self.permit.send_replace(permitted);
         let quorate = view.partition_quorate() && local_quorate;
         let quorum_pending = view.quorum_pending() && local_quorate;
+        let fencing = self.config.fencing.stop_instance;
+        // Only corosync's two_node makes both halves of a split quorate, each able to fence
+        // the other; elsewhere a lone survivor with the higher id need not wait. Unknown
+        // (votequorum did not answer): wait, as the agreed table suggests.
+        let two_node = self.votes.is_none_or(|v| v.two_node);
         let now = Instant::now();
         let names: Vec<String> = self.resources.keys().cloned().collect();
         for name in names {
@@ -603,6 +611,15 @@ impl Daemon {
             if facts.wanted.is_none() {
                 local.pending_timeline = None;
             }
+            local.fences = if fencing && facts.wanted.is_some() {
+                let mut fences = view.fences(&local.unit);
+                for f in &mut fences {
+                    f.delayed &= two_node;
+                }
+                fences
+            } else {
+                Vec::new()
+            };
             let effects = local.holding.reconcile(facts, now);
             self.apply_effects(&name, effects);
         }

@@ -397,7 +397,7 @@ fn classify<'a>(cib: &'a Cib, ctx: &mut Ctx) -> (Vec<Addr<'a>>, BTreeMap<String,
                 None => {
                     targets.insert(p.id.clone(), Target::Other);
                     if p.class == "stonith" {
-                        ctx.not_imported(&p.id, format!("fencing device ({}): corosync-eip fences nothing; the ownership record on each address and quorum keep two partitions from fighting over it", p.agent_spec()));
+                        ctx.not_imported(&p.id, format!("fencing device ({}): not translated; `[fencing] stop_instance = true` makes the node that takes over a lost holder's addresses stop its EC2 instance first (what fence_aws does), and the ownership record on each address and quorum keep two partitions from fighting over it", p.agent_spec()));
                     } else {
                         ctx.not_imported(&p.id, format!("{}: {NOT_AN_ADDRESS}", p.agent_spec()));
                     }
