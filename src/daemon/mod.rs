@@ -125,6 +125,10 @@ enum Asked {
     Reload,
 }
 
+/// Most task results taken in one step of the loop: enough for a failover's addresses, few
+/// enough that corosync's deliveries never wait long behind them.
+const RESULTS_PER_STEP: usize = 64;
+
 /// What the main loop hears from its background tasks.
 enum TaskResult {
     /// An acquisition ended with the address verified on this node.
@@ -351,7 +355,7 @@ impl Daemon {
                     Ok(())
                 }
                 _ = heartbeat.tick() => Ok(()),
-                Some(result) = self.results_rx.recv() => self.on_result(cs, &mut view, result).await,
+                Some(result) = self.results_rx.recv() => self.on_results(cs, &mut view, result).await,
                 Some(request) = self.requests.recv() => self.on_request(cs, &view, request).await,
                 _ = monitor.tick() => {
                     self.start_monitor(&view);
@@ -510,6 +514,21 @@ impl Daemon {
                         }
                     }
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// Results of background tasks and timers: `first`, then whatever else is ready, up to
+    /// `RESULTS_PER_STEP`. The acquisitions of one failover end together; taking their results
+    /// in one step announces them at once and runs the step's reconcile and status once,
+    /// rather than once per address while the others wait.
+    async fn on_results(&mut self, cs: &Corosync, view: &mut View, first: TaskResult) -> Result<(), CorosyncError> {
+        self.on_result(cs, view, first).await?;
+        for _ in 1..RESULTS_PER_STEP {
+            match self.results_rx.try_recv() {
+                Ok(next) => self.on_result(cs, view, next).await?,
+                Err(_) => break,
             }
         }
         Ok(())
