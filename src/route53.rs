@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use aws_sdk_route53::types::{Change, ChangeAction, ChangeBatch, ChangeStatus, ResourceRecord, ResourceRecordSet, RrType};
 
-use crate::core::reconcile::ObservedRecord;
+use crate::core::reconcile::{find_record, owner_record_name, ObservedRecord, RecordOwnership};
 use crate::ec2::{classify, retrying, Ec2Error, ErrorClass, WriteGate};
 use crate::metrics::Metrics;
 
@@ -19,6 +19,9 @@ const PAGE: i32 = 300;
 /// Pages read per zone in one monitor round: 3,000 records, far more than a cluster manages;
 /// a bigger zone is read from each record's own name instead.
 const MAX_PAGES: usize = 10;
+/// Record sets one read of a single record takes from its place on: the record's other types
+/// and its ownership record follow it.
+const RECORD_WINDOW: i32 = 8;
 
 /// The daemon's Route 53 calls, each retried on transient errors and counted in the metrics.
 #[derive(Clone)]
@@ -68,8 +71,20 @@ impl Route53 {
         &self.client
     }
 
-    /// One record set (name and type), read from its own place in the zone: one call.
+    /// One record set (name and type) and its ownership record, read from the record's own
+    /// place in the zone: one call, as Route 53 lists the owner's name right after the
+    /// record's; a second only when other records stand between them.
     pub async fn record(&self, zone: &str, name: &str, record_type: &str, budget: Duration) -> Result<Vec<ObservedRecord>, Ec2Error> {
+        let owner = owner_record_name(name);
+        let (mut records, truncated) = self.list_from(zone, name, record_type, RECORD_WINDOW, budget).await?;
+        if truncated && find_record(&records, &owner, "TXT").is_none() {
+            records.extend(self.list_from(zone, &owner, "TXT", 1, budget).await?.0);
+        }
+        Ok(records)
+    }
+
+    /// Up to `items` record sets from (name, type) on, and whether more follow.
+    async fn list_from(&self, zone: &str, name: &str, record_type: &str, items: i32, budget: Duration) -> Result<(Vec<ObservedRecord>, bool), Ec2Error> {
         retrying(&self.metrics, "ListResourceRecordSets", budget, &|| true, || async {
             let out = self
                 .client
@@ -77,11 +92,11 @@ impl Route53 {
                 .hosted_zone_id(zone)
                 .start_record_name(name)
                 .start_record_type(RrType::from(record_type))
-                .max_items(1)
+                .max_items(items)
                 .send()
                 .await
                 .map_err(|e| classify("ListResourceRecordSets", e))?;
-            Ok(out.resource_record_sets().iter().map(observed).collect())
+            Ok((out.resource_record_sets().iter().map(observed).collect(), out.is_truncated()))
         })
         .await
     }
@@ -122,7 +137,9 @@ impl Route53 {
     }
 
     /// Deletes the record as we wrote it (name, type, TTL and value must all match, so a
-    /// record someone else changed meanwhile is left alone: Route 53 refuses the change).
+    /// record someone else changed meanwhile is left alone: Route 53 refuses the change), and
+    /// in the same batch its ownership record `owner` as read.
+    #[allow(clippy::too_many_arguments)]
     pub async fn delete(
         &self,
         zone: &str,
@@ -130,14 +147,21 @@ impl Route53 {
         record_type: &str,
         ttl: u32,
         value: std::net::IpAddr,
+        owner: Option<&ObservedRecord>,
         budget: Duration,
         gate: WriteGate<'_>,
     ) -> Result<String, Ec2Error> {
-        self.change(ChangeAction::Delete, zone, name, record_type, ttl, value, budget, gate).await
+        let mut sets = vec![(name.to_owned(), record_type.to_owned(), Some(i64::from(ttl)), vec![value.to_string()])];
+        if let Some(o) = owner {
+            sets.push((o.name.clone(), o.record_type.clone(), o.ttl, o.values.clone()));
+        }
+        self.change(ChangeAction::Delete, zone, sets, "corosync-eip: the holder releases the record", budget, gate).await
     }
 
     /// Points the record at `value` with one UPSERT (never a DELETE first, so the name always
-    /// resolves); returns the change id to follow with `propagation`.
+    /// resolves), with its ownership record `owner` in the same batch, so Route 53 applies both
+    /// or neither; returns the change id to follow with `propagation`.
+    #[allow(clippy::too_many_arguments)]
     pub async fn upsert(
         &self,
         zone: &str,
@@ -145,47 +169,38 @@ impl Route53 {
         record_type: &str,
         ttl: u32,
         value: std::net::IpAddr,
+        owner: Option<&RecordOwnership>,
         budget: Duration,
         gate: WriteGate<'_>,
     ) -> Result<String, Ec2Error> {
-        self.change(ChangeAction::Upsert, zone, name, record_type, ttl, value, budget, gate).await
+        let mut sets = vec![(name.to_owned(), record_type.to_owned(), Some(i64::from(ttl)), vec![value.to_string()])];
+        if let Some(o) = owner {
+            sets.push((owner_record_name(name), "TXT".to_owned(), Some(i64::from(ttl)), vec![o.txt_value()]));
+        }
+        self.change(ChangeAction::Upsert, zone, sets, "corosync-eip: the elected holder takes the record", budget, gate).await
     }
 
-    /// One change of one record with one value.
-    #[allow(clippy::too_many_arguments)]
+    /// One atomic change of record sets, each (name, type, TTL, values).
     async fn change(
         &self,
         action: ChangeAction,
         zone: &str,
-        name: &str,
-        record_type: &str,
-        ttl: u32,
-        value: std::net::IpAddr,
+        sets: Vec<(String, String, Option<i64>, Vec<String>)>,
+        comment: &str,
         budget: Duration,
         gate: WriteGate<'_>,
     ) -> Result<String, Ec2Error> {
         let api = "ChangeResourceRecordSets";
-        let batch = || -> Result<ChangeBatch, Ec2Error> {
-            let record = ResourceRecord::builder().value(value.to_string()).build().map_err(|e| refused(api, e.to_string()))?;
-            let set = ResourceRecordSet::builder()
-                .name(name)
-                .r#type(RrType::from(record_type))
-                .ttl(i64::from(ttl))
-                .resource_records(record)
-                .build()
-                .map_err(|e| refused(api, e.to_string()))?;
-            let change = Change::builder()
-                .action(action.clone())
-                .resource_record_set(set)
-                .build()
-                .map_err(|e| refused(api, e.to_string()))?;
-            ChangeBatch::builder()
-                .comment("corosync-eip: the elected holder takes the record")
-                .changes(change)
-                .build()
-                .map_err(|e| refused(api, e.to_string()))
-        };
-        let batch = batch()?;
+        let bad = |e: aws_sdk_route53::error::BuildError| refused(api, e.to_string());
+        let mut changes = Vec::new();
+        for (name, record_type, ttl, values) in sets {
+            let mut set = ResourceRecordSet::builder().name(name).r#type(RrType::from(record_type.as_str())).set_ttl(ttl);
+            for value in values {
+                set = set.resource_records(ResourceRecord::builder().value(value).build().map_err(bad)?);
+            }
+            changes.push(Change::builder().action(action.clone()).resource_record_set(set.build().map_err(bad)?).build().map_err(bad)?);
+        }
+        let batch = ChangeBatch::builder().comment(comment).set_changes(Some(changes)).build().map_err(bad)?;
         retrying(&self.metrics, api, budget, gate, || async {
             let out = self
                 .client

@@ -253,21 +253,24 @@ fn two_node_split_moves_once_and_never_ping_pongs() {
     lab.assert_no_panics();
 }
 
-/// The same split with a VIP and a secondary IP in the holder's group: their ownership records
-/// (a tag on the route table, a tag on the holder's ENI) make the old holder yield them too,
-/// and take them off its interface, instead of taking them back every monitor interval.
+/// The same split with a VIP, a secondary IP and a Route 53 record in the holder's group: their
+/// ownership records (a tag on the route table, a tag on the holder's ENI, a TXT record beside
+/// the record) make the old holder yield them too, and take the addresses off its interface,
+/// instead of taking them back every monitor interval.
 #[test]
-fn two_node_split_moves_vips_and_secondary_ips_once_and_never_ping_pongs() {
+fn two_node_split_moves_vips_secondary_ips_and_records_once_and_never_ping_pongs() {
     const VIP: &str = "172.31.255.30";
     const ADDRESS: &str = "10.0.1.203";
+    const RECORD: &str = "split.lab.internal.";
     let mut spec = LabSpec::new("splk", 78, 2);
     spec.route_tables = 1;
     let mut lab = Lab::start(spec).expect("lab starts");
     let config = format!(
-        "{}group = \"svc\"\n{}create_route = true\ngroup = \"svc\"\n{}group = \"svc\"\n",
+        "{}group = \"svc\"\n{}create_route = true\ngroup = \"svc\"\n{}group = \"svc\"\n{}group = \"svc\"\n",
         lab.default_daemon_config(),
         lab.vip_config("db", VIP),
-        lab.secondary_ip_config("app", ADDRESS)
+        lab.secondary_ip_config("app", ADDRESS),
+        lab.dns_config("www", RECORD, "private")
     );
     for i in 0..2 {
         lab.write_daemon_config(i, &config).unwrap();
@@ -280,15 +283,17 @@ fn two_node_split_moves_vips_and_secondary_ips_once_and_never_ping_pongs() {
     let table = lab.route_table_ids()[0].clone();
     let t0 = lab::unix_now();
     lab.isolate(holder).unwrap();
-    lab.wait_for("the other half takes the VIP and the secondary IP", SETTLE, || {
+    let on = |i: usize| Some((vec![lab.private_ip(i).to_string()], Some(10)));
+    lab.wait_for("the other half takes the VIP, the secondary IP and the record", SETTLE, || {
         let route = lab.route_holder(&table, VIP)?;
         let assigned = lab.secondary_ip_holders(ADDRESS)?;
-        Ok((route == Some(other) && assigned == vec![other]).then_some(()))
+        let record = lab.dns_record(RECORD, "A")?;
+        Ok((route == Some(other) && assigned == vec![other] && record == on(other)).then_some(()))
     })
     .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.logs()));
-    lab.wait_for("the old holder yields both and drops them from its interface", SETTLE, || {
+    lab.wait_for("the old holder yields all three and drops the addresses from its interface", SETTLE, || {
         let s = lab.daemon_status(holder)?;
-        let yielded = ["db", "app"]
+        let yielded = ["db", "app", "www"]
             .iter()
             .all(|n| s.resources.iter().any(|r| r.name == *n && r.state == "yielded"));
         let local = lab.node_has_address(holder, NODE_INTERFACE, VIP)? || lab.node_has_address(holder, NODE_INTERFACE, ADDRESS)?;
@@ -299,16 +304,25 @@ fn two_node_split_moves_vips_and_secondary_ips_once_and_never_ping_pongs() {
     let moves = |since| {
         mutating_calls_since(&lab, since)
             .into_iter()
-            .filter(|(_, a)| matches!(a.as_str(), "ReplaceRoute" | "CreateRoute" | "AssignPrivateIpAddresses"))
+            .filter(|(_, a)| matches!(a.as_str(), "ReplaceRoute" | "CreateRoute" | "AssignPrivateIpAddresses" | "ChangeResourceRecordSets"))
             .collect::<Vec<_>>()
     };
-    let mut expected = vec![(Some(other), "AssignPrivateIpAddresses".to_string()), (Some(other), "ReplaceRoute".to_string())];
+    let mut expected = vec![
+        (Some(other), "AssignPrivateIpAddresses".to_string()),
+        (Some(other), "ChangeResourceRecordSets".to_string()),
+        (Some(other), "ReplaceRoute".to_string()),
+    ];
     let mut seen = moves(t0);
     seen.sort();
     expected.sort();
     assert_eq!(seen, expected, "exactly one move of each, no ping-pong");
     assert_eq!(lab.route_holder(&table, VIP).unwrap(), Some(other));
     assert_eq!(lab.secondary_ip_holders(ADDRESS).unwrap(), vec![other]);
+    assert_eq!(lab.dns_record(RECORD, "A").unwrap(), on(other));
+    // The record's ownership record names the new holder, one epoch above the old one's.
+    let owner = lab.dns_record(&format!("_corosync-eip.{RECORD}"), "TXT").unwrap().expect("an ownership record");
+    let owner = owner.0.first().map(|v| v.trim_matches('"').split('/').map(str::to_owned).collect::<Vec<_>>()).unwrap_or_default();
+    assert_eq!(owner, vec![lab.instance_id(other).to_string(), "2".to_string(), lab.private_ip(other).to_string()]);
     assert!(lab.node_has_address(other, NODE_INTERFACE, VIP).unwrap() && lab.node_has_address(other, NODE_INTERFACE, ADDRESS).unwrap());
 
     // Heal: the merged cluster keeps the newer holder, and nothing moves.
@@ -317,7 +331,8 @@ fn two_node_split_moves_vips_and_secondary_ips_once_and_never_ping_pongs() {
     let held = lab.settled_units(&[0, 1], 2, SETTLE);
     assert!(held.values().all(|h| *h == other), "the newer holder keeps the group: {held:?}");
     std::thread::sleep(Duration::from_secs(4));
-    assert_eq!(moves(t0).len(), 2, "healing moves nothing");
+    assert_eq!(moves(t0).len(), 3, "healing moves nothing");
+    assert_eq!(lab.dns_record(RECORD, "A").unwrap(), on(other));
     lab.assert_no_panics();
 }
 

@@ -191,6 +191,8 @@ fn failovers_converge_through_ec2_faults_without_duplicate_moves() {
 /// A record that points at the node's own private IP: EC2 refuses the start-up read of that
 /// address once (a role that lacked the permission for a while). The node starts anyway, stays
 /// a candidate, reads the address again when it is elected, and points the record at itself.
+/// Its role allows the record's own name only (a policy from before the ownership record): the
+/// batch with the ownership record is refused, and the record moves without it, with a warning.
 #[test]
 fn a_record_value_refused_at_start_is_read_again_when_the_record_is_taken() {
     const RECORD: &str = "app.lab.internal.";
@@ -206,7 +208,10 @@ fn a_record_value_refused_at_start_is_read_again_when_the_record_is_taken() {
     for i in 0..3 {
         lab.write_daemon_config(i, &config).unwrap();
     }
-    proxy.faults(json!([{"action": "DescribeNetworkInterfaces", "mode": "denied", "count": 1}]));
+    proxy.faults(json!([
+        {"action": "DescribeNetworkInterfaces", "mode": "denied", "count": 1},
+        {"action": "ChangeResourceRecordSets", "mode": "denied", "body_contains": "_corosync-eip."}
+    ]));
     let t0 = lab::unix_now();
     lab.start_daemon(0).unwrap();
     lab.wait_for("node 0 reports the refused start-up read", SETTLE, || {
@@ -246,6 +251,16 @@ fn a_record_value_refused_at_start_is_read_again_when_the_record_is_taken() {
         .filter(|c| c.0 == Some(0) && c.1 == "DescribeNetworkInterfaces" && c.2.is_none())
         .collect();
     assert!(!reads.is_empty(), "node 0 read its interface again after the refusal");
+    let changes: Vec<_> = proxy
+        .calls_since(&lab, t0)
+        .into_iter()
+        .filter(|c| c.1 == "ChangeResourceRecordSets")
+        .map(|c| (c.0, c.2))
+        .collect();
+    assert_eq!(changes, vec![(Some(0), Some("denied".to_string())), (Some(0), None)], "refused with the ownership record, accepted without it");
+    assert_eq!(lab.dns_record(&format!("_corosync-eip.{RECORD}"), "TXT").unwrap(), None, "no ownership record was written");
+    assert!(lab.daemon_log(0).contains("split-brain protection is off for this record"), "{}", lab.daemon_log(0));
+    proxy.faults(json!([]));
     assert!(!lab.daemon_log(0).contains("panicked"));
 }
 
@@ -270,7 +285,9 @@ fn a_reload_under_slow_ec2_rejoins_before_any_call_and_moves_nothing() {
         lab.default_daemon_config(),
         lab.vip_config("db", "172.31.255.40"),
         lab.emulator_ip()
-    );
+    )
+    // Shorter than the route-table lookup below, so a rejoin that waits for it shows.
+    .replace("reattach_grace = \"5s\"", "reattach_grace = \"3s\"");
     lab.start_daemons_with(&config).unwrap();
     let first = holder(&lab, &[0, 1, 2]);
     let pid = lab.daemon_pid(first).unwrap();
@@ -309,6 +326,61 @@ fn a_reload_under_slow_ec2_rejoins_before_any_call_and_moves_nothing() {
     // The handed-over identity is the node's own.
     let s = lab.daemon_status(first).unwrap();
     assert_eq!(s.resources[0].holder.as_ref().and_then(|h| h.instance_id.as_deref()), Some(lab.instance_id(first)));
+
+    // A reload whose file finds the VIP's route table by tag instead (a changed `discover`
+    // query), while looking route tables up takes 4 s, longer than the peers' reattach grace:
+    // the old process asks EC2, still a member, and the new one rejoins at once.
+    let table = lab.route_table_ids()[0].clone();
+    let by_tag = config.replace(&format!("route_tables = [\"{table}\"]"), "route_table_tag = \"Name=lab-rtb-0\"");
+    assert_ne!(by_tag, config, "the VIP names its table in the first file");
+    lab.write_daemon_config(first, &by_tag).unwrap();
+    proxy.faults(json!([
+        {"action": "DescribeRouteTables", "mode": "latency", "latency_ms": 4000},
+        {"action": "*", "mode": "latency", "latency_ms": 3000}
+    ]));
+    let t1 = lab::unix_now();
+    lab.signal_daemon(first, Signal::SIGHUP).unwrap();
+    lab.wait_for("the reloaded daemon rejoined", SETTLE, || {
+        Ok(lab::bench::daemon_log_time(&lab, first, t1, &["joined CPG group"], &[]))
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.daemon_log(first)));
+    std::thread::sleep(Duration::from_secs(8));
+    proxy.faults(json!([]));
+    assert!(lab.daemon_log(first).contains("route tables found by tag for the reload"), "{}", lab.daemon_log(first));
+    assert_eq!(holder(&lab, &[0, 1, 2]), first, "the reloaded holder kept its addresses");
+    assert_eq!(lab.daemon_pid(first), Some(pid), "reloaded in place");
+    let writes: Vec<_> = lab
+        .mutating_calls_since(t1)
+        .unwrap()
+        .into_iter()
+        .filter(|c| c.action != "CreateTags")
+        .map(|c| (c.node, c.action))
+        .collect();
+    assert!(writes.is_empty(), "nothing moved: {writes:?}\n{}", lab.logs());
+    for i in 0..3 {
+        assert_eq!(holders(&lab, i), before, "node {i} sees the same holders");
+    }
+
+    // The query changes again (a VPC is added) while EC2 never answers the lookup: the reload
+    // is refused whole, the running process and its configuration stay, nothing moves.
+    let joins = |lab: &Lab| lab.daemon_log(first).matches("joined CPG group").count();
+    let joined_before = joins(&lab);
+    let with_vpc = by_tag.replace("route_table_tag = \"Name=lab-rtb-0\"", &format!("route_table_tag = \"Name=lab-rtb-0\"\nvpc_id = \"{}\"", lab.seed_info().vpc_id));
+    assert_ne!(with_vpc, by_tag);
+    lab.write_daemon_config(first, &with_vpc).unwrap();
+    proxy.faults(json!([{"action": "DescribeRouteTables", "mode": "latency", "latency_ms": 30000}]));
+    let t2 = lab::unix_now();
+    lab.signal_daemon(first, Signal::SIGHUP).unwrap();
+    lab.wait_for("the reload refused", Duration::from_secs(40), || {
+        Ok(lab::bench::daemon_log_time(&lab, first, t2, &["reload refused: cannot look up the route tables"], &[]))
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.daemon_log(first)));
+    proxy.faults(json!([]));
+    assert_eq!(joins(&lab), joined_before, "no re-exec: {}", lab.daemon_log(first));
+    assert_eq!(lab.daemon_pid(first), Some(pid));
+    assert_eq!(holder(&lab, &[0, 1, 2]), first);
+    let writes: Vec<_> = lab.mutating_calls_since(t2).unwrap().into_iter().filter(|c| c.action != "CreateTags").map(|c| (c.node, c.action)).collect();
+    assert!(writes.is_empty(), "nothing moved: {writes:?}");
     let _ = &mut lab;
     lab.assert_no_panics();
 }

@@ -497,6 +497,99 @@ pub fn record_points_at(record: Option<&ObservedRecord>, value: std::net::IpAddr
     })
 }
 
+/// First label of the TXT record that carries a Route 53 record's ownership record: the owner
+/// of `db.example.com.` is `_corosync-eip.db.example.com.`. A child name, never the record's
+/// own name, so a TXT record users keep at the service name is never touched; and Route 53
+/// lists it right after the record, so one read finds both.
+pub const RECORD_OWNER_LABEL: &str = "_corosync-eip";
+
+/// The ownership record of a Route 53 record: the instance of the holder that pointed it,
+/// the epoch it did so with, and the value it wrote. It does for records what the tags do for
+/// the EC2 kinds: a holder elected in another partition (a split two-node cluster, where both
+/// halves keep quorum) sees that a newer holder took the record and leaves it, where it would
+/// otherwise take it back at every monitor interval. Written in the same change batch as the
+/// record, so Route 53 applies both or neither.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RecordOwnership {
+    /// The instance of the holder that pointed the record.
+    pub instance_id: String,
+    /// Grows by one with every deliberate take-over; a higher epoch wins.
+    pub epoch: u64,
+    /// The value that holder pointed the record at.
+    pub value: std::net::IpAddr,
+}
+
+impl RecordOwnership {
+    /// The TXT value as Route 53 takes it (a quoted string): `"i-…/7/10.0.1.5"`.
+    pub fn txt_value(&self) -> String {
+        format!("\"{}/{}/{}\"", self.instance_id, self.epoch, self.value)
+    }
+
+    /// From a TXT value as Route 53 lists it; None when malformed (then nobody yields to it).
+    pub fn from_txt_value(text: &str) -> Option<RecordOwnership> {
+        let inner = text.strip_prefix('"')?.strip_suffix('"')?;
+        let mut parts = inner.splitn(3, '/');
+        let instance_id = parts.next().filter(|i| i.starts_with("i-") && i.len() > 2)?;
+        let epoch = parts.next()?.parse().ok()?;
+        let value = parts.next()?.parse().ok()?;
+        Some(RecordOwnership {
+            instance_id: instance_id.to_owned(),
+            epoch,
+            value,
+        })
+    }
+}
+
+/// The name of the TXT record that carries the ownership record of `record`, with a trailing
+/// dot.
+pub fn owner_record_name(record: &str) -> String {
+    format!("{RECORD_OWNER_LABEL}.{}.", record.trim_end_matches('.'))
+}
+
+/// The ownership record of `record` among those read: None when absent, when it is not
+/// exactly one value, or when that value is malformed.
+pub fn record_owner(records: &[ObservedRecord], record: &str) -> Option<RecordOwnership> {
+    match find_record(records, &owner_record_name(record), "TXT")?.values.as_slice() {
+        [one] => RecordOwnership::from_txt_value(one),
+        _ => None,
+    }
+}
+
+/// The epoch a new holder of a record writes: one above the ownership record read.
+pub fn next_record_epoch(records: &[ObservedRecord], record: &str) -> u64 {
+    record_owner(records, record).map_or(0, |o| o.epoch).saturating_add(1)
+}
+
+/// What the holder of a record makes of a monitor read: ours when the record has exactly our
+/// value and TTL; a yield when a newer ownership record (by another instance) names the value
+/// the record now has; otherwise a repair.
+pub fn judge_record(
+    records: &[ObservedRecord],
+    record: &str,
+    record_type: &str,
+    value: std::net::IpAddr,
+    ttl: u32,
+    instance_id: &str,
+    our_epoch: Option<u64>,
+) -> DriftVerdict {
+    let current = find_record(records, record, record_type);
+    if record_points_at(current, value, ttl) {
+        return DriftVerdict::Ours;
+    }
+    match (record_owner(records, record), our_epoch) {
+        (Some(owner), Some(ours))
+            if outbids(owner.epoch, &owner.instance_id, ours, instance_id)
+                && current.is_some_and(|r| r.values.len() == 1 && r.values.iter().all(|v| v.parse().ok() == Some(owner.value))) =>
+        {
+            DriftVerdict::Yield {
+                to: owner.instance_id,
+                epoch: owner.epoch,
+            }
+        }
+        _ => DriftVerdict::Repair,
+    }
+}
+
 /// Exponential backoff: `attempt` 0 is the first retry. `jitter` in [0, 1) spreads retries of
 /// several nodes apart ("full jitter" over the upper half of the window).
 pub fn backoff(attempt: u32, base: Duration, cap: Duration, jitter: f64) -> Duration {
@@ -613,6 +706,53 @@ mod tests {
         assert!(find_record(&list, "DB.lab.internal", "a").is_some());
         assert!(find_record(&list, "db.lab.internal.", "AAAA").is_none());
         assert!(find_record(&list, "b.lab.internal.", "A").is_none());
+    }
+
+    #[test]
+    fn record_ownership_is_read_defensively() {
+        let owner = RecordOwnership {
+            instance_id: "i-0b".into(),
+            epoch: 7,
+            value: "2600:1f18::50".parse().unwrap(),
+        };
+        assert_eq!(RecordOwnership::from_txt_value(&owner.txt_value()), Some(owner));
+        for bad in ["i-0b/7/10.0.1.5", "\"i-0b/7\"", "\"eni-0b/7/10.0.1.5\"", "\"i-/7/10.0.1.5\"", "\"i-0b/x/10.0.1.5\"", "\"i-0b/7/10.0.1.500\"", "\"i-0b/-1/10.0.1.5\"", "\"\""] {
+            assert_eq!(RecordOwnership::from_txt_value(bad), None, "{bad}");
+        }
+        assert_eq!(owner_record_name("DB.lab.internal"), "_corosync-eip.DB.lab.internal.");
+        assert_eq!(owner_record_name("db.lab.internal."), "_corosync-eip.db.lab.internal.");
+    }
+
+    #[test]
+    fn record_drift_yields_only_to_a_newer_owner_whose_value_is_in_place() {
+        let set = |name: &str, t: &str, values: &[&str]| ObservedRecord {
+            name: name.into(),
+            record_type: t.into(),
+            ttl: Some(10),
+            values: values.iter().map(|v| v.to_string()).collect(),
+        };
+        let me: std::net::IpAddr = "10.0.1.4".parse().unwrap();
+        let a = |v: &str| set("db.lab.internal.", "A", &[v]);
+        let owner = |text: &str| set("_corosync-eip.db.lab.internal.", "TXT", &[text]);
+        let judge = |records: &[ObservedRecord], ours| judge_record(records, "db.lab.internal", "A", me, 10, "i-0c", ours);
+        assert_eq!(judge(&[a("10.0.1.4"), owner("\"i-0b/9/10.0.1.5\"")], Some(3)), DriftVerdict::Ours);
+        // a newer holder elsewhere pointed it at its own value
+        let newer = [a("10.0.1.5"), owner("\"i-0b/9/10.0.1.5\"")];
+        assert_eq!(judge(&newer, Some(3)), DriftVerdict::Yield { to: "i-0b".into(), epoch: 9 });
+        assert_eq!(next_record_epoch(&newer, "db.lab.internal."), 10);
+        // the same epoch: the lower instance id keeps it, so exactly one of two yields
+        assert_eq!(judge(&newer, Some(9)), DriftVerdict::Yield { to: "i-0b".into(), epoch: 9 });
+        assert_eq!(judge_record(&newer, "db.lab.internal", "A", me, 10, "i-0a", Some(9)), DriftVerdict::Repair);
+        // an older record, a record without its owner's value, no record, or no epoch of ours
+        assert_eq!(judge(&newer, Some(10)), DriftVerdict::Repair);
+        assert_eq!(judge(&[a("10.0.1.9"), owner("\"i-0b/9/10.0.1.5\"")], Some(3)), DriftVerdict::Repair, "changed by hand after");
+        assert_eq!(judge(&[a("10.0.1.5")], Some(3)), DriftVerdict::Repair);
+        assert_eq!(judge(&newer, None), DriftVerdict::Repair);
+        assert_eq!(judge(&[a("10.0.1.5"), owner("\"i-0c/9/10.0.1.5\"")], Some(3)), DriftVerdict::Repair, "our own old record");
+        assert_eq!(judge(&[a("10.0.1.5"), set("_corosync-eip.db.lab.internal.", "TXT", &["\"i-0b/9/10.0.1.5\"", "\"x\""])], Some(3)), DriftVerdict::Repair);
+        assert_eq!(next_record_epoch(&[a("10.0.1.5")], "db.lab.internal"), 1);
+        // a record with two values, one of them the owner's, is not the owner's doing
+        assert_eq!(judge(&[set("db.lab.internal.", "A", &["10.0.1.5", "10.0.1.6"]), owner("\"i-0b/9/10.0.1.5\"")], Some(3)), DriftVerdict::Repair);
     }
 
     #[test]

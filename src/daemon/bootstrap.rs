@@ -153,6 +153,9 @@ impl Daemon {
             notifier,
             node_id: None,
             discovered,
+            reload_lookup_running: false,
+            reload_due: false,
+            reload_announced: false,
             metrics,
             votes: None,
             probe: None,
@@ -251,7 +254,7 @@ async fn discover_route_tables(
         };
         let result = match known {
             Some(tables) => Ok(tables),
-            None => client.find_route_tables(&query, Duration::from_secs(10)).await,
+            None => client.find_route_tables(&query, super::DISCOVER_BUDGET).await,
         };
         match result {
             Ok(found) if !found.is_empty() => {

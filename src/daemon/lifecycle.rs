@@ -8,7 +8,7 @@ use std::time::Duration;
 use tracing::{error, info, warn};
 
 use super::handover::{self, Handover};
-use super::{Daemon, Signals};
+use super::{Daemon, Signals, TaskResult};
 use crate::config::Config;
 use crate::core::view::View;
 use crate::core::wire::{self, Body, WireAssignment};
@@ -92,7 +92,7 @@ impl Daemon {
         for (name, target, unit) in held {
             let Some(generation) = view.assignments().get(&unit).map(|a| a.generation) else { continue };
             let gate = self.write_gate(&unit, generation);
-            match kinds::dns::delete_if_ours(&self.kinds.route53, &target, gate, Duration::from_secs(5)).await {
+            match kinds::dns::delete_if_ours(&self.kinds.route53, &target, &self.identity, gate, Duration::from_secs(5)).await {
                 Ok(true) => info!(resource = %name, record = %target.config.record, "no other member can take the record: deleted it (delete_on_release)"),
                 Ok(false) => info!(resource = %name, record = %target.config.record, "the record no longer points at this node: left alone"),
                 Err(e) => warn!(resource = %name, record = %target.config.record, error = %e, "could not delete the record; it still points at this node"),
@@ -102,18 +102,93 @@ impl Daemon {
 
     /// SIGHUP: a valid file re-executes us with it, keeping every address; an invalid one is
     /// refused and the running configuration stays.
-    pub(super) fn reload(&self, view: &View) -> Option<SessionEnd> {
+    /// A VIP whose `discover` query the file changed is looked up first, by this process,
+    /// which stays in the group and keeps serving meanwhile: the new image gets the answer
+    /// with the hand-over and rejoins at once, instead of asking EC2 while the peers' reattach
+    /// grace runs down.
+    pub(super) fn reload(&mut self, view: &View) -> Option<SessionEnd> {
         match Config::load(&self.config_path) {
-            Ok(_) => {
-                info!(config = %self.config_path.display(), "reloading: re-executing with the new configuration, keeping every address");
-                systemd::reloading();
-                Some(SessionEnd::Reload(view.table_to_keep()))
+            Ok(config) => {
+                if self.reload_lookup_running {
+                    info!("reload asked again while route tables are still being looked up for the first; it follows");
+                    return None;
+                }
+                if !self.reload_announced {
+                    systemd::reloading();
+                    self.reload_announced = true;
+                }
+                let changed: Vec<(String, String, crate::config::RouteTableQuery, crate::ec2::Ec2)> = config
+                    .vips
+                    .iter()
+                    .filter_map(|vip| {
+                        let query = vip.discover.clone()?;
+                        let text = format!("{query:?}");
+                        let known = self.discovered.get(&vip.name).is_some_and(|d| d.query == text);
+                        // A role this process has no client for is left to the new image.
+                        let client = match &vip.route_table_role {
+                            Some(role) => self.kinds.route_clients.get(role)?.clone(),
+                            None => self.ec2.clone(),
+                        };
+                        (!known).then(|| (vip.name.clone(), text, query, client))
+                    })
+                    .collect();
+                if changed.is_empty() {
+                    info!(config = %self.config_path.display(), "reloading: re-executing with the new configuration, keeping every address");
+                    return Some(SessionEnd::Reload(view.table_to_keep()));
+                }
+                info!(vips = ?changed.iter().map(|c| c.0.clone()).collect::<Vec<_>>(), "reloading: looking up the route tables of changed discover queries first, still serving");
+                self.reload_lookup_running = true;
+                let tx = self.results_tx.clone();
+                tokio::spawn(async move {
+                    let mut looked_up = Vec::new();
+                    for (name, text, query, client) in changed {
+                        let found = client.find_route_tables(&query, super::DISCOVER_BUDGET).await.map_err(|e| e.to_string());
+                        let failed = found.is_err();
+                        looked_up.push((name, text, found));
+                        if failed {
+                            break;
+                        }
+                    }
+                    let _ = tx.send(TaskResult::ReloadLookedUp(looked_up));
+                });
+                None
             }
             Err(e) => {
                 error!(error = %e, "reload refused: the new configuration is invalid; keeping the running one");
+                // The file went bad while a reload looked up its route tables: systemd was
+                // told the reload began, and must hear that it ended.
+                if std::mem::take(&mut self.reload_announced) {
+                    systemd::ready("reload refused: the configuration file became invalid");
+                }
                 None
             }
         }
+    }
+
+    /// The reload's lookups are done. Found: the tables go to the new image, and the reload
+    /// goes on (reading the file again, which may have changed meanwhile). A lookup that
+    /// failed refuses the reload, as an invalid file does: the running configuration stays
+    /// whole, rather than a new image that would ask EC2 again before it rejoins.
+    pub(super) fn reload_looked_up(&mut self, looked_up: Vec<(String, String, Result<Vec<String>, String>)>) {
+        self.reload_lookup_running = false;
+        let mut found = Vec::new();
+        for (name, query, result) in looked_up {
+            match result {
+                Ok(tables) => found.push((name, handover::Discovered { query, tables })),
+                Err(e) => {
+                    error!(resource = %name, error = %e, "reload refused: cannot look up the route tables of the VIP's new route_table_tag; keeping the running configuration (reload again once EC2 answers)");
+                    if std::mem::take(&mut self.reload_announced) {
+                        systemd::ready(&format!("reload refused: {name}: cannot look up route tables by tag"));
+                    }
+                    return;
+                }
+            }
+        }
+        for (name, discovered) in found {
+            info!(resource = %name, tables = ?discovered.tables, "route tables found by tag for the reload");
+            self.discovered.insert(name, discovered);
+        }
+        self.reload_due = true;
     }
 
     async fn remove_local_addresses(&mut self) {
@@ -177,6 +252,8 @@ impl Daemon {
                     super::TaskResult::Health { index, result } => {
                         self.record_health(index, result);
                     }
+                    // Carried out once a session runs again.
+                    super::TaskResult::ReloadLookedUp(looked_up) => self.reload_looked_up(looked_up),
                     _ => {}
                 },
             }

@@ -125,6 +125,9 @@ enum Asked {
     Reload,
 }
 
+/// How long one `discover` lookup of route tables by tag may take.
+const DISCOVER_BUDGET: Duration = Duration::from_secs(10);
+
 /// Most task results taken in one step of the loop: enough for a failover's addresses, few
 /// enough that corosync's deliveries never wait long behind them.
 const RESULTS_PER_STEP: usize = 64;
@@ -157,6 +160,9 @@ enum TaskResult {
     Permissions(Vec<String>),
     /// Problems found by the start-up checks a reload runs after rejoining.
     Warnings(Vec<String>),
+    /// A reload's lookups of changed `discover` queries: (VIP, query, tables found or the
+    /// error), stopping at the first error.
+    ReloadLookedUp(Vec<(String, String, Result<Vec<String>, String>)>),
     /// One poll of IMDS for announced AWS events.
     AwsEvents(drain::EventsSeen),
 }
@@ -210,6 +216,12 @@ pub struct Daemon {
     node_id: Option<u32>,
     /// Route tables found by VIPs' `discover` queries, handed to a reload.
     discovered: BTreeMap<String, handover::Discovered>,
+    /// A reload is looking up changed `discover` queries before it re-executes.
+    reload_lookup_running: bool,
+    /// The reload's lookups ended: re-execute at the end of this step.
+    reload_due: bool,
+    /// systemd was told RELOADING=1 for the reload under way.
+    reload_announced: bool,
     metrics: Arc<Metrics>,
     /// votequorum's count, for status.
     votes: Option<Votes>,
@@ -379,6 +391,11 @@ impl Daemon {
             };
             if let Err(e) = step {
                 return SessionEnd::Lost(e, view.table_to_keep());
+            }
+            if std::mem::take(&mut self.reload_due) {
+                if let Some(end) = self.reload(&view) {
+                    return end;
+                }
             }
             self.liveness.beat();
             self.persist_standby(&view);
@@ -591,6 +608,7 @@ impl Daemon {
                 }
             }
             TaskResult::AwsEvents(seen) => self.on_aws_events(cs, view, seen).await?,
+            TaskResult::ReloadLookedUp(looked_up) => self.reload_looked_up(looked_up),
             TaskResult::Monitored(seen) => {
                 self.monitor_running = false;
                 self.check_drift(view, &seen);

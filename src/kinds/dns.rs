@@ -2,19 +2,27 @@
 //! never stops resolving), waits until Route 53 reports the change INSYNC on every
 //! authoritative server, and reads the record back, comparing exact values and the TTL.
 //!
+//! The same change batch writes the record's ownership record, a TXT record at
+//! `_corosync-eip.<record>` naming the holder's instance, an epoch and the value: a holder
+//! elected in another partition that finds the record pointed by a newer holder leaves it,
+//! where it would otherwise take it back at every monitor interval (a tug of war over DNS).
+//!
 //! A failed read in a monitor round is "unknown", never a reason to move: a Pacemaker agent's
 //! monitor that failed on throttling once caused false failovers (resource-agents PR #1360).
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use tracing::info;
+use tracing::{info, warn};
 
 use super::{AcquireError, Acquired, Gate, Judgement, Observed};
 use crate::config::DnsConfig;
 use crate::core::holder::Verdict;
-use crate::core::reconcile::{backoff, find_record, record_points_at, ObservedRecord};
-use crate::ec2::{Ec2, Ec2Error};
+use crate::core::reconcile::{
+    backoff, find_record, judge_record, next_record_epoch, owner_record_name, record_owner, record_points_at, DriftVerdict, Identity, ObservedRecord,
+    RecordOwnership,
+};
+use crate::ec2::{Ec2, Ec2Error, ErrorClass};
 use crate::route53::{Propagation, Route53};
 
 /// How long a change may stay PENDING before the acquisition gives up (Route 53 documents
@@ -123,29 +131,55 @@ impl DnsTarget {
 /// One read of this node's ENI: its primary private and its public IPv4 address.
 pub type InterfaceRead = Result<(Option<std::net::Ipv4Addr>, Option<std::net::Ipv4Addr>), crate::ec2::Ec2Error>;
 
-/// (ListResourceRecordSets →) UPSERT → GetChange until INSYNC → read back.
-/// `held_elsewhere`: the agreed view says another node held the record until now, so it
-/// points elsewhere and the UPSERT goes out without a read first.
+/// ListResourceRecordSets → UPSERT of the record and its ownership record → GetChange until
+/// INSYNC → read back. The read first finds the epoch to outbid; it is also what spares the
+/// write when the record and its ownership record already name us (a restart, a reload).
+/// `held_elsewhere`: the agreed view says another node held the record until now; the read
+/// still goes out, for the epoch.
 pub async fn acquire(ctx: &super::Context, target: &DnsTarget, gate: Gate, budget: Duration, held_elsewhere: bool) -> Result<Acquired, AcquireError> {
     let route53 = &ctx.route53;
     let dns = &target.config;
+    let me = &ctx.me.instance_id;
     let value = target.resolve(&ctx.ec2, ctx.me.network_interface_id.as_deref(), budget).await?;
     let kind = dns.record_type.as_str();
     let read = || async { route53.record(&dns.hosted_zone_id, &dns.record, kind, budget).await };
-    let from = if held_elsewhere {
-        Some(Vec::new())
-    } else {
-        let before = read().await?;
-        let current = find_record(&before, &dns.record, kind);
-        (!record_points_at(current, value, dns.ttl)).then(|| current.map(|r| r.values.clone()).unwrap_or_default())
+    let before = read().await?;
+    let current = find_record(&before, &dns.record, kind);
+    let owner = record_owner(&before, &dns.record);
+    let in_place = record_points_at(current, value, dns.ttl);
+    let mut epoch = match &owner {
+        Some(o) if in_place && &o.instance_id == me && o.value == value => Some(o.epoch),
+        _ => None,
     };
     let mut sent = None;
-    if let Some(from) = from {
-        info!(resource = %dns.name, record = %dns.record, r#type = kind, %value, from = ?from, "pointing the record at this node (UPSERT)");
+    if epoch.is_none() {
+        let from = current.map(|r| r.values.clone()).unwrap_or_default();
+        let claim = RecordOwnership {
+            instance_id: me.clone(),
+            epoch: next_record_epoch(&before, &dns.record),
+            value,
+        };
+        info!(resource = %dns.name, record = %dns.record, r#type = kind, %value, from = ?from, epoch = claim.epoch, held_elsewhere, "pointing the record at this node (UPSERT, with its ownership record)");
         sent = Some(Instant::now());
-        let change = route53
-            .upsert(&dns.hosted_zone_id, &dns.record, kind, dns.ttl, value, budget, gate.as_ref())
-            .await?;
+        let change = match route53
+            .upsert(&dns.hosted_zone_id, &dns.record, kind, dns.ttl, value, Some(&claim), budget, gate.as_ref())
+            .await
+        {
+            Ok(change) => {
+                epoch = Some(claim.epoch);
+                change
+            }
+            // The role may allow the record's name only (a policy older than the ownership
+            // record): the record still moves, without the split-brain protection, as a
+            // refused CreateTags costs the EC2 kinds.
+            Err(e) if matches!(e.class, ErrorClass::Permission) => {
+                warn!(resource = %dns.name, record = %dns.record, error = %e, owner = %owner_record_name(&dns.record), "cannot write the ownership record; split-brain protection is off for this record (allow TXT and its name in the role's policy)");
+                route53
+                    .upsert(&dns.hosted_zone_id, &dns.record, kind, dns.ttl, value, None, budget, gate.as_ref())
+                    .await?
+            }
+            Err(e) => return Err(e.into()),
+        };
         let mut attempt = 0;
         let deadline = Instant::now() + PROPAGATION_BUDGET;
         loop {
@@ -164,7 +198,7 @@ pub async fn acquire(ctx: &super::Context, target: &DnsTarget, gate: Gate, budge
             }
         }
     }
-    let after = read().await?;
+    let after = if sent.is_some() { read().await? } else { before };
     let record = find_record(&after, &dns.record, kind).cloned();
     if !record_points_at(record.as_ref(), value, dns.ttl) {
         return Err(AcquireError::NotVerified(format!(
@@ -178,12 +212,13 @@ pub async fn acquire(ctx: &super::Context, target: &DnsTarget, gate: Gate, budge
         observed: Observed::Dns(record.unwrap_or_default()),
         sent,
         verified: Instant::now(),
-        epoch: None,
+        epoch,
     })
 }
 
 /// Reads a monitor round's ListResourceRecordSets of the record's zone for one record we hold.
-pub fn judge(target: &DnsTarget, seen: &Result<Vec<ObservedRecord>, Ec2Error>) -> Option<Judgement> {
+/// `epoch`: the ownership epoch we wrote (None: we could not write it, so we never yield).
+pub fn judge(target: &DnsTarget, seen: &Result<Vec<ObservedRecord>, Ec2Error>, me: &Identity, epoch: Option<u64>) -> Option<Judgement> {
     let dns = &target.config;
     let records = match seen {
         Err(e) => {
@@ -196,18 +231,31 @@ pub fn judge(target: &DnsTarget, seen: &Result<Vec<ObservedRecord>, Ec2Error>) -
         Ok(records) => records,
     };
     let record = find_record(records, &dns.record, dns.record_type.as_str()).cloned();
-    let ours = target.value().is_some_and(|value| record_points_at(record.as_ref(), value, dns.ttl));
+    // A value never read (EC2 unreachable since start-up) cannot be ours: repair, which
+    // reads it again.
+    let verdict = match target.value() {
+        None => Verdict::Repair,
+        Some(value) => match judge_record(records, &dns.record, dns.record_type.as_str(), value, dns.ttl, &me.instance_id, epoch) {
+            DriftVerdict::Ours => Verdict::Ours,
+            DriftVerdict::Repair => Verdict::Repair,
+            DriftVerdict::Yield { to, epoch } => {
+                warn!(resource = %dns.name, record = %dns.record, to = %to, epoch, "a holder elected in another partition pointed the record after us; not taking it back");
+                Verdict::Yield { to, epoch }
+            }
+        },
+    };
     Some(Judgement {
-        verdict: if ours { Verdict::Ours } else { Verdict::Repair },
+        verdict,
         observed: Some(Observed::Dns(record.unwrap_or_default())),
         address_present: None,
     })
 }
 
-/// Deletes the record if it still points at this node's value: what a holder with
-/// `delete_on_release` does when it stops and no other member can take the record.
-/// `Ok(false)`: the record points elsewhere (or is gone), so it is left alone.
-pub async fn delete_if_ours(route53: &Route53, target: &DnsTarget, gate: Gate, budget: Duration) -> Result<bool, AcquireError> {
+/// Deletes the record if it still points at this node's value, with its ownership record if
+/// that names this node: what a holder with `delete_on_release` does when it stops and no
+/// other member can take the record. `Ok(false)`: the record points elsewhere (or is gone), so
+/// it is left alone.
+pub async fn delete_if_ours(route53: &Route53, target: &DnsTarget, me: &Identity, gate: Gate, budget: Duration) -> Result<bool, AcquireError> {
     let dns = &target.config;
     // Never read: never written by us.
     let Some(value) = target.value() else { return Ok(false) };
@@ -216,8 +264,19 @@ pub async fn delete_if_ours(route53: &Route53, target: &DnsTarget, gate: Gate, b
     if !record_points_at(find_record(&records, &dns.record, kind), value, dns.ttl) {
         return Ok(false);
     }
-    route53
-        .delete(&dns.hosted_zone_id, &dns.record, kind, dns.ttl, value, budget, gate.as_ref())
-        .await?;
+    let owner = record_owner(&records, &dns.record)
+        .filter(|o| o.instance_id == me.instance_id)
+        .and_then(|_| find_record(&records, &owner_record_name(&dns.record), "TXT"));
+    match route53.delete(&dns.hosted_zone_id, &dns.record, kind, dns.ttl, value, owner, budget, gate.as_ref()).await {
+        Ok(_) => {}
+        // As for the UPSERT: a role allowed the record's name only still deletes the record.
+        Err(e) if owner.is_some() && matches!(e.class, ErrorClass::Permission) => {
+            warn!(resource = %dns.name, record = %dns.record, error = %e, "cannot delete the ownership record; deleting the record alone");
+            route53
+                .delete(&dns.hosted_zone_id, &dns.record, kind, dns.ttl, value, None, budget, gate.as_ref())
+                .await?;
+        }
+        Err(e) => return Err(e.into()),
+    }
     Ok(true)
 }

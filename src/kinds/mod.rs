@@ -144,8 +144,8 @@ pub struct Acquired {
     pub sent: Option<Instant>,
     /// When the read-back showed us: the end of the failover timeline.
     pub verified: Instant,
-    /// EIP: the ownership epoch we hold the address with (None: the record could not be
-    /// written, which only costs the split-brain protection).
+    /// The ownership epoch we hold the address with (None: the record could not be written,
+    /// which only costs the split-brain protection).
     pub epoch: Option<u64>,
 }
 
@@ -391,7 +391,7 @@ pub fn judge(name: &str, kind: &Kind, seen: &Observation, me: &Identity, epoch: 
         Kind::Eip(eip) => eip::judge(eip, seen.eips.as_ref()?, me, epoch),
         Kind::Vip(vip) => vip::judge(vip, seen.routes.get(&vip.route_table_role)?, me, present(), epoch),
         Kind::Secondary(s) => secondary::judge(s, seen.interfaces.as_ref()?, me, present(), epoch),
-        Kind::Dns(d) => dns::judge(d, seen.records.get(&d.config.hosted_zone_id)?),
+        Kind::Dns(d) => dns::judge(d, seen.records.get(&d.config.hosted_zone_id)?, me, epoch),
     }
 }
 

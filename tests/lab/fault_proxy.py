@@ -8,12 +8,14 @@ says otherwise. Rules are set by the test through the proxy's own endpoints:
                   {"action": "AssociateAddress" | "*", "mode": "throttle" | "error500" |
                    "error503" | "denied" | "latency" | "drop" | "apply_then_hang",
                    "count": N (omit: forever),
-                   "latency_ms": M}
+                   "latency_ms": M,
+                   "body_contains": "text" (omit: any request of the action)}
   GET  /_calls    JSON list of every EC2 call seen: {"t", "source", "action", "fault"}
 
 Modes: throttle answers RequestLimitExceeded (HTTP 503, like EC2); error500/error503 answer
 InternalError/Unavailable; denied answers UnauthorizedOperation (HTTP 403: a role that lacks
-the permission for a while); latency delays then forwards; drop closes the connection without an
+the permission for a while; Route 53 calls get AccessDenied in Route 53's own error
+format); latency delays then forwards; drop closes the connection without an
 answer; apply_then_hang forwards (EC2 applies the call) and then never answers, so the client
 times out after the change was made.
 """
@@ -38,9 +40,25 @@ ERRORS = {
 }
 
 
-def take_rule(action):
+def route53_action(method, path):
+    """The Route 53 operation of a REST request (EC2 names its action in the form instead)."""
+    path = path.split("?", 1)[0].rstrip("/")
+    if not path.startswith("/2013-04-01/"):
+        return ""
+    if path.startswith("/2013-04-01/change/"):
+        return "GetChange"
+    if path.endswith("/rrset"):
+        return "ChangeResourceRecordSets" if method == "POST" else "ListResourceRecordSets"
+    if path.startswith("/2013-04-01/hostedzone/") and method == "GET":
+        return "GetHostedZone"
+    return ""
+
+
+def take_rule(action, body):
     with LOCK:
         for rule in RULES:
+            if "body_contains" in rule and rule["body_contains"].encode() not in body:
+                continue
             if rule.get("action") in ("*", action) and rule.get("count", 1) > 0:
                 if "count" in rule:
                     rule["count"] -= 1
@@ -84,15 +102,20 @@ class Handler(BaseHTTPRequestHandler):
 
     def _forward(self, body):
         form = urllib.parse.parse_qs(body.decode(errors="replace"))
-        action = (form.get("Action") or [""])[0]
-        rule = take_rule(action)
+        action = (form.get("Action") or [""])[0] or route53_action(self.command, self.path)
+        rule = take_rule(action, body)
         mode = rule["mode"] if rule else None
         with LOCK:
             CALLS.append({"t": time.time(), "source": self.client_address[0], "action": action, "fault": mode})
         if mode in ERRORS:
             status, code, message = ERRORS[mode]
-            xml = (f'<?xml version="1.0" encoding="UTF-8"?><Response><Errors><Error><Code>{code}</Code>'
-                   f"<Message>{message}</Message></Error></Errors><RequestID>lab-fault</RequestID></Response>")
+            if self.path.startswith("/2013-04-01/"):
+                code = {"denied": "AccessDenied", "throttle": "Throttling"}.get(mode, "ServiceUnavailable")
+                xml = (f'<?xml version="1.0" encoding="UTF-8"?><ErrorResponse><Error><Type>Sender</Type><Code>{code}</Code>'
+                       f"<Message>{message}</Message></Error><RequestId>lab-fault</RequestId></ErrorResponse>")
+            else:
+                xml = (f'<?xml version="1.0" encoding="UTF-8"?><Response><Errors><Error><Code>{code}</Code>'
+                       f"<Message>{message}</Message></Error></Errors><RequestID>lab-fault</RequestID></Response>")
             self._reply(status, xml, "text/xml")
             return
         if mode == "drop":
