@@ -312,13 +312,11 @@ fn a_reload_under_slow_ec2_rejoins_before_any_call_and_moves_nothing() {
     proxy.faults(json!([]));
     assert_eq!(holder(&lab, &[0, 1, 2]), first, "the reloaded holder kept its addresses");
     assert_eq!(lab.daemon_pid(first), Some(pid), "reloaded in place");
-    let writes: Vec<_> = lab
-        .mutating_calls_since(t0)
-        .unwrap()
-        .into_iter()
-        .filter(|c| c.action != "CreateTags")
-        .map(|c| (c.node, c.action))
-        .collect();
+    // Every mutating call but CreateTags: ownership records, which move no address.
+    let moves_since = |lab: &Lab, since| -> Vec<_> {
+        lab.mutating_calls_since(since).unwrap().into_iter().filter(|c| c.action != "CreateTags").map(|c| (c.node, c.action)).collect()
+    };
+    let writes = moves_since(&lab, t0);
     assert!(writes.is_empty(), "nothing moved: {writes:?}");
     for i in 0..3 {
         assert_eq!(holders(&lab, i), before, "node {i} sees the same holders");
@@ -349,13 +347,7 @@ fn a_reload_under_slow_ec2_rejoins_before_any_call_and_moves_nothing() {
     assert!(lab.daemon_log(first).contains("route tables found by tag for the reload"), "{}", lab.daemon_log(first));
     assert_eq!(holder(&lab, &[0, 1, 2]), first, "the reloaded holder kept its addresses");
     assert_eq!(lab.daemon_pid(first), Some(pid), "reloaded in place");
-    let writes: Vec<_> = lab
-        .mutating_calls_since(t1)
-        .unwrap()
-        .into_iter()
-        .filter(|c| c.action != "CreateTags")
-        .map(|c| (c.node, c.action))
-        .collect();
+    let writes = moves_since(&lab, t1);
     assert!(writes.is_empty(), "nothing moved: {writes:?}\n{}", lab.logs());
     for i in 0..3 {
         assert_eq!(holders(&lab, i), before, "node {i} sees the same holders");
@@ -379,7 +371,7 @@ fn a_reload_under_slow_ec2_rejoins_before_any_call_and_moves_nothing() {
     assert_eq!(joins(&lab), joined_before, "no re-exec: {}", lab.daemon_log(first));
     assert_eq!(lab.daemon_pid(first), Some(pid));
     assert_eq!(holder(&lab, &[0, 1, 2]), first);
-    let writes: Vec<_> = lab.mutating_calls_since(t2).unwrap().into_iter().filter(|c| c.action != "CreateTags").map(|c| (c.node, c.action)).collect();
+    let writes = moves_since(&lab, t2);
     assert!(writes.is_empty(), "nothing moved: {writes:?}");
     let _ = &mut lab;
     lab.assert_no_panics();

@@ -246,8 +246,7 @@ async fn discover_route_tables(
     let mut discovered = BTreeMap::new();
     for vip in vips.iter_mut() {
         let Some(query) = vip.discover.clone() else { continue };
-        let text = format!("{query:?}");
-        let known = handed.and_then(|h| h.get(&vip.name)).filter(|d| d.query == text).map(|d| d.tables.clone());
+        let known = handed.and_then(|h| h.get(&vip.name)).filter(|d| d.answers(&query)).map(|d| d.tables.clone());
         let client = match &vip.route_table_role {
             Some(role) => route_clients.get(role).unwrap_or(ec2),
             None => ec2,
@@ -259,7 +258,7 @@ async fn discover_route_tables(
         match result {
             Ok(found) if !found.is_empty() => {
                 info!(resource = %vip.name, tables = ?found, "route tables found by tag");
-                discovered.insert(vip.name.clone(), Discovered { query: text, tables: found.clone() });
+                discovered.insert(vip.name.clone(), Discovered { query: Discovered::query_text(&query), tables: found.clone() });
                 for id in found {
                     if !vip.route_tables.contains(&id) {
                         vip.route_tables.push(id);

@@ -36,6 +36,18 @@ pub struct Discovered {
     pub tables: Vec<String>,
 }
 
+impl Discovered {
+    /// The text a query is kept under: what `query` holds.
+    pub fn query_text(query: &crate::config::RouteTableQuery) -> String {
+        format!("{query:?}")
+    }
+
+    /// Whether these tables answer `query` as it is configured now.
+    pub fn answers(&self, query: &crate::config::RouteTableQuery) -> bool {
+        self.query == Self::query_text(query)
+    }
+}
+
 /// Everything handed over.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Handover {

@@ -122,14 +122,13 @@ impl Daemon {
                     .iter()
                     .filter_map(|vip| {
                         let query = vip.discover.clone()?;
-                        let text = format!("{query:?}");
-                        let known = self.discovered.get(&vip.name).is_some_and(|d| d.query == text);
+                        let known = self.discovered.get(&vip.name).is_some_and(|d| d.answers(&query));
                         // A role this process has no client for is left to the new image.
                         let client = match &vip.route_table_role {
                             Some(role) => self.kinds.route_clients.get(role)?.clone(),
                             None => self.ec2.clone(),
                         };
-                        (!known).then(|| (vip.name.clone(), text, query, client))
+                        (!known).then(|| (vip.name.clone(), handover::Discovered::query_text(&query), query, client))
                     })
                     .collect();
                 if changed.is_empty() {
