@@ -201,6 +201,11 @@ pub struct View {
     /// membership: taken over at once, as a node loss is, but without a fence.
     spared: BTreeSet<MemberId>,
     totem: Option<BTreeSet<NodeId>>,
+    /// Corosync nodes seen in a membership since this view began (the quorum state read at
+    /// connect, quorum and totem reports). A node never seen has not left: after corosync
+    /// restarted everywhere, the nodes' rings re-form one by one, and the holder a kept table
+    /// names may simply not be back yet.
+    seen_nodes: BTreeSet<NodeId>,
     /// Our table is a real cluster view: we completed a round, or inherited the table from a
     /// previous incarnation of this daemon (re-exec). Offered as such in our States.
     knows_cluster: bool,
@@ -231,7 +236,9 @@ impl View {
             stale: false,
         };
         let instances = BTreeMap::from([(local.node, local_info.instance_id.clone())]);
+        let seen_nodes = local_info.nodes.iter().copied().chain([local.node]).collect();
         View {
+            seen_nodes,
             local,
             local_info,
             instances,
@@ -478,6 +485,7 @@ impl View {
 
     /// This node's quorum service reported: quorate or not, for `ring`, with these nodes.
     pub fn set_local_quorum(&mut self, quorate: bool, ring: Option<Ring>, nodes: Vec<NodeId>) -> Vec<Output> {
+        self.seen_nodes.extend(nodes.iter().copied());
         self.local_quorum = LocalQuorum {
             quorate,
             ring,
@@ -866,18 +874,27 @@ impl View {
     /// must agree on: they only make our own quorum fact stale (and announced as such), and
     /// tell the adapter which vanished holders' nodes are gone (it announces their grace over).
     fn on_totem(&mut self, ring: Ring, nodes: Vec<NodeId>) -> Vec<Output> {
+        self.seen_nodes.extend(nodes.iter().copied());
         self.totem = Some(nodes.into_iter().collect());
         self.totem_ring = Some(ring);
         self.announce_if_changed()
     }
 
-    /// Vanished holders whose node left the totem membership: no process will come back there
-    /// within the grace, so the adapter announces their grace over at once.
+    /// Vanished holders whose node we saw in the membership and then leave it: no process will
+    /// come back there within the grace, so the adapter announces their grace over at once.
+    /// A node never seen since this view began is not counted: its corosync may still be
+    /// starting (every corosync restarted), and the grace is what lets it rejoin.
     pub fn vanished_on_gone_nodes(&self) -> Vec<MemberId> {
-        self.vanished.iter().copied().filter(|m| self.node_gone(m.node)).collect()
+        self.vanished
+            .iter()
+            .copied()
+            .filter(|m| self.seen_nodes.contains(&m.node) && self.outside_membership(m.node))
+            .collect()
     }
 
-    fn node_gone(&self, node: NodeId) -> bool {
+    /// Whether `node` is missing from the totem membership reported last: when a grace runs
+    /// out, its takeover then fences the node (whether or not we ever saw it).
+    pub fn outside_membership(&self, node: NodeId) -> bool {
         self.totem.as_ref().is_some_and(|t| !t.contains(&node))
     }
 

@@ -579,7 +579,7 @@ impl Daemon {
             TaskResult::GraceExpired(member) => {
                 if view.vanished().contains(&member) {
                     // Its node may have left meanwhile: then the takeover fences it.
-                    let node_down = view.vanished_on_gone_nodes().contains(&member);
+                    let node_down = view.outside_membership(member.node);
                     info!(member = %member, node_down, "reattach grace expired; peers take over");
                     cs.send(&wire::encode(&Body::GraceExpired { member, node_down })).await?;
                 }
