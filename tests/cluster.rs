@@ -52,6 +52,7 @@ fn elects_one_holder_then_hands_over_on_stop_and_fails_over_on_node_loss() {
 
     // Planned stop of the holder's daemon: exit 0, a peer takes over without waiting for
     // corosync's token (the old node stays a cluster member).
+    let stopped = lab::unix_now();
     lab.signal_daemon(first, Signal::SIGTERM).unwrap();
     assert_eq!(lab.wait_daemon_exit(first, Duration::from_secs(10)).unwrap(), Some(0));
     let rest: Vec<usize> = (0..3).filter(|i| *i != first).collect();
@@ -62,6 +63,9 @@ fn elects_one_holder_then_hands_over_on_stop_and_fails_over_on_node_loss() {
     assert_eq!(failover.and_then(|f| f.previous.as_ref()).map(|p| p.node_id), Some(lab.node_id(first)), "{s:?}");
     assert!(failover.is_some(), "timeline recorded (verified_ms): {s:?}");
     assert!(lab.daemon_log(second).contains("failover timeline"), "timeline logged");
+    // Outside two_node, the successor outbids the ownership epoch the old holder announced:
+    // no read before it moves the address (the read-back still proves the move).
+    assert_eq!(reads_before_move(&lab, second, stopped), 0, "the successor read before the move");
 
     // Hard failure: kill -9 corosync under the new holder. The last daemon takes over.
     lab.kill_corosync(second, Signal::SIGKILL);
@@ -72,7 +76,22 @@ fn elects_one_holder_then_hands_over_on_stop_and_fails_over_on_node_loss() {
     let moved: Vec<_> = mutating_calls_since(&lab, t1);
     assert!(moved.iter().all(|(n, _)| *n == Some(third)), "only the new holder writes: {moved:?}");
     assert_eq!(moved.iter().filter(|(_, a)| a == "AssociateAddress").count(), 1, "one move: {moved:?}");
+    assert_eq!(reads_before_move(&lab, third, t1), 0, "the successor read before the move");
     lab.assert_no_panics();
+}
+
+/// DescribeAddresses calls `node` made after `since` and before its first AssociateAddress
+/// after `since` (panics when it made none).
+fn reads_before_move(lab: &Lab, node: usize, since: f64) -> usize {
+    let calls: Vec<String> = lab
+        .ec2_requests()
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.t >= since && lab.node_by_ip(&r.source) == Some(node))
+        .map(|r| r.action)
+        .collect();
+    let moved = calls.iter().position(|a| a == "AssociateAddress").unwrap_or_else(|| panic!("node {node} made no AssociateAddress: {calls:?}"));
+    calls[..moved].iter().filter(|a| *a == "DescribeAddresses").count()
 }
 
 #[test]

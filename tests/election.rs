@@ -80,6 +80,7 @@ fn a_successor_learns_which_addresses_the_departed_holder_had_verified() {
         generation,
         instance_id: None,
         network_interface_id: None,
+        epoch: None,
     };
     p.send(web, Body::Held(held));
     p.settle();
@@ -846,7 +847,7 @@ fn a_held_delivered_during_a_round_survives_the_merge() {
     // A third daemon joins: every member multicasts its State, none of them verified yet.
     p.join(m(3, 1), true);
     let at = p.queue.iter().position(|(from, body)| *from == holder && matches!(body, Body::State(_))).unwrap();
-    let held = HeldMsg { unit: "web".into(), resource: "web".into(), generation, instance_id: None, network_interface_id: None };
+    let held = HeldMsg { unit: "web".into(), resource: "web".into(), generation, instance_id: None, network_interface_id: None, epoch: None };
     p.queue.insert(at + 1, (holder, Body::Held(held)));
     assert!(p.queue.len() > at + 2, "the Held lands before the round's last State");
     p.settle();
@@ -1099,7 +1100,7 @@ fn a_holder_whose_node_left_is_fenced_by_its_successor() {
     assert_eq!(p.views[&new].fences("web"), vec![fence.clone()]);
     assert_eq!(p.views[&new].assignments()["web"].fences, vec![fence.target.clone()]);
     let generation = p.views[&new].assignments()["web"].generation;
-    p.send(new, Body::Held(HeldMsg { unit: "web".into(), resource: "web".into(), generation, instance_id: Some(format!("i-{}", new.node)), network_interface_id: None }));
+    p.send(new, Body::Held(HeldMsg { unit: "web".into(), resource: "web".into(), generation, instance_id: Some(format!("i-{}", new.node)), network_interface_id: None, epoch: None }));
     p.settle();
     for (id, v) in &p.views {
         assert!(v.assignments()["web"].fences.is_empty(), "{id}: verified, nothing owed");

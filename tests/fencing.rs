@@ -54,10 +54,20 @@ fn settled(lab: &Lab, nodes: &[usize], members: usize) -> usize {
 
 /// StopInstances calls (DryRun probes excluded) since `since`: (node, instance).
 fn stops_since(lab: &Lab, since: f64) -> Vec<(Option<usize>, String)> {
+    stop_requests_since(lab, since, |_| true)
+}
+
+/// The StopInstances EC2 carried out since `since`: a call refused while the role was still
+/// being fixed is an attempt, not a fence.
+fn applied_stops_since(lab: &Lab, since: f64) -> Vec<(Option<usize>, String)> {
+    stop_requests_since(lab, since, |r| r.status.is_some_and(|s| (200..300).contains(&s)))
+}
+
+fn stop_requests_since(lab: &Lab, since: f64, keep: impl Fn(&lab::Ec2Request) -> bool) -> Vec<(Option<usize>, String)> {
     lab.ec2_requests()
         .unwrap()
         .into_iter()
-        .filter(|r| r.t >= since && r.action == "StopInstances" && r.param("DryRun") != Some("true"))
+        .filter(|r| r.t >= since && r.action == "StopInstances" && r.param("DryRun") != Some("true") && keep(r))
         .map(|r| (lab.node_by_ip(&r.source), r.param("InstanceId.1").unwrap_or_default().to_string()))
         .collect()
 }
@@ -216,9 +226,12 @@ fn fencing_stops_a_lost_holder_first_and_only_then() {
     lab.enforce_iam(false).unwrap();
     lab.wait_for("the address moved to node 2", SETTLE, || Ok((lab.eip_holder(&alloc)? == Some(2)).then_some(())))
         .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.logs()));
-    assert_eq!(stops_since(&lab, fixed), vec![(Some(2), lab.instance_id(0).to_string())], "the owed fence, once");
+    assert_eq!(applied_stops_since(&lab, fixed), vec![(Some(2), lab.instance_id(0).to_string())], "the owed fence, once\n{}", lab.daemon_log(2));
     let log = lab.ec2_requests().unwrap();
-    let stop_at = log.iter().position(|r| r.t >= fixed && r.action == "StopInstances" && r.param("DryRun") != Some("true")).unwrap();
+    let stop_at = log
+        .iter()
+        .position(|r| r.t >= fixed && r.action == "StopInstances" && r.param("DryRun") != Some("true") && r.status == Some(200))
+        .unwrap();
     let assoc_at = log.iter().position(|r| r.t >= fixed && r.action == "AssociateAddress").expect("the address moved");
     assert!(stop_at < assoc_at, "StopInstances before AssociateAddress");
     assert_eq!(associates_since(&lab, t).len(), 1, "the address moved once");

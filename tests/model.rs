@@ -214,6 +214,11 @@ struct Daemon {
     /// Stopping (SIGTERM): it stood down and multicast Release, and leaves the group once its
     /// Release is delivered to it (`Daemon::release`).
     releasing: bool,
+    /// Per unit: the ownership epoch the departed holder announced in its Held, when the view
+    /// elected this daemon after it outside two_node (`Start::epoch_elsewhere`): the write
+    /// outbids it without reading EC2. Kept until the unit is verified or no longer wanted,
+    /// as the daemon keeps its pending timeline.
+    outbid: Vec<Option<u64>>,
 }
 
 impl Daemon {
@@ -554,9 +559,24 @@ impl Cluster {
                     unit,
                     holder,
                     generation,
+                    previous,
+                    verified_before,
                     ..
                 } => {
                     self.step_elected = true;
+                    if let (true, Some(k)) = (holder == me, self.unit_index(&unit)) {
+                        // As the daemon starts its acquisition (`PendingTimeline`, `Start`).
+                        let elsewhere = previous.is_some_and(|p| p.node != node);
+                        let outbid = verified_before
+                            .iter()
+                            .find(|h| h.resource == unit)
+                            .and_then(|h| h.epoch)
+                            .filter(|_| elsewhere && !self.two_node);
+                        if let Some(d) = self.daemons[i].as_mut() {
+                            d.outbid[k] = outbid;
+                        }
+                    }
+                    let Some(d) = self.daemons[i].as_ref() else { return };
                     let what = format!(
                         "{me} in {} elects {holder} for {unit}, gen {generation}",
                         nodes_text(&self.nodes_in(part))
@@ -596,6 +616,9 @@ impl Cluster {
                 quorum_pending,
                 synced: d.view.is_synced(),
             };
+            if facts.wanted.is_none() {
+                d.outbid[k] = None;
+            }
             // Acquire starts the acquisition (`acquiring`), Abort stops it; retries are due at
             // once and nothing else has an effect here.
             let _ = d.work[k].0.reconcile(facts, late());
@@ -605,7 +628,8 @@ impl Cluster {
         // Completed at once rather than as a step of its own.
         for (k, unit) in units.iter().enumerate() {
             let Some(g) = d.work[k].0.acquiring() else { continue };
-            if self.ec2[k] != Some(node) {
+            // Outbidding a known epoch skips the read: the daemon writes even then.
+            if self.ec2[k] != Some(node) || d.outbid[k].is_some() {
                 continue;
             }
             // EC2 shows us with our own record: its epoch stays ours.
@@ -617,6 +641,7 @@ impl Cluster {
                     generation: g,
                     instance_id: Some(format!("i-{node}")),
                     network_interface_id: None,
+                    epoch: Some(self.epoch[k]),
                 });
                 let part = self.partition[idx(node)];
                 self.queues.entry(part).or_default().push_back(Item::Msg(me, held));
@@ -954,6 +979,7 @@ impl Cluster {
             backlog_cpg: VecDeque::new(),
             timer_fired: false,
             releasing: false,
+            outbid: vec![None; self.units.len()],
         });
         let members = self.members_in(part);
         let event = Event::Confchg {
@@ -1192,10 +1218,13 @@ impl ElectionModel {
                     c.absorb(node, out);
                 } else {
                     c.record_write(node, k, generation);
-                    // The ownership record goes with the move: one past the record EC2 had.
-                    c.epoch[k] = c.epoch[k].saturating_add(1);
+                    // The ownership record goes with the move: one past the record EC2 had, or
+                    // past the one the departed holder announced, unread.
+                    let outbid = c.daemon(node)?.outbid[k];
+                    c.epoch[k] = outbid.unwrap_or(c.epoch[k]).saturating_add(1);
                     let epoch = c.epoch[k];
                     let d = c.daemons[idx(node)].as_mut()?;
+                    d.outbid[k] = None;
                     let wanted = d.view.held_by_local().into_iter().find(|(u, _)| u == unit).map(|(_, g)| g);
                     if d.work[k].0.acquired(generation, wanted, Some(epoch), true) {
                         let held = Body::Held(HeldMsg {
@@ -1204,6 +1233,7 @@ impl ElectionModel {
                             generation,
                             instance_id: Some(format!("i-{node}")),
                             network_interface_id: None,
+                            epoch: Some(epoch),
                         });
                         c.absorb(node, vec![Output::Send(held)]);
                     }

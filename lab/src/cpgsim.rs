@@ -102,7 +102,7 @@ impl Partition {
                     ..
                 } => {
                     self.fences.push((from, unit.clone(), fences));
-                    self.verified_before.push((from, unit.clone(), verified_before));
+                    self.verified_before.push((from, unit.clone(), verified_before.into_iter().map(|h| h.resource).collect()));
                     self.elections.push((from, unit, holder));
                 }
             }

@@ -44,9 +44,10 @@ pub struct Assignment {
     /// The holder's announcements that EC2 points a resource of the unit at it (this
     /// generation), one per resource.
     pub verified: Vec<HeldMsg>,
-    /// The resources the holder had verified when it went away: its successor knows those
-    /// addresses point elsewhere (and may skip its first read); the others may point anywhere.
-    pub verified_before: Vec<String>,
+    /// The Held messages of the holder that went away, one per resource it had verified: its
+    /// successor knows those addresses point elsewhere, and at which ownership epoch (it may
+    /// skip its first read); the others may point anywhere.
+    pub verified_before: Vec<HeldMsg>,
     /// The holders that left without releasing the unit (their node left the corosync
     /// membership) since a holder last verified it: with fencing on, the holder stops each of
     /// their instances before it touches the unit. They stay owed until the holder verifies
@@ -125,8 +126,9 @@ pub enum Output {
         generation: u64,
         /// The holder before, if any (`previous` in the failover timeline).
         previous: Option<MemberId>,
-        /// The resources of the unit that `previous` had verified in EC2 as its own.
-        verified_before: Vec<String>,
+        /// The Held messages of `previous` for the resources of the unit it had verified in
+        /// EC2 as its own.
+        verified_before: Vec<HeldMsg>,
         /// The departed holders to fence before the takeover (see `Assignment::fences`);
         /// empty for a planned move, a release, or a daemon that died on a live node.
         fences: Vec<Fence>,
@@ -943,7 +945,7 @@ impl View {
                         instance_id: known.clone().or_else(|| a.verified.iter().find_map(|h| h.instance_id.clone())),
                     });
                 }
-                a.verified_before = a.verified.drain(..).map(|h| h.resource).collect();
+                a.verified_before = a.verified.drain(..).collect();
                 a.holder = None;
                 a.previous = Some(member);
             }
@@ -1125,7 +1127,7 @@ impl View {
         let current = self.assignments.get(unit);
         let previous = current.and_then(|a| a.holder.or(a.previous));
         let verified_before = match current {
-            Some(a) if a.holder.is_some() => a.verified.iter().map(|h| h.resource.clone()).collect(),
+            Some(a) if a.holder.is_some() => a.verified.clone(),
             Some(a) => a.verified_before.clone(),
             None => Vec::new(),
         };

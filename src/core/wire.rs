@@ -330,7 +330,16 @@ pub struct HeldMsg {
     pub instance_id: Option<String>,
     /// The network interface EC2 points the address at.
     pub network_interface_id: Option<String>,
+    /// The epoch of the ownership record the holder wrote (or found its own) for the address;
+    /// None when it could not write one, and from older peers. A successor in a cluster where
+    /// only one partition can be quorate outbids it without reading the address first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
 }
+
+/// Largest ownership epoch taken from a peer's Held (as generations are bounded): a larger one
+/// is a corrupt or hostile message, and its successor reads the address instead.
+pub const MAX_EPOCH: u64 = 1 << 53;
 
 /// Why a received message was dropped (it is logged, never trusted).
 #[derive(Debug, thiserror::Error)]
@@ -388,9 +397,30 @@ mod tests {
             generation: 3,
             instance_id: Some("i-1".into()),
             network_interface_id: None,
+            epoch: Some(7),
         });
         assert_eq!(decode(&encode(&body)).unwrap(), body);
         assert_eq!(decode(&encode(&Body::Release)).unwrap(), Body::Release);
+    }
+
+    #[test]
+    fn a_held_epoch_is_optional_both_ways() {
+        // An older peer's Held has no epoch: its successor reads the address first.
+        let old = br#"{"v":1,"type":"held","unit":"web","resource":"web","generation":3,"instance_id":"i-1","network_interface_id":null}"#;
+        match decode(old).unwrap() {
+            Body::Held(h) => assert_eq!(h.epoch, None),
+            other => panic!("{other:?}"),
+        }
+        // Without an epoch the message is the one older peers send.
+        let plain = Body::Held(HeldMsg {
+            unit: "web".into(),
+            resource: "web".into(),
+            generation: 3,
+            instance_id: Some("i-1".into()),
+            network_interface_id: None,
+            epoch: None,
+        });
+        assert!(!String::from_utf8(encode(&plain)).unwrap().contains("epoch"));
     }
 
     #[test]

@@ -67,6 +67,8 @@ pub(super) struct PendingTimeline {
     /// Another node had verified the address as its own: it is not ours yet, so the
     /// acquisition can skip its first read.
     pub held_elsewhere: bool,
+    /// The ownership epoch that node announced with its Held, if any.
+    pub epoch_elsewhere: Option<u64>,
     pub detected: Instant,
     pub detected_wall: SystemTime,
     pub elected: Instant,
@@ -185,6 +187,10 @@ impl Daemon {
     fn spawn_acquire(&mut self, name: &str, generation: u64, cohort: Member) {
         let Some(local) = self.resources.get(name) else { return };
         let held_elsewhere = local.pending_timeline.as_ref().is_some_and(|t| t.held_elsewhere);
+        // The epoch to outbid is known from agreed messages only where no other partition can
+        // be quorate and write a newer one meanwhile: not with two_node (nor unknown votes).
+        let single_writer = self.votes.is_some_and(|v| !v.two_node);
+        let epoch_elsewhere = local.pending_timeline.as_ref().and_then(|t| t.epoch_elsewhere).filter(|_| single_writer);
         let fences = local.fences.clone();
         let fencer = self.fencer.clone();
         let kind = local.kind.clone();
@@ -193,7 +199,11 @@ impl Daemon {
         let tx = self.results_tx.clone();
         let resource = name.to_owned();
         let budget = ACQUIRE_BUDGET.min(self.config.aws.acquire_timeout);
-        let start = kinds::Start { held_elsewhere, cohort };
+        let start = kinds::Start {
+            held_elsewhere,
+            epoch_elsewhere,
+            cohort,
+        };
         let task = tokio::spawn(async move {
             // A failed fence is never a move: the acquisition ends before any address call.
             let mut fenced = None;
@@ -228,7 +238,7 @@ impl Daemon {
         if let Some(local) = self.resources.get_mut(name) {
             local.task = Some(task);
         }
-        debug!(resource = %name, generation, held_elsewhere, "acquisition started");
+        debug!(resource = %name, generation, held_elsewhere, epoch_elsewhere, "acquisition started");
     }
 
     pub(super) fn spawn_remove_address(&mut self, name: &str) {
@@ -327,6 +337,7 @@ impl Daemon {
             generation,
             instance_id,
             network_interface_id,
+            epoch: acquired.epoch,
         })))
         .await
     }

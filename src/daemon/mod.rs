@@ -521,8 +521,10 @@ impl Daemon {
                     if holder == view.local() {
                         let elsewhere = previous.is_some_and(|p| p.node != holder.node);
                         for (name, local) in self.resources.iter_mut().filter(|(_, r)| r.unit == unit) {
+                            let before = verified_before.iter().find(|h| h.resource == *name).filter(|_| elsewhere);
                             local.pending_timeline = Some(PendingTimeline {
-                                held_elsewhere: elsewhere && verified_before.contains(name),
+                                held_elsewhere: before.is_some(),
+                                epoch_elsewhere: before.and_then(|h| h.epoch).filter(|e| *e <= wire::MAX_EPOCH),
                                 previous,
                                 detected: detected.0,
                                 detected_wall: detected.1,

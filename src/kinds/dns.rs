@@ -134,32 +134,42 @@ pub type InterfaceRead = Result<(Option<std::net::Ipv4Addr>, Option<std::net::Ip
 /// ListResourceRecordSets → UPSERT of the record and its ownership record → GetChange until
 /// INSYNC → read back. The read first finds the epoch to outbid; it is also what spares the
 /// write when the record and its ownership record already name us (a restart, a reload).
-/// `held_elsewhere`: the agreed view says another node held the record until now; the read
-/// still goes out, for the epoch.
-pub async fn acquire(ctx: &super::Context, target: &DnsTarget, gate: Gate, budget: Duration, held_elsewhere: bool) -> Result<Acquired, AcquireError> {
+/// The read is skipped where an EIP's is (`Start::epoch_elsewhere`): after a failover where one
+/// partition alone can be quorate, the new ownership record outbids the one the departed
+/// holder announced.
+pub async fn acquire(ctx: &super::Context, target: &DnsTarget, gate: Gate, budget: Duration, start: &super::Start) -> Result<Acquired, AcquireError> {
     let route53 = &ctx.route53;
     let dns = &target.config;
     let me = &ctx.me.instance_id;
+    let held_elsewhere = start.held_elsewhere;
     let value = target.resolve(&ctx.ec2, ctx.me.network_interface_id.as_deref(), budget).await?;
     let kind = dns.record_type.as_str();
     let read = || async { route53.record(&dns.hosted_zone_id, &dns.record, kind, budget).await };
-    let before = read().await?;
-    let current = find_record(&before, &dns.record, kind);
-    let owner = record_owner(&before, &dns.record);
-    let in_place = record_points_at(current, value, dns.ttl);
-    let mut epoch = match &owner {
-        Some(o) if in_place && &o.instance_id == me && o.value == value => Some(o.epoch),
-        _ => None,
+    let outbid = start.epoch_elsewhere.filter(|_| held_elsewhere).and_then(|e| e.checked_add(1));
+    // Our epoch if the record and its owner already name us; the epoch a new claim takes; the
+    // values the record leaves (empty: not read); what the read found.
+    let (mut epoch, next, from, before) = match outbid {
+        Some(next) => (None, next, Vec::new(), None),
+        None => {
+            let before = read().await?;
+            let current = find_record(&before, &dns.record, kind);
+            let in_place = record_points_at(current, value, dns.ttl);
+            let ours = match record_owner(&before, &dns.record) {
+                Some(o) if in_place && &o.instance_id == me && o.value == value => Some(o.epoch),
+                _ => None,
+            };
+            let from = current.map(|r| r.values.clone()).unwrap_or_default();
+            (ours, next_record_epoch(&before, &dns.record), from, Some(before))
+        }
     };
     let mut sent = None;
     if epoch.is_none() {
-        let from = current.map(|r| r.values.clone()).unwrap_or_default();
         let claim = RecordOwnership {
             instance_id: me.clone(),
-            epoch: next_record_epoch(&before, &dns.record),
+            epoch: next,
             value,
         };
-        info!(resource = %dns.name, record = %dns.record, r#type = kind, %value, from = ?from, epoch = claim.epoch, held_elsewhere, "pointing the record at this node (UPSERT, with its ownership record)");
+        info!(resource = %dns.name, record = %dns.record, r#type = kind, %value, from = ?from, epoch = claim.epoch, held_elsewhere, read_first = outbid.is_none(), "pointing the record at this node (UPSERT, with its ownership record)");
         sent = Some(Instant::now());
         let change = match route53
             .upsert(&dns.hosted_zone_id, &dns.record, kind, dns.ttl, value, Some(&claim), budget, gate.as_ref())
@@ -198,7 +208,10 @@ pub async fn acquire(ctx: &super::Context, target: &DnsTarget, gate: Gate, budge
             }
         }
     }
-    let after = if sent.is_some() { read().await? } else { before };
+    let after = match before {
+        Some(before) if sent.is_none() => before,
+        _ => read().await?,
+    };
     let record = find_record(&after, &dns.record, kind).cloned();
     if !record_points_at(record.as_ref(), value, dns.ttl) {
         return Err(AcquireError::NotVerified(format!(

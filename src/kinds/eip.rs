@@ -1,6 +1,6 @@
 //! Elastic IPs: `AssociateAddress` with reassociation allowed moves the address in one call, so
 //! it is never unassociated during a move. An ownership record (tags with an epoch) written
-//! after each verified move lets a holder tell a repair from a newer holder elected elsewhere.
+//! before each move lets a holder tell a repair from a newer holder elected elsewhere.
 
 use std::time::{Duration, Instant};
 
@@ -18,9 +18,10 @@ use crate::ec2::{Ec2, Ec2Error, ErrorClass};
 const RECORD_BUDGET: Duration = Duration::from_secs(2);
 
 /// Describe → record → associate → verify: makes EC2 point the address at us, and proves it.
-/// The first read is never skipped for an EIP: it carries the ownership record the new one must
-/// outbid. Both reads are shared with the acquisitions started with this one, and so is the
-/// record's CreateTags.
+/// The first read carries the ownership record the new one must outbid; it is skipped only
+/// after a failover in a cluster where one partition alone can be quorate, whose agreed view
+/// names that record's epoch (`Start::epoch_elsewhere`). Both reads are shared with the
+/// acquisitions started with this one, and so is the record's CreateTags.
 pub async fn acquire(
     ec2: &Ec2,
     eip: &EipConfig,
@@ -39,30 +40,39 @@ pub async fn acquire(
             message: format!("allocation {} not found in this region/account", eip.allocation_id),
         })
     };
-    let observed = describe(budget).await.and_then(find)?;
-    let drift = match decide_eip(&observed, me, eip.private_ip) {
-        EipAction::AlreadyOurs => {
-            // Our own record stands (a restart or reload); anything else is rewritten.
-            let epoch = match &observed.owner {
-                Some(o) if o.instance_id == me.instance_id => Some(o.epoch),
-                _ => record(ec2, &eip.allocation_id, me, next_epoch(&observed), &gate).await?,
-            };
-            return Ok(Acquired {
-                observed: Observed::Eip(observed),
-                sent: None,
-                verified: Instant::now(),
-                epoch,
-            });
-        }
-        EipAction::Associate { drift } => drift,
-    };
     // The record goes first. A holder elected in another partition that reads the address from
     // now on sees a newer owner and yields; written after the association, it would leave a
     // moment in which that holder sees the address moved under its own record, takes it for
     // drift and takes it back.
-    let epoch = record(ec2, &eip.allocation_id, me, next_epoch(&observed), &gate).await?;
-    let from_instance = observed.instance_id;
-    info!(resource = %eip.name, allocation = %eip.allocation_id, from_instance = ?from_instance, drift, epoch, "associating address (AllowReassociation)");
+    let outbid = start.epoch_elsewhere.filter(|_| start.held_elsewhere).and_then(|e| e.checked_add(1));
+    let (epoch, from_instance, drift) = match outbid {
+        // A failover where only one partition can be quorate: the agreed view says the
+        // address is on the departed holder, under the record it announced. Outbidding that
+        // record needs no read; the read-back proves where the address went.
+        Some(next) => (record(ec2, &eip.allocation_id, me, next, &gate).await?, None, false),
+        None => {
+            let observed = describe(budget).await.and_then(find)?;
+            let drift = match decide_eip(&observed, me, eip.private_ip) {
+                EipAction::AlreadyOurs => {
+                    // Our own record stands (a restart or reload); anything else is rewritten.
+                    let epoch = match &observed.owner {
+                        Some(o) if o.instance_id == me.instance_id => Some(o.epoch),
+                        _ => record(ec2, &eip.allocation_id, me, next_epoch(&observed), &gate).await?,
+                    };
+                    return Ok(Acquired {
+                        observed: Observed::Eip(observed),
+                        sent: None,
+                        verified: Instant::now(),
+                        epoch,
+                    });
+                }
+                EipAction::Associate { drift } => drift,
+            };
+            let epoch = record(ec2, &eip.allocation_id, me, next_epoch(&observed), &gate).await?;
+            (epoch, observed.instance_id, drift)
+        }
+    };
+    info!(resource = %eip.name, allocation = %eip.allocation_id, from_instance = ?from_instance, drift, epoch, read_first = outbid.is_none(), "associating address (AllowReassociation)");
     let sent = Instant::now();
     // A transient failure may come after EC2 applied the call (a timeout): look before sending
     // it again, so one failover never becomes two moves.

@@ -231,6 +231,11 @@ pub struct Start {
     /// so the read before the change can be skipped where it carries no ownership record (a
     /// Route 53 record); the read-back proves the outcome either way.
     pub held_elsewhere: bool,
+    /// The ownership epoch the node that held the address announced, given only where no
+    /// other partition can be quorate (not two_node): a new record outbids it without the
+    /// read, since no one else can have written a newer one. The read-back still proves the
+    /// move.
+    pub epoch_elsewhere: Option<u64>,
     /// The acquisitions started with this one, which share its read-back.
     pub cohort: Member,
 }
@@ -245,7 +250,7 @@ pub async fn acquire(kind: &Kind, ctx: &Context, gate: Gate, budget: Duration, s
         }
         Kind::Secondary(s) => secondary::acquire(&ctx.ec2, ctx.addresses.as_deref(), s, &ctx.me, gate, budget, start).await,
         // Record reads are not shared: nobody waits for a record's UPSERT.
-        Kind::Dns(d) => dns::acquire(ctx, d, gate, budget, start.held_elsewhere).await,
+        Kind::Dns(d) => dns::acquire(ctx, d, gate, budget, &start).await,
     }
 }
 

@@ -26,10 +26,10 @@ const RECORD_BUDGET: Duration = Duration::from_secs(2);
 
 /// DescribeNetworkInterfaces → ownership record on our ENI → AssignPrivateIpAddresses
 /// (AllowReassignment) → verify that the address is on our ENI and only there → put it on our
-/// interface. The first read is never skipped: it says where the address is and carries the
-/// ownership record the new one must outbid, which is written before the address moves (as an
-/// EIP's is). Both reads, the record's CreateTags and the assignment are shared with the
-/// acquisitions started with this one.
+/// interface. The first read says where the address is and carries the ownership record the
+/// new one must outbid, which is written before the address moves (as an EIP's is); an IPv4
+/// move skips it where an EIP's would (`Start::epoch_elsewhere`). Both reads, the record's
+/// CreateTags and the assignment are shared with the acquisitions started with this one.
 pub async fn acquire(
     ec2: &Ec2,
     addresses: Option<&LocalAddresses>,
@@ -43,21 +43,32 @@ pub async fn acquire(
     let eni = me.network_interface_id.clone().ok_or(AcquireError::NoInterface)?;
     let addresses = addresses.ok_or_else(|| AcquireError::Setup("local address management is not available".into()))?;
     let address = secondary.address;
-    let seen = ec2.describe_interfaces_with(&[address], budget).await?;
-    // The ENIs the address leaves (None: it is ours already).
-    let from = match decide_secondary(&seen, address, &eni) {
-        SecondaryAction::AlreadyOurs => None,
-        SecondaryAction::Assign { from } => Some(from),
-        SecondaryAction::Primary { of } => {
-            return Err(AcquireError::Setup(format!(
-                "{address} is the primary address of {of}; EC2 never moves a primary address"
-            )))
+    // After a failover where one partition alone can be quorate, the agreed view says the
+    // address is on the departed holder's ENI, under the record it announced: outbidding that
+    // record needs no read. Reassignment takes the address from wherever it is; an IPv6 move
+    // must name the ENI it leaves, so it always reads first.
+    let outbid = start.epoch_elsewhere.filter(|_| start.held_elsewhere && address.is_ipv4()).and_then(|e| e.checked_add(1));
+    // The ENIs the address leaves (None: it is ours already; empty: not read).
+    let (epoch, from) = match outbid {
+        Some(next) => (record(ec2, secondary, &eni, next, &gate).await?, Some(Vec::new())),
+        None => {
+            let seen = ec2.describe_interfaces_with(&[address], budget).await?;
+            let from = match decide_secondary(&seen, address, &eni) {
+                SecondaryAction::AlreadyOurs => None,
+                SecondaryAction::Assign { from } => Some(from),
+                SecondaryAction::Primary { of } => {
+                    return Err(AcquireError::Setup(format!(
+                        "{address} is the primary address of {of}; EC2 never moves a primary address"
+                    )))
+                }
+            };
+            let epoch = match address_record(&seen, address) {
+                // Our own record stands where the address is ours already (a restart or reload).
+                Some(r) if r.network_interface_id == eni && from.is_none() => Some(r.epoch),
+                _ => record(ec2, secondary, &eni, next_address_epoch(&seen, address), &gate).await?,
+            };
+            (epoch, from)
         }
-    };
-    let epoch = match address_record(&seen, address) {
-        // Our own record stands where the address is ours already (a restart or reload).
-        Some(r) if r.network_interface_id == eni && from.is_none() => Some(r.epoch),
-        _ => record(ec2, secondary, &eni, next_address_epoch(&seen, address), &gate).await?,
     };
     let sent = match from {
         Some(from) => Some(assign(ec2, secondary, &from, &eni, &gate, budget).await?),
