@@ -15,7 +15,12 @@ const RECORD: &str = "db.lab.internal.";
 /// Waits until Route 53 lists the record with node `i`'s private IP alone, TTL 10. Reads at
 /// most twice a second: the test shares the account's 5 requests/s with the daemons.
 fn wait_record_on(lab: &Lab, i: usize, what: &str) {
-    let want = (vec![lab.private_ip(i).to_string()], Some(10));
+    wait_record_with(lab, i, 10, what);
+}
+
+/// As `wait_record_on`, with TTL `ttl`.
+fn wait_record_with(lab: &Lab, i: usize, ttl: i64, what: &str) {
+    let want = (vec![lab.private_ip(i).to_string()], Some(ttl));
     let deadline = Instant::now() + SETTLE;
     let mut last = None;
     while Instant::now() < deadline {
@@ -192,5 +197,64 @@ fn a_record_follows_its_group_and_failed_reads_never_move_it() {
         .map(|r| (lab.node_by_ip(&r.source), r.status))
         .collect();
     assert_eq!(deletes, vec![(Some(other), Some(200))], "one DELETE, by the last holder");
+    lab.assert_no_panics();
+}
+
+/// A record's TTL rolled out node by node, as configuration management does it. While the
+/// files differ every node reports the conflict, naming the key, and nobody moves the record;
+/// the new TTL is written once, in place, by the holder; nothing moves.
+#[test]
+fn a_record_ttl_rolled_out_node_by_node_is_rewritten_once_in_place_and_never_fought_over() {
+    let mut lab = Lab::start(LabSpec::new("dnsro", 96, 3)).expect("lab starts");
+    let config = |ttl: u32| {
+        let record = lab.dns_config("www", RECORD, "private").replace("ttl = 10", &format!("ttl = {ttl}"));
+        format!("{}{record}", lab.default_daemon_config())
+    };
+    let (old, new) = (config(10), config(60));
+    for i in 0..3 {
+        lab.write_daemon_config(i, &old).unwrap();
+        lab.start_daemon(i).unwrap();
+    }
+    let holder = lab.settled_units(&[0, 1, 2], 3, SETTLE)["www"];
+    wait_record_on(&lab, holder, "record on the holder");
+    let t = lab::unix_now();
+    let others: Vec<usize> = (0..3).filter(|i| *i != holder).collect();
+    fn reload(lab: &mut Lab, i: usize, config: &str) {
+        lab.write_daemon_config(i, config).unwrap();
+        lab.signal_daemon(i, Signal::SIGHUP).unwrap();
+    }
+    fn conflicts_everywhere(lab: &Lab, what: &str, present: bool) {
+        lab.wait_for(what, SETTLE, || {
+            for i in 0..3 {
+                let s = lab.daemon_status(i)?;
+                let conflict = s.conflicts.iter().find(|c| c.unit == "www");
+                if !s.synced || conflict.is_some() != present || conflict.is_some_and(|c| c.keys != vec!["www.ttl".to_string()]) {
+                    return Ok(None);
+                }
+            }
+            Ok(Some(()))
+        })
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.logs()));
+    }
+
+    // A non-holder first: the conflict is reported everywhere, naming the key; nothing changes.
+    reload(&mut lab, others[0], &new);
+    conflicts_everywhere(&lab, "every node reports the TTL conflict", true);
+    std::thread::sleep(Duration::from_secs(4)); // two monitor intervals
+    assert!(upserts(&route53_calls(&lab, t)).is_empty(), "nobody rewrote the record while only a non-holder changed");
+    assert_eq!(lab.dns_record(RECORD, "A").unwrap(), Some((vec![lab.private_ip(holder).to_string()], Some(10))));
+
+    // Then the holder and the last node: the files agree again, the record gets the new TTL.
+    reload(&mut lab, holder, &new);
+    reload(&mut lab, others[1], &new);
+    conflicts_everywhere(&lab, "the conflict clears on every node", false);
+    wait_record_with(&lab, holder, 60, "the record carries the new TTL, on the same node");
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(upserts(&route53_calls(&lab, t)), vec![(Some(holder), Some(200))], "one rewrite, by the holder");
+    for i in 0..3 {
+        let s = lab.daemon_status(i).unwrap();
+        let www = s.resources.iter().find(|r| r.name == "www").expect("www in status");
+        assert_eq!(www.holder.as_ref().map(|h| h.node_id), Some(lab.node_id(holder)), "node {i}: the holder stayed");
+    }
     lab.assert_no_panics();
 }
