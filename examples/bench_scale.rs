@@ -591,11 +591,10 @@ fn render(runs: &[ScaleRun]) -> String {
           DescribeAddresses, DescribeRouteTables or DescribeNetworkInterfaces verifies all of them), its ownership \
           records (one CreateTags) and its secondary IPs (one AssignPrivateIpAddresses per ENI). AssociateAddress, \
           ReplaceRoute and the Route 53 UPSERT stay one per address. A node that takes one address pays \
-          three calls for an EIP or an IPv4 secondary IP (the ownership record, written first so a holder elected \
-          elsewhere yields at once, the change, the read-back: outside two_node the old holder's Held named the \
-          epoch to outbid, so no read goes first), four for a VIP (its first read decides ReplaceRoute or \
-          CreateRoute per table), and the UPSERT, GetChange polls until INSYNC and one ListResourceRecordSets for a \
-          record. In a two_node cluster every kind reads first.\n";
+          three calls for an EIP, a VIP in one table or an IPv4 secondary IP (the ownership record, written first \
+          so a holder elected elsewhere yields at once, the change, the read-back: outside two_node the old \
+          holder's Held named the epoch to outbid, so no read goes first), and the UPSERT, GetChange polls until \
+          INSYNC and one ListResourceRecordSets for a record. In a two_node cluster every kind reads first.\n";
     s += "\n**What is left between this and 1 s.** The last taker's own timeline row shows where its time goes. \
           (1) The election waits until every member has announced its quorum fact for the new ring, one CPG message \
           each (holders elsewhere keep what they hold meanwhile): milliseconds when each node has its own CPUs, up \

@@ -90,5 +90,47 @@ fn ipv6_vip_routes_a_128_to_the_holder_and_fails_over_once() {
         .filter(|r| r.t >= t && r.action == "CreateTags")
         .any(|r| r.param("Tag.1.Key") == Some(key.as_str()) && r.param("Tag.1.Value").is_some_and(|v| v.starts_with(&format!("{}/", lab.eni(new)))));
     assert!(tagged, "no ownership record {key} for {}", lab.eni(new));
+    // Outside two_node the survivor outbid the epoch the lost holder announced: it did not read
+    // the tables before it moved the routes.
+    assert_eq!(actions_of(&lab, new, t).iter().position(|a| a == "DescribeRouteTables"), Some(3), "the read-back comes after the moves");
+
+    // A route deleted by hand in one table, then the holder lost: the survivor's ReplaceRoute
+    // there is refused, so it reads the tables and creates that route (create_route = true).
+    lab.start_corosync(holder).unwrap();
+    lab.wait_quorate(&[0, 1, 2], 3, SETTLE).unwrap();
+    assert_eq!(lab.settled_units(&[0, 1, 2], 3, SETTLE)["db6"], new, "nothing fails back");
+    let tables = lab.route_table_ids();
+    let t = lab::unix_now();
+    lab.delete_route(&tables[1], DEST6).unwrap();
+    lab.kill_corosync(new, Signal::SIGKILL);
+    let rest: Vec<usize> = (0..3).filter(|i| *i != new).collect();
+    let last = lab.settled_units(&rest, 2, SETTLE)["db6"];
+    assert_ne!(last, new);
+    wait_routed_to(&lab, last, &[0, 1, 2], "routes in both tables, one of them created again, point at the last survivor");
+    let done: Vec<(Option<usize>, String, String, Option<u16>)> = lab
+        .ec2_requests()
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.t >= t && matches!(r.action.as_str(), "ReplaceRoute" | "CreateRoute"))
+        .map(|r| (lab.node_by_ip(&r.source), r.action.clone(), r.param("RouteTableId").unwrap_or_default().to_string(), r.status))
+        .collect();
+    let applied: Vec<(Option<usize>, String, String)> =
+        done.iter().filter(|c| c.3 == Some(200)).map(|c| (c.0, c.1.clone(), c.2.clone())).collect();
+    assert_eq!(
+        applied,
+        vec![(Some(last), "ReplaceRoute".to_string(), tables[0].clone()), (Some(last), "CreateRoute".to_string(), tables[1].clone())],
+        "the survivor replaced the route that was there and created the deleted one: {done:?}"
+    );
+    assert!(lab.daemon_log(last).contains("planning again"), "{}", lab.daemon_log(last));
     lab.assert_no_panics();
+}
+
+/// Node `i`'s EC2 actions since `since`, in order.
+fn actions_of(lab: &Lab, i: usize, since: f64) -> Vec<String> {
+    lab.ec2_requests()
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.t >= since && lab.node_by_ip(&r.source) == Some(i))
+        .map(|r| r.action)
+        .collect()
 }

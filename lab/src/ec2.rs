@@ -509,16 +509,14 @@ impl Lab {
         })
     }
 
-    /// DeleteRoute from the test harness (fails if there is no such route).
+    /// DeleteRoute from the test harness (fails if there is no such route). An IPv6
+    /// destination goes as DestinationIpv6CidrBlock.
     pub fn delete_route(&self, route_table_id: &str, destination_cidr: &str) -> Result<()> {
         let (t, d) = (route_table_id.to_string(), as_cidr(destination_cidr));
         self.with_ec2(move |rt, c| {
-            rt.block_on(
-                c.delete_route()
-                    .route_table_id(&t)
-                    .destination_cidr_block(&d)
-                    .send(),
-            )
+            let call = c.delete_route().route_table_id(&t);
+            let call = if d.contains(':') { call.destination_ipv6_cidr_block(&d) } else { call.destination_cidr_block(&d) };
+            rt.block_on(call.send())
             .map(|_| ())
             .map_err(|err| {
                 anyhow!(

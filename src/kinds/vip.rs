@@ -20,10 +20,13 @@ use crate::localaddr::LocalAddresses;
 const RECORD_BUDGET: Duration = Duration::from_secs(2);
 
 /// DescribeRouteTables → ownership record → ReplaceRoute/CreateRoute in every table at once →
-/// verify → put the address on our interface. The first read is never skipped: it carries the
-/// ownership record the new one must outbid, which goes on every table before the routes move
-/// (as an EIP's does). Both reads and the record's CreateTags are shared with the acquisitions
-/// started with this one.
+/// verify → put the address on our interface. The first read carries the ownership record the
+/// new one must outbid, which goes on every table before the routes move (as an EIP's does),
+/// and says which tables need CreateRoute. It is skipped where an EIP's is
+/// (`Start::epoch_elsewhere`): the departed holder had verified a route in every table, so
+/// each gets ReplaceRoute; a table that refuses it sends the acquisition back to the read.
+/// Both reads and the record's CreateTags are shared with the acquisitions started with this
+/// one.
 pub async fn acquire(
     ec2: &Ec2,
     addresses: Option<&LocalAddresses>,
@@ -40,14 +43,41 @@ pub async fn acquire(
     if vip.route_tables.is_empty() {
         return Err(AcquireError::Setup("no route table to point at this node (see the route_table_tag warning)".into()));
     }
-    let tables = ec2.describe_route_tables(&vip.route_tables, budget).await?;
-    let changes = plan_routes(vip, &tables, &eni, &destination)?;
-    let epoch = match route_record(&tables, &vip.route_tables, &destination) {
-        // Our own record stands where the routes are ours already (a restart or reload).
-        Some(r) if r.network_interface_id == eni && changes.is_empty() => Some(r.epoch),
-        _ => record(ec2, vip, &eni, next_route_epoch(&tables, &vip.route_tables, &destination), &gate).await?,
+    let outbid = start.epoch_elsewhere.filter(|_| start.held_elsewhere).and_then(|e| e.checked_add(1));
+    let unread = match outbid {
+        Some(next) => {
+            let epoch = record(ec2, vip, &eni, next, &gate).await?;
+            let every: Vec<(String, bool)> = vip.route_tables.iter().map(|id| (id.clone(), false)).collect();
+            match change_routes(ec2, vip, &every, &eni, &destination, &gate, budget).await {
+                Ok(sent) => Some((epoch, sent)),
+                // Permission, throttling and a closed gate mean the same after a read.
+                Err(AcquireError::Ec2(e)) if matches!(e.class, ErrorClass::Permission | ErrorClass::Transient | ErrorClass::Cancelled) => {
+                    return Err(e.into())
+                }
+                // A route deleted or a table changed by hand since the old holder verified:
+                // read, and plan as a first start does (CreateRoute, or the setup error).
+                Err(e) => {
+                    warn!(resource = %vip.name, error = %e, "ReplaceRoute in every table failed; reading the tables and planning again");
+                    None
+                }
+            }
+        }
+        None => None,
     };
-    let sent = change_routes(ec2, vip, &changes, &eni, &destination, &gate, budget).await?;
+    let (epoch, sent) = match unread {
+        Some(done) => done,
+        None => {
+            let tables = ec2.describe_route_tables(&vip.route_tables, budget).await?;
+            let changes = plan_routes(vip, &tables, &eni, &destination)?;
+            let epoch = match route_record(&tables, &vip.route_tables, &destination) {
+                // Our own record stands where the routes are ours already (a restart, a reload,
+                // or the record just written before a refused ReplaceRoute).
+                Some(r) if r.network_interface_id == eni && (changes.is_empty() || outbid == Some(r.epoch)) => Some(r.epoch),
+                _ => record(ec2, vip, &eni, next_route_epoch(&tables, &vip.route_tables, &destination), &gate).await?,
+            };
+            (epoch, change_routes(ec2, vip, &changes, &eni, &destination, &gate, budget).await?)
+        }
+    };
     together.sent_and_wait(TOGETHER).await;
     let mut attempt = 0;
     let deadline = Instant::now() + budget;
