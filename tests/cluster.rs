@@ -80,18 +80,10 @@ fn elects_one_holder_then_hands_over_on_stop_and_fails_over_on_node_loss() {
     lab.assert_no_panics();
 }
 
-/// DescribeAddresses calls `node` made after `since` and before its first AssociateAddress
-/// after `since` (panics when it made none).
+/// DescribeAddresses calls `node` made after `since` and before its first AssociateAddress.
 fn reads_before_move(lab: &Lab, node: usize, since: f64) -> usize {
-    let calls: Vec<String> = lab
-        .ec2_requests()
-        .unwrap()
-        .into_iter()
-        .filter(|r| r.t >= since && lab.node_by_ip(&r.source) == Some(node))
-        .map(|r| r.action)
-        .collect();
-    let moved = calls.iter().position(|a| a == "AssociateAddress").unwrap_or_else(|| panic!("node {node} made no AssociateAddress: {calls:?}"));
-    calls[..moved].iter().filter(|a| *a == "DescribeAddresses").count()
+    let before = lab.actions_before(node, since, "AssociateAddress").unwrap_or_else(|e| panic!("{e:#}"));
+    before.iter().filter(|a| *a == "DescribeAddresses").count()
 }
 
 #[test]

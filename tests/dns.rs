@@ -167,9 +167,8 @@ fn a_record_follows_its_group_and_failed_reads_never_move_it() {
     assert_eq!(upserts(&calls), vec![(Some(survivor), Some(200))], "one move");
     // Outside two_node the survivor outbids the epoch the lost holder announced: no read of
     // the record before its UPSERT (INSYNC and the read-back after it prove the move).
-    let survivors: Vec<&str> = calls.iter().filter(|(n, _, _)| *n == Some(survivor)).map(|(_, a, _)| a.as_str()).collect();
-    let upsert = survivors.iter().position(|a| *a == "ChangeResourceRecordSets").expect("the survivor's UPSERT");
-    assert!(!survivors[..upsert].contains(&"ListResourceRecordSets"), "the survivor read before the move: {survivors:?}");
+    let before = lab.actions_before(survivor, t, "ChangeResourceRecordSets").unwrap_or_else(|e| panic!("{e:#}"));
+    assert!(!before.iter().any(|a| a == "ListResourceRecordSets"), "the survivor read before the move: {before:?}");
     let timeline = Lab::resource_of(&lab.daemon_status(survivor).unwrap(), "www").last_failover.expect("a failover timeline");
     eprintln!(
         "failover of a Route 53 record: elected +{}ms, UPSERT sent {:?}ms, INSYNC and verified +{}ms",

@@ -143,16 +143,8 @@ fn secondary_ip_follows_its_holder_and_is_never_on_two_interfaces() {
     assert_eq!(assigns, vec![(Some(survivor), Some(200))], "one move: {assigns:?}");
     // Outside two_node the survivor outbids the epochs the lost holder announced: it reads
     // neither address before moving them (only the read-back after).
-    let calls: Vec<String> = lab
-        .ec2_requests()
-        .unwrap()
-        .into_iter()
-        .filter(|r| r.t >= t && lab.node_by_ip(&r.source) == Some(survivor))
-        .map(|r| r.action)
-        .collect();
-    let moved = calls.iter().position(|a| a == "AssignPrivateIpAddresses").expect("the survivor assigned");
-    let reads: Vec<&String> = calls[..moved].iter().filter(|a| a.starts_with("Describe")).collect();
-    assert!(reads.is_empty(), "the survivor read before the move: {calls:?}");
+    let before = lab.actions_before(survivor, t, "AssignPrivateIpAddresses").unwrap_or_else(|e| panic!("{e:#}"));
+    assert!(!before.iter().any(|a| a.starts_with("Describe")), "the survivor read before the move: {before:?}");
     let timeline = Lab::resource_of(&lab.daemon_status(survivor).unwrap(), "db").last_failover.expect("a failover timeline");
     eprintln!(
         "failover of a secondary IP: elected +{}ms, sent {:?}ms, verified +{}ms",

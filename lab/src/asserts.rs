@@ -224,6 +224,27 @@ impl Lab {
             .collect())
     }
 
+    /// The actions (EC2 and Route 53) node `i` sent at or after `since`, in arrival order.
+    pub fn actions_of(&self, i: usize, since: f64) -> Result<Vec<String>> {
+        Ok(self
+            .ec2_requests()?
+            .into_iter()
+            .filter(|r| r.t >= since && self.node_by_ip(&r.source) == Some(i))
+            .map(|r| r.action)
+            .collect())
+    }
+
+    /// The actions node `i` sent at or after `since` before its first `change` (panics when it
+    /// sent none): what a taker read before it moved an address.
+    pub fn actions_before(&self, i: usize, since: f64, change: &str) -> Result<Vec<String>> {
+        let mut actions = self.actions_of(i, since)?;
+        let Some(at) = actions.iter().position(|a| a == change) else {
+            bail!("node {i} sent no {change} since {since}: {actions:?}");
+        };
+        actions.truncate(at);
+        Ok(actions)
+    }
+
     /// The index of the node with this corosync node id.
     pub fn index_of_node_id(&self, node_id: u64) -> Option<usize> {
         (0..self.node_count()).find(|i| u64::from(self.node_id(*i)) == node_id)
