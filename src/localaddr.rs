@@ -126,6 +126,10 @@ struct Found {
 pub struct LocalAddresses {
     handle: Handle,
     connection: tokio::task::JoinHandle<()>,
+    /// Held while a dump (an address or link listing) runs: the kernel runs one dump at a
+    /// time per netlink socket and answers a second with EBUSY, and the acquisitions of one
+    /// failover put their addresses on the interface together.
+    dumps: tokio::sync::Mutex<()>,
 }
 
 impl Drop for LocalAddresses {
@@ -150,7 +154,11 @@ impl LocalAddresses {
         let (connection, handle, _) =
             rtnetlink::new_connection().map_err(|source| LocalAddrError::Socket { source })?;
         let connection = runtime.spawn(connection);
-        Ok(LocalAddresses { handle, connection })
+        Ok(LocalAddresses {
+            handle,
+            connection,
+            dumps: tokio::sync::Mutex::new(()),
+        })
     }
 
     /// Adds address/prefix to the interface unless already there (then `Ok(false)`).
@@ -293,14 +301,27 @@ impl LocalAddresses {
         if interface.is_empty() || interface.len() > MAX_NAME_LEN || interface.contains('\0') {
             return Err(not_found());
         }
+        let _dump = self.dumps.lock().await;
         let mut links = self
             .handle
             .link()
             .get()
             .match_name(interface.to_owned())
             .execute();
-        match links.try_next().await {
-            Ok(Some(link)) => Ok(link.header.index),
+        // Read to the end, whatever the kernel sends: a dump left half read would still hold
+        // the socket when the next one starts.
+        let mut first = None;
+        let end = loop {
+            match links.try_next().await {
+                Ok(Some(link)) => {
+                    first.get_or_insert(link.header.index);
+                }
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(e),
+            }
+        };
+        match end.map(|()| first) {
+            Ok(Some(index)) => Ok(index),
             Ok(None) => Err(not_found()),
             Err(e) if errno(&e) == Some(ENODEV) => Err(not_found()),
             Err(e) => Err(LocalAddrError::Interface {
@@ -316,6 +337,7 @@ impl LocalAddresses {
         index: u32,
         address: IpAddr,
     ) -> Result<Vec<Found>, LocalAddrError> {
+        let _dump = self.dumps.lock().await;
         let mut request = self.handle.address().get().set_link_index_filter(index);
         // The kernel honours the family of a dump request, which spares us the other family.
         request.message_mut().header.family = family(address);

@@ -14,7 +14,10 @@ struct Netns(String);
 
 impl Netns {
     fn create() -> Netns {
-        let name = format!("celocaddr-{}", std::process::id());
+        // One per test: the tests of this file run side by side in one process.
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("celocaddr-{}-{n}", std::process::id());
         // a leftover from a crashed run with a recycled pid would make `netns add` fail
         let _ = Command::new("ip").args(["netns", "del", &name]).output();
         ip(&["netns", "add", &name]);
@@ -49,7 +52,8 @@ impl Netns {
     }
 
     fn probe(&self) -> String {
-        format!("cela{}", std::process::id())
+        // pid and test number, as the namespace's name has them (at most 15 characters)
+        format!("cela{}", self.0.trim_start_matches("celocaddr-").replace('-', "x"))
     }
 
     /// Deletes the namespace and waits until the kernel has torn it down.
@@ -261,4 +265,64 @@ fn add_remove_and_errors_in_a_namespace() {
         "network namespace {} still alive after the test: something holds it",
         ns.0
     );
+}
+
+/// The acquisitions of one failover put their addresses on the interface together, from tasks
+/// on several threads, through one netlink socket: each lists the interface's addresses first,
+/// and the kernel runs one listing per socket at a time (a second one is refused with EBUSY
+/// while the first spans several reads). None of them may fail for another's listing.
+#[test]
+fn addresses_put_on_together_all_arrive() {
+    assert!(nix::unistd::Uid::effective().is_root(), "this test needs root (it creates a network namespace)");
+    let ns = Netns::create();
+    let name = ns.0.clone();
+    // Enough addresses already there that a listing takes several reads.
+    let batch: String = (0..600).map(|k| format!("address add 10.1.{}.{}/32 dev eth0\n", k / 200, k % 200 + 1)).collect();
+    let file = std::env::temp_dir().join(format!("{name}.batch"));
+    std::fs::write(&file, batch).expect("writing the batch");
+    ip(&["-n", &name, "-batch", &file.to_string_lossy()]);
+    let _ = std::fs::remove_file(&file);
+    let path = format!("/run/netns/{name}");
+    let worker = thread::spawn(move || {
+        let f_ns = File::open(&path).unwrap_or_else(|e| panic!("opening {path}: {e}"));
+        nix::sched::setns(&f_ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap_or_else(|e| panic!("setns({path}): {e}"));
+        drop(f_ns);
+        // The daemon's runtime: worker threads, started here, share this thread's namespace.
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build().expect("runtime");
+        rt.block_on(async move {
+            let la = std::sync::Arc::new(LocalAddresses::new().expect("opening netlink"));
+            let addresses: Vec<Ipv4Addr> = (1..=16).map(|k| Ipv4Addr::new(10, 0, 9, k)).collect();
+            let tasks: Vec<_> = addresses
+                .iter()
+                .map(|a| {
+                    let (la, a) = (la.clone(), *a);
+                    tokio::spawn(async move { (a, la.ensure_present("eth0", a, 32, None).await) })
+                })
+                .collect();
+            for t in tasks {
+                let (a, r) = t.await.expect("task");
+                assert!(matches!(r, Ok(true)), "{a}: {r:?}");
+            }
+            for round in 0..10 {
+                let tasks: Vec<_> = addresses
+                    .iter()
+                    .map(|a| {
+                        let (la, a) = (la.clone(), *a);
+                        tokio::spawn(async move { la.is_present("eth0", a).await })
+                    })
+                    .collect();
+                for t in tasks {
+                    let r = t.await.expect("task");
+                    assert!(matches!(r, Ok(true)), "round {round}: {r:?}");
+                }
+            }
+            for a in &addresses {
+                assert!(la.ensure_absent("eth0", *a).await.expect("removing"));
+            }
+        });
+    });
+    if let Err(panic) = worker.join() {
+        std::panic::resume_unwind(panic);
+    }
+    assert!(!addrs(&ns.0).iter().any(|l| l.contains("10.0.9.")), "{:?}", addrs(&ns.0));
 }
