@@ -64,10 +64,10 @@ impl Liveness {
 /// When the view elected us, kept until the acquisition is verified: the failover timeline.
 pub(super) struct PendingTimeline {
     pub previous: Option<MemberId>,
-    /// Another node had verified the address as its own: it is not ours yet, so the
-    /// acquisition can skip its first read.
+    /// Another node had verified the address as its own: it is not ours yet.
     pub held_elsewhere: bool,
-    /// The ownership epoch that node announced with its Held, if any.
+    /// The ownership epoch that node announced with its Held, if any: outside two_node the
+    /// acquisition outbids it without its first read (`kinds::Start::outbid`).
     pub epoch_elsewhere: Option<u64>,
     pub detected: Instant,
     pub detected_wall: SystemTime,

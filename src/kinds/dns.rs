@@ -145,7 +145,7 @@ pub async fn acquire(ctx: &super::Context, target: &DnsTarget, gate: Gate, budge
     let value = target.resolve(&ctx.ec2, ctx.me.network_interface_id.as_deref(), budget).await?;
     let kind = dns.record_type.as_str();
     let read = || async { route53.record(&dns.hosted_zone_id, &dns.record, kind, budget).await };
-    let outbid = start.epoch_elsewhere.filter(|_| held_elsewhere).and_then(|e| e.checked_add(1));
+    let outbid = start.outbid();
     // Our epoch if the record and its owner already name us; the epoch a new claim takes; the
     // values the record leaves (empty: not read); what the read found.
     let (mut epoch, next, from, before) = match outbid {

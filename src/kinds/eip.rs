@@ -30,6 +30,7 @@ pub async fn acquire(
     budget: Duration,
     start: Start,
 ) -> Result<Acquired, AcquireError> {
+    let outbid = start.outbid();
     let mut together = start.cohort;
     let describe = |budget| ec2.describe_addresses(std::slice::from_ref(&eip.allocation_id), budget);
     let find = |list: Vec<ObservedEip>| {
@@ -44,7 +45,6 @@ pub async fn acquire(
     // now on sees a newer owner and yields; written after the association, it would leave a
     // moment in which that holder sees the address moved under its own record, takes it for
     // drift and takes it back.
-    let outbid = start.epoch_elsewhere.filter(|_| start.held_elsewhere).and_then(|e| e.checked_add(1));
     let (epoch, from_instance, drift) = match outbid {
         // A failover where only one partition can be quorate: the agreed view says the
         // address is on the departed holder, under the record it announced. Outbidding that

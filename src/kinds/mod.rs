@@ -227,9 +227,9 @@ pub const TOGETHER: Duration = Duration::from_millis(500);
 
 /// How one acquisition is started.
 pub struct Start {
-    /// The agreed view says another node held the address until now (a failover or a move),
-    /// so the read before the change can be skipped where it carries no ownership record (a
-    /// Route 53 record); the read-back proves the outcome either way.
+    /// The agreed view says another node held the address until now (a failover or a move):
+    /// the address is not ours yet. Logged with the change; with `epoch_elsewhere` it lets the
+    /// first read be skipped (`Start::outbid`).
     pub held_elsewhere: bool,
     /// The ownership epoch the node that held the address announced, given only where no
     /// other partition can be quorate (not two_node): a new record outbids it without the
@@ -238,6 +238,14 @@ pub struct Start {
     pub epoch_elsewhere: Option<u64>,
     /// The acquisitions started with this one, which share its read-back.
     pub cohort: Member,
+}
+
+impl Start {
+    /// The epoch to write without reading first: one above the epoch the node that held the
+    /// address announced, when the daemon gave one (see `epoch_elsewhere`). None: read first.
+    pub fn outbid(&self) -> Option<u64> {
+        self.epoch_elsewhere.filter(|_| self.held_elsewhere).and_then(|e| e.checked_add(1))
+    }
 }
 
 /// Makes EC2 point `kind` at this node and proves it by reading it back.

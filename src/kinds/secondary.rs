@@ -39,6 +39,7 @@ pub async fn acquire(
     budget: Duration,
     start: Start,
 ) -> Result<Acquired, AcquireError> {
+    let outbid = start.outbid();
     let mut together = start.cohort;
     let eni = me.network_interface_id.clone().ok_or(AcquireError::NoInterface)?;
     let addresses = addresses.ok_or_else(|| AcquireError::Setup("local address management is not available".into()))?;
@@ -47,7 +48,7 @@ pub async fn acquire(
     // address is on the departed holder's ENI, under the record it announced: outbidding that
     // record needs no read. Reassignment takes the address from wherever it is; an IPv6 move
     // must name the ENI it leaves, so it always reads first.
-    let outbid = start.epoch_elsewhere.filter(|_| start.held_elsewhere && address.is_ipv4()).and_then(|e| e.checked_add(1));
+    let outbid = outbid.filter(|_| address.is_ipv4());
     // The ENIs the address leaves (None: it is ours already; empty: not read).
     let (epoch, from) = match outbid {
         Some(next) => (record(ec2, secondary, &eni, next, &gate).await?, Some(Vec::new())),

@@ -36,6 +36,7 @@ pub async fn acquire(
     budget: Duration,
     start: Start,
 ) -> Result<Acquired, AcquireError> {
+    let outbid = start.outbid();
     let mut together = start.cohort;
     let eni = me.network_interface_id.clone().ok_or(AcquireError::NoInterface)?;
     let addresses = addresses.ok_or_else(|| AcquireError::Setup("local address management is not available".into()))?;
@@ -43,7 +44,6 @@ pub async fn acquire(
     if vip.route_tables.is_empty() {
         return Err(AcquireError::Setup("no route table to point at this node (see the route_table_tag warning)".into()));
     }
-    let outbid = start.epoch_elsewhere.filter(|_| start.held_elsewhere).and_then(|e| e.checked_add(1));
     let unread = match outbid {
         Some(next) => {
             let epoch = record(ec2, vip, &eni, next, &gate).await?;
