@@ -37,14 +37,18 @@ fi
 # Python venv for the EC2 emulator (moto) and lab helpers.
 PY=/usr/bin/python3
 [ -x "$PY" ] || PY="$(command -v python3)"
-if [ -x "$VENV/bin/moto_server" ] && "$VENV/bin/python" -c 'import moto.server, boto3' >/dev/null 2>&1; then
-    echo "setup: $VENV already has moto[server] and boto3"
+# Pinned versions (tests/lab/requirements.txt): the emulator patches moto's internals.
+REQUIREMENTS="$ROOT/tests/lab/requirements.txt"
+pinned() { sed -n "s/^$1==//p" "$REQUIREMENTS"; }
+installed() { "$VENV/bin/python" -c "import importlib.metadata as m; print(m.version('$1'))" 2>/dev/null || true; }
+if [ -x "$VENV/bin/moto_server" ] && [ "$(installed moto)" = "$(pinned moto)" ] && [ "$(installed boto3)" = "$(pinned boto3)" ]; then
+    echo "setup: $VENV already has moto $(pinned moto) and boto3 $(pinned boto3)"
 else
     if [ ! -x "$VENV/bin/python" ]; then
         "$PY" -m venv "$VENV"
     fi
     "$VENV/bin/pip" install --upgrade pip >/dev/null 2>&1 || true
-    "$VENV/bin/pip" install "moto[server]" boto3
+    "$VENV/bin/pip" install -r "$REQUIREMENTS"
     "$VENV/bin/python" -c 'import moto.server, boto3'
 fi
 echo "setup: done"
