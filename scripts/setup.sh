@@ -39,10 +39,10 @@ PY=/usr/bin/python3
 [ -x "$PY" ] || PY="$(command -v python3)"
 # Pinned versions (tests/lab/requirements.txt): the emulator patches moto's internals.
 REQUIREMENTS="$ROOT/tests/lab/requirements.txt"
-pinned() { sed -n "s/^$1==//p" "$REQUIREMENTS"; }
-installed() { "$VENV/bin/python" -c "import importlib.metadata as m; print(m.version('$1'))" 2>/dev/null || true; }
-if [ -x "$VENV/bin/moto_server" ] && [ "$(installed moto)" = "$(pinned moto)" ] && [ "$(installed boto3)" = "$(pinned boto3)" ]; then
-    echo "setup: $VENV already has moto $(pinned moto) and boto3 $(pinned boto3)"
+# The venv is reused only when every pin is installed at its version (extras are harmless).
+missing_pins() { comm -13 <("$VENV/bin/pip" freeze 2>/dev/null | sort) <(grep -v '^#' "$REQUIREMENTS" | sort); }
+if [ -x "$VENV/bin/moto_server" ] && [ -z "$(missing_pins)" ]; then
+    echo "setup: $VENV already matches $REQUIREMENTS"
 else
     if [ ! -x "$VENV/bin/python" ]; then
         "$PY" -m venv "$VENV"
